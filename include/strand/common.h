@@ -1,0 +1,104 @@
+/* Types, status codes and the error-propagation macros every strand module uses.
+ *
+ * Library functions return an int status (STRAND_OK == 0). A failure records one message
+ * (file:line and reason) in a per-thread buffer and returns its code up the stack with
+ * STRAND_CALL. Conditions that only some ranks see are agreed with strand_agree() before any
+ * collective that would otherwise hang. Library code never calls exit(); internal bugs that
+ * cannot be recovered use STRAND_ASSERT, which aborts the whole job with rank and location. */
+#ifndef STRAND_COMMON_H
+#define STRAND_COMMON_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef STRAND_REAL_DOUBLE
+typedef double real_t;
+#define STRAND_MPI_REAL MPI_DOUBLE
+#define STRAND_REAL_NAME "double"
+#else
+typedef float real_t;
+#define STRAND_MPI_REAL MPI_FLOAT
+#define STRAND_REAL_NAME "float"
+#endif
+
+#ifndef STRAND_VERSION
+#define STRAND_VERSION "0.0.0"
+#endif
+
+enum strand_status {
+    STRAND_OK = 0,
+    STRAND_ERR_INPUT = 1,   /* bad user input: file content, argument, config value */
+    STRAND_ERR_CONFIG = 2,  /* unknown key or out-of-range config value */
+    STRAND_ERR_IO = 3,      /* file system or HDF5 failure */
+    STRAND_ERR_MPI = 4,     /* an MPI call failed */
+    STRAND_ERR_NOMEM = 5,   /* allocation failed */
+    STRAND_ERR_NUMERIC = 6, /* NaN or Inf where a finite number is required */
+    STRAND_ERR_PEER = 7,    /* another rank failed; its message was received */
+    STRAND_ERR_INTERNAL = 8,
+};
+
+/* Record an error message (printf-style) with its source location and return `code`. */
+int strand_error_set(int code, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The last recorded message, without source location ("" when none). */
+const char *strand_error_message(void);
+/* The source location of the last message ("file:line"). */
+const char *strand_error_where(void);
+void strand_error_clear(void);
+
+#define STRAND_FAIL(code, ...) return strand_error_set((code), __FILE__, __LINE__, __VA_ARGS__)
+
+#define STRAND_CALL(expr)                                                                              \
+    do {                                                                                               \
+        int strand_call_status_ = (expr);                                                              \
+        if (strand_call_status_ != STRAND_OK) return strand_call_status_;                              \
+    } while (0)
+
+/* Like STRAND_CALL but jumps to a cleanup label, storing the status in `status`. */
+#define STRAND_CALL_GOTO(status, label, expr)                                                          \
+    do {                                                                                               \
+        (status) = (expr);                                                                             \
+        if ((status) != STRAND_OK) goto label;                                                         \
+    } while (0)
+
+int strand_mpi_error(int mpi_code, const char *call, const char *file, int line);
+#define STRAND_CALL_MPI(expr)                                                                          \
+    do {                                                                                               \
+        int strand_mpi_status_ = (expr);                                                               \
+        if (strand_mpi_status_ != MPI_SUCCESS)                                                         \
+            return strand_mpi_error(strand_mpi_status_, #expr, __FILE__, __LINE__);                    \
+    } while (0)
+
+/* Abort the whole job for an internal bug (never for user input). */
+void strand_abort_internal(const char *file, int line, const char *expr);
+#define STRAND_ASSERT(cond)                                                                            \
+    do {                                                                                               \
+        if (!(cond)) strand_abort_internal(__FILE__, __LINE__, #cond);                                 \
+    } while (0)
+
+/* Agree on a status across `comm` (collective). Returns STRAND_OK on every rank when all ranks
+ * passed STRAND_OK. Otherwise every rank returns the lowest failing rank's code, and its message
+ * becomes the message on every rank (prefixed with "rank R: " where R differs from the caller). */
+int strand_agree(MPI_Comm comm, int status);
+
+/* Checked allocation: returns NULL and records STRAND_ERR_NOMEM on failure. Memory is zeroed and
+ * 64-byte aligned. Free with strand_free. */
+void *strand_alloc(size_t bytes, const char *what);
+void strand_free(void *ptr);
+#define STRAND_ALLOC(ptr, count, what)                                                                 \
+    do {                                                                                               \
+        (ptr) = strand_alloc((size_t)(count) * sizeof(*(ptr)), (what));                                \
+        if (!(ptr)) return STRAND_ERR_NOMEM;                                                           \
+    } while (0)
+
+/* Wall-clock seconds (monotonic). */
+double strand_now(void);
+/* Peak resident memory of this process in bytes (from getrusage). */
+int64_t strand_peak_rss_bytes(void);
+
+/* Contiguous, possibly uneven, split of n items into `parts`: the first n % parts pieces get one
+ * extra item. */
+void strand_split_range(int64_t n, int parts, int index, int64_t *start, int64_t *count);
+
+#endif

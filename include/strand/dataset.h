@@ -1,0 +1,83 @@
+/* Genome datasets: FASTA(.gz) -> HDF5 conversion (strand prep) and the parallel reader used by
+ * the training loader. The HDF5 schema is documented in README.md ("Dataset format"). */
+#ifndef STRAND_DATASET_H
+#define STRAND_DATASET_H
+
+#include "strand/common.h"
+
+#include <hdf5.h>
+#include <stdint.h>
+
+/* Single-nucleotide tokenizer. Token ids are stable across versions of the format. */
+enum strand_token {
+    STRAND_TOKEN_A = 0,
+    STRAND_TOKEN_C = 1,
+    STRAND_TOKEN_G = 2,
+    STRAND_TOKEN_T = 3,
+    STRAND_TOKEN_N = 4,
+    STRAND_TOKEN_PAD = 5, /* padding (never a training target) */
+    STRAND_TOKEN_BOS = 6, /* start of a sequence, for generation prompts */
+    STRAND_TOKEN_SEP = 7, /* record separator, reserved */
+    STRAND_VOCAB_SIZE = 8,
+};
+#define STRAND_TOKENIZER_NAME "nucleotide"
+#define STRAND_TOKENIZER_VERSION 1
+#define STRAND_DATASET_FORMAT_VERSION 1
+
+/* Complement of a token (A<->T, C<->G, N and specials unchanged). */
+uint8_t strand_token_complement(uint8_t token);
+/* Character of a token ('A','C','G','T','N', '.' for specials). */
+char strand_token_char(uint8_t token);
+
+/* ---- strand prep ---- */
+typedef struct {
+    const char *const *inputs; /* FASTA or gzipped FASTA paths */
+    int n_inputs;
+    const char *output;               /* dataset path (.h5) */
+    double val_fraction;              /* last fraction of every record is validation (0 = none) */
+    const char *const *val_records;   /* or: whole records (by name) that form the validation split */
+    int n_val_records;
+    int verbose;                      /* print one line per record */
+} strand_prep_options;
+
+typedef struct {
+    int64_t n_records;
+    int64_t n_tokens;
+    int64_t n_train_tokens, n_val_tokens;
+    int64_t input_bytes; /* bytes of FASTA text after decompression */
+    double seconds;
+} strand_prep_stats;
+
+/* Convert FASTA inputs to one HDF5 dataset. Serial (one process). The output is written to
+ * "<output>.tmp" and renamed on success, so a failed prep never leaves a half-written file. */
+int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats);
+
+/* ---- reading a dataset ---- */
+typedef struct {
+    int64_t offset; /* first token in /tokens */
+    int64_t length;
+} strand_token_range;
+
+typedef struct {
+    hid_t file, tokens; /* HDF5 handles */
+    int64_t n_tokens;
+    int64_t n_records;
+    char (*record_names)[128]; /* n_records names (truncated to 127 chars) */
+    int64_t *record_offsets, *record_lengths;
+    strand_token_range *train, *val; /* split ranges in /tokens coordinates */
+    int64_t n_train, n_val;
+    char path[1024];
+} strand_dataset;
+
+/* Open and validate a dataset on all ranks of `comm` (collective; MPI-IO driver). Refuses, with
+ * file and reason, a missing or corrupt file, another tokenizer or an unknown format version.
+ * The result is agreed across `comm`. */
+int strand_dataset_open(strand_dataset *dataset, const char *path, MPI_Comm comm);
+/* Read tokens [offset, offset + count) into out (independent I/O: each rank its own hyperslab). */
+int strand_dataset_read(strand_dataset *dataset, int64_t offset, int64_t count, uint8_t *out);
+void strand_dataset_close(strand_dataset *dataset);
+
+/* Print a human summary of a dataset file to stdout (strand info). */
+int strand_dataset_print_info(const char *path);
+
+#endif

@@ -1,0 +1,131 @@
+/* Error recording, cross-rank agreement, aligned allocation and clocks. */
+#define _POSIX_C_SOURCE 200809L
+#include "strand/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+enum { ERROR_MESSAGE_BYTES = 1024 };
+
+static _Thread_local char error_message[ERROR_MESSAGE_BYTES];
+static _Thread_local char error_where[256];
+
+int strand_error_set(int code, const char *file, int line, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(error_message, sizeof error_message, fmt, args);
+    va_end(args);
+    const char *base = strrchr(file, '/');
+    snprintf(error_where, sizeof error_where, "%s:%d", base ? base + 1 : file, line);
+    return code;
+}
+
+const char *strand_error_message(void) {
+    return error_message;
+}
+
+const char *strand_error_where(void) {
+    return error_where;
+}
+
+void strand_error_clear(void) {
+    error_message[0] = '\0';
+    error_where[0] = '\0';
+}
+
+int strand_mpi_error(int mpi_code, const char *call, const char *file, int line) {
+    char text[MPI_MAX_ERROR_STRING];
+    int length = 0;
+    if (MPI_Error_string(mpi_code, text, &length) != MPI_SUCCESS) snprintf(text, sizeof text, "code %d", mpi_code);
+    return strand_error_set(STRAND_ERR_MPI, file, line, "MPI call failed: %s: %s", call, text);
+}
+
+void strand_abort_internal(const char *file, int line, const char *expr) {
+    int rank = -1, initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    fprintf(stderr, "strand: internal error on rank %d at %s:%d: assertion '%s' failed\n", rank, file, line,
+            expr);
+    fflush(stderr);
+    if (initialized) MPI_Abort(MPI_COMM_WORLD, 70);
+    abort();
+}
+
+int strand_agree(MPI_Comm comm, int status) {
+    int rank = 0, size = 1;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    /* Lowest failing rank: encode as (failed ? rank : size) and take the minimum. */
+    int mine = status != STRAND_OK ? rank : size, first = size;
+    if (MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS) {
+        /* The agreement itself failed: nothing safe is left but to abort. */
+        strand_abort_internal(__FILE__, __LINE__, "MPI_Allreduce in strand_agree");
+    }
+    if (first == size) return STRAND_OK;
+    /* Send the failing rank's code and message to everyone. */
+    char buffer[ERROR_MESSAGE_BYTES + 8];
+    int code = status;
+    if (rank == first) {
+        memcpy(buffer, &code, sizeof code);
+        snprintf(buffer + sizeof code, ERROR_MESSAGE_BYTES, "%s", error_message);
+    }
+    if (MPI_Bcast(buffer, (int)sizeof buffer, MPI_CHAR, first, comm) != MPI_SUCCESS)
+        strand_abort_internal(__FILE__, __LINE__, "MPI_Bcast in strand_agree");
+    if (rank != first) {
+        memcpy(&code, buffer, sizeof code);
+        buffer[sizeof buffer - 1] = '\0';
+        int world_rank = first;
+        /* Name the failing rank by its world rank so the line is the same on every communicator. */
+        MPI_Group group, world_group;
+        if (MPI_Comm_group(comm, &group) == MPI_SUCCESS &&
+            MPI_Comm_group(MPI_COMM_WORLD, &world_group) == MPI_SUCCESS) {
+            MPI_Group_translate_ranks(group, 1, &first, world_group, &world_rank);
+            MPI_Group_free(&group);
+            MPI_Group_free(&world_group);
+        }
+        (void)world_rank;
+        snprintf(error_message, sizeof error_message, "%s", buffer + sizeof code);
+        snprintf(error_where, sizeof error_where, "rank %d", world_rank);
+        if (code == STRAND_OK) code = STRAND_ERR_PEER;
+    }
+    return code;
+}
+
+void *strand_alloc(size_t bytes, const char *what) {
+    void *ptr = NULL;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    if (posix_memalign(&ptr, 64, rounded) != 0 || !ptr) {
+        strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory allocating %zu bytes for %s",
+                         bytes, what ? what : "a buffer");
+        return NULL;
+    }
+    memset(ptr, 0, rounded);
+    return ptr;
+}
+
+void strand_free(void *ptr) {
+    free(ptr);
+}
+
+double strand_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int64_t strand_peak_rss_bytes(void) {
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) != 0) return 0;
+    return (int64_t)usage.ru_maxrss * 1024;
+}
+
+void strand_split_range(int64_t n, int parts, int index, int64_t *start, int64_t *count) {
+    int64_t base = n / parts, extra = n % parts;
+    *count = base + (index < extra ? 1 : 0);
+    *start = index * base + (index < extra ? index : extra);
+}
