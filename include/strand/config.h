@@ -1,0 +1,68 @@
+/* Run configuration: INI file (libinih) in sections, every key overridable from the command line
+ * with --set section.key=value. The key table in config.c is the single source of truth: names,
+ * types, defaults, ranges and help text (README's config reference is generated from it by
+ * `strand train --help-config`). Unknown keys are errors that suggest the nearest valid key. */
+#ifndef STRAND_CONFIG_H
+#define STRAND_CONFIG_H
+
+#include "strand/common.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum { STRAND_CONFIG_STRING_BYTES = 256 };
+
+typedef struct {
+    /* [model] */
+    int d_model;
+    char layers[STRAND_CONFIG_STRING_BYTES]; /* comma-separated mixer names, one per block */
+    char norm[16];                           /* rmsnorm | layernorm */
+    char norm_position[16];                  /* pre | post */
+    char mlp[16];                            /* gelu | swiglu */
+    int mlp_hidden;                          /* hidden width of the MLP (0 = 4*d_model, 8/3*d for swiglu) */
+    int conv_kernel;                         /* short causal conv kernel, 2..8 */
+    int tie_embeddings;                      /* bool */
+    double init_std;
+    double norm_eps;
+
+    /* [train] */
+    int64_t seq_len;
+    int64_t steps;
+    int accum_steps;
+    double lr;
+    double min_lr_ratio; /* cosine decays to lr * min_lr_ratio */
+    int64_t warmup_steps;
+    double weight_decay;
+    double beta1, beta2, adam_eps;
+    double grad_clip; /* 0 = off */
+    uint64_t seed;
+    int rc_augment; /* bool: reverse-complement augmentation */
+    int64_t log_every;
+    int64_t eval_windows; /* validation windows at the end of training (0 = none) */
+
+    /* [data] */
+    char data_path[1024];
+
+    /* [parallel] */
+    int sp; /* 0 = world size / dp */
+    int dp; /* 0 = world size / sp */
+
+    /* [run] */
+    char run_dir[1024];
+} strand_config;
+
+/* Defaults for every key. */
+void strand_config_defaults(strand_config *config);
+/* Load an INI file on top of the current values. Errors name file, line and key. */
+int strand_config_load_file(strand_config *config, const char *path);
+/* Apply one "section.key=value" override. */
+int strand_config_set(strand_config *config, const char *assignment);
+/* Check ranges and cross-key constraints that do not need the world size. */
+int strand_config_validate(const strand_config *config);
+/* Resolved configuration as INI text (every key, in sections). Returns bytes written (excluding
+ * the terminating zero), or the size needed if it did not fit. */
+size_t strand_config_format(const strand_config *config, char *buffer, size_t size);
+/* Print the reference of every key (name, type, default, range, meaning) as a Markdown table. */
+void strand_config_print_reference(FILE *out);
+
+#endif
