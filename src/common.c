@@ -88,7 +88,8 @@ int strand_agree(MPI_Comm comm, int status) {
             MPI_Group_free(&world_group);
         }
         (void)world_rank;
-        snprintf(error_message, sizeof error_message, "%s", buffer + sizeof code);
+        memcpy(error_message, buffer + sizeof code, sizeof error_message);
+        error_message[sizeof error_message - 1] = '\0';
         snprintf(error_where, sizeof error_where, "rank %d", world_rank);
         if (code == STRAND_OK) code = STRAND_ERR_PEER;
     }

@@ -59,9 +59,13 @@ int strand_config_load_file(strand_config *config, const char *path);
 int strand_config_set(strand_config *config, const char *assignment);
 /* Check ranges and cross-key constraints that do not need the world size. */
 int strand_config_validate(const strand_config *config);
-/* Resolved configuration as INI text (every key, in sections). Returns bytes written (excluding
- * the terminating zero), or the size needed if it did not fit. */
+/* Resolved configuration as INI text (every key, in sections); loading it back gives the same
+ * values. snprintf-style: returns the length of the whole text (excluding the terminating zero)
+ * whether or not it fit, so it fit when the result is < size. */
 size_t strand_config_format(const strand_config *config, char *buffer, size_t size);
+/* model.mlp_hidden resolved: the configured width, or for 0 the default of config->mlp (4*d_model
+ * for gelu, 8/3*d_model rounded up to a multiple of 8 for swiglu). */
+int strand_config_mlp_hidden(const strand_config *config);
 /* Print the reference of every key (name, type, default, range, meaning) as a Markdown table. */
 void strand_config_print_reference(FILE *out);
 

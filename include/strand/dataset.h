@@ -80,4 +80,29 @@ void strand_dataset_close(strand_dataset *dataset);
 /* Print a human summary of a dataset file to stdout (strand info). */
 int strand_dataset_print_info(const char *path);
 
+/* Is `path` a strand dataset (an HDF5 file with a root attribute "format_version" and /tokens)?
+ * Serial. Fails only when the file is missing, unreadable or not HDF5. */
+int strand_dataset_probe(const char *path, int *is_dataset);
+
+/* ---- HDF5 helpers shared by strand's HDF5 code ---- */
+/* Turn off HDF5's automatic error-stack printing: failures become strand errors instead. */
+void strand_h5_quiet(void);
+/* Record "PATH: WHAT (HDF5: <innermost HDF5 message>)" as STRAND_ERR_IO, clear the HDF5 error
+ * stack and return STRAND_ERR_IO. */
+int strand_h5_error(const char *file, int line, const char *path, const char *what);
+#define STRAND_H5_FAIL(path, what) return strand_h5_error(__FILE__, __LINE__, (path), (what))
+/* Close any HDF5 identifier (file, group, dataset, attribute, dataspace, datatype, property list)
+ * and set it to H5I_INVALID_HID; ignores identifiers that are not valid. */
+void strand_h5_close(hid_t *id);
+/* Scalar attributes on `object`; `path` names the file in error messages. */
+int strand_h5_write_string_attribute(hid_t object, const char *name, const char *value, const char *path);
+int strand_h5_write_int_attribute(hid_t object, const char *name, int64_t value, const char *path);
+int strand_h5_write_double_attribute(hid_t object, const char *name, double value, const char *path);
+/* Read a string attribute (fixed- or variable-length) into value[capacity], truncating. *found is
+ * 0 (and STRAND_OK returned) when the attribute does not exist. */
+int strand_h5_read_string_attribute(hid_t object, const char *name, char *value, size_t capacity, int *found,
+                                    const char *path);
+/* Read an integer attribute of any integer type. *found as above. */
+int strand_h5_read_int_attribute(hid_t object, const char *name, int64_t *value, int *found, const char *path);
+
 #endif

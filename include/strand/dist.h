@@ -1,0 +1,44 @@
+/* Process grid (world = DP x SP) and the communication primitives the layers use.
+ *
+ * World rank w = dp_rank * sp + sp_rank: an SP group is a block of consecutive ranks, so on a
+ * cluster it usually stays inside one node where sequence-parallel traffic is heaviest. */
+#ifndef STRAND_DIST_H
+#define STRAND_DIST_H
+
+#include "strand/common.h"
+
+typedef struct {
+    MPI_Comm world; /* duplicate of the caller's communicator, MPI_ERRORS_RETURN */
+    MPI_Comm sp_comm; /* ranks sharing one window, ordered along the sequence */
+    MPI_Comm dp_comm; /* ranks with the same sp_rank in different DP groups */
+    int world_rank, world_size;
+    int sp_rank, sp_size;
+    int dp_rank, dp_size;
+} strand_grid;
+
+/* Build the grid. sp or dp may be 0 (derived from the world size). Refuses shapes that do not
+ * multiply to the world size. Collective over `world`. */
+int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp);
+void strand_grid_free(strand_grid *grid);
+
+/* Time spent inside communication calls since start (seconds), for the progress line. */
+double strand_comm_seconds(void);
+void strand_comm_add_seconds(double seconds);
+
+/* Halo exchange along the SP group for a causal window of H rows.
+ * Forward: halo (H,C) receives the H rows that precede this rank's first row in the global
+ * sequence (zeros where they fall before position 0). Handles shards shorter than H by relaying
+ * rows through several ranks.
+ * Backward: dhalo (H,C) holds gradients for those preceding rows; they are sent back and ADDED
+ * into the owners' dx (T,C). The local T of every rank is given by shard_lengths (sp_size).
+ * scratch holds 2*H*C values (made at init). */
+int strand_halo_forward(const strand_grid *grid, real_t *halo, const real_t *x, int64_t T, int C, int H,
+                        const int64_t *shard_lengths, real_t *scratch);
+int strand_halo_backward(const strand_grid *grid, real_t *dx, const real_t *dhalo, int64_t T, int C, int H,
+                         const int64_t *shard_lengths, real_t *scratch);
+
+/* Sum a real array over a communicator in place (one call). */
+int strand_allreduce_sum(MPI_Comm comm, real_t *data, int64_t count);
+int strand_allreduce_sum_double(MPI_Comm comm, double *data, int count);
+
+#endif

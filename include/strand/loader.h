@@ -1,0 +1,38 @@
+/* Training and validation windows. Which window a step uses is a pure function of
+ * (seed, step, window index), never of the SP size; each rank reads only its own piece. */
+#ifndef STRAND_LOADER_H
+#define STRAND_LOADER_H
+
+#include "strand/dataset.h"
+
+typedef struct {
+    strand_dataset *dataset;
+    int64_t seq_len;
+    uint64_t seed;
+    int rc_augment;
+    /* valid window starts per range, cumulative: starts_cum[i] = starts in ranges 0..i-1 */
+    int64_t *train_cum, *val_cum;
+    int64_t train_starts, val_starts;
+} strand_loader;
+
+typedef struct {
+    int64_t offset; /* first token of the window in /tokens (seq_len + 1 tokens: inputs and targets) */
+    int reverse;    /* reverse-complement the window */
+} strand_window;
+
+/* Index the split ranges. Fails (identically on every rank) when no range holds seq_len + 1
+ * tokens, naming both sizes. */
+int strand_loader_init(strand_loader *loader, strand_dataset *dataset, int64_t seq_len, uint64_t seed,
+                       int rc_augment);
+void strand_loader_free(strand_loader *loader);
+/* The training window for (step, window index). */
+strand_window strand_loader_train_window(const strand_loader *loader, int64_t step, int64_t index);
+/* Validation window k of n, evenly spaced over the validation ranges; returns 0 when the split
+ * has no room for a window. */
+int strand_loader_val_window(const strand_loader *loader, int64_t k, int64_t n, strand_window *window);
+/* Read window positions [start, start + count] (count + 1 tokens: the inputs of the piece and the
+ * target of its last position) into tokens. */
+int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
+                       uint8_t *tokens);
+
+#endif

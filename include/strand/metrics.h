@@ -1,0 +1,37 @@
+/* What a run reports: one JSON line per step in <run>/metrics.jsonl and a progress line on
+ * rank 0 (a live bar on a terminal, plain lines in a SLURM log). */
+#ifndef STRAND_METRICS_H
+#define STRAND_METRICS_H
+
+#include "strand/common.h"
+
+#include <stdio.h>
+
+typedef struct {
+    int64_t step, total_steps;
+    double loss, bpb, lr, grad_norm;
+    double tokens_per_s;
+    double step_seconds, compute_seconds, comm_seconds, io_seconds;
+    int64_t tokens_seen;
+    int64_t peak_rss_bytes; /* maximum over ranks */
+    double elapsed_seconds;
+} strand_step_metrics;
+
+typedef struct {
+    FILE *jsonl;
+    int terminal; /* stdout is a terminal: redraw one live line */
+    int pending_newline;
+} strand_metrics;
+
+/* Open <run_dir>/metrics.jsonl for writing (rank 0 only; other ranks pass run_dir NULL). */
+int strand_metrics_open(strand_metrics *metrics, const char *run_dir);
+int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m);
+/* Print the progress line; `log_line` forces a permanent line (else only the live bar moves). */
+void strand_metrics_progress(strand_metrics *metrics, const strand_step_metrics *m, int log_line);
+void strand_metrics_close(strand_metrics *metrics);
+/* "1h02m", "3m05s", "12s" */
+void strand_format_duration(char *out, size_t size, double seconds);
+/* "512 KiB", "1.2 GiB" */
+void strand_format_bytes(char *out, size_t size, double bytes);
+
+#endif

@@ -1,0 +1,110 @@
+/* The sequence model: parameter table (one flat allocation), mixer interface, blocks, head and
+ * loss, with a hand-written backward pass over this rank's shard of the window.
+ *
+ * A block is x + mixer(norm(x)) then x + mlp(norm(x)) (pre-norm), or norm(x + mixer(x)) then
+ * norm(x + mlp(x)) (post-norm). Mixers are the only layers that talk across the SP group. */
+#ifndef STRAND_MODEL_H
+#define STRAND_MODEL_H
+
+#include "strand/common.h"
+#include "strand/config.h"
+#include "strand/dist.h"
+
+#include <stdint.h>
+
+/* ---- parameter table ---- */
+enum strand_init { STRAND_INIT_NORMAL, STRAND_INIT_ONES, STRAND_INIT_ZEROS, STRAND_INIT_BY_LAYER };
+
+typedef struct {
+    char layer[48]; /* e.g. "block3.mixer"; a checkpoint stores /params/<layer>/<name> */
+    char name[32];  /* e.g. "weight" */
+    int ndim;
+    int64_t shape[2];
+    int64_t offset, size; /* in elements of the flat array */
+    int init;             /* enum strand_init */
+    double init_std;
+    int decay; /* AdamW weight decay applies (matrices yes, norms and biases no) */
+} strand_param_info;
+
+typedef struct {
+    strand_param_info *items;
+    int count, capacity;
+    int64_t total;
+} strand_param_table;
+
+/* Declare a parameter; returns its index in *index. Shapes: d1 = 0 for vectors. */
+int strand_params_declare(strand_param_table *table, const char *layer, const char *name, int64_t d0,
+                          int64_t d1, int init, double init_std, int decay, int *index);
+void strand_params_free(strand_param_table *table);
+
+/* ---- this rank's piece of the window ---- */
+typedef struct {
+    const strand_grid *grid;
+    int64_t T;                    /* tokens on this rank */
+    int64_t start;                /* global position of the first local token within the window */
+    int64_t window;               /* tokens in the whole window (seq_len) */
+    const int64_t *shard_lengths; /* T of every rank of the SP group */
+} strand_shard;
+
+/* ---- mixer interface ---- */
+typedef struct strand_mixer strand_mixer;
+typedef struct {
+    const char *name;
+    /* Declare parameters in the table (layer name given) and size the state. */
+    int (*create)(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
+                  const char *layer);
+    /* Allocate saved activations and workspaces for shards of up to max_T tokens. */
+    int (*setup)(strand_mixer *mixer, int64_t max_T);
+    /* out (T,C) = mixer(in (T,C)); saves what backward needs. */
+    int (*forward)(strand_mixer *mixer, real_t *out, const real_t *in, const real_t *params,
+                   const strand_shard *shard);
+    /* din (T,C) += d/d in; dparams += d/d params, given dout (T,C) and the forward's input. */
+    int (*backward)(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout, const real_t *in,
+                    const real_t *params, const strand_shard *shard);
+    void (*destroy)(strand_mixer *mixer);
+} strand_mixer_ops;
+
+struct strand_mixer {
+    const strand_mixer_ops *ops;
+    int C;
+    void *state; /* owned by the mixer */
+};
+
+/* Look a mixer up by name (NULL when unknown). */
+const strand_mixer_ops *strand_mixer_find(const char *name);
+extern const strand_mixer_ops strand_mixer_conv;
+
+/* ---- the model ---- */
+typedef struct strand_block strand_block;
+
+typedef struct {
+    strand_config config;
+    int C, V, F, H; /* channels, vocabulary, first MLP width (H or 2H), MLP hidden width */
+    int n_layers;
+    int pre_norm, layer_norm, swiglu;
+    int64_t max_T;
+    strand_param_table table;
+    real_t *params, *grads; /* table.total each */
+    int wte, head, final_weight, final_bias;
+    strand_block *blocks;
+    /* saved activations for the head (max_T rows) */
+    real_t *final_in, *final_out, *final_mean, *final_rstd, *logits, *probs, *losses;
+    /* gradient scratch */
+    real_t *d_residual, *d_tmp1, *d_tmp2, *d_fc, *d_act, *d_logits;
+    const uint8_t *targets; /* of the last forward */
+} strand_model;
+
+/* Build the model for shards of up to max_T tokens. Parameters are not initialised. */
+int strand_model_create(strand_model *model, const strand_config *config, int64_t max_T);
+/* Initialise every parameter from (seed, parameter index, element index). */
+void strand_model_init_params(strand_model *model, uint64_t seed);
+/* Forward over this rank's shard: tokens (T) in, targets (T) next tokens. Returns the sum of the
+ * per-token losses in nats over the local tokens in *loss_sum. */
+int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8_t *targets,
+                         const strand_shard *shard, double *loss_sum);
+/* Backward of loss_scale * (sum of local losses); ADDS into model->grads. */
+int strand_model_backward(strand_model *model, const uint8_t *tokens, const strand_shard *shard,
+                          real_t loss_scale);
+void strand_model_free(strand_model *model);
+
+#endif

@@ -1,0 +1,19 @@
+/* Subcommands of the strand binary: each takes (argc, argv) with argv[0] the command name and
+ * returns the process exit status (0 success, 1 failure, 2 usage error). MPI is initialised by
+ * main before dispatch. */
+#ifndef STRAND_CLI_H
+#define STRAND_CLI_H
+
+enum { CLI_OK = 0, CLI_FAILURE = 1, CLI_USAGE = 2 };
+
+int cmd_prep(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* Print "strand <command>: error: <message>" once (world rank 0 only). */
+void cli_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print the last strand error as one line (world rank 0 only) and return CLI_FAILURE. */
+int cli_report(const char *command);
+int cli_world_rank(void);
+
+#endif

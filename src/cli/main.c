@@ -1,0 +1,89 @@
+/* strand: one binary, subcommands dispatched from a table (like git's builtins). */
+#include "cli.h"
+
+#include "strand/common.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"prep", cmd_prep, "convert FASTA / gzipped FASTA genomes to an HDF5 dataset"},
+    {"train", cmd_train, "train a model, the sequence sharded across MPI ranks"},
+    {"info", cmd_info, "summarise a dataset file"},
+};
+enum { N_COMMANDS = sizeof commands / sizeof *commands };
+
+int cli_world_rank(void) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    return rank;
+}
+
+void cli_error(const char *name, const char *fmt, ...) {
+    if (cli_world_rank() != 0) return;
+    va_list args;
+    va_start(args, fmt);
+    fprintf(stderr, "strand %s: error: ", name);
+    vfprintf(stderr, fmt, args);
+    fputc('\n', stderr);
+    va_end(args);
+    fflush(stderr);
+}
+
+int cli_report(const char *name) {
+    cli_error(name, "%s", strand_error_message()[0] ? strand_error_message() : "failed");
+    return CLI_FAILURE;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "strand %s: train genome-length sequence models on CPU clusters, one sequence sharded\n"
+            "along its length across MPI ranks.\n\n"
+            "usage: strand <command> [options]      (under MPI: mpirun -n N strand train ...)\n\n"
+            "commands:\n",
+            STRAND_VERSION);
+    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\n'strand <command> --help' describes a command's options.\n"
+                 "options: --help, --version\n");
+}
+
+int main(int argc, char **argv) {
+    int provided = 0;
+    if (MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "strand: error: MPI_Init failed\n");
+        return 1;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    int status = CLI_USAGE;
+    int rank = cli_world_rank();
+    if (argc < 2) {
+        if (rank == 0) usage(stderr);
+    } else if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        if (rank == 0) usage(stdout);
+        status = CLI_OK;
+    } else if (strcmp(argv[1], "--version") == 0) {
+        if (rank == 0) printf("strand %s (%s precision)\n", STRAND_VERSION, STRAND_REAL_NAME);
+        status = CLI_OK;
+    } else {
+        const command *found = NULL;
+        for (int i = 0; i < N_COMMANDS; i++)
+            if (strcmp(argv[1], commands[i].name) == 0) found = &commands[i];
+        if (found) {
+            status = found->run(argc - 1, argv + 1);
+        } else if (rank == 0) {
+            fprintf(stderr, "strand: error: unknown command '%s' (commands:", argv[1]);
+            for (int i = 0; i < N_COMMANDS; i++) fprintf(stderr, " %s", commands[i].name);
+            fprintf(stderr, "; see strand --help)\n");
+        }
+    }
+    fflush(stdout);
+    MPI_Finalize();
+    return status;
+}

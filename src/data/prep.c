@@ -1,0 +1,440 @@
+/* strand prep: FASTA(.gz) inputs -> one HDF5 dataset (schema in tests/data/SCHEMA.md).
+ *
+ * Tokens stream from the FASTA parser into a 4 MiB buffer that is appended to the extendible,
+ * chunked /tokens dataset whenever it fills, so memory does not depend on the genome size. Only
+ * the record table (one entry per FASTA record) is kept in memory. Everything is written to
+ * "<output>.tmp", which is renamed over the output only once the file is complete and closed. */
+#define _POSIX_C_SOURCE 200809L
+#include "strand/dataset.h"
+#include "strand/fasta.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum {
+    CHUNK_TOKENS = 1 << 20,                /* /tokens chunk: 1 MiB */
+    WRITE_TOKENS = 4 * CHUNK_TOKENS,       /* appended per write: whole chunks until the last one */
+    DEFLATE_LEVEL = 1,                     /* fast; DNA compresses to about 2.2 bits/base anyway */
+};
+
+typedef struct {
+    char *name;
+    int64_t offset, length;
+    int32_t source;
+} prep_record;
+
+typedef struct {
+    const char *path;   /* "<output>.tmp" */
+    const char *input;  /* the FASTA being read, for messages */
+    int32_t source;     /* its index */
+    int verbose;
+    hid_t file, tokens;
+    uint8_t *buffer;
+    size_t fill;
+    int64_t written;    /* tokens already in /tokens */
+    prep_record *records;
+    int64_t n_records, cap_records;
+} prep_writer;
+
+/* ---- token stream ---- */
+
+static int flush_buffer(prep_writer *w) {
+    if (w->fill == 0) return STRAND_OK;
+    hsize_t start = (hsize_t)w->written, count = w->fill, size = start + count;
+    hid_t file_space = H5I_INVALID_HID, memory_space = H5I_INVALID_HID;
+    int status = STRAND_OK;
+    if (H5Dset_extent(w->tokens, &size) < 0 || (file_space = H5Dget_space(w->tokens)) < 0 ||
+        (memory_space = H5Screate_simple(1, &count, NULL)) < 0 ||
+        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
+        H5Dwrite(w->tokens, H5T_NATIVE_UINT8, memory_space, file_space, H5P_DEFAULT, w->buffer) < 0)
+        status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot append to /tokens (disk full?)");
+    strand_h5_close(&memory_space);
+    strand_h5_close(&file_space);
+    w->written += (int64_t)w->fill;
+    w->fill = 0;
+    return status;
+}
+
+static int on_record_begin(void *user, const char *name) {
+    prep_writer *w = user;
+    if (w->n_records == w->cap_records) {
+        int64_t cap = w->cap_records ? 2 * w->cap_records : 64;
+        prep_record *grown = realloc(w->records, (size_t)cap * sizeof *grown);
+        if (!grown) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for the record table (%" PRId64 " records)", cap);
+        w->records = grown;
+        w->cap_records = cap;
+    }
+    prep_record *r = &w->records[w->n_records];
+    r->name = strdup(name);
+    if (!r->name) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for record names");
+    r->offset = w->written + (int64_t)w->fill;
+    r->length = 0;
+    r->source = w->source;
+    w->n_records++;
+    return STRAND_OK;
+}
+
+static int on_tokens(void *user, const uint8_t *tokens, size_t count) {
+    prep_writer *w = user;
+    while (count > 0) {
+        size_t take = WRITE_TOKENS - w->fill;
+        if (take > count) take = count;
+        memcpy(w->buffer + w->fill, tokens, take);
+        w->fill += take;
+        tokens += take;
+        count -= take;
+        if (w->fill == WRITE_TOKENS) STRAND_CALL(flush_buffer(w));
+    }
+    return STRAND_OK;
+}
+
+static int on_record_end(void *user, const char *name, int64_t length) {
+    prep_writer *w = user;
+    w->records[w->n_records - 1].length = length;
+    /* The one place prep prints: strand_prep_options.verbose asks for a line per record. */
+    if (w->verbose) printf("  %s: %s, %" PRId64 " tokens\n", w->input, name, length);
+    return STRAND_OK;
+}
+
+/* ---- tables ---- */
+
+static int write_table(hid_t parent, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data,
+                       const char *path) {
+    hid_t space = H5Screate_simple(rank, dims, NULL), dataset = H5I_INVALID_HID;
+    int status = STRAND_OK;
+    hsize_t total = 1;
+    for (int i = 0; i < rank; i++) total *= dims[i];
+    char what[160];
+    snprintf(what, sizeof what, "cannot write %s", name);
+    if (space < 0 || (dataset = H5Dcreate2(parent, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+        (total > 0 && H5Dwrite(dataset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
+        status = strand_h5_error(__FILE__, __LINE__, path, what);
+    strand_h5_close(&dataset);
+    strand_h5_close(&space);
+    return status;
+}
+
+static int write_strings(hid_t parent, const char *name, const char *const *values, int64_t n, const char *path) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    if (type < 0 || H5Tset_size(type, H5T_VARIABLE) < 0) {
+        strand_h5_close(&type);
+        STRAND_H5_FAIL(path, "cannot make a string type");
+    }
+    hsize_t dims[1] = {(hsize_t)n};
+    int status = write_table(parent, name, type, 1, dims, values, path);
+    strand_h5_close(&type);
+    return status;
+}
+
+static int write_int64s(hid_t parent, const char *name, const int64_t *values, int64_t n, const char *path) {
+    hsize_t dims[1] = {(hsize_t)n};
+    return write_table(parent, name, H5T_STD_I64LE, 1, dims, values, path);
+}
+
+static int make_group(hid_t file, const char *name, hid_t *group, const char *path) {
+    *group = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (*group < 0) STRAND_H5_FAIL(path, "cannot create a group");
+    return STRAND_OK;
+}
+
+static int compare_names(const void *a, const void *b) {
+    const prep_record *const *ra = a, *const *rb = b;
+    return strcmp((*ra)->name, (*rb)->name);
+}
+
+/* Record names must be unique: --val-records and the training logs refer to records by name. */
+static int check_unique_names(const prep_writer *w, const strand_prep_options *options) {
+    if (w->n_records < 2) return STRAND_OK;
+    const prep_record **sorted = malloc((size_t)w->n_records * sizeof *sorted);
+    if (!sorted) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory checking record names");
+    for (int64_t i = 0; i < w->n_records; i++) sorted[i] = &w->records[i];
+    qsort(sorted, (size_t)w->n_records, sizeof *sorted, compare_names);
+    int status = STRAND_OK;
+    for (int64_t i = 1; i < w->n_records; i++) {
+        if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0) {
+            const prep_record *first = sorted[i - 1]->offset < sorted[i]->offset ? sorted[i - 1] : sorted[i];
+            const prep_record *second = first == sorted[i] ? sorted[i - 1] : sorted[i];
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "record name %s appears twice (in %s and in %s); record names must be unique",
+                                      first->name, options->inputs[first->source], options->inputs[second->source]);
+            break;
+        }
+    }
+    free(sorted);
+    return status;
+}
+
+/* Train and validation ranges: named records go wholly to val; of every other record the last
+ * floor(val_fraction * length) tokens go to val and the rest to train. */
+static int write_splits(hid_t file, const prep_writer *w, const strand_prep_options *options,
+                        strand_prep_stats *stats) {
+    for (int v = 0; v < options->n_val_records; v++) {
+        int64_t i = 0;
+        while (i < w->n_records && strcmp(w->records[i].name, options->val_records[v]) != 0) i++;
+        if (i == w->n_records)
+            STRAND_FAIL(STRAND_ERR_INPUT, "--val-records: no record named %s in the inputs", options->val_records[v]);
+    }
+    int64_t(*train)[2] = malloc((size_t)(w->n_records + 1) * sizeof *train);
+    int64_t(*val)[2] = malloc((size_t)(w->n_records + 1) * sizeof *val);
+    int status = STRAND_OK;
+    if (!train || !val) {
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the split tables");
+        goto done;
+    }
+    int64_t n_train = 0, n_val = 0;
+    stats->n_train_tokens = stats->n_val_tokens = 0;
+    for (int64_t i = 0; i < w->n_records; i++) {
+        const prep_record *r = &w->records[i];
+        int named = 0;
+        for (int v = 0; v < options->n_val_records && !named; v++)
+            named = strcmp(r->name, options->val_records[v]) == 0;
+        int64_t val_length = named ? r->length : (int64_t)floor(options->val_fraction * (double)r->length);
+        int64_t train_length = r->length - val_length;
+        if (train_length > 0) {
+            train[n_train][0] = r->offset;
+            train[n_train][1] = train_length;
+            n_train++;
+        }
+        if (val_length > 0) {
+            val[n_val][0] = r->offset + train_length;
+            val[n_val][1] = val_length;
+            n_val++;
+        }
+        stats->n_train_tokens += train_length;
+        stats->n_val_tokens += val_length;
+    }
+    if (stats->n_train_tokens == 0) {
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "no training tokens left: every record is in the validation split");
+        goto done;
+    }
+    hid_t group;
+    STRAND_CALL_GOTO(status, done, make_group(file, "/split", &group, w->path));
+    hsize_t dims[2] = {(hsize_t)n_train, 2};
+    status = write_table(group, "train", H5T_STD_I64LE, 2, dims, train, w->path);
+    dims[0] = (hsize_t)n_val;
+    if (status == STRAND_OK) status = write_table(group, "val", H5T_STD_I64LE, 2, dims, val, w->path);
+    if (status == STRAND_OK)
+        status = strand_h5_write_double_attribute(group, "val_fraction", options->val_fraction, w->path);
+    if (status == STRAND_OK) {
+        /* The named validation records, comma-separated ("" when none). */
+        size_t bytes = 1;
+        for (int v = 0; v < options->n_val_records; v++) bytes += strlen(options->val_records[v]) + 1;
+        char *joined = calloc(bytes, 1);
+        if (!joined) {
+            status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+        } else {
+            for (int v = 0; v < options->n_val_records; v++) {
+                if (v > 0) strcat(joined, ",");
+                strcat(joined, options->val_records[v]);
+            }
+            status = strand_h5_write_string_attribute(group, "val_records", joined, w->path);
+            free(joined);
+        }
+    }
+    strand_h5_close(&group);
+done:
+    free(train);
+    free(val);
+    return status;
+}
+
+static int write_records(hid_t file, const prep_writer *w) {
+    int64_t n = w->n_records;
+    const char **names = malloc((size_t)(n + 1) * sizeof *names);
+    int64_t *offsets = malloc((size_t)(n + 1) * sizeof *offsets);
+    int64_t *lengths = malloc((size_t)(n + 1) * sizeof *lengths);
+    int32_t *sources = malloc((size_t)(n + 1) * sizeof *sources);
+    int status = STRAND_OK;
+    hid_t group = H5I_INVALID_HID;
+    if (!names || !offsets || !lengths || !sources) {
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the record table");
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        names[i] = w->records[i].name;
+        offsets[i] = w->records[i].offset;
+        lengths[i] = w->records[i].length;
+        sources[i] = w->records[i].source;
+    }
+    STRAND_CALL_GOTO(status, done, make_group(file, "/records", &group, w->path));
+    STRAND_CALL_GOTO(status, done, write_strings(group, "name", names, n, w->path));
+    STRAND_CALL_GOTO(status, done, write_int64s(group, "offset", offsets, n, w->path));
+    STRAND_CALL_GOTO(status, done, write_int64s(group, "length", lengths, n, w->path));
+    hsize_t dims[1] = {(hsize_t)n};
+    status = write_table(group, "source", H5T_STD_I32LE, 1, dims, sources, w->path);
+done:
+    strand_h5_close(&group);
+    free(names);
+    free(offsets);
+    free(lengths);
+    free(sources);
+    return status;
+}
+
+static const char *base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static int write_sources(hid_t file, const strand_prep_options *options, const strand_fasta_summary *summaries,
+                         const char *path) {
+    int n = options->n_inputs;
+    const char **names = malloc((size_t)n * sizeof *names), **hashes = malloc((size_t)n * sizeof *hashes);
+    int64_t *sizes = malloc((size_t)n * sizeof *sizes), *text = malloc((size_t)n * sizeof *text);
+    int64_t *records = malloc((size_t)n * sizeof *records);
+    int status = STRAND_OK;
+    hid_t group = H5I_INVALID_HID;
+    if (!names || !hashes || !sizes || !text || !records) {
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the source table");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        names[i] = base_name(options->inputs[i]);
+        hashes[i] = summaries[i].sha256_hex;
+        sizes[i] = summaries[i].file_bytes;
+        text[i] = summaries[i].text_bytes;
+        records[i] = summaries[i].n_records;
+    }
+    STRAND_CALL_GOTO(status, done, make_group(file, "/sources", &group, path));
+    STRAND_CALL_GOTO(status, done, write_strings(group, "name", names, n, path));
+    STRAND_CALL_GOTO(status, done, write_strings(group, "path", (const char *const *)options->inputs, n, path));
+    STRAND_CALL_GOTO(status, done, write_strings(group, "sha256", hashes, n, path));
+    STRAND_CALL_GOTO(status, done, write_int64s(group, "size", sizes, n, path));
+    STRAND_CALL_GOTO(status, done, write_int64s(group, "text_bytes", text, n, path));
+    STRAND_CALL_GOTO(status, done, write_int64s(group, "n_records", records, n, path));
+done:
+    strand_h5_close(&group);
+    free(names);
+    free(hashes);
+    free(sizes);
+    free(text);
+    free(records);
+    return status;
+}
+
+static int write_root_attributes(hid_t file, const char *path) {
+    char special[64];
+    snprintf(special, sizeof special, "PAD=%d,BOS=%d,SEP=%d", STRAND_TOKEN_PAD, STRAND_TOKEN_BOS, STRAND_TOKEN_SEP);
+    STRAND_CALL(strand_h5_write_int_attribute(file, "format_version", STRAND_DATASET_FORMAT_VERSION, path));
+    STRAND_CALL(strand_h5_write_string_attribute(file, "tokenizer", STRAND_TOKENIZER_NAME, path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "tokenizer_version", STRAND_TOKENIZER_VERSION, path));
+    STRAND_CALL(strand_h5_write_string_attribute(file, "alphabet", "ACGTN", path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "vocab_size", STRAND_VOCAB_SIZE, path));
+    STRAND_CALL(strand_h5_write_string_attribute(file, "special_tokens", special, path));
+    STRAND_CALL(strand_h5_write_string_attribute(file, "created_by", "strand " STRAND_VERSION, path));
+    return STRAND_OK;
+}
+
+/* ---- driver ---- */
+
+static int check_options(const strand_prep_options *options) {
+    if (!options->output || !options->output[0]) STRAND_FAIL(STRAND_ERR_INPUT, "no output file given");
+    if (options->n_inputs < 1 || !options->inputs) STRAND_FAIL(STRAND_ERR_INPUT, "no input FASTA files given");
+    if (!(options->val_fraction >= 0.0 && options->val_fraction < 1.0))
+        STRAND_FAIL(STRAND_ERR_INPUT, "validation fraction %g is outside [0, 1)", options->val_fraction);
+    if (options->n_val_records < 0 || (options->n_val_records > 0 && !options->val_records))
+        STRAND_FAIL(STRAND_ERR_INPUT, "bad validation record list");
+    /* Renaming the result over an input would destroy it. */
+    struct stat out;
+    if (stat(options->output, &out) == 0) {
+        for (int i = 0; i < options->n_inputs; i++) {
+            struct stat in;
+            if (stat(options->inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+                STRAND_FAIL(STRAND_ERR_INPUT, "output %s is also an input", options->output);
+        }
+    }
+    return STRAND_OK;
+}
+
+static int create_output(prep_writer *w) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        strand_h5_close(&fapl);
+        STRAND_H5_FAIL(w->path, "cannot set file access properties");
+    }
+    w->file = H5Fcreate(w->path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    strand_h5_close(&fapl);
+    if (w->file < 0) STRAND_H5_FAIL(w->path, "cannot create the output file (does its directory exist?)");
+    if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
+        STRAND_FAIL(STRAND_ERR_IO, "%s: this HDF5 library has no deflate filter", w->path);
+    hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = CHUNK_TOKENS;
+    hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    int status = STRAND_OK;
+    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_deflate(dcpl, DEFLATE_LEVEL) < 0 ||
+        (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
+        status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot create /tokens");
+    strand_h5_close(&dcpl);
+    strand_h5_close(&space);
+    return status;
+}
+
+int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats) {
+    strand_prep_stats local_stats;
+    if (!stats) stats = &local_stats;
+    memset(stats, 0, sizeof *stats);
+    double start = strand_now();
+    STRAND_CALL(check_options(options));
+    strand_h5_quiet();
+
+    size_t path_bytes = strlen(options->output) + 5;
+    char *tmp_path = malloc(path_bytes);
+    strand_fasta_summary *summaries = calloc((size_t)options->n_inputs, sizeof *summaries);
+    prep_writer w = {.verbose = options->verbose, .file = H5I_INVALID_HID, .tokens = H5I_INVALID_HID};
+    w.buffer = malloc(WRITE_TOKENS);
+    int status = STRAND_OK, created = 0;
+    if (!tmp_path || !summaries || !w.buffer) {
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory starting prep");
+        goto done;
+    }
+    snprintf(tmp_path, path_bytes, "%s.tmp", options->output);
+    w.path = tmp_path;
+    created = 1; /* from here a (partial) tmp file may exist */
+    STRAND_CALL_GOTO(status, done, create_output(&w));
+
+    const strand_fasta_callbacks callbacks = {on_record_begin, on_tokens, on_record_end};
+    for (int i = 0; i < options->n_inputs; i++) {
+        w.input = options->inputs[i];
+        w.source = i;
+        STRAND_CALL_GOTO(status, done, strand_fasta_read(options->inputs[i], &callbacks, &w, &summaries[i]));
+        stats->input_bytes += summaries[i].text_bytes;
+    }
+    STRAND_CALL_GOTO(status, done, flush_buffer(&w));
+    STRAND_CALL_GOTO(status, done, check_unique_names(&w, options));
+    STRAND_CALL_GOTO(status, done, write_splits(w.file, &w, options, stats));
+    STRAND_CALL_GOTO(status, done, write_records(w.file, &w));
+    STRAND_CALL_GOTO(status, done, write_sources(w.file, options, summaries, w.path));
+    STRAND_CALL_GOTO(status, done, write_root_attributes(w.file, w.path));
+    strand_h5_close(&w.tokens);
+    /* Closing flushes the last chunks and metadata: its failure (disk full) is a failed prep. */
+    hid_t file = w.file;
+    w.file = H5I_INVALID_HID;
+    if (H5Fclose(file) < 0) {
+        status = strand_h5_error(__FILE__, __LINE__, w.path, "cannot finish writing the file (disk full?)");
+        goto done;
+    }
+    if (rename(tmp_path, options->output) != 0) {
+        status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot rename %s to %s: %s", tmp_path,
+                                  options->output, strerror(errno));
+        goto done;
+    }
+    stats->n_records = w.n_records;
+    stats->n_tokens = w.written;
+    stats->seconds = strand_now() - start;
+done:
+    strand_h5_close(&w.tokens);
+    strand_h5_close(&w.file);
+    if (status != STRAND_OK && created) unlink(tmp_path);
+    for (int64_t i = 0; i < w.n_records; i++) free(w.records[i].name);
+    free(w.records);
+    free(w.buffer);
+    free(summaries);
+    free(tmp_path);
+    return status;
+}

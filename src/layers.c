@@ -1,0 +1,408 @@
+/* Position-wise layers: hand-written forward and backward passes (llm.c style).
+ *
+ * Shapes are given as comments, e.g. // (T,C). Backward passes add into their gradients and skip
+ * NULL ones. Reductions over T (bias and weight gradients, norm statistics, softmax sums) are
+ * accumulated in double so that float builds do not lose precision on long shards. */
+#include "strand/layers.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#ifdef STRAND_REAL_DOUBLE
+#define R_EXP exp
+#define R_TANH tanh
+#define R_GEMM cblas_dgemm
+#else
+#define R_EXP expf
+#define R_TANH tanhf
+#define R_GEMM cblas_sgemm
+#endif
+
+/* Channel-block width for the column reductions in linear_backward (dbias). */
+enum { BIAS_BLOCK = 256 };
+/* Stack scratch for the conv: transposed weights (K x block) and their gradient accumulators. */
+enum { CONV_SCRATCH = 2048 };
+
+// ----------------------------------------------------------------------------
+// embedding
+
+void embedding_forward(real_t *out, const uint8_t *tokens, const real_t *wte, int64_t T, int C) {
+    // out (T,C), tokens (T), wte (V,C)
+    for (int64_t t = 0; t < T; t++) {
+        memcpy(out + t * C, wte + (int64_t)tokens[t] * C, (size_t)C * sizeof(real_t));
+    }
+}
+
+void embedding_backward(real_t *dwte, const real_t *dout, const uint8_t *tokens, int64_t T, int C) {
+    // dwte (V,C) scatter-add of dout (T,C): repeated tokens accumulate
+    if (!dwte) return;
+    for (int64_t t = 0; t < T; t++) {
+        real_t *restrict dw = dwte + (int64_t)tokens[t] * C;
+        const real_t *restrict g = dout + t * C;
+        for (int c = 0; c < C; c++)
+            dw[c] += g[c];
+    }
+}
+
+// ----------------------------------------------------------------------------
+// rmsnorm
+
+void rmsnorm_forward(real_t *out, real_t *rstd, const real_t *in, const real_t *weight, int64_t T, int C,
+                     real_t eps) {
+    // out (T,C), rstd (T), in (T,C), weight (C)
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict x = in + t * C;
+        real_t *restrict o = out + t * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++)
+            ss += (double)x[c] * x[c];
+        real_t s = (real_t)(1.0 / sqrt(ss / C + (double)eps));
+        for (int c = 0; c < C; c++)
+            o[c] = x[c] * s * weight[c];
+        rstd[t] = s;
+    }
+}
+
+void rmsnorm_backward(real_t *dinp, real_t *dweight, const real_t *dout, const real_t *in,
+                      const real_t *weight, const real_t *rstd, int64_t T, int C) {
+    // y = x * s * w with s = (mean(x^2) + eps)^-1/2, so ds/dx_i = -s^3 x_i / C:
+    // dx_i = s * w_i g_i - s^3 / C * x_i * sum_j(w_j g_j x_j);  dw_i = g_i x_i s
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict x = in + t * C;
+        const real_t *restrict g = dout + t * C;
+        const real_t s = rstd[t];
+        if (dinp) {
+            double dot = 0.0;
+            for (int c = 0; c < C; c++)
+                dot += (double)weight[c] * g[c] * x[c];
+            const real_t coef = (real_t)((double)s * s * s * dot / C);
+            real_t *restrict dx = dinp + t * C;
+            for (int c = 0; c < C; c++)
+                dx[c] += s * weight[c] * g[c] - coef * x[c];
+        }
+        if (dweight) {
+            real_t *restrict dw = dweight;
+            for (int c = 0; c < C; c++)
+                dw[c] += g[c] * x[c] * s;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// layernorm
+
+void layernorm_forward(real_t *out, real_t *mean, real_t *rstd, const real_t *in, const real_t *weight,
+                       const real_t *bias, int64_t T, int C, real_t eps) {
+    // out (T,C), mean (T), rstd (T), in (T,C), weight (C), bias (C)
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict x = in + t * C;
+        real_t *restrict o = out + t * C;
+        double m = 0.0;
+        for (int c = 0; c < C; c++)
+            m += x[c];
+        m /= C;
+        double v = 0.0; // two-pass variance: no cancellation
+        for (int c = 0; c < C; c++) {
+            double d = x[c] - m;
+            v += d * d;
+        }
+        v /= C;
+        const real_t mr = (real_t)m;
+        const real_t s = (real_t)(1.0 / sqrt(v + (double)eps));
+        for (int c = 0; c < C; c++)
+            o[c] = (x[c] - mr) * s * weight[c] + bias[c];
+        mean[t] = mr;
+        rstd[t] = s;
+    }
+}
+
+void layernorm_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
+                        const real_t *weight, const real_t *mean, const real_t *rstd, int64_t T, int C) {
+    // n = (x - mean) * s; y = n * w + b
+    // dx = s * (dn - mean(dn) - n * mean(dn * n)) with dn = w * g
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict x = in + t * C;
+        const real_t *restrict g = dout + t * C;
+        const real_t m = mean[t], s = rstd[t];
+        if (dinp) {
+            double sum_dn = 0.0, sum_dn_n = 0.0;
+            for (int c = 0; c < C; c++) {
+                double dn = (double)weight[c] * g[c];
+                sum_dn += dn;
+                sum_dn_n += dn * ((double)(x[c] - m) * s);
+            }
+            const real_t mdn = (real_t)(sum_dn / C), mdnn = (real_t)(sum_dn_n / C);
+            real_t *restrict dx = dinp + t * C;
+            for (int c = 0; c < C; c++) {
+                real_t n = (x[c] - m) * s;
+                dx[c] += s * (weight[c] * g[c] - mdn - n * mdnn);
+            }
+        }
+        if (dweight) {
+            real_t *restrict dw = dweight;
+            for (int c = 0; c < C; c++)
+                dw[c] += g[c] * (x[c] - m) * s;
+        }
+        if (dbias) {
+            real_t *restrict db = dbias;
+            for (int c = 0; c < C; c++)
+                db[c] += g[c];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// linear (BLAS)
+
+void linear_forward(real_t *out, const real_t *in, const real_t *weight, const real_t *bias, int64_t T, int C,
+                    int OC) {
+    // out (T,OC) = in (T,C) @ weight^T (C,OC) + bias (OC)
+    STRAND_ASSERT(T >= 0 && T <= INT_MAX); // BLAS dimensions are int
+    if (T == 0 || OC == 0) return;
+    real_t beta = 0;
+    if (bias) {
+        for (int64_t t = 0; t < T; t++)
+            memcpy(out + t * OC, bias, (size_t)OC * sizeof(real_t));
+        beta = 1;
+    }
+    R_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, OC, C, 1, in, C, weight, C, beta, out, OC);
+}
+
+void linear_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
+                     const real_t *weight, int64_t T, int C, int OC) {
+    STRAND_ASSERT(T >= 0 && T <= INT_MAX);
+    if (T == 0) return;
+    // dinp (T,C) += dout (T,OC) @ weight (OC,C)
+    if (dinp)
+        R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, C, OC, 1, dout, OC, weight, C, 1, dinp, C);
+    // dweight (OC,C) += dout^T (OC,T) @ in (T,C)
+    if (dweight)
+        R_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)T, 1, dout, OC, in, C, 1, dweight, C);
+    // dbias (OC) += column sums of dout, in double over blocks of columns
+    if (dbias) {
+        double acc[BIAS_BLOCK];
+        for (int o0 = 0; o0 < OC; o0 += BIAS_BLOCK) {
+            const int n = OC - o0 < BIAS_BLOCK ? OC - o0 : BIAS_BLOCK;
+            for (int i = 0; i < n; i++)
+                acc[i] = 0.0;
+            for (int64_t t = 0; t < T; t++) {
+                const real_t *restrict g = dout + t * OC + o0;
+                for (int i = 0; i < n; i++)
+                    acc[i] += g[i];
+            }
+            for (int i = 0; i < n; i++)
+                dbias[o0 + i] += (real_t)acc[i];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// GELU (tanh approximation, as GPT-2)
+
+#define GELU_SCALE 0.7978845608028654 // sqrt(2/pi)
+#define GELU_CUBIC 0.044715
+
+void gelu_forward(real_t *out, const real_t *in, int64_t N) {
+    // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    const real_t *restrict x = in;
+    real_t *restrict o = out;
+    for (int64_t i = 0; i < N; i++) {
+        real_t v = x[i];
+        real_t u = (real_t)GELU_SCALE * (v + (real_t)GELU_CUBIC * v * v * v);
+        o[i] = (real_t)0.5 * v * (1 + R_TANH(u));
+    }
+}
+
+void gelu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t N) {
+    if (!dinp) return;
+    const real_t *restrict x = in;
+    const real_t *restrict g = dout;
+    real_t *restrict dx = dinp;
+    for (int64_t i = 0; i < N; i++) {
+        real_t v = x[i];
+        real_t u = (real_t)GELU_SCALE * (v + (real_t)GELU_CUBIC * v * v * v);
+        real_t th = R_TANH(u);
+        real_t sech2 = 1 - th * th;
+        real_t du = (real_t)GELU_SCALE * (1 + 3 * (real_t)GELU_CUBIC * v * v);
+        dx[i] += g[i] * ((real_t)0.5 * (1 + th) + (real_t)0.5 * v * sech2 * du);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU
+
+void swiglu_forward(real_t *out, const real_t *in, int64_t T, int H) {
+    // out (T,H) = silu(a) * b, in (T,2H) rows [a | b]
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict a = in + t * 2 * H;
+        const real_t *restrict b = a + H;
+        real_t *restrict o = out + t * H;
+        for (int h = 0; h < H; h++) {
+            real_t sig = 1 / (1 + R_EXP(-a[h])); // exp overflow gives sig = 0, not NaN
+            o[h] = a[h] * sig * b[h];
+        }
+    }
+}
+
+void swiglu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t T, int H) {
+    // d silu(a)/da = sig(a) (1 + a (1 - sig(a)))
+    if (!dinp) return;
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict a = in + t * 2 * H;
+        const real_t *restrict b = a + H;
+        const real_t *restrict g = dout + t * H;
+        real_t *restrict da = dinp + t * 2 * H;
+        real_t *restrict db = da + H;
+        for (int h = 0; h < H; h++) {
+            real_t sig = 1 / (1 + R_EXP(-a[h]));
+            da[h] += g[h] * b[h] * sig * (1 + a[h] * (1 - sig));
+            db[h] += g[h] * a[h] * sig;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// causal depthwise conv
+//
+// Position p < 0 lives in halo row K-1+p. Channels are processed in blocks whose weights are
+// transposed to (K, block) on the stack, so every inner loop runs over contiguous channels.
+
+static inline int conv_block(int C, int K) {
+    STRAND_ASSERT(K >= 1 && K <= CONV_SCRATCH);
+    int cb = CONV_SCRATCH / K;
+    return cb < C ? cb : C;
+}
+
+static inline const real_t *conv_row(const real_t *in, const real_t *halo, int64_t p, int C, int K) {
+    return p >= 0 ? in + p * C : halo + (K - 1 + p) * C;
+}
+
+void conv1d_causal_forward(real_t *out, const real_t *halo, const real_t *in, const real_t *weight,
+                           const real_t *bias, int64_t T, int C, int K) {
+    // out (T,C), halo (K-1,C), in (T,C), weight (C,K), bias (C) or NULL
+    if (C == 0) return;
+    const int cb_max = conv_block(C, K);
+    real_t wt[CONV_SCRATCH]; // (K, cb)
+    for (int c0 = 0; c0 < C; c0 += cb_max) {
+        const int cb = C - c0 < cb_max ? C - c0 : cb_max;
+        for (int j = 0; j < K; j++)
+            for (int i = 0; i < cb; i++)
+                wt[j * cb + i] = weight[(int64_t)(c0 + i) * K + j];
+        for (int64_t t = 0; t < T; t++) {
+            real_t *restrict o = out + t * C + c0;
+            if (bias) {
+                for (int i = 0; i < cb; i++)
+                    o[i] = bias[c0 + i];
+            } else {
+                for (int i = 0; i < cb; i++)
+                    o[i] = 0;
+            }
+            for (int j = 0; j < K; j++) {
+                const real_t *restrict x = conv_row(in, halo, t - j, C, K) + c0;
+                const real_t *restrict w = wt + j * cb;
+                for (int i = 0; i < cb; i++)
+                    o[i] += w[i] * x[i];
+            }
+        }
+    }
+}
+
+void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t *dbias, const real_t *dout,
+                            const real_t *halo, const real_t *in, const real_t *weight, int64_t T, int C,
+                            int K) {
+    // out[t] depends on x[t-j]: dx[t-j] += w_j * g[t]; dw_j += g[t] * x[t-j]; db += g[t]
+    if (C == 0) return;
+    const int cb_max = conv_block(C, K);
+    real_t wt[CONV_SCRATCH];  // (K, cb) transposed weights
+    double dwt[CONV_SCRATCH]; // (K, cb) weight-gradient accumulators
+    double dbt[CONV_SCRATCH]; // (cb)
+    for (int c0 = 0; c0 < C; c0 += cb_max) {
+        const int cb = C - c0 < cb_max ? C - c0 : cb_max;
+        for (int j = 0; j < K; j++) {
+            for (int i = 0; i < cb; i++) {
+                wt[j * cb + i] = weight[(int64_t)(c0 + i) * K + j];
+                dwt[j * cb + i] = 0.0;
+            }
+        }
+        for (int i = 0; i < cb; i++)
+            dbt[i] = 0.0;
+        for (int64_t t = 0; t < T; t++) {
+            const real_t *restrict g = dout + t * C + c0;
+            if (dbias) {
+                for (int i = 0; i < cb; i++)
+                    dbt[i] += g[i];
+            }
+            for (int j = 0; j < K; j++) {
+                const int64_t p = t - j;
+                if (dweight) {
+                    const real_t *restrict x = conv_row(in, halo, p, C, K) + c0;
+                    double *restrict dw = dwt + j * cb;
+                    for (int i = 0; i < cb; i++)
+                        dw[i] += (double)g[i] * x[i];
+                }
+                real_t *dxrow =
+                    p >= 0 ? (dinp ? dinp + p * C : NULL) : (dhalo ? dhalo + (K - 1 + p) * C : NULL);
+                if (dxrow) {
+                    real_t *restrict dx = dxrow + c0;
+                    const real_t *restrict w = wt + j * cb;
+                    for (int i = 0; i < cb; i++)
+                        dx[i] += w[i] * g[i];
+                }
+            }
+        }
+        if (dweight) {
+            for (int j = 0; j < K; j++)
+                for (int i = 0; i < cb; i++)
+                    dweight[(int64_t)(c0 + i) * K + j] += (real_t)dwt[j * cb + i];
+        }
+        if (dbias) {
+            for (int i = 0; i < cb; i++)
+                dbias[c0 + i] += (real_t)dbt[i];
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// softmax cross-entropy
+
+double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits, const uint8_t *targets,
+                            int64_t T, int V) {
+    // losses (T), probs (T,V), logits (T,V), targets (T)
+    double total = 0.0;
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict l = logits + t * V;
+        real_t *restrict p = probs + t * V;
+        STRAND_ASSERT(targets[t] < V);
+        real_t maxv = l[0];
+        for (int v = 1; v < V; v++)
+            maxv = l[v] > maxv ? l[v] : maxv;
+        double sum = 0.0;
+        for (int v = 0; v < V; v++) {
+            real_t e = R_EXP(l[v] - maxv);
+            p[v] = e;
+            sum += e;
+        }
+        const real_t inv = (real_t)(1.0 / sum);
+        for (int v = 0; v < V; v++)
+            p[v] *= inv;
+        // -log softmax[target] = log(sum) - (l[target] - max), without log(0) for tiny probs
+        double loss = log(sum) - ((double)l[targets[t]] - (double)maxv);
+        losses[t] = (real_t)loss;
+        total += loss;
+    }
+    return total;
+}
+
+void crossentropy_backward(real_t *dlogits, const real_t *probs, const uint8_t *targets, int64_t T, int V,
+                           real_t scale) {
+    if (!dlogits) return;
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict p = probs + t * V;
+        real_t *restrict d = dlogits + t * V;
+        for (int v = 0; v < V; v++)
+            d[v] += scale * p[v];
+        d[targets[t]] -= scale;
+    }
+}

@@ -1,0 +1,92 @@
+/* Window selection and the per-rank hyperslab read. */
+#include "strand/loader.h"
+
+#include "strand/rng.h"
+
+static int index_ranges(const strand_token_range *ranges, int64_t n, int64_t seq_len, int64_t **cum_out,
+                        int64_t *total) {
+    int64_t *cum = strand_alloc(sizeof *cum * (size_t)(n + 1), "window index");
+    if (!cum) return STRAND_ERR_NOMEM;
+    cum[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t starts = ranges[i].length - seq_len; /* a window needs seq_len + 1 tokens */
+        cum[i + 1] = cum[i] + (starts > 0 ? starts : 0);
+    }
+    *cum_out = cum;
+    *total = cum[n];
+    return STRAND_OK;
+}
+
+int strand_loader_init(strand_loader *loader, strand_dataset *dataset, int64_t seq_len, uint64_t seed,
+                       int rc_augment) {
+    loader->dataset = dataset;
+    loader->seq_len = seq_len;
+    loader->seed = seed;
+    loader->rc_augment = rc_augment;
+    STRAND_CALL(index_ranges(dataset->train, dataset->n_train, seq_len, &loader->train_cum, &loader->train_starts));
+    STRAND_CALL(index_ranges(dataset->val, dataset->n_val, seq_len, &loader->val_cum, &loader->val_starts));
+    if (loader->train_starts == 0) {
+        int64_t longest = 0;
+        for (int64_t i = 0; i < dataset->n_train; i++)
+            if (dataset->train[i].length > longest) longest = dataset->train[i].length;
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "train.seq_len = %lld needs %lld tokens per window, longer than every training record of %s "
+                    "(longest: %lld tokens)",
+                    (long long)seq_len, (long long)seq_len + 1, dataset->path, (long long)longest);
+    }
+    return STRAND_OK;
+}
+
+void strand_loader_free(strand_loader *loader) {
+    strand_free(loader->train_cum);
+    strand_free(loader->val_cum);
+    loader->train_cum = loader->val_cum = NULL;
+}
+
+/* Map the u-th valid start (0 <= u < total) to a token offset. */
+static int64_t start_to_offset(const strand_token_range *ranges, const int64_t *cum, int64_t n, int64_t u) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) { /* last range with cum[i] <= u */
+        int64_t mid = (lo + hi + 1) / 2;
+        if (cum[mid] <= u) lo = mid;
+        else hi = mid - 1;
+    }
+    while (lo < n - 1 && cum[lo + 1] <= u) lo++; /* skip ranges too short for a window */
+    return ranges[lo].offset + (u - cum[lo]);
+}
+
+strand_window strand_loader_train_window(const strand_loader *loader, int64_t step, int64_t index) {
+    strand_window window;
+    uint64_t u = strand_rng_below((uint64_t)loader->train_starts, loader->seed, STRAND_STREAM_WINDOW,
+                                  (uint64_t)step, (uint64_t)index);
+    window.offset = start_to_offset(loader->dataset->train, loader->train_cum, loader->dataset->n_train, (int64_t)u);
+    window.reverse = loader->rc_augment
+                         ? (int)(strand_rng_u64(loader->seed, STRAND_STREAM_RC, (uint64_t)step, (uint64_t)index) & 1)
+                         : 0;
+    return window;
+}
+
+int strand_loader_val_window(const strand_loader *loader, int64_t k, int64_t n, strand_window *window) {
+    if (loader->val_starts == 0 || n <= 0) return 0;
+    int64_t u = (int64_t)(((double)k + 0.5) / (double)n * (double)loader->val_starts);
+    if (u >= loader->val_starts) u = loader->val_starts - 1;
+    window->offset = start_to_offset(loader->dataset->val, loader->val_cum, loader->dataset->n_val, u);
+    window->reverse = 0;
+    return 1;
+}
+
+int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
+                       uint8_t *tokens) {
+    const int64_t n = count + 1;
+    if (!window.reverse) return strand_dataset_read(loader->dataset, window.offset + start, n, tokens);
+    /* Reverse complement: window position i is the complement of original position seq_len - i. */
+    const int64_t first = window.offset + loader->seq_len - (start + count);
+    STRAND_CALL(strand_dataset_read(loader->dataset, first, n, tokens));
+    for (int64_t i = 0, j = n - 1; i < j; i++, j--) {
+        uint8_t t = tokens[i];
+        tokens[i] = tokens[j];
+        tokens[j] = t;
+    }
+    for (int64_t i = 0; i < n; i++) tokens[i] = strand_token_complement(tokens[i]);
+    return STRAND_OK;
+}

@@ -1,0 +1,360 @@
+/* Model assembly: parameter table, blocks of (norm, mixer, norm, MLP), head and loss, with the
+ * backward pass written by hand in reverse order of the forward. */
+#include "strand/model.h"
+
+#include "strand/dataset.h"
+#include "strand/layers.h"
+#include "strand/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- parameter table ---- */
+
+int strand_params_declare(strand_param_table *table, const char *layer, const char *name, int64_t d0,
+                          int64_t d1, int init, double init_std, int decay, int *index) {
+    if (table->count == table->capacity) {
+        int capacity = table->capacity ? 2 * table->capacity : 32;
+        strand_param_info *items = strand_alloc(sizeof *items * (size_t)capacity, "parameter table");
+        if (!items) return STRAND_ERR_NOMEM;
+        if (table->items) memcpy(items, table->items, sizeof *items * (size_t)table->count);
+        strand_free(table->items);
+        table->items = items;
+        table->capacity = capacity;
+    }
+    strand_param_info *p = &table->items[table->count];
+    memset(p, 0, sizeof *p);
+    snprintf(p->layer, sizeof p->layer, "%s", layer);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = d1 > 0 ? 2 : 1;
+    p->shape[0] = d0;
+    p->shape[1] = d1 > 0 ? d1 : 1;
+    p->size = d0 * (d1 > 0 ? d1 : 1);
+    /* Keep every tensor 64-byte aligned inside the flat array. */
+    int64_t align = 64 / (int64_t)sizeof(real_t);
+    p->offset = (table->total + align - 1) / align * align;
+    p->init = init;
+    p->init_std = init_std;
+    p->decay = decay;
+    table->total = p->offset + p->size;
+    if (index) *index = table->count;
+    table->count++;
+    return STRAND_OK;
+}
+
+void strand_params_free(strand_param_table *table) {
+    strand_free(table->items);
+    memset(table, 0, sizeof *table);
+}
+
+/* ---- mixer registry ---- */
+
+static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv};
+
+const strand_mixer_ops *strand_mixer_find(const char *name) {
+    for (size_t i = 0; i < sizeof mixer_registry / sizeof *mixer_registry; i++)
+        if (strcmp(mixer_registry[i]->name, name) == 0) return mixer_registry[i];
+    return NULL;
+}
+
+/* ---- blocks ---- */
+
+struct strand_block {
+    int norm1_weight, norm1_bias, norm2_weight, norm2_bias;
+    int fc_weight, fc_bias, proj_weight, proj_bias;
+    strand_mixer mixer;
+    /* saved activations, max_T rows each (see forward for which layout uses which) */
+    real_t *x, *norm1, *norm1_mean, *norm1_rstd, *mix, *a, *h, *norm2, *norm2_mean, *norm2_rstd, *fc, *act,
+        *b;
+};
+
+#define PARAM(model, index) ((model)->params + (model)->table.items[(index)].offset)
+#define GRAD(model, index) ((model)->grads + (model)->table.items[(index)].offset)
+
+static int declare_norm(strand_model *model, const char *layer, int *weight, int *bias) {
+    STRAND_CALL(strand_params_declare(&model->table, layer, "weight", model->C, 0, STRAND_INIT_ONES, 0, 0, weight));
+    *bias = -1;
+    if (model->layer_norm)
+        STRAND_CALL(strand_params_declare(&model->table, layer, "bias", model->C, 0, STRAND_INIT_ZEROS, 0, 0, bias));
+    return STRAND_OK;
+}
+
+static void norm_forward(const strand_model *model, real_t *out, real_t *mean, real_t *rstd, const real_t *in,
+                         int weight, int bias, int64_t T) {
+    const real_t eps = (real_t)model->config.norm_eps;
+    if (model->layer_norm)
+        layernorm_forward(out, mean, rstd, in, PARAM(model, weight), PARAM(model, bias), T, model->C, eps);
+    else
+        rmsnorm_forward(out, rstd, in, PARAM(model, weight), T, model->C, eps);
+}
+
+static void norm_backward(strand_model *model, real_t *dinp, const real_t *dout, const real_t *in,
+                          const real_t *mean, const real_t *rstd, int weight, int bias, int64_t T) {
+    if (model->layer_norm)
+        layernorm_backward(dinp, GRAD(model, weight), GRAD(model, bias), dout, in, PARAM(model, weight), mean,
+                           rstd, T, model->C);
+    else
+        rmsnorm_backward(dinp, GRAD(model, weight), dout, in, PARAM(model, weight), rstd, T, model->C);
+}
+
+/* Split "conv,conv,hyena" into names; returns the count or -1 when a name is too long. */
+static int split_layers(const char *list, char names[][32], int max) {
+    int n = 0;
+    const char *p = list;
+    while (*p && n < max) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && (*p == ' ')) p++, len--;
+        while (len && p[len - 1] == ' ') len--;
+        if (len == 0 || len >= 32) return -1;
+        memcpy(names[n], p, len);
+        names[n][len] = '\0';
+        n++;
+        if (!end) break;
+        p = end + 1;
+    }
+    return n;
+}
+
+int strand_model_create(strand_model *model, const strand_config *config, int64_t max_T) {
+    memset(model, 0, sizeof *model);
+    model->config = *config;
+    model->C = config->d_model;
+    model->V = STRAND_VOCAB_SIZE;
+    model->pre_norm = strcmp(config->norm_position, "post") != 0;
+    model->layer_norm = strcmp(config->norm, "layernorm") == 0;
+    model->swiglu = strcmp(config->mlp, "swiglu") == 0;
+    model->max_T = max_T;
+    const int C = model->C;
+    const int H = strand_config_mlp_hidden(config);
+    model->H = H;
+    model->F = model->swiglu ? 2 * H : H;
+
+    char names[256][32];
+    model->n_layers = split_layers(config->layers, names, 256);
+    if (model->n_layers <= 0) STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers = '%s' is not a list of mixer names", config->layers);
+
+    strand_param_table *table = &model->table;
+    const double std = config->init_std;
+    /* Residual projections are scaled down with depth (GPT-2), so the stream's variance stays flat. */
+    const double proj_std = std / sqrt(2.0 * model->n_layers);
+    STRAND_CALL(strand_params_declare(table, "embedding", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1, &model->wte));
+    model->blocks = strand_alloc(sizeof(strand_block) * (size_t)model->n_layers, "blocks");
+    if (!model->blocks) return STRAND_ERR_NOMEM;
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_block *block = &model->blocks[l];
+        char layer[48];
+        snprintf(layer, sizeof layer, "block%d.norm1", l);
+        STRAND_CALL(declare_norm(model, layer, &block->norm1_weight, &block->norm1_bias));
+        const strand_mixer_ops *ops = strand_mixer_find(names[l]);
+        if (!ops) STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers: unknown mixer '%s' for block %d", names[l], l);
+        block->mixer.ops = ops;
+        block->mixer.C = C;
+        snprintf(layer, sizeof layer, "block%d.mixer", l);
+        STRAND_CALL(ops->create(&block->mixer, config, table, layer));
+        snprintf(layer, sizeof layer, "block%d.norm2", l);
+        STRAND_CALL(declare_norm(model, layer, &block->norm2_weight, &block->norm2_bias));
+        snprintf(layer, sizeof layer, "block%d.mlp.fc", l);
+        STRAND_CALL(strand_params_declare(table, layer, "weight", model->F, C, STRAND_INIT_NORMAL, std, 1, &block->fc_weight));
+        STRAND_CALL(strand_params_declare(table, layer, "bias", model->F, 0, STRAND_INIT_ZEROS, 0, 0, &block->fc_bias));
+        snprintf(layer, sizeof layer, "block%d.mlp.proj", l);
+        STRAND_CALL(strand_params_declare(table, layer, "weight", C, H, STRAND_INIT_NORMAL, proj_std, 1, &block->proj_weight));
+        STRAND_CALL(strand_params_declare(table, layer, "bias", C, 0, STRAND_INIT_ZEROS, 0, 0, &block->proj_bias));
+    }
+    model->final_weight = model->final_bias = -1;
+    if (model->pre_norm) STRAND_CALL(declare_norm(model, "final_norm", &model->final_weight, &model->final_bias));
+    model->head = model->wte;
+    if (!config->tie_embeddings)
+        STRAND_CALL(strand_params_declare(table, "head", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1, &model->head));
+
+    STRAND_ALLOC(model->params, table->total, "parameters");
+    STRAND_ALLOC(model->grads, table->total, "gradients");
+
+    /* Saved activations and scratch, sized once for the largest shard. */
+    const int64_t TC = max_T * C;
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_block *b = &model->blocks[l];
+        STRAND_ALLOC(b->x, TC, "activations");
+        STRAND_ALLOC(b->norm1, TC, "activations");
+        STRAND_ALLOC(b->norm1_mean, max_T, "activations");
+        STRAND_ALLOC(b->norm1_rstd, max_T, "activations");
+        STRAND_ALLOC(b->mix, TC, "activations");
+        STRAND_ALLOC(b->h, TC, "activations");
+        STRAND_ALLOC(b->norm2_mean, max_T, "activations");
+        STRAND_ALLOC(b->norm2_rstd, max_T, "activations");
+        STRAND_ALLOC(b->fc, max_T * model->F, "activations");
+        STRAND_ALLOC(b->act, max_T * H, "activations");
+        if (model->pre_norm) {
+            STRAND_ALLOC(b->norm2, TC, "activations");
+        } else {
+            STRAND_ALLOC(b->a, TC, "activations");
+            STRAND_ALLOC(b->b, TC, "activations");
+        }
+        STRAND_CALL(b->mixer.ops->setup(&b->mixer, max_T));
+    }
+    STRAND_ALLOC(model->final_in, TC, "activations");
+    STRAND_ALLOC(model->final_out, TC, "activations");
+    STRAND_ALLOC(model->final_mean, max_T, "activations");
+    STRAND_ALLOC(model->final_rstd, max_T, "activations");
+    STRAND_ALLOC(model->logits, max_T * model->V, "logits");
+    STRAND_ALLOC(model->probs, max_T * model->V, "probabilities");
+    STRAND_ALLOC(model->losses, max_T, "losses");
+    STRAND_ALLOC(model->d_residual, TC, "gradient scratch");
+    STRAND_ALLOC(model->d_tmp1, TC, "gradient scratch");
+    STRAND_ALLOC(model->d_tmp2, TC, "gradient scratch");
+    STRAND_ALLOC(model->d_fc, max_T * model->F, "gradient scratch");
+    STRAND_ALLOC(model->d_act, max_T * H, "gradient scratch");
+    STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
+    return STRAND_OK;
+}
+
+void strand_model_init_params(strand_model *model, uint64_t seed) {
+    for (int i = 0; i < model->table.count; i++) {
+        const strand_param_info *p = &model->table.items[i];
+        real_t *w = model->params + p->offset;
+        for (int64_t j = 0; j < p->size; j++) {
+            switch (p->init) {
+            case STRAND_INIT_ONES: w[j] = 1; break;
+            case STRAND_INIT_ZEROS: w[j] = 0; break;
+            case STRAND_INIT_NORMAL:
+                w[j] = (real_t)(p->init_std * strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)i, (uint64_t)j));
+                break;
+            default: break; /* STRAND_INIT_BY_LAYER: the mixer fills it in its own init */
+            }
+        }
+    }
+}
+
+static int mlp_forward(strand_model *model, strand_block *b, real_t *out, const real_t *in, int64_t T) {
+    linear_forward(b->fc, in, PARAM(model, b->fc_weight), PARAM(model, b->fc_bias), T, model->C, model->F);
+    if (model->swiglu) swiglu_forward(b->act, b->fc, T, model->H);
+    else gelu_forward(b->act, b->fc, T * model->H);
+    linear_forward(out, b->act, PARAM(model, b->proj_weight), PARAM(model, b->proj_bias), T, model->H, model->C);
+    return STRAND_OK;
+}
+
+/* dinp += MLP backward of dout; uses d_act and d_fc scratch. */
+static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, const real_t *dout, const real_t *in,
+                         int64_t T) {
+    memset(model->d_act, 0, sizeof(real_t) * (size_t)(T * model->H));
+    memset(model->d_fc, 0, sizeof(real_t) * (size_t)(T * model->F));
+    linear_backward(model->d_act, GRAD(model, b->proj_weight), GRAD(model, b->proj_bias), dout, b->act,
+                    PARAM(model, b->proj_weight), T, model->H, model->C);
+    if (model->swiglu) swiglu_backward(model->d_fc, model->d_act, b->fc, T, model->H);
+    else gelu_backward(model->d_fc, model->d_act, b->fc, T * model->H);
+    linear_backward(dinp, GRAD(model, b->fc_weight), GRAD(model, b->fc_bias), model->d_fc, in,
+                    PARAM(model, b->fc_weight), T, model->C, model->F);
+}
+
+int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8_t *targets,
+                         const strand_shard *shard, double *loss_sum) {
+    const int64_t T = shard->T;
+    const int C = model->C;
+    STRAND_ASSERT(T <= model->max_T);
+    const size_t row_bytes = sizeof(real_t) * (size_t)(T * C);
+    real_t *x = model->n_layers > 0 ? model->blocks[0].x : model->final_in;
+    embedding_forward(x, tokens, PARAM(model, model->wte), T, C);
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_block *b = &model->blocks[l];
+        real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
+        if (model->pre_norm) {
+            /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
+            norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias, T);
+            STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->norm1, model->params, shard));
+            for (int64_t i = 0; i < T * C; i++) b->h[i] = b->x[i] + b->mix[i];
+            norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias, T);
+            STRAND_CALL(mlp_forward(model, b, y, b->norm2, T));
+            for (int64_t i = 0; i < T * C; i++) y[i] += b->h[i];
+        } else {
+            /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) */
+            STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->x, model->params, shard));
+            for (int64_t i = 0; i < T * C; i++) b->a[i] = b->x[i] + b->mix[i];
+            norm_forward(model, b->h, b->norm1_mean, b->norm1_rstd, b->a, b->norm1_weight, b->norm1_bias, T);
+            STRAND_CALL(mlp_forward(model, b, b->b, b->h, T));
+            for (int64_t i = 0; i < T * C; i++) b->b[i] += b->h[i];
+            norm_forward(model, y, b->norm2_mean, b->norm2_rstd, b->b, b->norm2_weight, b->norm2_bias, T);
+        }
+    }
+    const real_t *head_in = model->final_in;
+    if (model->pre_norm) {
+        norm_forward(model, model->final_out, model->final_mean, model->final_rstd, model->final_in,
+                     model->final_weight, model->final_bias, T);
+        head_in = model->final_out;
+    }
+    (void)row_bytes;
+    linear_forward(model->logits, head_in, PARAM(model, model->head), NULL, T, C, model->V);
+    *loss_sum = crossentropy_forward(model->losses, model->probs, model->logits, targets, T, model->V);
+    model->targets = targets;
+    return STRAND_OK;
+}
+
+int strand_model_backward(strand_model *model, const uint8_t *tokens, const strand_shard *shard,
+                          real_t loss_scale) {
+    const int64_t T = shard->T;
+    const int C = model->C;
+    const size_t TC_bytes = sizeof(real_t) * (size_t)(T * C);
+    real_t *d_res = model->d_residual;
+    memset(model->d_logits, 0, sizeof(real_t) * (size_t)(T * model->V));
+    crossentropy_backward(model->d_logits, model->probs, model->targets, T, model->V, loss_scale);
+    const real_t *head_in = model->pre_norm ? model->final_out : model->final_in;
+    real_t *d_head_in = model->pre_norm ? model->d_tmp1 : d_res;
+    memset(d_head_in, 0, TC_bytes);
+    linear_backward(d_head_in, GRAD(model, model->head), NULL, model->d_logits, head_in, PARAM(model, model->head),
+                    T, C, model->V);
+    if (model->pre_norm) {
+        memset(d_res, 0, TC_bytes);
+        norm_backward(model, d_res, model->d_tmp1, model->final_in, model->final_mean, model->final_rstd,
+                      model->final_weight, model->final_bias, T);
+    }
+    /* d_res now holds the gradient of the last block's output. */
+    for (int l = model->n_layers - 1; l >= 0; l--) {
+        strand_block *b = &model->blocks[l];
+        if (model->pre_norm) {
+            /* dh = dy + norm2'(mlp'(dy)); dx = dh + norm1'(mixer'(dh)) */
+            memset(model->d_tmp1, 0, TC_bytes);
+            mlp_backward(model, b, model->d_tmp1, d_res, b->norm2, T);
+            norm_backward(model, d_res, model->d_tmp1, b->h, b->norm2_mean, b->norm2_rstd, b->norm2_weight,
+                          b->norm2_bias, T);
+            memset(model->d_tmp1, 0, TC_bytes);
+            STRAND_CALL(b->mixer.ops->backward(&b->mixer, model->d_tmp1, model->grads, d_res, b->norm1,
+                                               model->params, shard));
+            norm_backward(model, d_res, model->d_tmp1, b->x, b->norm1_mean, b->norm1_rstd, b->norm1_weight,
+                          b->norm1_bias, T);
+        } else {
+            /* db = norm2'(dy); dh = db + mlp'(db); da = norm1'(dh); dx = da + mixer'(da) */
+            memset(model->d_tmp1, 0, TC_bytes);
+            norm_backward(model, model->d_tmp1, d_res, b->b, b->norm2_mean, b->norm2_rstd, b->norm2_weight,
+                          b->norm2_bias, T);
+            memcpy(model->d_tmp2, model->d_tmp1, TC_bytes);
+            mlp_backward(model, b, model->d_tmp2, model->d_tmp1, b->h, T);
+            memset(d_res, 0, TC_bytes);
+            norm_backward(model, d_res, model->d_tmp2, b->a, b->norm1_mean, b->norm1_rstd, b->norm1_weight,
+                          b->norm1_bias, T);
+            memcpy(model->d_tmp1, d_res, TC_bytes);
+            STRAND_CALL(b->mixer.ops->backward(&b->mixer, d_res, model->grads, model->d_tmp1, b->x, model->params,
+                                               shard));
+        }
+    }
+    embedding_backward(GRAD(model, model->wte), d_res, tokens, T, C);
+    return STRAND_OK;
+}
+
+void strand_model_free(strand_model *model) {
+    if (model->blocks) {
+        for (int l = 0; l < model->n_layers; l++) {
+            strand_block *b = &model->blocks[l];
+            if (b->mixer.ops && b->mixer.ops->destroy) b->mixer.ops->destroy(&b->mixer);
+            real_t *buffers[] = {b->x,  b->norm1, b->norm1_mean, b->norm1_rstd, b->mix, b->a, b->h,
+                                 b->norm2, b->norm2_mean, b->norm2_rstd, b->fc, b->act, b->b};
+            for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) strand_free(buffers[i]);
+        }
+        strand_free(model->blocks);
+    }
+    real_t *buffers[] = {model->params,   model->grads,     model->final_in,   model->final_out, model->final_mean,
+                         model->final_rstd, model->logits,  model->probs,      model->losses,    model->d_residual,
+                         model->d_tmp1,   model->d_tmp2,    model->d_fc,       model->d_act,     model->d_logits};
+    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) strand_free(buffers[i]);
+    strand_params_free(&model->table);
+    memset(model, 0, sizeof *model);
+}

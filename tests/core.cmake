@@ -1,0 +1,16 @@
+# Core: process grid and halo exchange, whole-model gradients across ranks, end-to-end training.
+strand_add_mpi_test(NAME test_dist SOURCES ${STRAND_TEST_DIR}/unit/test_dist.c RANKS 1 2 3 4)
+strand_add_mpi_test(NAME test_model SOURCES ${STRAND_TEST_DIR}/unit/test_model.c RANKS 1 2 3 4)
+add_executable(test_train ${STRAND_TEST_DIR}/unit/test_train.c)
+target_link_libraries(test_train PRIVATE strandlib)
+target_include_directories(test_train PRIVATE ${STRAND_TEST_DIR}/unit)
+foreach(n 1 2 3 4)
+  add_test(NAME train_sharding_np${n} COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${n}
+           $<TARGET_FILE:test_train> sharding ${STRAND_DATA_DIR}/lambda_phage_NC_001416.fa.gz)
+  add_test(NAME train_nan_np${n} COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${n}
+           $<TARGET_FILE:test_train> nan ${STRAND_DATA_DIR}/lambda_phage_NC_001416.fa.gz)
+  set_tests_properties(train_sharding_np${n} train_nan_np${n} PROPERTIES ENVIRONMENT "${STRAND_TEST_ENV}"
+                       TIMEOUT 600 LABELS mpi)
+endforeach()
+add_test(NAME train_learning_np2 COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:test_train> learning)
+set_tests_properties(train_learning_np2 PROPERTIES ENVIRONMENT "${STRAND_TEST_ENV}" TIMEOUT 600 LABELS mpi)
