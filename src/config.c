@@ -900,7 +900,14 @@ static void load_error(load_context *ctx, int code, const char *message) {
     ctx->status = code;
     ctx->error_line = ctx->lineno;
     char cut[256];
-    snprintf(ctx->err, sizeof ctx->err, "%s:%d: %s", shown(ctx->path, cut, sizeof cut), ctx->lineno, message);
+    /* Long messages are cut at the buffer's end on purpose. */
+    int n = snprintf(ctx->err, sizeof ctx->err, "%s:%d: ", shown(ctx->path, cut, sizeof cut), ctx->lineno);
+    if (n > 0 && (size_t)n < sizeof ctx->err) {
+        size_t room = sizeof ctx->err - (size_t)n - 1, length = strlen(message);
+        if (length > room) length = room;
+        memcpy(ctx->err + n, message, length);
+        ctx->err[(size_t)n + length] = '\0';
+    }
 }
 
 static char *load_reader(char *out, int capacity, void *stream) {

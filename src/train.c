@@ -146,6 +146,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
     const real_t loss_scale = (real_t)(1.0 / tokens_per_step);
     const double t_start = strand_now();
     double step_loss = NAN;
+    long long last_peak_rss = 0;
     /* Tests make one rank's loss NaN at a given step to check that all ranks stop together. */
     const char *fault = getenv("STRAND_FAULT_NAN_STEP");
     const char *fault_rank = getenv("STRAND_FAULT_RANK");
@@ -203,8 +204,9 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
             /* Peak memory is a maximum over ranks: a collective, so only on logging steps. */
             long long rss = (long long)strand_peak_rss_bytes();
             STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG_LONG, MPI_MAX, t->grid.world));
-            m.peak_rss_bytes = rss;
+            last_peak_rss = rss;
         }
+        m.peak_rss_bytes = last_peak_rss;
         if (t->rank0) {
             int status = strand_metrics_write(&t->metrics, &m);
             if (status != STRAND_OK) return status; /* agreed by the caller at the next vote */

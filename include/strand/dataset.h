@@ -103,6 +103,7 @@ int strand_h5_write_double_attribute(hid_t object, const char *name, double valu
 int strand_h5_read_string_attribute(hid_t object, const char *name, char *value, size_t capacity, int *found,
                                     const char *path);
 /* Read an integer attribute of any integer type. *found as above. */
-int strand_h5_read_int_attribute(hid_t object, const char *name, int64_t *value, int *found, const char *path);
+int strand_h5_read_int_attribute(hid_t object, const char *name, int64_t *value, int *found,
+                                 const char *path);
 
 #endif

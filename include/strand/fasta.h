@@ -32,8 +32,8 @@ typedef struct {
     int64_t text_bytes; /* bytes of FASTA text (after decompression) */
     int64_t n_records;
     int64_t n_tokens;
-    int gzip;           /* 1 when the file was gzip-compressed */
-    int gzip_members;   /* number of gzip members (bgzip files have many) */
+    int gzip;            /* 1 when the file was gzip-compressed */
+    int gzip_members;    /* number of gzip members (bgzip files have many) */
     char sha256_hex[65]; /* SHA-256 of the bytes on disk */
 } strand_fasta_summary;
 

@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 
 enum {
-    INFO_BLOCK = 1 << 20,         /* tokens per read when computing the composition */
-    READ_CACHE_BYTES = 16 << 20,  /* chunk cache per open dataset: 16 chunks of 1 MiB */
-    READ_CACHE_SLOTS = 1031,      /* prime, well above the number of cached chunks */
+    INFO_BLOCK = 1 << 20,        /* tokens per read when computing the composition */
+    READ_CACHE_BYTES = 16 << 20, /* chunk cache per open dataset: 16 chunks of 1 MiB */
+    READ_CACHE_SLOTS = 1031,     /* prime, well above the number of cached chunks */
     INFO_RECORDS_SHOWN = 20,
 };
 
@@ -21,11 +21,16 @@ enum {
 
 uint8_t strand_token_complement(uint8_t token) {
     switch (token) {
-    case STRAND_TOKEN_A: return STRAND_TOKEN_T;
-    case STRAND_TOKEN_C: return STRAND_TOKEN_G;
-    case STRAND_TOKEN_G: return STRAND_TOKEN_C;
-    case STRAND_TOKEN_T: return STRAND_TOKEN_A;
-    default: return token;
+    case STRAND_TOKEN_A:
+        return STRAND_TOKEN_T;
+    case STRAND_TOKEN_C:
+        return STRAND_TOKEN_G;
+    case STRAND_TOKEN_G:
+        return STRAND_TOKEN_C;
+    case STRAND_TOKEN_T:
+        return STRAND_TOKEN_A;
+    default:
+        return token;
     }
 }
 
@@ -59,14 +64,29 @@ void strand_h5_close(hid_t *id) {
     if (*id < 0) return;
     if (H5Iis_valid(*id) > 0) {
         switch (H5Iget_type(*id)) {
-        case H5I_FILE: H5Fclose(*id); break;
-        case H5I_GROUP: H5Gclose(*id); break;
-        case H5I_DATASET: H5Dclose(*id); break;
-        case H5I_ATTR: H5Aclose(*id); break;
-        case H5I_DATASPACE: H5Sclose(*id); break;
-        case H5I_DATATYPE: H5Tclose(*id); break;
-        case H5I_GENPROP_LST: H5Pclose(*id); break;
-        default: break;
+        case H5I_FILE:
+            H5Fclose(*id);
+            break;
+        case H5I_GROUP:
+            H5Gclose(*id);
+            break;
+        case H5I_DATASET:
+            H5Dclose(*id);
+            break;
+        case H5I_ATTR:
+            H5Aclose(*id);
+            break;
+        case H5I_DATASPACE:
+            H5Sclose(*id);
+            break;
+        case H5I_DATATYPE:
+            H5Tclose(*id);
+            break;
+        case H5I_GENPROP_LST:
+            H5Pclose(*id);
+            break;
+        default:
+            break;
         }
     }
     *id = H5I_INVALID_HID;
@@ -148,14 +168,16 @@ int strand_h5_read_string_attribute(hid_t object, const char *name, char *value,
     if (memory_type < 0) goto fail;
     if (variable) {
         char *text = NULL;
-        if (H5Tset_size(memory_type, H5T_VARIABLE) < 0 || H5Aread(attribute, memory_type, &text) < 0) goto fail;
+        if (H5Tset_size(memory_type, H5T_VARIABLE) < 0 || H5Aread(attribute, memory_type, &text) < 0)
+            goto fail;
         if (capacity > 0) snprintf(value, capacity, "%s", text ? text : "");
         H5free_memory(text);
     } else {
         size_t size = H5Tget_size(file_type);
         char *text = calloc(size + 1, 1);
         if (!text) {
-            status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory reading '%s'", name);
+            status =
+                strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory reading '%s'", name);
             goto done;
         }
         if (H5Tset_size(memory_type, size + 1) < 0 || H5Tset_strpad(memory_type, H5T_STR_NULLTERM) < 0 ||
@@ -178,7 +200,8 @@ done:
     return status;
 }
 
-int strand_h5_read_int_attribute(hid_t object, const char *name, int64_t *value, int *found, const char *path) {
+int strand_h5_read_int_attribute(hid_t object, const char *name, int64_t *value, int *found,
+                                 const char *path) {
     hid_t attribute, file_type = H5I_INVALID_HID, space = H5I_INVALID_HID;
     *found = 0;
     STRAND_CALL(open_attribute(object, name, &attribute, path));
@@ -189,8 +212,8 @@ int strand_h5_read_int_attribute(hid_t object, const char *name, int64_t *value,
     if (file_type < 0 || space < 0) {
         status = strand_h5_error(__FILE__, __LINE__, path, "cannot read an attribute");
     } else if (H5Tget_class(file_type) != H5T_INTEGER || H5Sget_simple_extent_npoints(space) != 1) {
-        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: attribute '%s' is not an integer",
-                                  path, name);
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "%s: attribute '%s' is not an integer", path, name);
     } else if (H5Aread(attribute, H5T_NATIVE_INT64, value) < 0) {
         status = strand_h5_error(__FILE__, __LINE__, path, "cannot read an integer attribute");
     } else {
@@ -224,7 +247,8 @@ static int precheck(const char *path) {
 
 static int open_file(const char *path, hid_t fapl, hid_t *file) {
     /* Strong close: closing the file also closes anything a failed path left open. */
-    if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) STRAND_H5_FAIL(path, "cannot set file access properties");
+    if (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0)
+        STRAND_H5_FAIL(path, "cannot set file access properties");
     *file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (*file < 0) {
         char detail[256] = "";
@@ -241,7 +265,8 @@ static int open_table(hid_t file, const char *name, const char *path, hid_t *dat
     *dataset = H5I_INVALID_HID;
     htri_t exists = H5Lexists(file, name, H5P_DEFAULT);
     if (exists < 0) STRAND_H5_FAIL(path, "cannot look up a dataset");
-    if (!exists) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing dataset %s (not a complete strand dataset)", path, name);
+    if (!exists)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing dataset %s (not a complete strand dataset)", path, name);
     *dataset = H5Dopen2(file, name, H5P_DEFAULT);
     if (*dataset < 0) STRAND_H5_FAIL(path, "cannot open a dataset");
     hid_t space = H5Dget_space(*dataset), type = H5Dget_type(*dataset);
@@ -251,14 +276,14 @@ static int open_table(hid_t file, const char *name, const char *path, hid_t *dat
     } else {
         *rank = H5Sget_simple_extent_ndims(space);
         if (*rank < 1 || *rank > 2 || H5Sget_simple_extent_dims(space, dims, NULL) < 0)
-            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: dataset %s has an unexpected shape",
-                                      path, name);
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s: dataset %s has an unexpected shape", path, name);
         else if (want_integer && H5Tget_class(type) != H5T_INTEGER)
-            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: dataset %s is not an integer array",
-                                      path, name);
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s: dataset %s is not an integer array", path, name);
         else if (!want_integer && H5Tget_class(type) != H5T_STRING)
-            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: dataset %s is not a string array",
-                                      path, name);
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s: dataset %s is not a string array", path, name);
     }
     strand_h5_close(&space);
     strand_h5_close(&type);
@@ -269,7 +294,7 @@ static int open_table(hid_t file, const char *name, const char *path, hid_t *dat
 /* Read a whole integer dataset of `count` elements (any shape) as int64. */
 static int read_int64(hid_t file, const char *name, const char *path, int64_t *out, int64_t count) {
     hid_t dataset;
-    int rank;
+    int rank = 0;
     hsize_t dims[2];
     STRAND_CALL(open_table(file, name, path, &dataset, &rank, dims, 1));
     int status = STRAND_OK;
@@ -282,7 +307,7 @@ static int read_int64(hid_t file, const char *name, const char *path, int64_t *o
 /* Read a 1-D string dataset of `count` names into names (truncated to 127 bytes). */
 static int read_names(hid_t file, const char *name, const char *path, char (*names)[128], int64_t count) {
     hid_t dataset, file_type = H5I_INVALID_HID, memory_type = H5I_INVALID_HID, space = H5I_INVALID_HID;
-    int rank;
+    int rank = 0;
     hsize_t dims[2];
     STRAND_CALL(open_table(file, name, path, &dataset, &rank, dims, 0));
     int status = STRAND_OK;
@@ -301,7 +326,8 @@ static int read_names(hid_t file, const char *name, const char *path, char (*nam
         if (H5Tset_size(memory_type, H5T_VARIABLE) < 0 ||
             H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, variable) < 0)
             goto fail;
-        for (int64_t i = 0; i < count; i++) snprintf(names[i], 128, "%s", variable[i] ? variable[i] : "");
+        for (int64_t i = 0; i < count; i++)
+            snprintf(names[i], 128, "%s", variable[i] ? variable[i] : "");
         H5Dvlen_reclaim(memory_type, space, H5P_DEFAULT, variable);
     } else {
         size_t size = H5Tget_size(file_type) + 1;
@@ -310,11 +336,13 @@ static int read_names(hid_t file, const char *name, const char *path, char (*nam
         if (H5Tset_size(memory_type, size) < 0 || H5Tset_strpad(memory_type, H5T_STR_NULLTERM) < 0 ||
             H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, fixed) < 0)
             goto fail;
-        for (int64_t i = 0; i < count; i++) snprintf(names[i], 128, "%s", fixed + (size_t)i * size);
+        for (int64_t i = 0; i < count; i++)
+            snprintf(names[i], 128, "%s", fixed + (size_t)i * size);
     }
     goto done;
 nomem:
-    status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "%s: out of memory reading %s", path, name);
+    status =
+        strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "%s: out of memory reading %s", path, name);
     goto done;
 fail:
     status = strand_h5_error(__FILE__, __LINE__, path, "cannot read the record names");
@@ -328,12 +356,13 @@ done:
     return status;
 }
 
-static int check_ranges(const strand_dataset *ds, const char *name, const int64_t *offsets, const int64_t *lengths,
-                        int64_t count, ptrdiff_t stride) {
+static int check_ranges(const strand_dataset *ds, const char *name, const int64_t *offsets,
+                        const int64_t *lengths, int64_t count, ptrdiff_t stride) {
     for (int64_t i = 0; i < count; i++) {
         int64_t offset = offsets[i * stride], length = lengths[i * stride];
         if (offset < 0 || length < 0 || offset > ds->n_tokens || length > ds->n_tokens - offset)
-            STRAND_FAIL(STRAND_ERR_INPUT, "%s: %s entry %" PRId64 " (offset %" PRId64 ", length %" PRId64
+            STRAND_FAIL(STRAND_ERR_INPUT,
+                        "%s: %s entry %" PRId64 " (offset %" PRId64 ", length %" PRId64
                         ") lies outside /tokens (%" PRId64 " tokens)",
                         ds->path, name, i, offset, length, ds->n_tokens);
     }
@@ -342,7 +371,7 @@ static int check_ranges(const strand_dataset *ds, const char *name, const int64_
 
 static int load_split(strand_dataset *ds, const char *name, strand_token_range **ranges, int64_t *n) {
     hid_t dataset;
-    int rank;
+    int rank = 0;
     hsize_t dims[2] = {0, 0};
     STRAND_CALL(open_table(ds->file, name, ds->path, &dataset, &rank, dims, 1));
     strand_h5_close(&dataset);
@@ -363,13 +392,16 @@ static int load(strand_dataset *ds) {
     char tokenizer[128];
     STRAND_CALL(strand_h5_read_int_attribute(ds->file, "format_version", &version, &found, path));
     if (!found)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'format_version' (not a strand dataset)", path);
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'format_version' (not a strand dataset)",
+                    path);
     if (version != STRAND_DATASET_FORMAT_VERSION)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: dataset format version %" PRId64 ", this strand reads %d", path, version,
-                    STRAND_DATASET_FORMAT_VERSION);
-    STRAND_CALL(strand_h5_read_string_attribute(ds->file, "tokenizer", tokenizer, sizeof tokenizer, &found, path));
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: dataset format version %" PRId64 ", this strand reads %d", path,
+                    version, STRAND_DATASET_FORMAT_VERSION);
+    STRAND_CALL(
+        strand_h5_read_string_attribute(ds->file, "tokenizer", tokenizer, sizeof tokenizer, &found, path));
     if (!found) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'tokenizer'", path);
-    STRAND_CALL(strand_h5_read_int_attribute(ds->file, "tokenizer_version", &tokenizer_version, &found, path));
+    STRAND_CALL(
+        strand_h5_read_int_attribute(ds->file, "tokenizer_version", &tokenizer_version, &found, path));
     if (!found) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'tokenizer_version'", path);
     if (strcmp(tokenizer, STRAND_TOKENIZER_NAME) != 0 || tokenizer_version != STRAND_TOKENIZER_VERSION)
         STRAND_FAIL(STRAND_ERR_INPUT,
@@ -378,8 +410,8 @@ static int load(strand_dataset *ds) {
     STRAND_CALL(strand_h5_read_int_attribute(ds->file, "vocab_size", &vocab, &found, path));
     if (!found) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'vocab_size'", path);
     if (vocab != STRAND_VOCAB_SIZE)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: dataset vocabulary size %" PRId64 ", this strand uses %d", path, vocab,
-                    STRAND_VOCAB_SIZE);
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: dataset vocabulary size %" PRId64 ", this strand uses %d", path,
+                    vocab, STRAND_VOCAB_SIZE);
 
     int rank = 0;
     hsize_t dims[2] = {0, 0};
@@ -407,8 +439,8 @@ static int load(strand_dataset *ds) {
         STRAND_CALL(open_table(ds->file, columns[c], path, &column, &rank, dims, 1));
         strand_h5_close(&column);
         if (rank != 1 || (int64_t)dims[0] != ds->n_records)
-            STRAND_FAIL(STRAND_ERR_INPUT, "%s: %s must have one entry per record (%" PRId64 ")", path, columns[c],
-                        ds->n_records);
+            STRAND_FAIL(STRAND_ERR_INPUT, "%s: %s must have one entry per record (%" PRId64 ")", path,
+                        columns[c], ds->n_records);
         STRAND_CALL(read_int64(ds->file, columns[c], path, targets[c], ds->n_records));
     }
     STRAND_CALL(check_ranges(ds, "/records", ds->record_offsets, ds->record_lengths, ds->n_records, 1));
@@ -476,8 +508,9 @@ int strand_dataset_open(strand_dataset *ds, const char *path, MPI_Comm comm) {
 
 int strand_dataset_read(strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out) {
     if (offset < 0 || count < 0 || offset > ds->n_tokens || count > ds->n_tokens - offset)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: read of tokens [%" PRId64 ", %" PRId64 ") outside [0, %" PRId64 ")",
-                    ds->path, offset, offset + count, ds->n_tokens);
+        STRAND_FAIL(STRAND_ERR_INPUT,
+                    "%s: read of tokens [%" PRId64 ", %" PRId64 ") outside [0, %" PRId64 ")", ds->path,
+                    offset, offset + count, ds->n_tokens);
     if (count == 0) return STRAND_OK;
     hsize_t start = (hsize_t)offset, n = (hsize_t)count;
     hid_t file_space = H5Dget_space(ds->tokens);
@@ -538,7 +571,8 @@ static void print_count(const char *label, int64_t value) {
 
 static int64_t range_tokens(const strand_token_range *ranges, int64_t n) {
     int64_t total = 0;
-    for (int64_t i = 0; i < n; i++) total += ranges[i].length;
+    for (int64_t i = 0; i < n; i++)
+        total += ranges[i].length;
     return total;
 }
 
@@ -550,7 +584,7 @@ static int print_sources(const strand_dataset *ds) {
         return STRAND_OK;
     }
     hid_t dataset;
-    int rank;
+    int rank = 0;
     hsize_t dims[2] = {0, 0};
     STRAND_CALL(open_table(ds->file, "/sources/path", ds->path, &dataset, &rank, dims, 0));
     strand_h5_close(&dataset);
@@ -589,7 +623,8 @@ static int print_composition(strand_dataset *ds) {
     for (int64_t offset = 0; offset < ds->n_tokens; offset += INFO_BLOCK) {
         int64_t count = ds->n_tokens - offset < INFO_BLOCK ? ds->n_tokens - offset : INFO_BLOCK;
         STRAND_CALL_GOTO(status, done, strand_dataset_read(ds, offset, count, block));
-        for (int64_t i = 0; i < count; i++) counts[block[i]]++;
+        for (int64_t i = 0; i < count; i++)
+            counts[block[i]]++;
     }
     double total = ds->n_tokens > 0 ? (double)ds->n_tokens : 1.0;
     printf("composition: A %.4f  C %.4f  G %.4f  T %.4f  N %.4f", (double)counts[0] / total,
@@ -617,14 +652,17 @@ int strand_dataset_print_info(const char *path) {
     STRAND_CALL_GOTO(status, done, open_with(&ds, path, fapl));
     char created_by[128], special[128], alphabet[64];
     int found = 0;
-    STRAND_CALL_GOTO(status, done,
-                     strand_h5_read_string_attribute(ds.file, "created_by", created_by, sizeof created_by, &found, path));
+    STRAND_CALL_GOTO(
+        status, done,
+        strand_h5_read_string_attribute(ds.file, "created_by", created_by, sizeof created_by, &found, path));
     if (!found) snprintf(created_by, sizeof created_by, "(unknown)");
-    STRAND_CALL_GOTO(status, done,
-                     strand_h5_read_string_attribute(ds.file, "special_tokens", special, sizeof special, &found, path));
+    STRAND_CALL_GOTO(
+        status, done,
+        strand_h5_read_string_attribute(ds.file, "special_tokens", special, sizeof special, &found, path));
     if (!found) snprintf(special, sizeof special, "(unknown)");
-    STRAND_CALL_GOTO(status, done,
-                     strand_h5_read_string_attribute(ds.file, "alphabet", alphabet, sizeof alphabet, &found, path));
+    STRAND_CALL_GOTO(
+        status, done,
+        strand_h5_read_string_attribute(ds.file, "alphabet", alphabet, sizeof alphabet, &found, path));
     if (!found) snprintf(alphabet, sizeof alphabet, "(unknown)");
 
     printf("%s: strand dataset, format version %d, created by %s\n", path, STRAND_DATASET_FORMAT_VERSION,

@@ -53,8 +53,8 @@ uint8_t strand_fasta_token_of(unsigned char c) {
 typedef struct {
     const char *path;
     FILE *file;
-    uint8_t *raw;  /* bytes as read from disk */
-    uint8_t *text; /* inflated bytes (gzip only) */
+    uint8_t *raw;       /* bytes as read from disk */
+    uint8_t *text;      /* inflated bytes (gzip only) */
     size_t first_bytes; /* plain: bytes of the first block not yet handed out */
     int raw_eof;
     int gzip, z_ready, member_done, finished;
@@ -67,8 +67,7 @@ typedef struct {
 static int source_fill(byte_source *src, size_t *got) {
     size_t n = fread(src->raw, 1, BLOCK_BYTES, src->file);
     if (n < BLOCK_BYTES) {
-        if (ferror(src->file))
-            STRAND_FAIL(STRAND_ERR_IO, "%s: read error: %s", src->path, strerror(errno));
+        if (ferror(src->file)) STRAND_FAIL(STRAND_ERR_IO, "%s: read error: %s", src->path, strerror(errno));
         src->raw_eof = 1;
     }
     strand_sha256_update(&src->sha, src->raw, n);
@@ -196,9 +195,9 @@ typedef struct {
     const strand_fasta_callbacks *cb;
     void *user;
     enum parse_state state;
-    int64_t line;       /* 1-based line number of the current byte */
-    int64_t column0;    /* bytes of the current line seen in earlier blocks */
-    int pending_cr;     /* the previous block ended in '\r' inside a sequence line */
+    int64_t line;    /* 1-based line number of the current byte */
+    int64_t column0; /* bytes of the current line seen in earlier blocks */
+    int pending_cr;  /* the previous block ended in '\r' inside a sequence line */
     int in_record;
     int64_t record_line;
     int64_t record_tokens;
@@ -210,10 +209,14 @@ typedef struct {
 } parser;
 
 static void describe_byte(unsigned char c, char out[8]) {
-    if (c == '\r') snprintf(out, 8, "\\r");
-    else if (c == '\t') snprintf(out, 8, "\\t");
-    else if (c >= 0x20 && c < 0x7f) snprintf(out, 8, "%c", c);
-    else snprintf(out, 8, "?");
+    if (c == '\r')
+        snprintf(out, 8, "\\r");
+    else if (c == '\t')
+        snprintf(out, 8, "\\t");
+    else if (c >= 0x20 && c < 0x7f)
+        snprintf(out, 8, "%c", c);
+    else
+        snprintf(out, 8, "?");
 }
 
 static int flush_tokens(parser *p) {
@@ -227,8 +230,8 @@ static int end_record(parser *p) {
     if (!p->in_record) return STRAND_OK;
     STRAND_CALL(flush_tokens(p));
     if (p->record_tokens == 0)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s:%lld: record %s has no sequence", p->path, (long long)p->record_line,
-                    p->name);
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s:%lld: record %s has no sequence", p->path,
+                    (long long)p->record_line, p->name);
     if (p->cb && p->cb->record_end) STRAND_CALL(p->cb->record_end(p->user, p->name, p->record_tokens));
     p->in_record = 0;
     p->total_records++;
@@ -320,8 +323,9 @@ static int parse_block(parser *p, const uint8_t *text, size_t n) {
                 if (c < 0x20 || c == 0x7f) {
                     char shown[8];
                     describe_byte(c, shown);
-                    STRAND_FAIL(STRAND_ERR_INPUT, "%s:%lld:%lld: unexpected character '%s' (0x%02X) in record name",
-                                p->path, (long long)p->line, (long long)(p->column0 + 1), shown, c);
+                    STRAND_FAIL(STRAND_ERR_INPUT,
+                                "%s:%lld:%lld: unexpected character '%s' (0x%02X) in record name", p->path,
+                                (long long)p->line, (long long)(p->column0 + 1), shown, c);
                 }
                 if (p->name_len == STRAND_FASTA_NAME_MAX)
                     STRAND_FAIL(STRAND_ERR_INPUT, "%s:%lld: record name longer than %d characters", p->path,

@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 enum {
-    CHUNK_TOKENS = 1 << 20,                /* /tokens chunk: 1 MiB */
-    WRITE_TOKENS = 4 * CHUNK_TOKENS,       /* appended per write: whole chunks until the last one */
-    DEFLATE_LEVEL = 1,                     /* fast; DNA compresses to about 2.2 bits/base anyway */
+    CHUNK_TOKENS = 1 << 20,          /* /tokens chunk: 1 MiB */
+    WRITE_TOKENS = 4 * CHUNK_TOKENS, /* appended per write: whole chunks until the last one */
+    DEFLATE_LEVEL = 1,               /* fast; DNA compresses to about 2.2 bits/base anyway */
 };
 
 typedef struct {
@@ -30,14 +30,14 @@ typedef struct {
 } prep_record;
 
 typedef struct {
-    const char *path;   /* "<output>.tmp" */
-    const char *input;  /* the FASTA being read, for messages */
-    int32_t source;     /* its index */
+    const char *path;  /* "<output>.tmp" */
+    const char *input; /* the FASTA being read, for messages */
+    int32_t source;    /* its index */
     int verbose;
     hid_t file, tokens;
     uint8_t *buffer;
     size_t fill;
-    int64_t written;    /* tokens already in /tokens */
+    int64_t written; /* tokens already in /tokens */
     prep_record *records;
     int64_t n_records, cap_records;
 } prep_writer;
@@ -66,7 +66,8 @@ static int on_record_begin(void *user, const char *name) {
     if (w->n_records == w->cap_records) {
         int64_t cap = w->cap_records ? 2 * w->cap_records : 64;
         prep_record *grown = realloc(w->records, (size_t)cap * sizeof *grown);
-        if (!grown) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for the record table (%" PRId64 " records)", cap);
+        if (!grown)
+            STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for the record table (%" PRId64 " records)", cap);
         w->records = grown;
         w->cap_records = cap;
     }
@@ -104,15 +105,17 @@ static int on_record_end(void *user, const char *name, int64_t length) {
 
 /* ---- tables ---- */
 
-static int write_table(hid_t parent, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data,
-                       const char *path) {
+static int write_table(hid_t parent, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const void *data, const char *path) {
     hid_t space = H5Screate_simple(rank, dims, NULL), dataset = H5I_INVALID_HID;
     int status = STRAND_OK;
     hsize_t total = 1;
-    for (int i = 0; i < rank; i++) total *= dims[i];
+    for (int i = 0; i < rank; i++)
+        total *= dims[i];
     char what[160];
     snprintf(what, sizeof what, "cannot write %s", name);
-    if (space < 0 || (dataset = H5Dcreate2(parent, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+    if (space < 0 ||
+        (dataset = H5Dcreate2(parent, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
         (total > 0 && H5Dwrite(dataset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
         status = strand_h5_error(__FILE__, __LINE__, path, what);
     strand_h5_close(&dataset);
@@ -120,7 +123,8 @@ static int write_table(hid_t parent, const char *name, hid_t type, int rank, con
     return status;
 }
 
-static int write_strings(hid_t parent, const char *name, const char *const *values, int64_t n, const char *path) {
+static int write_strings(hid_t parent, const char *name, const char *const *values, int64_t n,
+                         const char *path) {
     hid_t type = H5Tcopy(H5T_C_S1);
     if (type < 0 || H5Tset_size(type, H5T_VARIABLE) < 0) {
         strand_h5_close(&type);
@@ -153,16 +157,18 @@ static int check_unique_names(const prep_writer *w, const strand_prep_options *o
     if (w->n_records < 2) return STRAND_OK;
     const prep_record **sorted = malloc((size_t)w->n_records * sizeof *sorted);
     if (!sorted) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory checking record names");
-    for (int64_t i = 0; i < w->n_records; i++) sorted[i] = &w->records[i];
+    for (int64_t i = 0; i < w->n_records; i++)
+        sorted[i] = &w->records[i];
     qsort(sorted, (size_t)w->n_records, sizeof *sorted, compare_names);
     int status = STRAND_OK;
     for (int64_t i = 1; i < w->n_records; i++) {
         if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0) {
             const prep_record *first = sorted[i - 1]->offset < sorted[i]->offset ? sorted[i - 1] : sorted[i];
             const prep_record *second = first == sorted[i] ? sorted[i - 1] : sorted[i];
-            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
-                                      "record name %s appears twice (in %s and in %s); record names must be unique",
-                                      first->name, options->inputs[first->source], options->inputs[second->source]);
+            status = strand_error_set(
+                STRAND_ERR_INPUT, __FILE__, __LINE__,
+                "record name %s appears twice (in %s and in %s); record names must be unique", first->name,
+                options->inputs[first->source], options->inputs[second->source]);
             break;
         }
     }
@@ -176,9 +182,11 @@ static int write_splits(hid_t file, const prep_writer *w, const strand_prep_opti
                         strand_prep_stats *stats) {
     for (int v = 0; v < options->n_val_records; v++) {
         int64_t i = 0;
-        while (i < w->n_records && strcmp(w->records[i].name, options->val_records[v]) != 0) i++;
+        while (i < w->n_records && strcmp(w->records[i].name, options->val_records[v]) != 0)
+            i++;
         if (i == w->n_records)
-            STRAND_FAIL(STRAND_ERR_INPUT, "--val-records: no record named %s in the inputs", options->val_records[v]);
+            STRAND_FAIL(STRAND_ERR_INPUT, "--val-records: no record named %s in the inputs",
+                        options->val_records[v]);
     }
     int64_t(*train)[2] = malloc((size_t)(w->n_records + 1) * sizeof *train);
     int64_t(*val)[2] = malloc((size_t)(w->n_records + 1) * sizeof *val);
@@ -225,7 +233,8 @@ static int write_splits(hid_t file, const prep_writer *w, const strand_prep_opti
     if (status == STRAND_OK) {
         /* The named validation records, comma-separated ("" when none). */
         size_t bytes = 1;
-        for (int v = 0; v < options->n_val_records; v++) bytes += strlen(options->val_records[v]) + 1;
+        for (int v = 0; v < options->n_val_records; v++)
+            bytes += strlen(options->val_records[v]) + 1;
         char *joined = calloc(bytes, 1);
         if (!joined) {
             status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
@@ -283,8 +292,8 @@ static const char *base_name(const char *path) {
     return slash ? slash + 1 : path;
 }
 
-static int write_sources(hid_t file, const strand_prep_options *options, const strand_fasta_summary *summaries,
-                         const char *path) {
+static int write_sources(hid_t file, const strand_prep_options *options,
+                         const strand_fasta_summary *summaries, const char *path) {
     int n = options->n_inputs;
     const char **names = malloc((size_t)n * sizeof *names), **hashes = malloc((size_t)n * sizeof *hashes);
     int64_t *sizes = malloc((size_t)n * sizeof *sizes), *text = malloc((size_t)n * sizeof *text);
@@ -304,7 +313,8 @@ static int write_sources(hid_t file, const strand_prep_options *options, const s
     }
     STRAND_CALL_GOTO(status, done, make_group(file, "/sources", &group, path));
     STRAND_CALL_GOTO(status, done, write_strings(group, "name", names, n, path));
-    STRAND_CALL_GOTO(status, done, write_strings(group, "path", (const char *const *)options->inputs, n, path));
+    STRAND_CALL_GOTO(status, done,
+                     write_strings(group, "path", (const char *const *)options->inputs, n, path));
     STRAND_CALL_GOTO(status, done, write_strings(group, "sha256", hashes, n, path));
     STRAND_CALL_GOTO(status, done, write_int64s(group, "size", sizes, n, path));
     STRAND_CALL_GOTO(status, done, write_int64s(group, "text_bytes", text, n, path));
@@ -321,7 +331,8 @@ done:
 
 static int write_root_attributes(hid_t file, const char *path) {
     char special[64];
-    snprintf(special, sizeof special, "PAD=%d,BOS=%d,SEP=%d", STRAND_TOKEN_PAD, STRAND_TOKEN_BOS, STRAND_TOKEN_SEP);
+    snprintf(special, sizeof special, "PAD=%d,BOS=%d,SEP=%d", STRAND_TOKEN_PAD, STRAND_TOKEN_BOS,
+             STRAND_TOKEN_SEP);
     STRAND_CALL(strand_h5_write_int_attribute(file, "format_version", STRAND_DATASET_FORMAT_VERSION, path));
     STRAND_CALL(strand_h5_write_string_attribute(file, "tokenizer", STRAND_TOKENIZER_NAME, path));
     STRAND_CALL(strand_h5_write_int_attribute(file, "tokenizer_version", STRAND_TOKENIZER_VERSION, path));
@@ -336,7 +347,8 @@ static int write_root_attributes(hid_t file, const char *path) {
 
 static int check_options(const strand_prep_options *options) {
     if (!options->output || !options->output[0]) STRAND_FAIL(STRAND_ERR_INPUT, "no output file given");
-    if (options->n_inputs < 1 || !options->inputs) STRAND_FAIL(STRAND_ERR_INPUT, "no input FASTA files given");
+    if (options->n_inputs < 1 || !options->inputs)
+        STRAND_FAIL(STRAND_ERR_INPUT, "no input FASTA files given");
     if (!(options->val_fraction >= 0.0 && options->val_fraction < 1.0))
         STRAND_FAIL(STRAND_ERR_INPUT, "validation fraction %g is outside [0, 1)", options->val_fraction);
     if (options->n_val_records < 0 || (options->n_val_records > 0 && !options->val_records))
@@ -367,7 +379,8 @@ static int create_output(prep_writer *w) {
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = CHUNK_TOKENS;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     int status = STRAND_OK;
-    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_deflate(dcpl, DEFLATE_LEVEL) < 0 ||
+    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 ||
+        H5Pset_deflate(dcpl, DEFLATE_LEVEL) < 0 ||
         (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
         status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot create /tokens");
     strand_h5_close(&dcpl);
@@ -431,7 +444,8 @@ done:
     strand_h5_close(&w.tokens);
     strand_h5_close(&w.file);
     if (status != STRAND_OK && created) unlink(tmp_path);
-    for (int64_t i = 0; i < w.n_records; i++) free(w.records[i].name);
+    for (int64_t i = 0; i < w.n_records; i++)
+        free(w.records[i].name);
     free(w.records);
     free(w.buffer);
     free(summaries);

@@ -26,7 +26,8 @@ static inline uint32_t load_be32(const uint8_t *p) {
 static void compress_blocks(uint32_t state[8], const uint8_t *data, size_t n_blocks) {
     for (size_t b = 0; b < n_blocks; b++, data += 64) {
         uint32_t w[64];
-        for (int i = 0; i < 16; i++) w[i] = load_be32(data + 4 * i);
+        for (int i = 0; i < 16; i++)
+            w[i] = load_be32(data + 4 * i);
         for (int i = 16; i < 64; i++) {
             uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
             uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
@@ -97,7 +98,8 @@ void strand_sha256_final(strand_sha256 *ctx, uint8_t digest[32]) {
     uint8_t pad[72] = {0x80};
     /* Pad to 56 mod 64, then the 64-bit big-endian message length. */
     size_t pad_bytes = (ctx->block_fill < 56 ? 56 : 120) - ctx->block_fill;
-    for (int i = 0; i < 8; i++) pad[pad_bytes + i] = (uint8_t)(bit_length >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        pad[pad_bytes + i] = (uint8_t)(bit_length >> (56 - 8 * i));
     uint64_t total = ctx->total_bytes;
     strand_sha256_update(ctx, pad, pad_bytes + 8);
     ctx->total_bytes = total;

@@ -139,6 +139,8 @@ for ((try = 0; try < 50; try++)); do
 done
 [[ -n "$ctld_port" ]] || fail "no free TCP port pair found"
 
+# TmpFS=$tmp: the PMIx plugin makes spmix_appdir_<uid>_<job>.<step> under TmpFS; job ids
+# restart at 1 in every fresh cluster, so in /tmp a leftover or concurrent run breaks srun.
 host=$(hostname -s)
 cat >"$SLURM_CONF" <<EOF
 ClusterName=strandci

@@ -17,8 +17,12 @@
  * relative error of a gradient near zero. */
 #ifdef STRAND_REAL_DOUBLE
 #define MODEL_FLOOR 1e-2
+#define MODEL_OK(res) gradcheck_ok((res), GRADCHECK_TOL)
 #else
+/* In float, central differences of a whole model are noisy per element; the norm-wise error over
+ * a tensor still exposes a wrong backward (it is then O(1)). */
 #define MODEL_FLOOR GRADCHECK_FLOOR
+#define MODEL_OK(res) ((res).checked > 0 && (res).norm_rel < 1e-2)
 #endif
 
 typedef struct {
@@ -77,8 +81,8 @@ static void check_config(const char *label, const char *overrides[], int n_overr
                                              global_loss, &ctx, GRADCHECK_EPS, MODEL_FLOOR, 0);
         char name[128];
         snprintf(name, sizeof name, "%s %s/%s", label, info->layer, info->name);
-        if (grid.world_rank == 0 && !gradcheck_ok(res, GRADCHECK_TOL)) gradcheck_print(stderr, name, res);
-        CHECK_MSG(gradcheck_ok(res, GRADCHECK_TOL), "%s (ranks %d)", name, grid.world_size);
+        if (grid.world_rank == 0 && !MODEL_OK(res)) gradcheck_print(stderr, name, res);
+        CHECK_MSG(MODEL_OK(res), "%s (ranks %d)", name, grid.world_size);
     }
     if (grid.world_rank == 0) fprintf(stderr, "%s: %d tensors checked on %d ranks\n", label, model.table.count, grid.world_size);
     free(analytic);

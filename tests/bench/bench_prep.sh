@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Throughput of `strand prep` on one core: about 200 MB of FASTA text (copies of the E. coli K-12
+# genome, 80-column lines), as plain text and gzip-compressed. Prints MB/s of FASTA text
+# (decompressed bytes) per wall-clock second, best of RUNS runs.
+#
+# usage: tests/bench/bench_prep.sh [STRAND_BINARY]
+#   env: STRAND_BENCH_COPIES (default 43), STRAND_BENCH_DIR (default /tmp/strand_bench_prep, reused),
+#        STRAND_BENCH_GENOME (default /work/shared/data/genomes/ecoli_k12_mg1655.fa.gz, else the
+#        lambda phage genome in data/ with 95x more copies), RUNS (default 3)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+strand=${1:-${STRAND:-$root/build/strand}}
+work=${STRAND_BENCH_DIR:-/tmp/strand_bench_prep}
+genome=${STRAND_BENCH_GENOME:-/work/shared/data/genomes/ecoli_k12_mg1655.fa.gz}
+copies=${STRAND_BENCH_COPIES:-43}
+runs=${RUNS:-3}
+if [ ! -f "$genome" ]; then
+    genome=$root/data/lambda_phage_NC_001416.fa.gz
+    copies=$((copies * 95))
+fi
+[ -x "$strand" ] || { echo "bench_prep: no strand binary at $strand" >&2; exit 1; }
+mkdir -p "$work"
+fasta=$work/bench.fa
+if [ ! -f "$fasta.gz" ]; then
+    echo "generating $copies copies of $(basename "$genome") in $work ..."
+    zcat -f "$genome" | grep -v '^>' | tr -d '\r\n' | fold -w 80 >"$work/seq80.txt"
+    echo >>"$work/seq80.txt"
+    : >"$fasta"
+    for i in $(seq 1 "$copies"); do
+        echo ">copy_$i $(basename "$genome") repeated for benchmarking" >>"$fasta"
+        cat "$work/seq80.txt" >>"$fasta"
+    done
+    gzip -6 -c "$fasta" >"$fasta.gz.part" && mv "$fasta.gz.part" "$fasta.gz"
+fi
+text_bytes=$(stat -c %s "$fasta")
+echo "input: $fasta ($text_bytes bytes of FASTA text), $fasta.gz ($(stat -c %s "$fasta.gz") bytes)"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+
+bench() {
+    local input=$1 best=""
+    for _ in $(seq 1 "$runs"); do
+        local t0 t1
+        t0=$(date +%s.%N)
+        "$strand" prep --in "$input" --out "$work/bench.h5" --quiet
+        t1=$(date +%s.%N)
+        best=$(awk -v a="$t0" -v b="$t1" -v best="$best" 'BEGIN { t = b - a; if (best == "" || t < best) best = t; printf "%.3f", best }')
+    done
+    awk -v s="$best" -v n="$text_bytes" -v name="$(basename "$input")" \
+        'BEGIN { printf "%-12s %8.3f s  %7.1f MB/s of FASTA text (best of runs)\n", name, s, n / 1e6 / s }'
+}
+bench "$fasta"
+bench "$fasta.gz"
+echo "output: $(stat -c %s "$work/bench.h5") bytes of HDF5 ($("$strand" info "$work/bench.h5" | grep '^records'))"
+rm -f "$work/bench.h5"
