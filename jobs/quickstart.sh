@@ -18,17 +18,19 @@ step "Checking dependencies (jobs/setup.sh)"
 jobs/setup.sh || die "missing dependencies; install them as shown above and rerun"
 
 step "Building strand (Release, build/)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >build-configure.log 2>&1 ||
-  { cat build-configure.log >&2; die "cmake configure failed (log: build-configure.log)"; }
-rm -f build-configure.log
+mkdir -p build
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >build/configure.log 2>&1 ||
+  { cat build/configure.log >&2; die "cmake configure failed (log: build/configure.log)"; }
 cmake --build build -j"$(nproc)" --target strand || die "build failed"
 strand=$root/build/strand
 
 data=data/lambda.h5
-if [[ -s "$data" ]]; then
+# Reuse an existing dataset only if this strand can read it (the format may have changed).
+if [[ -s "$data" ]] && "$strand" info "$data" >/dev/null 2>&1; then
   step "Dataset $data already present"
 else
   step "Preparing $data from the bundled lambda phage genome"
+  rm -f "$data"
   "$strand" prep --in data/lambda_phage_NC_001416.fa.gz --out "$data" --val-fraction 0.05 ||
     die "strand prep failed"
 fi
@@ -36,9 +38,11 @@ fi
 run_dir=${STRAND_RUN_DIR:-runs/quickstart-$(date +%Y%m%d-%H%M%S)}
 mpirun_args=(-n 2 --oversubscribe)
 # Open MPI refuses to run as root unless told; containers and fresh VMs often are root.
-[[ $(id -u) -eq 0 ]] && mpirun_args+=(--allow-run-as-root)
+if [[ $(id -u) -eq 0 ]]; then mpirun_args+=(--allow-run-as-root); fi
 # Ranks yield when idle (cores may be shared) and use one BLAS thread each.
 export OMPI_MCA_mpi_yield_when_idle=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+# mpirun gives the ranks a terminal even when this script's output goes to a file: say which.
+if [[ -t 1 ]]; then export STRAND_PROGRESS=${STRAND_PROGRESS:-bar}; else export STRAND_PROGRESS=${STRAND_PROGRESS:-plain}; fi
 
 step "Training: mpirun -n 2 strand train --config jobs/quickstart.ini (run dir $run_dir)"
 t1=$SECONDS

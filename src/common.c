@@ -40,7 +40,8 @@ void strand_error_clear(void) {
 int strand_mpi_error(int mpi_code, const char *call, const char *file, int line) {
     char text[MPI_MAX_ERROR_STRING];
     int length = 0;
-    if (MPI_Error_string(mpi_code, text, &length) != MPI_SUCCESS) snprintf(text, sizeof text, "code %d", mpi_code);
+    if (MPI_Error_string(mpi_code, text, &length) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "code %d", mpi_code);
     return strand_error_set(STRAND_ERR_MPI, file, line, "MPI call failed: %s: %s", call, text);
 }
 

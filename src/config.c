@@ -188,7 +188,7 @@ static const key_def keys[] = {
      .def = "20",
      .imin = 0,
      .imax = INT64_MAX,
-     .help = "Linear warmup steps (at most train.steps)."},
+     .help = "Linear warmup steps (a warmup longer than train.steps covers the whole run)."},
     {.section = "train",
      .name = "weight_decay",
      .type = T_DOUBLE,
@@ -290,7 +290,7 @@ static const key_def keys[] = {
      .type = T_STRING,
      FIELD(run_dir),
      .def = "runs/default",
-     .help = "Run directory: logs, checkpoints and the resolved config."},
+     .help = "Run directory: resolved config.ini, metrics.jsonl and summary.json."},
 };
 enum { KEY_COUNT = sizeof keys / sizeof keys[0] };
 
@@ -1062,9 +1062,6 @@ int strand_config_validate(const strand_config *config) {
         int status = check_stored(config, &keys[i], err, sizeof err);
         if (status != STRAND_OK) STRAND_FAIL(status, "%s", err);
     }
-    if (config->warmup_steps > config->steps)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "train.warmup_steps = %" PRId64 " exceeds train.steps = %" PRId64,
-                    config->warmup_steps, config->steps);
     return STRAND_OK;
 }
 

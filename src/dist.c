@@ -22,7 +22,8 @@ int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp) {
     MPI_Comm_size(grid->world, &grid->world_size);
     int size = grid->world_size;
     if (sp < 0 || dp < 0) STRAND_FAIL(STRAND_ERR_CONFIG, "parallel.sp and parallel.dp must be >= 0");
-    if (sp == 0 && dp == 0) sp = size, dp = 1;
+    if (sp == 0 && dp == 0)
+        sp = size, dp = 1;
     else if (sp == 0) {
         if (size % dp != 0)
             STRAND_FAIL(STRAND_ERR_CONFIG, "parallel.dp = %d does not divide the %d ranks", dp, size);
@@ -33,8 +34,8 @@ int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp) {
         dp = size / sp;
     }
     if ((int64_t)sp * dp != size)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "parallel.sp x parallel.dp = %d x %d = %lld, but the job has %d ranks", sp,
-                    dp, (long long)sp * dp, size);
+        STRAND_FAIL(STRAND_ERR_CONFIG, "parallel.sp x parallel.dp = %d x %d = %lld, but the job has %d ranks",
+                    sp, dp, (long long)sp * dp, size);
     grid->sp_size = sp;
     grid->dp_size = dp;
     grid->sp_rank = grid->world_rank % sp;
@@ -100,22 +101,26 @@ int strand_halo_backward(const strand_grid *grid, real_t *dx, const real_t *dhal
     real_t *incoming = scratch, *outgoing = scratch + count;
     memset(incoming, 0, sizeof(real_t) * (size_t)count);
     if (min_shard(shard_lengths, size) >= H) {
-        STRAND_CALL_MPI(MPI_Sendrecv(dhalo, count, STRAND_MPI_REAL, prev, 13, incoming, count, STRAND_MPI_REAL,
-                                     next, 13, grid->sp_comm, MPI_STATUS_IGNORE));
+        STRAND_CALL_MPI(MPI_Sendrecv(dhalo, count, STRAND_MPI_REAL, prev, 13, incoming, count,
+                                     STRAND_MPI_REAL, next, 13, grid->sp_comm, MPI_STATUS_IGNORE));
         real_t *tail = dx + (T - H) * C;
-        for (int i = 0; i < count; i++) tail[i] += incoming[i];
+        for (int i = 0; i < count; i++)
+            tail[i] += incoming[i];
     } else {
         /* Relay from the last rank down: each rank keeps the rows it owns and passes on the rest
          * together with its own halo gradient. */
-        STRAND_CALL_MPI(MPI_Recv(incoming, count, STRAND_MPI_REAL, next, 14, grid->sp_comm, MPI_STATUS_IGNORE));
+        STRAND_CALL_MPI(
+            MPI_Recv(incoming, count, STRAND_MPI_REAL, next, 14, grid->sp_comm, MPI_STATUS_IGNORE));
         int64_t own = T < H ? T : H; /* incoming rows H-own..H-1 are this rank's last `own` rows */
         real_t *tail = dx + (T - own) * C;
         const real_t *from = incoming + (H - own) * C;
-        for (int64_t i = 0; i < own * C; i++) tail[i] += from[i];
+        for (int64_t i = 0; i < own * C; i++)
+            tail[i] += from[i];
         memcpy(outgoing, dhalo, sizeof(real_t) * (size_t)count);
         /* incoming rows 0..H-own-1 are positions before this shard: the last H-own rows of our halo */
         int64_t pass = H - own;
-        for (int64_t i = 0; i < pass * C; i++) outgoing[(H - pass) * C + i] += incoming[i];
+        for (int64_t i = 0; i < pass * C; i++)
+            outgoing[(H - pass) * C + i] += incoming[i];
         if (prev != MPI_PROC_NULL)
             STRAND_CALL_MPI(MPI_Send(outgoing, count, STRAND_MPI_REAL, prev, 14, grid->sp_comm));
     }

@@ -23,16 +23,18 @@ int strand_loader_init(strand_loader *loader, strand_dataset *dataset, int64_t s
     loader->seq_len = seq_len;
     loader->seed = seed;
     loader->rc_augment = rc_augment;
-    STRAND_CALL(index_ranges(dataset->train, dataset->n_train, seq_len, &loader->train_cum, &loader->train_starts));
+    STRAND_CALL(
+        index_ranges(dataset->train, dataset->n_train, seq_len, &loader->train_cum, &loader->train_starts));
     STRAND_CALL(index_ranges(dataset->val, dataset->n_val, seq_len, &loader->val_cum, &loader->val_starts));
     if (loader->train_starts == 0) {
         int64_t longest = 0;
         for (int64_t i = 0; i < dataset->n_train; i++)
             if (dataset->train[i].length > longest) longest = dataset->train[i].length;
-        STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "train.seq_len = %lld needs %lld tokens per window, longer than every training record of %s "
-                    "(longest: %lld tokens)",
-                    (long long)seq_len, (long long)seq_len + 1, dataset->path, (long long)longest);
+        STRAND_FAIL(
+            STRAND_ERR_CONFIG,
+            "train.seq_len = %lld needs %lld tokens per window, longer than every training record of %s "
+            "(longest: %lld tokens)",
+            (long long)seq_len, (long long)seq_len + 1, dataset->path, (long long)longest);
     }
     return STRAND_OK;
 }
@@ -48,10 +50,13 @@ static int64_t start_to_offset(const strand_token_range *ranges, const int64_t *
     int64_t lo = 0, hi = n - 1;
     while (lo < hi) { /* last range with cum[i] <= u */
         int64_t mid = (lo + hi + 1) / 2;
-        if (cum[mid] <= u) lo = mid;
-        else hi = mid - 1;
+        if (cum[mid] <= u)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
-    while (lo < n - 1 && cum[lo + 1] <= u) lo++; /* skip ranges too short for a window */
+    while (lo < n - 1 && cum[lo + 1] <= u)
+        lo++; /* skip ranges too short for a window */
     return ranges[lo].offset + (u - cum[lo]);
 }
 
@@ -59,10 +64,12 @@ strand_window strand_loader_train_window(const strand_loader *loader, int64_t st
     strand_window window;
     uint64_t u = strand_rng_below((uint64_t)loader->train_starts, loader->seed, STRAND_STREAM_WINDOW,
                                   (uint64_t)step, (uint64_t)index);
-    window.offset = start_to_offset(loader->dataset->train, loader->train_cum, loader->dataset->n_train, (int64_t)u);
-    window.reverse = loader->rc_augment
-                         ? (int)(strand_rng_u64(loader->seed, STRAND_STREAM_RC, (uint64_t)step, (uint64_t)index) & 1)
-                         : 0;
+    window.offset =
+        start_to_offset(loader->dataset->train, loader->train_cum, loader->dataset->n_train, (int64_t)u);
+    window.reverse =
+        loader->rc_augment
+            ? (int)(strand_rng_u64(loader->seed, STRAND_STREAM_RC, (uint64_t)step, (uint64_t)index) & 1)
+            : 0;
     return window;
 }
 
@@ -87,6 +94,7 @@ int strand_loader_read(const strand_loader *loader, strand_window window, int64_
         tokens[i] = tokens[j];
         tokens[j] = t;
     }
-    for (int64_t i = 0; i < n; i++) tokens[i] = strand_token_complement(tokens[i]);
+    for (int64_t i = 0; i < n; i++)
+        tokens[i] = strand_token_complement(tokens[i]);
     return STRAND_OK;
 }

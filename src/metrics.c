@@ -6,9 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-int strand_metrics_open(strand_metrics *metrics, const char *run_dir) {
+int strand_metrics_open(strand_metrics *metrics, const char *run_dir, int progress_mode) {
     memset(metrics, 0, sizeof *metrics);
-    metrics->terminal = isatty(STDOUT_FILENO);
+    metrics->terminal = progress_mode == STRAND_PROGRESS_BAR ||
+                        (progress_mode == STRAND_PROGRESS_AUTO && isatty(STDOUT_FILENO));
     if (!run_dir) return STRAND_OK;
     char path[1200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
@@ -19,8 +20,10 @@ int strand_metrics_open(strand_metrics *metrics, const char *run_dir) {
 
 /* JSON has no NaN: write null so every line stays parseable. */
 static void json_number(FILE *f, const char *key, double value, int last) {
-    if (isfinite(value)) fprintf(f, "\"%s\":%.9g%s", key, value, last ? "" : ",");
-    else fprintf(f, "\"%s\":null%s", key, last ? "" : ",");
+    if (isfinite(value))
+        fprintf(f, "\"%s\":%.9g%s", key, value, last ? "" : ",");
+    else
+        fprintf(f, "\"%s\":null%s", key, last ? "" : ",");
 }
 
 int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) {
@@ -47,15 +50,19 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
 void strand_format_duration(char *out, size_t size, double seconds) {
     if (!isfinite(seconds) || seconds < 0) seconds = 0;
     long s = (long)(seconds + 0.5);
-    if (s >= 3600) snprintf(out, size, "%ldh%02ldm", s / 3600, (s / 60) % 60);
-    else if (s >= 60) snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
-    else snprintf(out, size, "%lds", s);
+    if (s >= 3600)
+        snprintf(out, size, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+    else if (s >= 60)
+        snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(out, size, "%lds", s);
 }
 
 void strand_format_bytes(char *out, size_t size, double bytes) {
     const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int u = 0;
-    while (bytes >= 1024 && u < 4) bytes /= 1024, u++;
+    while (bytes >= 1024 && u < 4)
+        bytes /= 1024, u++;
     snprintf(out, size, u >= 3 ? "%.2f %s" : "%.0f %s", bytes, units[u]);
 }
 
@@ -65,8 +72,10 @@ void strand_metrics_progress(strand_metrics *metrics, const strand_step_metrics 
     double remaining = (double)(m->total_steps - m->step) * (m->elapsed_seconds / (double)m->step);
     strand_format_duration(eta, sizeof eta, remaining);
     strand_format_bytes(mem, sizeof mem, (double)m->peak_rss_bytes);
-    if (m->tokens_per_s >= 1e6) snprintf(rate, sizeof rate, "%.2fM", m->tokens_per_s / 1e6);
-    else snprintf(rate, sizeof rate, "%.1fk", m->tokens_per_s / 1e3);
+    if (m->tokens_per_s >= 1e6)
+        snprintf(rate, sizeof rate, "%.2fM", m->tokens_per_s / 1e6);
+    else
+        snprintf(rate, sizeof rate, "%.1fk", m->tokens_per_s / 1e3);
     const double total = m->step_seconds > 0 ? m->step_seconds : 1;
     char line[512];
     int width = (int)snprintf(NULL, 0, "%lld", (long long)m->total_steps);
@@ -74,12 +83,14 @@ void strand_metrics_progress(strand_metrics *metrics, const strand_step_metrics 
              "step %*lld/%lld | loss %.4f | bpb %.4f | lr %.2e | gnorm %.3f | %s tok/s | compute %.0f%% comm "
              "%.0f%% io %.0f%% | mem/rank %s | eta %s",
              width, (long long)m->step, (long long)m->total_steps, m->loss, m->bpb, m->lr, m->grad_norm, rate,
-             100 * m->compute_seconds / total, 100 * m->comm_seconds / total, 100 * m->io_seconds / total, mem, eta);
+             100 * m->compute_seconds / total, 100 * m->comm_seconds / total, 100 * m->io_seconds / total,
+             mem, eta);
     if (metrics->terminal) {
         /* A bar of 20 cells in front of the line, redrawn in place. */
         int filled = (int)(20.0 * (double)m->step / (double)m->total_steps);
         char bar[21];
-        for (int i = 0; i < 20; i++) bar[i] = i < filled ? '#' : '.';
+        for (int i = 0; i < 20; i++)
+            bar[i] = i < filled ? '#' : '.';
         bar[20] = '\0';
         printf("\r\033[K[%s] %s", bar, line);
         if (log_line) putchar('\n');

@@ -73,10 +73,12 @@ struct strand_block {
 #define GRAD(model, index) ((model)->grads + (model)->table.items[(index)].offset)
 
 static int declare_norm(strand_model *model, const char *layer, int *weight, int *bias) {
-    STRAND_CALL(strand_params_declare(&model->table, layer, "weight", model->C, 0, STRAND_INIT_ONES, 0, 0, weight));
+    STRAND_CALL(
+        strand_params_declare(&model->table, layer, "weight", model->C, 0, STRAND_INIT_ONES, 0, 0, weight));
     *bias = -1;
     if (model->layer_norm)
-        STRAND_CALL(strand_params_declare(&model->table, layer, "bias", model->C, 0, STRAND_INIT_ZEROS, 0, 0, bias));
+        STRAND_CALL(
+            strand_params_declare(&model->table, layer, "bias", model->C, 0, STRAND_INIT_ZEROS, 0, 0, bias));
     return STRAND_OK;
 }
 
@@ -105,8 +107,10 @@ static int split_layers(const char *list, char names[][32], int max) {
     while (*p && n < max) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        while (len && (*p == ' ')) p++, len--;
-        while (len && p[len - 1] == ' ') len--;
+        while (len && (*p == ' '))
+            p++, len--;
+        while (len && p[len - 1] == ' ')
+            len--;
         if (len == 0 || len >= 32) return -1;
         memcpy(names[n], p, len);
         names[n][len] = '\0';
@@ -133,13 +137,15 @@ int strand_model_create(strand_model *model, const strand_config *config, int64_
 
     char names[256][32];
     model->n_layers = split_layers(config->layers, names, 256);
-    if (model->n_layers <= 0) STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers = '%s' is not a list of mixer names", config->layers);
+    if (model->n_layers <= 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers = '%s' is not a list of mixer names", config->layers);
 
     strand_param_table *table = &model->table;
     const double std = config->init_std;
     /* Residual projections are scaled down with depth (GPT-2), so the stream's variance stays flat. */
     const double proj_std = std / sqrt(2.0 * model->n_layers);
-    STRAND_CALL(strand_params_declare(table, "embedding", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1, &model->wte));
+    STRAND_CALL(strand_params_declare(table, "embedding", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1,
+                                      &model->wte));
     model->blocks = strand_alloc(sizeof(strand_block) * (size_t)model->n_layers, "blocks");
     if (!model->blocks) return STRAND_ERR_NOMEM;
     for (int l = 0; l < model->n_layers; l++) {
@@ -148,7 +154,8 @@ int strand_model_create(strand_model *model, const strand_config *config, int64_
         snprintf(layer, sizeof layer, "block%d.norm1", l);
         STRAND_CALL(declare_norm(model, layer, &block->norm1_weight, &block->norm1_bias));
         const strand_mixer_ops *ops = strand_mixer_find(names[l]);
-        if (!ops) STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers: unknown mixer '%s' for block %d", names[l], l);
+        if (!ops)
+            STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers: unknown mixer '%s' for block %d", names[l], l);
         block->mixer.ops = ops;
         block->mixer.C = C;
         snprintf(layer, sizeof layer, "block%d.mixer", l);
@@ -156,17 +163,23 @@ int strand_model_create(strand_model *model, const strand_config *config, int64_
         snprintf(layer, sizeof layer, "block%d.norm2", l);
         STRAND_CALL(declare_norm(model, layer, &block->norm2_weight, &block->norm2_bias));
         snprintf(layer, sizeof layer, "block%d.mlp.fc", l);
-        STRAND_CALL(strand_params_declare(table, layer, "weight", model->F, C, STRAND_INIT_NORMAL, std, 1, &block->fc_weight));
-        STRAND_CALL(strand_params_declare(table, layer, "bias", model->F, 0, STRAND_INIT_ZEROS, 0, 0, &block->fc_bias));
+        STRAND_CALL(strand_params_declare(table, layer, "weight", model->F, C, STRAND_INIT_NORMAL, std, 1,
+                                          &block->fc_weight));
+        STRAND_CALL(strand_params_declare(table, layer, "bias", model->F, 0, STRAND_INIT_ZEROS, 0, 0,
+                                          &block->fc_bias));
         snprintf(layer, sizeof layer, "block%d.mlp.proj", l);
-        STRAND_CALL(strand_params_declare(table, layer, "weight", C, H, STRAND_INIT_NORMAL, proj_std, 1, &block->proj_weight));
-        STRAND_CALL(strand_params_declare(table, layer, "bias", C, 0, STRAND_INIT_ZEROS, 0, 0, &block->proj_bias));
+        STRAND_CALL(strand_params_declare(table, layer, "weight", C, H, STRAND_INIT_NORMAL, proj_std, 1,
+                                          &block->proj_weight));
+        STRAND_CALL(
+            strand_params_declare(table, layer, "bias", C, 0, STRAND_INIT_ZEROS, 0, 0, &block->proj_bias));
     }
     model->final_weight = model->final_bias = -1;
-    if (model->pre_norm) STRAND_CALL(declare_norm(model, "final_norm", &model->final_weight, &model->final_bias));
+    if (model->pre_norm)
+        STRAND_CALL(declare_norm(model, "final_norm", &model->final_weight, &model->final_bias));
     model->head = model->wte;
     if (!config->tie_embeddings)
-        STRAND_CALL(strand_params_declare(table, "head", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1, &model->head));
+        STRAND_CALL(strand_params_declare(table, "head", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1,
+                                          &model->head));
 
     STRAND_ALLOC(model->params, table->total, "parameters");
     STRAND_ALLOC(model->grads, table->total, "gradients");
@@ -215,12 +228,18 @@ void strand_model_init_params(strand_model *model, uint64_t seed) {
         real_t *w = model->params + p->offset;
         for (int64_t j = 0; j < p->size; j++) {
             switch (p->init) {
-            case STRAND_INIT_ONES: w[j] = 1; break;
-            case STRAND_INIT_ZEROS: w[j] = 0; break;
-            case STRAND_INIT_NORMAL:
-                w[j] = (real_t)(p->init_std * strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)i, (uint64_t)j));
+            case STRAND_INIT_ONES:
+                w[j] = 1;
                 break;
-            default: break; /* STRAND_INIT_BY_LAYER: the mixer fills it in its own init */
+            case STRAND_INIT_ZEROS:
+                w[j] = 0;
+                break;
+            case STRAND_INIT_NORMAL:
+                w[j] = (real_t)(p->init_std *
+                                strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)i, (uint64_t)j));
+                break;
+            default:
+                break; /* STRAND_INIT_BY_LAYER: the mixer fills it in its own init */
             }
         }
     }
@@ -228,21 +247,26 @@ void strand_model_init_params(strand_model *model, uint64_t seed) {
 
 static int mlp_forward(strand_model *model, strand_block *b, real_t *out, const real_t *in, int64_t T) {
     linear_forward(b->fc, in, PARAM(model, b->fc_weight), PARAM(model, b->fc_bias), T, model->C, model->F);
-    if (model->swiglu) swiglu_forward(b->act, b->fc, T, model->H);
-    else gelu_forward(b->act, b->fc, T * model->H);
-    linear_forward(out, b->act, PARAM(model, b->proj_weight), PARAM(model, b->proj_bias), T, model->H, model->C);
+    if (model->swiglu)
+        swiglu_forward(b->act, b->fc, T, model->H);
+    else
+        gelu_forward(b->act, b->fc, T * model->H);
+    linear_forward(out, b->act, PARAM(model, b->proj_weight), PARAM(model, b->proj_bias), T, model->H,
+                   model->C);
     return STRAND_OK;
 }
 
 /* dinp += MLP backward of dout; uses d_act and d_fc scratch. */
-static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, const real_t *dout, const real_t *in,
-                         int64_t T) {
+static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, const real_t *dout,
+                         const real_t *in, int64_t T) {
     memset(model->d_act, 0, sizeof(real_t) * (size_t)(T * model->H));
     memset(model->d_fc, 0, sizeof(real_t) * (size_t)(T * model->F));
     linear_backward(model->d_act, GRAD(model, b->proj_weight), GRAD(model, b->proj_bias), dout, b->act,
                     PARAM(model, b->proj_weight), T, model->H, model->C);
-    if (model->swiglu) swiglu_backward(model->d_fc, model->d_act, b->fc, T, model->H);
-    else gelu_backward(model->d_fc, model->d_act, b->fc, T * model->H);
+    if (model->swiglu)
+        swiglu_backward(model->d_fc, model->d_act, b->fc, T, model->H);
+    else
+        gelu_backward(model->d_fc, model->d_act, b->fc, T * model->H);
     linear_backward(dinp, GRAD(model, b->fc_weight), GRAD(model, b->fc_bias), model->d_fc, in,
                     PARAM(model, b->fc_weight), T, model->C, model->F);
 }
@@ -260,19 +284,25 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
         real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
         if (model->pre_norm) {
             /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
-            norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias, T);
+            norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias,
+                         T);
             STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->norm1, model->params, shard));
-            for (int64_t i = 0; i < T * C; i++) b->h[i] = b->x[i] + b->mix[i];
-            norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias, T);
+            for (int64_t i = 0; i < T * C; i++)
+                b->h[i] = b->x[i] + b->mix[i];
+            norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias,
+                         T);
             STRAND_CALL(mlp_forward(model, b, y, b->norm2, T));
-            for (int64_t i = 0; i < T * C; i++) y[i] += b->h[i];
+            for (int64_t i = 0; i < T * C; i++)
+                y[i] += b->h[i];
         } else {
             /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) */
             STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->x, model->params, shard));
-            for (int64_t i = 0; i < T * C; i++) b->a[i] = b->x[i] + b->mix[i];
+            for (int64_t i = 0; i < T * C; i++)
+                b->a[i] = b->x[i] + b->mix[i];
             norm_forward(model, b->h, b->norm1_mean, b->norm1_rstd, b->a, b->norm1_weight, b->norm1_bias, T);
             STRAND_CALL(mlp_forward(model, b, b->b, b->h, T));
-            for (int64_t i = 0; i < T * C; i++) b->b[i] += b->h[i];
+            for (int64_t i = 0; i < T * C; i++)
+                b->b[i] += b->h[i];
             norm_forward(model, y, b->norm2_mean, b->norm2_rstd, b->b, b->norm2_weight, b->norm2_bias, T);
         }
     }
@@ -300,8 +330,8 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
     const real_t *head_in = model->pre_norm ? model->final_out : model->final_in;
     real_t *d_head_in = model->pre_norm ? model->d_tmp1 : d_res;
     memset(d_head_in, 0, TC_bytes);
-    linear_backward(d_head_in, GRAD(model, model->head), NULL, model->d_logits, head_in, PARAM(model, model->head),
-                    T, C, model->V);
+    linear_backward(d_head_in, GRAD(model, model->head), NULL, model->d_logits, head_in,
+                    PARAM(model, model->head), T, C, model->V);
     if (model->pre_norm) {
         memset(d_res, 0, TC_bytes);
         norm_backward(model, d_res, model->d_tmp1, model->final_in, model->final_mean, model->final_rstd,
@@ -332,8 +362,8 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
             norm_backward(model, d_res, model->d_tmp2, b->a, b->norm1_mean, b->norm1_rstd, b->norm1_weight,
                           b->norm1_bias, T);
             memcpy(model->d_tmp1, d_res, TC_bytes);
-            STRAND_CALL(b->mixer.ops->backward(&b->mixer, d_res, model->grads, model->d_tmp1, b->x, model->params,
-                                               shard));
+            STRAND_CALL(b->mixer.ops->backward(&b->mixer, d_res, model->grads, model->d_tmp1, b->x,
+                                               model->params, shard));
         }
     }
     embedding_backward(GRAD(model, model->wte), d_res, tokens, T, C);
@@ -345,16 +375,19 @@ void strand_model_free(strand_model *model) {
         for (int l = 0; l < model->n_layers; l++) {
             strand_block *b = &model->blocks[l];
             if (b->mixer.ops && b->mixer.ops->destroy) b->mixer.ops->destroy(&b->mixer);
-            real_t *buffers[] = {b->x,  b->norm1, b->norm1_mean, b->norm1_rstd, b->mix, b->a, b->h,
-                                 b->norm2, b->norm2_mean, b->norm2_rstd, b->fc, b->act, b->b};
-            for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) strand_free(buffers[i]);
+            real_t *buffers[] = {b->x,     b->norm1,      b->norm1_mean, b->norm1_rstd, b->mix, b->a, b->h,
+                                 b->norm2, b->norm2_mean, b->norm2_rstd, b->fc,         b->act, b->b};
+            for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
+                strand_free(buffers[i]);
         }
         strand_free(model->blocks);
     }
-    real_t *buffers[] = {model->params,   model->grads,     model->final_in,   model->final_out, model->final_mean,
-                         model->final_rstd, model->logits,  model->probs,      model->losses,    model->d_residual,
-                         model->d_tmp1,   model->d_tmp2,    model->d_fc,       model->d_act,     model->d_logits};
-    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++) strand_free(buffers[i]);
+    real_t *buffers[] = {model->params,     model->grads,      model->final_in, model->final_out,
+                         model->final_mean, model->final_rstd, model->logits,   model->probs,
+                         model->losses,     model->d_residual, model->d_tmp1,   model->d_tmp2,
+                         model->d_fc,       model->d_act,      model->d_logits};
+    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
+        strand_free(buffers[i]);
     strand_params_free(&model->table);
     memset(model, 0, sizeof *model);
 }

@@ -20,7 +20,8 @@ double strand_rng_normal(uint64_t seed, uint64_t stream, uint64_t counter_hi, ui
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-uint64_t strand_rng_below(uint64_t n, uint64_t seed, uint64_t stream, uint64_t counter_hi, uint64_t counter_lo) {
+uint64_t strand_rng_below(uint64_t n, uint64_t seed, uint64_t stream, uint64_t counter_hi,
+                          uint64_t counter_lo) {
     unsigned __int128 product = (unsigned __int128)strand_rng_u64(seed, stream, counter_hi, counter_lo) * n;
     return (uint64_t)(product >> 64);
 }

@@ -80,7 +80,8 @@ static int setup(trainer *t, const strand_train_options *options) {
     const strand_config *c = &t->config;
     const int sp = t->grid.sp_size;
     if (c->seq_len < sp)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "train.seq_len = %lld is smaller than the %d ranks of a sequence-parallel group",
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "train.seq_len = %lld is smaller than the %d ranks of a sequence-parallel group",
                     (long long)c->seq_len, sp);
     STRAND_ALLOC(t->shard_lengths, sp, "shard table");
     int64_t start = 0, count = 0;
@@ -100,7 +101,8 @@ static int setup(trainer *t, const strand_train_options *options) {
     strand_model_init_params(&t->model, c->seed);
     STRAND_CALL(strand_adamw_create(&t->opt, t->model.table.total));
     STRAND_CALL(prepare_run_dir(t, options));
-    STRAND_CALL(strand_metrics_open(&t->metrics, t->rank0 && !options->no_run_dir ? c->run_dir : NULL));
+    STRAND_CALL(strand_metrics_open(&t->metrics, t->rank0 && !options->no_run_dir ? c->run_dir : NULL,
+                                    options->progress));
     return STRAND_OK;
 }
 
@@ -160,8 +162,8 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         for (int micro = 0; micro < c->accum_steps; micro++) {
             /* Window index j = micro * dp + dp_rank: DP=2 x accum=1 and DP=1 x accum=2 see the same
              * windows, so the two runs compute the same gradient. */
-            strand_window window = strand_loader_train_window(&t->loader, step, (int64_t)micro * t->grid.dp_size +
-                                                                                   t->grid.dp_rank);
+            strand_window window = strand_loader_train_window(
+                &t->loader, step, (int64_t)micro * t->grid.dp_size + t->grid.dp_rank);
             STRAND_CALL(strand_agree(t->grid.world, read_piece(t, window, &io)));
             double loss = 0;
             STRAND_CALL(strand_model_forward(model, t->tokens, t->tokens + 1, &t->shard, &loss));
@@ -175,10 +177,11 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         const double grad_norm = strand_grad_norm(model->grads, model->table.total);
         /* Every rank holds the same reduced numbers, so they stop together without another vote. */
         if (!isfinite(step_loss) || !isfinite(grad_norm))
-            STRAND_FAIL(STRAND_ERR_NUMERIC,
-                        "training diverged at step %lld: loss %g, gradient norm %g; stopping before the update "
-                        "(lower train.lr or raise train.warmup_steps)",
-                        (long long)step + 1, step_loss, grad_norm);
+            STRAND_FAIL(
+                STRAND_ERR_NUMERIC,
+                "training diverged at step %lld: loss %g, gradient norm %g; stopping before the update "
+                "(lower train.lr or raise train.warmup_steps)",
+                (long long)step + 1, step_loss, grad_norm);
         strand_clip_grads(model->grads, model->table.total, grad_norm, c->grad_clip);
         const double lr = strand_lr_at(c, step);
         strand_adamw_update(&t->opt, &model->table, model->params, model->grads, lr, c);
@@ -223,8 +226,10 @@ static int write_summary(trainer *t, const strand_train_options *options, const 
     if (!t->rank0 || options->no_run_dir) return STRAND_OK;
     char text[1024];
     char val[32];
-    if (isfinite(r->val_bpb)) snprintf(val, sizeof val, "%.9g", r->val_bpb);
-    else snprintf(val, sizeof val, "null");
+    if (isfinite(r->val_bpb))
+        snprintf(val, sizeof val, "%.9g", r->val_bpb);
+    else
+        snprintf(val, sizeof val, "null");
     snprintf(text, sizeof text,
              "{\"steps\":%lld,\"first_bpb\":%.9g,\"final_bpb\":%.9g,\"val_bpb\":%s,\"val_windows\":%lld,"
              "\"seconds\":%.3f,\"parameters\":%lld,\"world_size\":%d,\"sp\":%d,\"dp\":%d}\n",
@@ -252,9 +257,11 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     STRAND_CALL(strand_agree(t->grid.world, setup(t, options)));
     result->parameters = t->model.table.total;
     if (t->rank0 && !options->quiet) {
-        printf("strand %s: %d ranks (dp %d x sp %d), %lld parameters, window %lld tokens (%lld per rank), %s\n",
-               STRAND_VERSION, t->grid.world_size, t->grid.dp_size, t->grid.sp_size, (long long)t->model.table.total,
-               (long long)t->config.seq_len, (long long)t->shard_lengths[0], t->config.data_path);
+        printf(
+            "strand %s: %d ranks (dp %d x sp %d), %lld parameters, window %lld tokens (%lld per rank), %s\n",
+            STRAND_VERSION, t->grid.world_size, t->grid.dp_size, t->grid.sp_size,
+            (long long)t->model.table.total, (long long)t->config.seq_len, (long long)t->shard_lengths[0],
+            t->config.data_path);
         fflush(stdout);
     }
     /* The loop's own failures are either agreed inside or identical on every rank (NaN); a local
@@ -262,6 +269,14 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     STRAND_CALL(strand_agree(t->grid.world, train_loop(t, options, result)));
     double val_loss = NAN;
     result->val_bpb = NAN;
+    if (t->config.eval_windows > 0 && t->loader.val_starts == 0 && t->rank0 && !options->quiet) {
+        int64_t longest = 0;
+        for (int64_t i = 0; i < t->dataset.n_val; i++)
+            if (t->dataset.val[i].length > longest) longest = t->dataset.val[i].length;
+        printf("note: no validation: the longest validation range has %lld tokens, a window needs %lld "
+               "(prep with a larger --val-fraction or use a shorter train.seq_len)\n",
+               (long long)longest, (long long)t->config.seq_len + 1);
+    }
     if (t->config.eval_windows > 0) {
         STRAND_CALL(evaluate(t, &val_loss, &result->val_windows));
         result->val_bpb = val_loss / LN2;
@@ -275,10 +290,11 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
                    (long long)result->steps, took, result->first_bpb, result->final_bpb, result->val_bpb,
                    (long long)result->val_windows);
         else
-            printf("done: %lld steps in %s, bits/base %.4f -> %.4f (no validation split)\n", (long long)result->steps,
-                   took, result->first_bpb, result->final_bpb);
-        if (!options->no_run_dir) printf("metrics: %s/metrics.jsonl, summary: %s/summary.json\n", t->config.run_dir,
-                                         t->config.run_dir);
+            printf("done: %lld steps in %s, bits/base %.4f -> %.4f (no validation split)\n",
+                   (long long)result->steps, took, result->first_bpb, result->final_bpb);
+        if (!options->no_run_dir)
+            printf("metrics: %s/metrics.jsonl, summary: %s/summary.json\n", t->config.run_dir,
+                   t->config.run_dir);
         fflush(stdout);
     }
     return STRAND_OK;

@@ -49,32 +49,32 @@ void strand_error_clear(void);
 
 #define STRAND_FAIL(code, ...) return strand_error_set((code), __FILE__, __LINE__, __VA_ARGS__)
 
-#define STRAND_CALL(expr)                                                                              \
-    do {                                                                                               \
-        int strand_call_status_ = (expr);                                                              \
-        if (strand_call_status_ != STRAND_OK) return strand_call_status_;                              \
+#define STRAND_CALL(expr)                                                                                    \
+    do {                                                                                                     \
+        int strand_call_status_ = (expr);                                                                    \
+        if (strand_call_status_ != STRAND_OK) return strand_call_status_;                                    \
     } while (0)
 
 /* Like STRAND_CALL but jumps to a cleanup label, storing the status in `status`. */
-#define STRAND_CALL_GOTO(status, label, expr)                                                          \
-    do {                                                                                               \
-        (status) = (expr);                                                                             \
-        if ((status) != STRAND_OK) goto label;                                                         \
+#define STRAND_CALL_GOTO(status, label, expr)                                                                \
+    do {                                                                                                     \
+        (status) = (expr);                                                                                   \
+        if ((status) != STRAND_OK) goto label;                                                               \
     } while (0)
 
 int strand_mpi_error(int mpi_code, const char *call, const char *file, int line);
-#define STRAND_CALL_MPI(expr)                                                                          \
-    do {                                                                                               \
-        int strand_mpi_status_ = (expr);                                                               \
-        if (strand_mpi_status_ != MPI_SUCCESS)                                                         \
-            return strand_mpi_error(strand_mpi_status_, #expr, __FILE__, __LINE__);                    \
+#define STRAND_CALL_MPI(expr)                                                                                \
+    do {                                                                                                     \
+        int strand_mpi_status_ = (expr);                                                                     \
+        if (strand_mpi_status_ != MPI_SUCCESS)                                                               \
+            return strand_mpi_error(strand_mpi_status_, #expr, __FILE__, __LINE__);                          \
     } while (0)
 
 /* Abort the whole job for an internal bug (never for user input). */
 void strand_abort_internal(const char *file, int line, const char *expr);
-#define STRAND_ASSERT(cond)                                                                            \
-    do {                                                                                               \
-        if (!(cond)) strand_abort_internal(__FILE__, __LINE__, #cond);                                 \
+#define STRAND_ASSERT(cond)                                                                                  \
+    do {                                                                                                     \
+        if (!(cond)) strand_abort_internal(__FILE__, __LINE__, #cond);                                       \
     } while (0)
 
 /* Agree on a status across `comm` (collective). Returns STRAND_OK on every rank when all ranks
@@ -86,10 +86,10 @@ int strand_agree(MPI_Comm comm, int status);
  * 64-byte aligned. Free with strand_free. */
 void *strand_alloc(size_t bytes, const char *what);
 void strand_free(void *ptr);
-#define STRAND_ALLOC(ptr, count, what)                                                                 \
-    do {                                                                                               \
-        (ptr) = strand_alloc((size_t)(count) * sizeof(*(ptr)), (what));                                \
-        if (!(ptr)) return STRAND_ERR_NOMEM;                                                           \
+#define STRAND_ALLOC(ptr, count, what)                                                                       \
+    do {                                                                                                     \
+        (ptr) = strand_alloc((size_t)(count) * sizeof(*(ptr)), (what));                                      \
+        if (!(ptr)) return STRAND_ERR_NOMEM;                                                                 \
     } while (0)
 
 /* Wall-clock seconds (monotonic). */

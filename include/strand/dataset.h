@@ -33,11 +33,11 @@ char strand_token_char(uint8_t token);
 typedef struct {
     const char *const *inputs; /* FASTA or gzipped FASTA paths */
     int n_inputs;
-    const char *output;               /* dataset path (.h5) */
-    double val_fraction;              /* last fraction of every record is validation (0 = none) */
-    const char *const *val_records;   /* or: whole records (by name) that form the validation split */
+    const char *output;             /* dataset path (.h5) */
+    double val_fraction;            /* last fraction of every record is validation (0 = none) */
+    const char *const *val_records; /* or: whole records (by name) that form the validation split */
     int n_val_records;
-    int verbose;                      /* print one line per record */
+    int verbose; /* print one line per record */
 } strand_prep_options;
 
 typedef struct {
@@ -75,6 +75,8 @@ typedef struct {
 int strand_dataset_open(strand_dataset *dataset, const char *path, MPI_Comm comm);
 /* Read tokens [offset, offset + count) into out (independent I/O: each rank its own hyperslab). */
 int strand_dataset_read(strand_dataset *dataset, int64_t offset, int64_t count, uint8_t *out);
+/* Free everything; safe on a zeroed or already closed struct. Collective over the open's comm (the
+ * MPI-IO file close is collective). */
 void strand_dataset_close(strand_dataset *dataset);
 
 /* Print a human summary of a dataset file to stdout (strand info). */

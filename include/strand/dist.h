@@ -8,7 +8,7 @@
 #include "strand/common.h"
 
 typedef struct {
-    MPI_Comm world; /* duplicate of the caller's communicator, MPI_ERRORS_RETURN */
+    MPI_Comm world;   /* duplicate of the caller's communicator, MPI_ERRORS_RETURN */
     MPI_Comm sp_comm; /* ranks sharing one window, ordered along the sequence */
     MPI_Comm dp_comm; /* ranks with the same sp_rank in different DP groups */
     int world_rank, world_size;

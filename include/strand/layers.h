@@ -28,8 +28,8 @@ void layernorm_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real
 
 /* out (T,OC) = in (T,C) @ weight^T + bias, weight (OC,C), bias (OC) or NULL. BLAS GEMM.
  * Backward: dinp (T,C) += dout @ weight; dweight (OC,C) += dout^T @ in; dbias (OC) += sum_t dout. */
-void linear_forward(real_t *out, const real_t *in, const real_t *weight, const real_t *bias, int64_t T,
-                    int C, int OC);
+void linear_forward(real_t *out, const real_t *in, const real_t *weight, const real_t *bias, int64_t T, int C,
+                    int OC);
 void linear_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
                      const real_t *weight, int64_t T, int C, int OC);
 

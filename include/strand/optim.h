@@ -21,7 +21,7 @@ double strand_grad_norm(const real_t *grads, int64_t n);
 /* Scale grads so their norm is at most max_norm (no-op when max_norm <= 0). Returns the scale. */
 double strand_clip_grads(real_t *grads, int64_t n, double norm, double max_norm);
 /* One AdamW update; weight decay only where the table says so. */
-void strand_adamw_update(strand_adamw *opt, const strand_param_table *table, real_t *params, const real_t *grads,
-                         double lr, const strand_config *config);
+void strand_adamw_update(strand_adamw *opt, const strand_param_table *table, real_t *params,
+                         const real_t *grads, double lr, const strand_config *config);
 
 #endif

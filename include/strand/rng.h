@@ -26,6 +26,7 @@ double strand_rng_uniform(uint64_t seed, uint64_t stream, uint64_t counter_hi, u
 /* Standard normal (Box-Muller on two derived uniforms). */
 double strand_rng_normal(uint64_t seed, uint64_t stream, uint64_t counter_hi, uint64_t counter_lo);
 /* Uniform integer in [0, n) without modulo bias worth noticing (128-bit multiply). */
-uint64_t strand_rng_below(uint64_t n, uint64_t seed, uint64_t stream, uint64_t counter_hi, uint64_t counter_lo);
+uint64_t strand_rng_below(uint64_t n, uint64_t seed, uint64_t stream, uint64_t counter_hi,
+                          uint64_t counter_lo);
 
 #endif

@@ -14,8 +14,9 @@ typedef struct {
 } strand_train_result;
 
 typedef struct {
-    int quiet;       /* no progress lines (tests) */
-    int no_run_dir;  /* do not write config.ini / metrics.jsonl / summary.json */
+    int quiet;            /* no progress lines (tests) */
+    int no_run_dir;       /* do not write config.ini / metrics.jsonl / summary.json */
+    int progress;         /* enum strand_progress_mode */
     double *loss_history; /* if set: the mean training loss (nats) of every step, config.steps values */
 } strand_train_options;
 

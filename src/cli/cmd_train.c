@@ -2,9 +2,11 @@
 #include "cli.h"
 
 #include "strand/config.h"
+#include "strand/metrics.h"
 #include "strand/train.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void train_usage(FILE *out) {
@@ -18,8 +20,23 @@ static void train_usage(FILE *out) {
             "  --set KEY=VALUE      override one key, e.g. --set train.lr=3e-4 (repeatable; applied after\n"
             "                       the file, in order)\n"
             "  --quiet              no progress lines\n"
+            "  --progress MODE      auto (a live bar when stdout is a terminal), bar, or plain lines;\n"
+            "                       also STRAND_PROGRESS. mpirun hands ranks a terminal even when its\n"
+            "                       output goes to a file: use plain in scripts\n"
             "  --help-config        print every configuration key with its default and meaning\n"
             "  --help               this text\n");
+}
+
+static int parse_progress(const char *text, int *mode) {
+    if (strcmp(text, "auto") == 0)
+        *mode = STRAND_PROGRESS_AUTO;
+    else if (strcmp(text, "plain") == 0)
+        *mode = STRAND_PROGRESS_PLAIN;
+    else if (strcmp(text, "bar") == 0)
+        *mode = STRAND_PROGRESS_BAR;
+    else
+        return -1;
+    return 0;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -28,6 +45,11 @@ int cmd_train(int argc, char **argv) {
     strand_config_defaults(&config);
     strand_train_options options = {0};
     const char *config_path = NULL;
+    const char *progress_env = getenv("STRAND_PROGRESS");
+    if (progress_env && parse_progress(progress_env, &options.progress) != 0) {
+        cli_error(name, "STRAND_PROGRESS = '%s': expected auto, bar or plain", progress_env);
+        return CLI_USAGE;
+    }
     /* Flags first (usage errors are identical on every rank, so no vote is needed). */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -36,6 +58,12 @@ int cmd_train(int argc, char **argv) {
         } else if (strcmp(argv[i], "--help-config") == 0) {
             if (cli_world_rank() == 0) strand_config_print_reference(stdout);
             return CLI_OK;
+        } else if (strcmp(argv[i], "--progress") == 0) {
+            if (i + 1 >= argc || parse_progress(argv[i + 1], &options.progress) != 0) {
+                cli_error(name, "--progress needs auto, bar or plain");
+                return CLI_USAGE;
+            }
+            i++;
         } else if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--set") == 0) {
             if (i + 1 >= argc) {
                 cli_error(name, "%s needs a value (see strand train --help)", argv[i]);
@@ -53,8 +81,10 @@ int cmd_train(int argc, char **argv) {
     /* The file may be missing on one node only: agree before going on. */
     int status = config_path ? strand_config_load_file(&config, config_path) : STRAND_OK;
     for (int i = 1; i < argc && status == STRAND_OK; i++) {
-        if (strcmp(argv[i], "--config") == 0) i++;
-        else if (strcmp(argv[i], "--set") == 0) status = strand_config_set(&config, argv[++i]);
+        if (strcmp(argv[i], "--config") == 0)
+            i++;
+        else if (strcmp(argv[i], "--set") == 0)
+            status = strand_config_set(&config, argv[++i]);
     }
     if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
     strand_train_result result;

@@ -49,7 +49,8 @@ static void usage(FILE *out) {
             "usage: strand <command> [options]      (under MPI: mpirun -n N strand train ...)\n\n"
             "commands:\n",
             STRAND_VERSION);
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "\n'strand <command> --help' describes a command's options.\n"
                  "options: --help, --version\n");
 }
@@ -79,7 +80,8 @@ int main(int argc, char **argv) {
             status = found->run(argc - 1, argv + 1);
         } else if (rank == 0) {
             fprintf(stderr, "strand: error: unknown command '%s' (commands:", argv[1]);
-            for (int i = 0; i < N_COMMANDS; i++) fprintf(stderr, " %s", commands[i].name);
+            for (int i = 0; i < N_COMMANDS; i++)
+                fprintf(stderr, " %s", commands[i].name);
             fprintf(stderr, "; see strand --help)\n");
         }
     }

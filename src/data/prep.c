@@ -1,7 +1,7 @@
-/* strand prep: FASTA(.gz) inputs -> one HDF5 dataset (schema in tests/data/SCHEMA.md).
+/* strand prep: FASTA(.gz) inputs -> one HDF5 dataset (schema in README.md, "Dataset format").
  *
- * Tokens stream from the FASTA parser into a 4 MiB buffer that is appended to the extendible,
- * chunked /tokens dataset whenever it fills, so memory does not depend on the genome size. Only
+ * Tokens stream from the FASTA parser into 1 MiB chunks that are compressed (by worker threads)
+ * and appended to the extendible /tokens dataset, so memory does not depend on the genome size. Only
  * the record table (one entry per FASTA record) is kept in memory. Everything is written to
  * "<output>.tmp", which is renamed over the output only once the file is complete and closed. */
 #define _POSIX_C_SOURCE 200809L
@@ -10,18 +10,50 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 enum {
-    CHUNK_TOKENS = 1 << 20,          /* /tokens chunk: 1 MiB */
-    WRITE_TOKENS = 4 * CHUNK_TOKENS, /* appended per write: whole chunks until the last one */
-    DEFLATE_LEVEL = 1,               /* fast; DNA compresses to about 2.2 bits/base anyway */
+    CHUNK_TOKENS = 1 << 20, /* /tokens chunk: 1 MiB */
+    N_SLOTS = 8,            /* chunks in flight between the parser and the compressors */
+    MAX_WORKERS = 4,
 };
+
+/* /tokens chunks are compressed here, not by HDF5's filter pipeline, and stored with
+ * H5Dwrite_chunk: this lets worker threads compress while the main thread parses (HDF5 itself is
+ * called from the main thread only), and lets us choose zlib's Huffman-only strategy, which on
+ * DNA is both faster and smaller than deflate level 1 (single-letter statistics are nearly all
+ * there is to gain). The result is a standard zlib stream, read back by HDF5's deflate filter. */
+typedef enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE } slot_state;
+
+typedef struct {
+    uint8_t *raw;    /* CHUNK_TOKENS tokens (the last chunk is zero-padded) */
+    uint8_t *packed; /* its zlib stream */
+    size_t valid;    /* tokens of raw that belong to the dataset */
+    size_t packed_bytes;
+    int64_t index; /* chunk number */
+    slot_state state;
+    int failed; /* zlib failed on this chunk */
+} chunk_slot;
+
+typedef struct {
+    chunk_slot slots[N_SLOTS];
+    size_t packed_capacity;
+    pthread_t threads[MAX_WORKERS];
+    int n_threads;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int sync_ready; /* lock and changed initialised */
+    int stopping;
+    z_stream inline_z; /* used when no thread could be started */
+    int inline_z_ready;
+} compressor;
 
 typedef struct {
     char *name;
@@ -35,31 +67,174 @@ typedef struct {
     int32_t source;    /* its index */
     int verbose;
     hid_t file, tokens;
-    uint8_t *buffer;
-    size_t fill;
-    int64_t written; /* tokens already in /tokens */
+    compressor zip;
+    int64_t fill_chunk;  /* chunk being filled */
+    size_t fill;         /* tokens in it */
+    int64_t write_chunk; /* next chunk to store, in order */
+    int64_t n_tokens;    /* tokens received so far */
     prep_record *records;
     int64_t n_records, cap_records;
 } prep_writer;
 
-/* ---- token stream ---- */
+/* ---- chunk compression ---- */
 
-static int flush_buffer(prep_writer *w) {
-    if (w->fill == 0) return STRAND_OK;
-    hsize_t start = (hsize_t)w->written, count = w->fill, size = start + count;
-    hid_t file_space = H5I_INVALID_HID, memory_space = H5I_INVALID_HID;
-    int status = STRAND_OK;
-    if (H5Dset_extent(w->tokens, &size) < 0 || (file_space = H5Dget_space(w->tokens)) < 0 ||
-        (memory_space = H5Screate_simple(1, &count, NULL)) < 0 ||
-        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
-        H5Dwrite(w->tokens, H5T_NATIVE_UINT8, memory_space, file_space, H5P_DEFAULT, w->buffer) < 0)
-        status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot append to /tokens (disk full?)");
-    strand_h5_close(&memory_space);
-    strand_h5_close(&file_space);
-    w->written += (int64_t)w->fill;
-    w->fill = 0;
-    return status;
+static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity) {
+    if (deflateReset(z) != Z_OK) return -1;
+    z->next_in = slot->raw;
+    z->avail_in = CHUNK_TOKENS;
+    z->next_out = slot->packed;
+    z->avail_out = (uInt)capacity;
+    if (deflate(z, Z_FINISH) != Z_STREAM_END) return -1;
+    slot->packed_bytes = capacity - z->avail_out;
+    return 0;
 }
+
+static int init_z(z_stream *z) {
+    memset(z, 0, sizeof *z);
+    return deflateInit2(z, 1, Z_DEFLATED, 15, 8, Z_HUFFMAN_ONLY) == Z_OK ? 0 : -1;
+}
+
+static void *compress_worker(void *arg) {
+    compressor *c = arg;
+    z_stream z;
+    int z_ok = init_z(&z) == 0;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        chunk_slot *next = NULL;
+        for (int i = 0; i < N_SLOTS; i++)
+            if (c->slots[i].state == SLOT_FILLED && (!next || c->slots[i].index < next->index))
+                next = &c->slots[i];
+        if (!next) {
+            if (c->stopping) break;
+            pthread_cond_wait(&c->changed, &c->lock);
+            continue;
+        }
+        next->state = SLOT_BUSY;
+        pthread_mutex_unlock(&c->lock);
+        int failed = !z_ok || deflate_chunk(&z, next, c->packed_capacity) != 0;
+        pthread_mutex_lock(&c->lock);
+        next->failed = failed;
+        next->state = SLOT_DONE;
+        pthread_cond_broadcast(&c->changed);
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (z_ok) deflateEnd(&z);
+    return NULL;
+}
+
+static int compressor_start(compressor *c, const char *path) {
+    c->packed_capacity = compressBound(CHUNK_TOKENS);
+    for (int i = 0; i < N_SLOTS; i++) {
+        c->slots[i].raw = malloc(CHUNK_TOKENS);
+        c->slots[i].packed = malloc(c->packed_capacity);
+        if (!c->slots[i].raw || !c->slots[i].packed)
+            STRAND_FAIL(STRAND_ERR_NOMEM, "%s: out of memory for chunk buffers", path);
+    }
+    if (pthread_mutex_init(&c->lock, NULL) != 0) STRAND_FAIL(STRAND_ERR_INTERNAL, "cannot create a mutex");
+    if (pthread_cond_init(&c->changed, NULL) != 0) {
+        pthread_mutex_destroy(&c->lock);
+        STRAND_FAIL(STRAND_ERR_INTERNAL, "cannot create a condition variable");
+    }
+    c->sync_ready = 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int wanted = cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
+    while (c->n_threads < wanted && pthread_create(&c->threads[c->n_threads], NULL, compress_worker, c) == 0)
+        c->n_threads++;
+    /* No thread at all: compress on the calling thread instead. */
+    if (c->n_threads == 0) {
+        if (init_z(&c->inline_z) != 0) STRAND_FAIL(STRAND_ERR_NOMEM, "%s: cannot initialise zlib", path);
+        c->inline_z_ready = 1;
+    }
+    return STRAND_OK;
+}
+
+static void compressor_stop(compressor *c) {
+    if (c->sync_ready) {
+        pthread_mutex_lock(&c->lock);
+        c->stopping = 1;
+        pthread_cond_broadcast(&c->changed);
+        pthread_mutex_unlock(&c->lock);
+        for (int i = 0; i < c->n_threads; i++)
+            pthread_join(c->threads[i], NULL);
+        pthread_cond_destroy(&c->changed);
+        pthread_mutex_destroy(&c->lock);
+        c->sync_ready = 0;
+    }
+    c->n_threads = 0;
+    if (c->inline_z_ready) deflateEnd(&c->inline_z);
+    c->inline_z_ready = 0;
+    for (int i = 0; i < N_SLOTS; i++) {
+        free(c->slots[i].raw);
+        free(c->slots[i].packed);
+        c->slots[i].raw = c->slots[i].packed = NULL;
+    }
+}
+
+/* Store a compressed chunk (main thread). */
+static int store_chunk(prep_writer *w, chunk_slot *slot) {
+    if (slot->failed) STRAND_FAIL(STRAND_ERR_INTERNAL, "%s: zlib failed to compress a chunk", w->path);
+    hsize_t offset = (hsize_t)slot->index * CHUNK_TOKENS, extent = offset + slot->valid;
+    if (H5Dset_extent(w->tokens, &extent) < 0 ||
+        H5Dwrite_chunk(w->tokens, H5P_DEFAULT, 0, &offset, slot->packed_bytes, slot->packed) < 0)
+        STRAND_H5_FAIL(w->path, "cannot append to /tokens (disk full?)");
+    w->write_chunk++;
+    return STRAND_OK;
+}
+
+/* Store every compressed chunk that is next in order; with `wait_for`, block until chunk
+ * `wait_for` (and all before it) is stored. */
+static int store_ready(prep_writer *w, int64_t wait_for) {
+    compressor *c = &w->zip;
+    for (;;) {
+        chunk_slot *slot = &c->slots[w->write_chunk % N_SLOTS];
+        pthread_mutex_lock(&c->lock);
+        while (w->write_chunk <= wait_for && slot->index == w->write_chunk && slot->state != SLOT_DONE &&
+               slot->state != SLOT_FREE)
+            pthread_cond_wait(&c->changed, &c->lock);
+        int ready = slot->index == w->write_chunk && slot->state == SLOT_DONE;
+        pthread_mutex_unlock(&c->lock);
+        if (!ready) return STRAND_OK;
+        /* A DONE slot is not touched by the workers: store it without the lock. */
+        int status = store_chunk(w, slot);
+        pthread_mutex_lock(&c->lock);
+        slot->state = SLOT_FREE;
+        pthread_mutex_unlock(&c->lock);
+        STRAND_CALL(status);
+    }
+}
+
+/* The chunk being filled is complete (or is the last one): hand it to the compressors. */
+static int submit_chunk(prep_writer *w) {
+    compressor *c = &w->zip;
+    chunk_slot *slot = &c->slots[w->fill_chunk % N_SLOTS];
+    slot->valid = w->fill;
+    if (w->fill < CHUNK_TOKENS) memset(slot->raw + w->fill, 0, CHUNK_TOKENS - w->fill);
+    if (c->n_threads == 0) {
+        slot->failed = deflate_chunk(&c->inline_z, slot, c->packed_capacity) != 0;
+        slot->state = SLOT_DONE;
+    } else {
+        pthread_mutex_lock(&c->lock);
+        slot->state = SLOT_FILLED;
+        pthread_cond_broadcast(&c->changed);
+        pthread_mutex_unlock(&c->lock);
+    }
+    w->fill_chunk++;
+    w->fill = 0;
+    /* The next chunk's slot must be free: store (in order) what is ready, waiting if needed. */
+    STRAND_CALL(store_ready(w, w->fill_chunk - N_SLOTS));
+    chunk_slot *next = &c->slots[w->fill_chunk % N_SLOTS];
+    STRAND_ASSERT(next->state == SLOT_FREE);
+    next->index = w->fill_chunk;
+    return STRAND_OK;
+}
+
+/* Compress and store the partial last chunk and everything still in flight. */
+static int finish_tokens(prep_writer *w) {
+    if (w->fill > 0) STRAND_CALL(submit_chunk(w));
+    return store_ready(w, w->fill_chunk - 1);
+}
+
+/* ---- parser callbacks ---- */
 
 static int on_record_begin(void *user, const char *name) {
     prep_writer *w = user;
@@ -74,7 +249,7 @@ static int on_record_begin(void *user, const char *name) {
     prep_record *r = &w->records[w->n_records];
     r->name = strdup(name);
     if (!r->name) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for record names");
-    r->offset = w->written + (int64_t)w->fill;
+    r->offset = w->n_tokens;
     r->length = 0;
     r->source = w->source;
     w->n_records++;
@@ -84,13 +259,14 @@ static int on_record_begin(void *user, const char *name) {
 static int on_tokens(void *user, const uint8_t *tokens, size_t count) {
     prep_writer *w = user;
     while (count > 0) {
-        size_t take = WRITE_TOKENS - w->fill;
+        size_t take = CHUNK_TOKENS - w->fill;
         if (take > count) take = count;
-        memcpy(w->buffer + w->fill, tokens, take);
+        memcpy(w->zip.slots[w->fill_chunk % N_SLOTS].raw + w->fill, tokens, take);
         w->fill += take;
+        w->n_tokens += (int64_t)take;
         tokens += take;
         count -= take;
-        if (w->fill == WRITE_TOKENS) STRAND_CALL(flush_buffer(w));
+        if (w->fill == CHUNK_TOKENS) STRAND_CALL(submit_chunk(w));
     }
     return STRAND_OK;
 }
@@ -379,8 +555,7 @@ static int create_output(prep_writer *w) {
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = CHUNK_TOKENS;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     int status = STRAND_OK;
-    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 ||
-        H5Pset_deflate(dcpl, DEFLATE_LEVEL) < 0 ||
+    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_deflate(dcpl, 1) < 0 ||
         (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
         status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot create /tokens");
     strand_h5_close(&dcpl);
@@ -400,9 +575,8 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     char *tmp_path = malloc(path_bytes);
     strand_fasta_summary *summaries = calloc((size_t)options->n_inputs, sizeof *summaries);
     prep_writer w = {.verbose = options->verbose, .file = H5I_INVALID_HID, .tokens = H5I_INVALID_HID};
-    w.buffer = malloc(WRITE_TOKENS);
     int status = STRAND_OK, created = 0;
-    if (!tmp_path || !summaries || !w.buffer) {
+    if (!tmp_path || !summaries) {
         status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory starting prep");
         goto done;
     }
@@ -410,6 +584,7 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     w.path = tmp_path;
     created = 1; /* from here a (partial) tmp file may exist */
     STRAND_CALL_GOTO(status, done, create_output(&w));
+    STRAND_CALL_GOTO(status, done, compressor_start(&w.zip, w.path));
 
     const strand_fasta_callbacks callbacks = {on_record_begin, on_tokens, on_record_end};
     for (int i = 0; i < options->n_inputs; i++) {
@@ -418,7 +593,7 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
         STRAND_CALL_GOTO(status, done, strand_fasta_read(options->inputs[i], &callbacks, &w, &summaries[i]));
         stats->input_bytes += summaries[i].text_bytes;
     }
-    STRAND_CALL_GOTO(status, done, flush_buffer(&w));
+    STRAND_CALL_GOTO(status, done, finish_tokens(&w));
     STRAND_CALL_GOTO(status, done, check_unique_names(&w, options));
     STRAND_CALL_GOTO(status, done, write_splits(w.file, &w, options, stats));
     STRAND_CALL_GOTO(status, done, write_records(w.file, &w));
@@ -438,16 +613,16 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
         goto done;
     }
     stats->n_records = w.n_records;
-    stats->n_tokens = w.written;
+    stats->n_tokens = w.n_tokens;
     stats->seconds = strand_now() - start;
 done:
+    compressor_stop(&w.zip);
     strand_h5_close(&w.tokens);
     strand_h5_close(&w.file);
     if (status != STRAND_OK && created) unlink(tmp_path);
     for (int64_t i = 0; i < w.n_records; i++)
         free(w.records[i].name);
     free(w.records);
-    free(w.buffer);
     free(summaries);
     free(tmp_path);
     return status;

@@ -9,10 +9,10 @@
 
 typedef struct {
     int K;
-    int weight, bias;      /* parameter indices */
+    int weight, bias; /* parameter indices */
     int64_t weight_offset, bias_offset;
-    real_t *halo, *dhalo;  /* (K-1, C) */
-    real_t *scratch;       /* 2 (K-1) C for the halo exchange */
+    real_t *halo, *dhalo; /* (K-1, C) */
+    real_t *scratch;      /* 2 (K-1) C for the halo exchange */
 } conv_state;
 
 static int conv_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
@@ -51,13 +51,13 @@ static int conv_forward(strand_mixer *mixer, real_t *out, const real_t *in, cons
     return STRAND_OK;
 }
 
-static int conv_backward(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout, const real_t *in,
-                         const real_t *params, const strand_shard *shard) {
+static int conv_backward(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout,
+                         const real_t *in, const real_t *params, const strand_shard *shard) {
     conv_state *s = mixer->state;
     const int C = mixer->C;
     memset(s->dhalo, 0, sizeof(real_t) * (size_t)((s->K - 1) * C));
-    conv1d_causal_backward(din, s->dhalo, dparams + s->weight_offset, dparams + s->bias_offset, dout, s->halo, in,
-                           params + s->weight_offset, shard->T, C, s->K);
+    conv1d_causal_backward(din, s->dhalo, dparams + s->weight_offset, dparams + s->bias_offset, dout, s->halo,
+                           in, params + s->weight_offset, shard->T, C, s->K);
     STRAND_CALL(strand_halo_backward(shard->grid, din, s->dhalo, shard->T, C, s->K - 1, shard->shard_lengths,
                                      s->scratch));
     return STRAND_OK;

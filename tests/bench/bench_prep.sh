@@ -36,19 +36,28 @@ text_bytes=$(stat -c %s "$fasta")
 echo "input: $fasta ($text_bytes bytes of FASTA text), $fasta.gz ($(stat -c %s "$fasta.gz") bytes)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 
+# bench LABEL INPUT [PREFIX...]: best wall time of `strand prep` on INPUT, run under PREFIX.
 bench() {
-    local input=$1 best=""
+    local label=$1 input=$2 best=""
+    shift 2
     for _ in $(seq 1 "$runs"); do
         local t0 t1
         t0=$(date +%s.%N)
-        "$strand" prep --in "$input" --out "$work/bench.h5" --quiet
+        "$@" "$strand" prep --in "$input" --out "$work/bench.h5" --quiet
         t1=$(date +%s.%N)
         best=$(awk -v a="$t0" -v b="$t1" -v best="$best" 'BEGIN { t = b - a; if (best == "" || t < best) best = t; printf "%.3f", best }')
     done
-    awk -v s="$best" -v n="$text_bytes" -v name="$(basename "$input")" \
-        'BEGIN { printf "%-12s %8.3f s  %7.1f MB/s of FASTA text (best of runs)\n", name, s, n / 1e6 / s }'
+    awk -v s="$best" -v n="$text_bytes" -v name="$(basename "$input")" -v label="$label" \
+        'BEGIN { printf "%-12s %-22s %8.3f s  %7.1f MB/s of FASTA text\n", name, label, s, n / 1e6 / s }'
 }
-bench "$fasta"
-bench "$fasta.gz"
+# prep compresses /tokens chunks on worker threads (up to 4, one per online CPU); taskset pins
+# the whole process, workers included, to one core.
+echo "best of $runs runs:"
+bench "all $(nproc) cores" "$fasta"
+bench "all $(nproc) cores" "$fasta.gz"
+if command -v taskset >/dev/null; then
+    bench "one core (taskset -c 0)" "$fasta" taskset -c 0
+    bench "one core (taskset -c 0)" "$fasta.gz" taskset -c 0
+fi
 echo "output: $(stat -c %s "$work/bench.h5") bytes of HDF5 ($("$strand" info "$work/bench.h5" | grep '^records'))"
 rm -f "$work/bench.h5"

@@ -24,13 +24,13 @@ path = $work/lambda.h5
 dir = $work/run
 INI
 
-# expect NAME EXIT_CODE PATTERN -- ARGS...: run strand train at 2 ranks and check the exit code,
+# expect NAME EXIT_CODE PATTERN -- ARGS...: run strand train at NP (default 2) ranks and check the exit code,
 # that stderr holds exactly one error line, and that it matches PATTERN.
 expect() {
     local name=$1 code=$2 pattern=$3
     shift 4
     local out="$work/$name.out" err="$work/$name.err" rc=0
-    timeout 120 "$STRAND_MPIEXEC" --oversubscribe -n 2 "$STRAND" train "$@" >"$out" 2>"$err" || rc=$?
+    timeout 120 "$STRAND_MPIEXEC" --oversubscribe -n "${NP:-2}" "$STRAND" train "$@" >"$out" 2>"$err" || rc=$?
     local lines
     lines=$(grep -c 'strand train: error:' "$err" || true)
     if [ "$rc" -eq 124 ]; then
@@ -52,7 +52,7 @@ expect out_of_range 1 "train.lr = -1: out of range" -- --config "$c" --set train
 expect bad_value 1 "model.norm" -- --config "$c" --set model.norm=batchnorm
 expect unknown_flag 2 "unknown option '--stpes'" -- --config "$c" --stpes 10
 expect missing_config 1 "cannot open config file" -- --config "$work/nope.ini"
-expect seq_len_below_sp 1 "train.seq_len = 1 is smaller than the 2 ranks" -- --config "$c" --set train.seq_len=1
+NP=4 expect seq_len_below_sp 1 "train.seq_len = 3 is smaller than the 4 ranks" -- --config "$c" --set train.seq_len=3
 expect seq_len_too_long 1 "train.seq_len = 100000 .*longest: [0-9]+ tokens" -- --config "$c" --set train.seq_len=100000
 expect missing_dataset 1 "nothere.h5" -- --config "$c" --set data.path="$work/nothere.h5"
 head -c 4096 /dev/urandom >"$work/corrupt.h5"

@@ -18,7 +18,10 @@ log() { echo "[slurm-test $(date +%T)] $*"; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=${STRAND_SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 smoke_only=${STRAND_SLURM_SMOKE_ONLY:-0}
-steps=20 # must match train.steps in tests/slurm/tiny.ini
+tiny_ini=$here/tiny.ini
+# The expected step count comes from tiny.ini's [train] steps, so the two cannot drift apart.
+steps=$(awk -F= '/^[[:space:]]*\[/ { sec = $0; gsub(/[[:space:]]/, "", sec) }
+  sec == "[train]" && $1 ~ /^[[:space:]]*steps[[:space:]]*$/ { gsub(/[[:space:]]/, "", $2); print $2 }' "$tiny_ini")
 # Internal time limits add up to well under ctest's 600 s, so cleanup always gets to run.
 job_timeout=${STRAND_SLURM_JOB_TIMEOUT:-360}
 
@@ -35,6 +38,7 @@ if [[ "$smoke_only" != 1 ]]; then
 fi
 genome=$src/data/lambda_phage_NC_001416.fa.gz
 [[ "$smoke_only" == 1 || -r "$genome" ]] || fail "bundled genome $genome is missing"
+[[ "$steps" =~ ^[0-9]+$ ]] || fail "cannot read [train] steps from $tiny_ini"
 
 # Our own SLURM only: drop anything inherited from an enclosing allocation or user defaults.
 for name in $(compgen -e); do
@@ -120,6 +124,7 @@ trap 'exit 143' TERM HUP
 touch "$tmp/.running"
 (
   main=$$
+  # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
   env -u SLURM_CONF setsid bash -c '
     while kill -0 "$1" 2>/dev/null; do sleep 1; done
     [[ -e "$2/.running" ]] || exit 0
@@ -229,8 +234,9 @@ EOF
   timeout 120 sbatch --wait -o "$tmp/job-%j.out" "$tmp/smoke.sbatch" >"$tmp/sbatch.out" ||
     fail "smoke batch job failed"
   cat "$tmp"/job-*.out
-  grep -q 'rank 0 of 2 (sum 1)' "$tmp"/job-*.out && grep -q 'rank 1 of 2 (sum 1)' "$tmp"/job-*.out ||
+  if ! grep -q 'rank 0 of 2 (sum 1)' "$tmp"/job-*.out || ! grep -q 'rank 1 of 2 (sum 1)' "$tmp"/job-*.out; then
     fail "MPI hello did not report 2 ranks"
+  fi
   log "smoke-only mode: SLURM and MPI over PMIx work (strand job not run)"
   exit 0
 fi
@@ -243,7 +249,7 @@ timeout 60 "$STRAND" prep --in "$genome" --out "$tmp/lambda.h5" --val-fraction 0
 # Submit the real job script the way a user would, configured through its environment.
 run_dir=$tmp/run
 export STRAND_BIN=$STRAND
-export STRAND_CONFIG=$src/tests/slurm/tiny.ini
+export STRAND_CONFIG=$tiny_ini
 export STRAND_RUN_DIR=$run_dir
 export STRAND_SET="data.path=$tmp/lambda.h5 train.log_every=5"
 export STRAND_SP=2
@@ -264,7 +270,12 @@ log "job $job_id finished in $((SECONDS - t1)) s; output:"
 cat "$tmp/job-$job_id.out"
 
 # The run directory: resolved config, one metrics line per step with finite losses, summary.
-[[ -s "$run_dir/config.ini" ]] || fail "$run_dir/config.ini missing"
+config=$run_dir/config.ini
+[[ -s "$config" ]] || fail "$config missing"
+# The overrides made it through sbatch, the script and srun (STRAND_SET, STRAND_SP).
+grep -Eq "^path[[:space:]]*=[[:space:]]*$tmp/lambda.h5[[:space:]]*\$" "$config" ||
+  fail "config.ini does not have data.path from STRAND_SET: $(grep -E '^path' "$config")"
+grep -Eq '^sp[[:space:]]*=[[:space:]]*2[[:space:]]*$' "$config" || fail "config.ini does not have parallel.sp = 2"
 metrics=$run_dir/metrics.jsonl
 [[ -s "$metrics" ]] || fail "$metrics missing or empty"
 # Per-step lines are the ones with a "loss"; count distinct steps and vet every loss value.
@@ -289,6 +300,9 @@ summary=$run_dir/summary.json
 grep -Eq '"steps"[[:space:]]*:[[:space:]]*'"$steps"'([^0-9]|$)' "$summary" ||
   fail "summary.json does not report steps=$steps: $(cat "$summary")"
 grep -q '"final_bpb"' "$summary" || fail "summary.json has no final_bpb: $(cat "$summary")"
+if grep -q '"world_size"' "$summary"; then
+  grep -Eq '"world_size"[[:space:]]*:[[:space:]]*2([^0-9]|$)' "$summary" || fail "job did not run on 2 ranks"
+fi
 log "summary.json: $(cat "$summary")"
 
 log "PASS in $((SECONDS - t0)) s"

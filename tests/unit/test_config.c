@@ -343,10 +343,9 @@ static void test_layers(void) {
 static void test_validate(void) {
     strand_config c;
     strand_config_defaults(&c);
+    /* A warmup longer than the run is allowed: the schedule clamps it (short test runs keep the
+     * default warmup). */
     c.warmup_steps = 301;
-    CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG,
-                "train.warmup_steps = 301 exceeds train.steps = 300");
-    c.warmup_steps = 300;
     CHECK_OK(strand_config_validate(&c));
 
     strand_config_defaults(&c);

@@ -13,12 +13,14 @@ static void check_halo(const strand_grid *grid, int64_t L, int C, int H) {
     const int size = grid->sp_size, rank = grid->sp_rank;
     int64_t *lengths = calloc((size_t)size, sizeof *lengths);
     int64_t start = 0, T = 0, s = 0;
-    for (int r = 0; r < size; r++) strand_split_range(L, size, r, &s, &lengths[r]);
+    for (int r = 0; r < size; r++)
+        strand_split_range(L, size, r, &s, &lengths[r]);
     strand_split_range(L, size, rank, &start, &T);
     /* Global value of row t, channel c: distinct and easy to recompute. */
     real_t *x = calloc((size_t)(T * C + 1), sizeof(real_t));
     for (int64_t t = 0; t < T; t++)
-        for (int c = 0; c < C; c++) x[t * C + c] = (real_t)(1 + (start + t) * C + c);
+        for (int c = 0; c < C; c++)
+            x[t * C + c] = (real_t)(1 + (start + t) * C + c);
     real_t *halo = calloc((size_t)(H * C), sizeof(real_t));
     real_t *scratch = calloc((size_t)(2 * H * C), sizeof(real_t));
     CHECK(strand_halo_forward(grid, halo, x, T, C, H, lengths, scratch) == STRAND_OK);
@@ -36,7 +38,8 @@ static void check_halo(const strand_grid *grid, int64_t L, int C, int H) {
      * each later rank whose halo covers it. */
     real_t *dx = calloc((size_t)(T * C + 1), sizeof(real_t));
     real_t *dhalo = calloc((size_t)(H * C), sizeof(real_t));
-    for (int i = 0; i < H * C; i++) dhalo[i] = 1;
+    for (int i = 0; i < H * C; i++)
+        dhalo[i] = 1;
     CHECK(strand_halo_backward(grid, dx, dhalo, T, C, H, lengths, scratch) == STRAND_OK);
     bad = 0;
     for (int64_t t = 0; t < T; t++) {
@@ -75,7 +78,8 @@ int main(int argc, char **argv) {
     int failing = grid.world_size - 1;
     int status = STRAND_OK;
     strand_error_clear();
-    if (grid.world_rank == failing) status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "only rank %d saw this", failing);
+    if (grid.world_rank == failing)
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "only rank %d saw this", failing);
     int agreed = strand_agree(grid.world, status);
     CHECK(agreed == STRAND_ERR_INPUT);
     char expect[64];

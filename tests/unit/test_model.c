@@ -36,7 +36,8 @@ typedef struct {
 static double global_loss(void *arg) {
     model_ctx *ctx = arg;
     double loss = 0;
-    if (strand_model_forward(ctx->model, ctx->tokens, ctx->tokens + 1, ctx->shard, &loss) != STRAND_OK) return NAN;
+    if (strand_model_forward(ctx->model, ctx->tokens, ctx->tokens + 1, ctx->shard, &loss) != STRAND_OK)
+        return NAN;
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, ctx->comm);
     return loss * ctx->scale;
 }
@@ -44,12 +45,14 @@ static double global_loss(void *arg) {
 static void check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len) {
     strand_config config;
     strand_config_defaults(&config);
-    for (int i = 0; i < n_overrides; i++) CHECK(strand_config_set(&config, overrides[i]) == STRAND_OK);
+    for (int i = 0; i < n_overrides; i++)
+        CHECK(strand_config_set(&config, overrides[i]) == STRAND_OK);
     strand_grid grid;
     CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
     int64_t *lengths = calloc((size_t)grid.sp_size, sizeof *lengths);
     int64_t start = 0, count = 0;
-    for (int r = 0; r < grid.sp_size; r++) strand_split_range(seq_len, grid.sp_size, r, &start, &lengths[r]);
+    for (int r = 0; r < grid.sp_size; r++)
+        strand_split_range(seq_len, grid.sp_size, r, &start, &lengths[r]);
     strand_split_range(seq_len, grid.sp_size, grid.sp_rank, &start, &count);
     strand_shard shard = {&grid, count, start, seq_len, lengths};
 
@@ -59,12 +62,14 @@ static void check_config(const char *label, const char *overrides[], int n_overr
     /* Perturb the ones/zeros initialisations too, so norms and biases are checked away from
      * their special values. */
     uint64_t rng = 12345;
-    for (int64_t i = 0; i < model.table.total; i++) model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
+    for (int64_t i = 0; i < model.table.total; i++)
+        model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
 
     /* The same global token sequence on every rank; each takes its own piece (+1 target). */
     uint8_t *global = malloc((size_t)seq_len + 1);
     uint64_t token_rng = 99;
-    for (int64_t i = 0; i <= seq_len; i++) global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
+    for (int64_t i = 0; i <= seq_len; i++)
+        global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
     model_ctx ctx = {&model, &shard, global + start, grid.world, 1.0 / (double)seq_len};
 
     double loss = 0;
@@ -84,7 +89,8 @@ static void check_config(const char *label, const char *overrides[], int n_overr
         if (grid.world_rank == 0 && !MODEL_OK(res)) gradcheck_print(stderr, name, res);
         CHECK_MSG(MODEL_OK(res), "%s (ranks %d)", name, grid.world_size);
     }
-    if (grid.world_rank == 0) fprintf(stderr, "%s: %d tensors checked on %d ranks\n", label, model.table.count, grid.world_size);
+    if (grid.world_rank == 0)
+        fprintf(stderr, "%s: %d tensors checked on %d ranks\n", label, model.table.count, grid.world_size);
     free(analytic);
     free(global);
     strand_model_free(&model);
@@ -96,13 +102,14 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    const char *pre[] = {"model.d_model=8", "model.layers=conv,conv", "model.conv_kernel=4", "model.norm=rmsnorm",
-                         "model.norm_position=pre", "model.mlp=gelu", "model.mlp_hidden=12",
-                         "model.tie_embeddings=true"};
-    const char *post[] = {"model.d_model=8", "model.layers=conv,conv", "model.conv_kernel=3",
-                          "model.norm=layernorm", "model.norm_position=post", "model.mlp=swiglu",
-                          "model.mlp_hidden=8", "model.tie_embeddings=false"};
-    const char *wide[] = {"model.d_model=8", "model.layers=conv", "model.conv_kernel=8", "model.mlp_hidden=8"};
+    const char *pre[] = {"model.d_model=8",     "model.layers=conv,conv",   "model.conv_kernel=4",
+                         "model.norm=rmsnorm",  "model.norm_position=pre",  "model.mlp=gelu",
+                         "model.mlp_hidden=12", "model.tie_embeddings=true"};
+    const char *post[] = {"model.d_model=8",      "model.layers=conv,conv",    "model.conv_kernel=3",
+                          "model.norm=layernorm", "model.norm_position=post",  "model.mlp=swiglu",
+                          "model.mlp_hidden=8",   "model.tie_embeddings=false"};
+    const char *wide[] = {"model.d_model=8", "model.layers=conv", "model.conv_kernel=8",
+                          "model.mlp_hidden=8"};
     /* Window lengths chosen so that at 2-4 ranks some shards are shorter than the halo. */
     check_config("pre-rmsnorm-gelu-tied", pre, 8, 11);
     check_config("post-layernorm-swiglu-untied", post, 8, 10);

@@ -50,15 +50,16 @@ static int prep(const char *fasta, const char *out, double val_fraction) {
 
 static void base_config(strand_config *config, const char *data) {
     strand_config_defaults(config);
-    const char *settings[] = {"model.d_model=32", "model.layers=conv,conv", "model.conv_kernel=4",
-                              "train.steps=20", "train.warmup_steps=5", "train.lr=3e-3", "train.log_every=5",
-                              "train.eval_windows=0", "model.mlp_hidden=64"};
-    for (size_t i = 0; i < sizeof settings / sizeof *settings; i++) strand_config_set(config, settings[i]);
+    const char *settings[] = {"model.d_model=32",  "model.layers=conv,conv", "model.conv_kernel=4",
+                              "train.steps=20",    "train.warmup_steps=5",   "train.lr=3e-3",
+                              "train.log_every=5", "train.eval_windows=0",   "model.mlp_hidden=64"};
+    for (size_t i = 0; i < sizeof settings / sizeof *settings; i++)
+        strand_config_set(config, settings[i]);
     snprintf(config->data_path, sizeof config->data_path, "%s", data);
 }
 
 static int run(const strand_config *config, MPI_Comm comm, double *history) {
-    strand_train_options options = {1, 1, history};
+    strand_train_options options = {.quiet = 1, .no_run_dir = 1, .loss_history = history};
     strand_train_result result;
     int status = strand_train(config, comm, &options, &result);
     if (status != STRAND_OK && world_rank == 0) fprintf(stderr, "train failed: %s\n", strand_error_message());
@@ -88,10 +89,12 @@ static void test_sharding(const char *fasta) {
     if (world_rank == 0) {
         CHECK(run(&config, MPI_COMM_SELF, single) == STRAND_OK);
         double diff = max_relative_difference(sharded, single, 20);
-        fprintf(stderr, "SP=%d vs SP=1: loss step 1 %.9g, step 20 %.9g vs %.9g, max relative difference %.3g\n",
+        fprintf(stderr,
+                "SP=%d vs SP=1: loss step 1 %.9g, step 20 %.9g vs %.9g, max relative difference %.3g\n",
                 world_size, sharded[0], sharded[19], single[19], diff);
         CHECK_MSG(diff < 1e-5, "SP=%d loss differs from SP=1 by %.3g (relative)", world_size, diff);
-        CHECK_MSG(sharded[19] < sharded[0] - 0.01, "loss did not fall: %.6f -> %.6f", sharded[0], sharded[19]);
+        CHECK_MSG(sharded[19] < sharded[0] - 0.01, "loss did not fall: %.6f -> %.6f", sharded[0],
+                  sharded[19]);
     }
     if (world_size == 4) {
         /* DP=2 x SP=2 with one window each equals SP=4 with two accumulated windows. */
@@ -133,13 +136,13 @@ static void test_learning(void) {
     config.steps = 150;
     config.warmup_steps = 10;
     config.eval_windows = 4;
-    strand_train_options options = {1, 1, NULL};
+    strand_train_options options = {.quiet = 1, .no_run_dir = 1};
     strand_train_result result;
     int status = strand_train(&config, MPI_COMM_WORLD, &options, &result);
     CHECK(status == STRAND_OK);
     if (world_rank == 0)
-        fprintf(stderr, "periodic: bits/base %.4f -> %.4f, validation %.4f\n", result.first_bpb, result.final_bpb,
-                result.val_bpb);
+        fprintf(stderr, "periodic: bits/base %.4f -> %.4f, validation %.4f\n", result.first_bpb,
+                result.final_bpb, result.val_bpb);
     CHECK_MSG(result.final_bpb < 0.1, "final bits/base %.4f is not below 0.1", result.final_bpb);
     CHECK_MSG(result.val_bpb < 0.1, "validation bits/base %.4f is not below 0.1", result.val_bpb);
     CHECK(result.first_bpb > 1.5);
@@ -169,10 +172,14 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     make_tmpdir();
     const char *mode = argc > 1 ? argv[1] : "";
-    if (strcmp(mode, "sharding") == 0 && argc > 2) test_sharding(argv[2]);
-    else if (strcmp(mode, "learning") == 0) test_learning();
-    else if (strcmp(mode, "nan") == 0 && argc > 2) test_nan(argv[2]);
-    else fprintf(stderr, "usage: test_train sharding|learning|nan [FASTA]\n");
+    if (strcmp(mode, "sharding") == 0 && argc > 2)
+        test_sharding(argv[2]);
+    else if (strcmp(mode, "learning") == 0)
+        test_learning();
+    else if (strcmp(mode, "nan") == 0 && argc > 2)
+        test_nan(argv[2]);
+    else
+        fprintf(stderr, "usage: test_train sharding|learning|nan [FASTA]\n");
     remove_tmpdir();
     int status = test_finish("test_train");
     int any = 0;
