@@ -9,7 +9,9 @@ foreach(n 1 2 3 4)
            $<TARGET_FILE:test_train> sharding ${STRAND_DATA_DIR}/lambda_phage_NC_001416.fa.gz)
   add_test(NAME train_nan_np${n} COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${n}
            $<TARGET_FILE:test_train> nan ${STRAND_DATA_DIR}/lambda_phage_NC_001416.fa.gz)
-  set_tests_properties(train_sharding_np${n} train_nan_np${n} PROPERTIES ENVIRONMENT "${STRAND_TEST_ENV}"
+  add_test(NAME loader_np${n} COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} ${n}
+           $<TARGET_FILE:test_train> loader ${STRAND_DATA_DIR}/lambda_phage_NC_001416.fa.gz)
+  set_tests_properties(train_sharding_np${n} train_nan_np${n} loader_np${n} PROPERTIES ENVIRONMENT "${STRAND_TEST_ENV}"
                        TIMEOUT 600 LABELS mpi)
 endforeach()
 add_test(NAME train_learning_np2 COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:test_train> learning)

@@ -2,12 +2,15 @@
  *   test_train sharding FASTA   the loss of every step at SP = world size equals a single-rank
  *                               run; at 4 ranks DP=2 x SP=2 equals SP=4 with twice the accumulation
  *   test_train learning         a periodic sequence is learned below 0.1 bits/base
- *   test_train nan              a NaN seen by one rank stops every rank with the step number */
+ *   test_train nan              a NaN seen by one rank stops every rank with the step number
+ *   test_train loader FASTA     each rank's piece, gathered, is the window; reverse-complement
+ *                               windows are the complement of the reversed window */
 #define _POSIX_C_SOURCE 200809L
 #include "test_util.h"
 
 #include "strand/config.h"
 #include "strand/dataset.h"
+#include "strand/loader.h"
 #include "strand/train.h"
 
 #include <stdlib.h>
@@ -166,6 +169,70 @@ static void test_nan(const char *fasta) {
     CHECK_MSG(strstr(strand_error_message(), "step 7") != NULL, "message: %s", strand_error_message());
 }
 
+static void test_loader(const char *fasta) {
+    char data[512];
+    snprintf(data, sizeof data, "%s/lambda.h5", tmpdir);
+    CHECK(prep(fasta, data, 0.1) == STRAND_OK);
+    strand_dataset dataset;
+    CHECK(strand_dataset_open(&dataset, data, MPI_COMM_WORLD) == STRAND_OK);
+    const int64_t seq_len = 1003;
+    strand_loader loader, rc_loader;
+    CHECK(strand_loader_init(&loader, &dataset, seq_len, 42, 0) == STRAND_OK);
+    CHECK(strand_loader_init(&rc_loader, &dataset, seq_len, 42, 1) == STRAND_OK);
+    int64_t start = 0, count = 0;
+    strand_split_range(seq_len, world_size, world_rank, &start, &count);
+    uint8_t *piece = malloc((size_t)count + 1);
+    uint8_t *whole = malloc((size_t)seq_len + 1);
+    int *counts = malloc(sizeof(int) * (size_t)world_size), *displs = malloc(sizeof(int) * (size_t)world_size);
+    for (int r = 0; r < world_size; r++) {
+        int64_t s0 = 0, n0 = 0;
+        strand_split_range(seq_len, world_size, r, &s0, &n0);
+        counts[r] = (int)n0;
+        displs[r] = (int)s0;
+    }
+    int reversed_seen = 0, forward_seen = 0;
+    for (int64_t step = 0; step < 16; step++) {
+        strand_window w = strand_loader_train_window(&loader, step, 0);
+        strand_window w_rc = strand_loader_train_window(&rc_loader, step, 0);
+        /* The window is a function of (seed, step, index) only: same offset with or without
+         * augmentation, and inside one training range. */
+        CHECK(w.offset == w_rc.offset && w.reverse == 0);
+        int inside = 0;
+        for (int64_t i = 0; i < dataset.n_train; i++)
+            if (w.offset >= dataset.train[i].offset &&
+                w.offset + seq_len + 1 <= dataset.train[i].offset + dataset.train[i].length)
+                inside = 1;
+        CHECK_MSG(inside, "window at %lld leaves the training split", (long long)w.offset);
+        /* Pieces gathered over the ranks are the window read by one reader. */
+        CHECK(strand_loader_read(&loader, w, start, count, piece) == STRAND_OK);
+        MPI_Allgatherv(piece, (int)count, MPI_UINT8_T, whole, counts, displs, MPI_UINT8_T, MPI_COMM_WORLD);
+        uint8_t *expect = malloc((size_t)seq_len + 1);
+        CHECK(strand_dataset_read(&dataset, w.offset, seq_len + 1, expect) == STRAND_OK);
+        CHECK(memcmp(whole, expect, (size_t)seq_len) == 0);
+        CHECK(piece[count] == expect[start + count]); /* the target of the last local position */
+        /* Reverse complement: position i is the complement of position seq_len - i. */
+        CHECK(strand_loader_read(&rc_loader, w_rc, start, count, piece) == STRAND_OK);
+        int bad = 0;
+        for (int64_t i = 0; i <= count; i++) {
+            uint8_t want = w_rc.reverse ? strand_token_complement(expect[seq_len - (start + i)]) : expect[start + i];
+            if (piece[i] != want) bad++;
+        }
+        CHECK_MSG(bad == 0, "step %lld: %d tokens differ (reverse %d)", (long long)step, bad, w_rc.reverse);
+        reversed_seen += w_rc.reverse;
+        forward_seen += !w_rc.reverse;
+        free(expect);
+    }
+    CHECK(reversed_seen > 0 && forward_seen > 0);
+    /* Validation windows are spread over the validation split. */
+    strand_window v;
+    CHECK(strand_loader_val_window(&loader, 0, 4, &v) == 1);
+    CHECK(v.offset >= dataset.val[0].offset);
+    free(piece), free(whole), free(counts), free(displs);
+    strand_loader_free(&loader);
+    strand_loader_free(&rc_loader);
+    strand_dataset_close(&dataset);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
@@ -178,8 +245,10 @@ int main(int argc, char **argv) {
         test_learning();
     else if (strcmp(mode, "nan") == 0 && argc > 2)
         test_nan(argv[2]);
+    else if (strcmp(mode, "loader") == 0 && argc > 2)
+        test_loader(argv[2]);
     else
-        fprintf(stderr, "usage: test_train sharding|learning|nan [FASTA]\n");
+        fprintf(stderr, "usage: test_train sharding|learning|nan|loader [FASTA]\n");
     remove_tmpdir();
     int status = test_finish("test_train");
     int any = 0;
