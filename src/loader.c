@@ -3,6 +3,8 @@
 
 #include "strand/rng.h"
 
+#include <string.h>
+
 static int index_ranges(const strand_token_range *ranges, int64_t n, int64_t seq_len, int64_t **cum_out,
                         int64_t *total) {
     int64_t *cum = strand_alloc(sizeof *cum * (size_t)(n + 1), "window index");
@@ -96,5 +98,19 @@ int strand_loader_read(const strand_loader *loader, strand_window window, int64_
     }
     for (int64_t i = 0; i < n; i++)
         tokens[i] = strand_token_complement(tokens[i]);
+    return STRAND_OK;
+}
+
+int strand_loader_read_shard(const strand_loader *loader, strand_window window, const strand_shard *shard,
+                             uint8_t *inputs, uint8_t *targets, uint8_t *scratch) {
+    int64_t row = 0;
+    for (int p = 0; p < shard->n_pieces; p++) {
+        const int64_t n = shard->piece_length[p];
+        if (n == 0) continue;
+        STRAND_CALL(strand_loader_read(loader, window, shard->piece_start[p], n, scratch));
+        memcpy(inputs + row, scratch, (size_t)n);
+        memcpy(targets + row, scratch + 1, (size_t)n);
+        row += n;
+    }
     return STRAND_OK;
 }

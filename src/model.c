@@ -121,7 +121,8 @@ static int split_layers(const char *list, char names[][32], int max) {
     return n;
 }
 
-int strand_model_create(strand_model *model, const strand_config *config, int64_t max_T) {
+int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard) {
+    const int64_t max_T = shard->T;
     memset(model, 0, sizeof *model);
     model->config = *config;
     model->C = config->d_model;
@@ -204,7 +205,7 @@ int strand_model_create(strand_model *model, const strand_config *config, int64_
             STRAND_ALLOC(b->a, TC, "activations");
             STRAND_ALLOC(b->b, TC, "activations");
         }
-        STRAND_CALL(b->mixer.ops->setup(&b->mixer, max_T));
+        STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard));
     }
     STRAND_ALLOC(model->final_in, TC, "activations");
     STRAND_ALLOC(model->final_out, TC, "activations");

@@ -27,9 +27,9 @@ typedef struct {
     strand_model model;
     strand_adamw opt;
     strand_metrics metrics;
-    int64_t *shard_lengths;
     strand_shard shard;
-    uint8_t *tokens; /* T + 1: inputs and the next token for the last position */
+    uint8_t *inputs, *targets; /* T each: tokens and their next tokens */
+    uint8_t *read_buffer;      /* one piece + 1 */
     int rank0;
 } trainer;
 
@@ -76,28 +76,21 @@ static int prepare_run_dir(trainer *t, const strand_train_options *options) {
     return STRAND_OK;
 }
 
+/* zigzag balances causal attention; other models keep contiguous pieces (cheaper halos). */
+static int layout_for(const strand_config *c) {
+    if (strcmp(c->layout, "zigzag") == 0) return STRAND_LAYOUT_ZIGZAG;
+    if (strcmp(c->layout, "contiguous") == 0) return STRAND_LAYOUT_CONTIGUOUS;
+    return strstr(c->layers, "attn") ? STRAND_LAYOUT_ZIGZAG : STRAND_LAYOUT_CONTIGUOUS;
+}
+
 static int setup(trainer *t, const strand_train_options *options) {
     const strand_config *c = &t->config;
-    const int sp = t->grid.sp_size;
-    if (c->seq_len < sp)
-        STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "train.seq_len = %lld is smaller than the %d ranks of a sequence-parallel group",
-                    (long long)c->seq_len, sp);
-    STRAND_ALLOC(t->shard_lengths, sp, "shard table");
-    int64_t start = 0, count = 0;
-    for (int r = 0; r < sp; r++) {
-        strand_split_range(c->seq_len, sp, r, &start, &count);
-        t->shard_lengths[r] = count;
-    }
-    strand_split_range(c->seq_len, sp, t->grid.sp_rank, &start, &count);
-    t->shard.grid = &t->grid;
-    t->shard.T = count;
-    t->shard.start = start;
-    t->shard.window = c->seq_len;
-    t->shard.shard_lengths = t->shard_lengths;
-    STRAND_ALLOC(t->tokens, count + 1, "token buffer");
+    STRAND_CALL(strand_shard_init(&t->shard, &t->grid, c->seq_len, layout_for(c)));
+    STRAND_ALLOC(t->inputs, t->shard.T, "token buffer");
+    STRAND_ALLOC(t->targets, t->shard.T, "target buffer");
+    STRAND_ALLOC(t->read_buffer, t->shard.T + 1, "read buffer");
     STRAND_CALL(strand_loader_init(&t->loader, &t->dataset, c->seq_len, c->seed, c->rc_augment));
-    STRAND_CALL(strand_model_create(&t->model, c, t->shard_lengths[0]));
+    STRAND_CALL(strand_model_create(&t->model, c, &t->shard));
     strand_model_init_params(&t->model, c->seed);
     STRAND_CALL(strand_adamw_create(&t->opt, t->model.table.total));
     STRAND_CALL(prepare_run_dir(t, options));
@@ -109,7 +102,8 @@ static int setup(trainer *t, const strand_train_options *options) {
 /* Read this rank's piece of a window; returns its status (agreed by the caller). */
 static int read_piece(trainer *t, strand_window window, double *io_seconds) {
     double t0 = strand_now();
-    int status = strand_loader_read(&t->loader, window, t->shard.start, t->shard.T, t->tokens);
+    int status =
+        strand_loader_read_shard(&t->loader, window, &t->shard, t->inputs, t->targets, t->read_buffer);
     *io_seconds += strand_now() - t0;
     return status;
 }
@@ -124,7 +118,7 @@ static int evaluate_windows(trainer *t, double sums[2]) {
         /* Only this SP group shares the window, so it alone votes on the read. */
         STRAND_CALL(strand_agree(t->grid.sp_comm, read_piece(t, window, &io)));
         double loss = 0;
-        STRAND_CALL(strand_model_forward(&t->model, t->tokens, t->tokens + 1, &t->shard, &loss));
+        STRAND_CALL(strand_model_forward(&t->model, t->inputs, t->targets, &t->shard, &loss));
         sums[0] += loss;
         sums[1] += (double)t->shard.T;
     }
@@ -166,8 +160,8 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
                 &t->loader, step, (int64_t)micro * t->grid.dp_size + t->grid.dp_rank);
             STRAND_CALL(strand_agree(t->grid.world, read_piece(t, window, &io)));
             double loss = 0;
-            STRAND_CALL(strand_model_forward(model, t->tokens, t->tokens + 1, &t->shard, &loss));
-            STRAND_CALL(strand_model_backward(model, t->tokens, &t->shard, loss_scale));
+            STRAND_CALL(strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss));
+            STRAND_CALL(strand_model_backward(model, t->inputs, &t->shard, loss_scale));
             loss_sum += loss;
         }
         /* One all-reduce for the whole gradient, one for the loss. */
@@ -244,8 +238,10 @@ static void trainer_free(trainer *t) {
     strand_model_free(&t->model);
     strand_loader_free(&t->loader);
     strand_dataset_close(&t->dataset);
-    strand_free(t->tokens);
-    strand_free(t->shard_lengths);
+    strand_free(t->inputs);
+    strand_free(t->targets);
+    strand_free(t->read_buffer);
+    strand_shard_free(&t->shard);
     strand_grid_free(&t->grid);
 }
 
@@ -260,7 +256,7 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
         printf(
             "strand %s: %d ranks (dp %d x sp %d), %lld parameters, window %lld tokens (%lld per rank), %s\n",
             STRAND_VERSION, t->grid.world_size, t->grid.dp_size, t->grid.sp_size,
-            (long long)t->model.table.total, (long long)t->config.seq_len, (long long)t->shard_lengths[0],
+            (long long)t->model.table.total, (long long)t->config.seq_len, (long long)t->shard.max_T,
             t->config.data_path);
         fflush(stdout);
     }

@@ -40,12 +40,47 @@ typedef struct {
     int64_t log_every;
     int64_t eval_windows; /* validation windows at the end of training (0 = none) */
 
+    /* [conv]: distributed FFT long convolution (hyena, s4d) */
+    char conv_strategy[16]; /* auto | fftw-mpi | alltoall */
+    char conv_planner[16];  /* estimate | measure */
+    char conv_wisdom[1024]; /* FFTW wisdom file ("" = $HOME/.cache/strand/fftw-<precision>.wisdom) */
+
+    /* [s4d] */
+    int s4d_state;     /* N: N/2 complex modes per channel */
+    char s4d_init[16]; /* lin | inv | legs */
+    double s4d_dt_min, s4d_dt_max;
+
+    /* [hyena] */
+    int hyena_filter_width; /* hidden width of the implicit filter FFN */
+    int hyena_filter_depth; /* hidden sine layers of the filter FFN */
+    int hyena_frequencies;  /* positional features: t plus cos/sin of this many frequencies */
+    double hyena_sine_freq; /* initial frequency w of the sine activations */
+    int64_t hyena_max_len;  /* filter position grid length (0 = train.seq_len) */
+    int hyena_short_kernel; /* short causal conv after the input projection */
+    double hyena_decay_fast, hyena_decay_slow; /* exponential window decay range */
+
+    /* [attn] */
+    int attn_heads;
+    int attn_kv_heads;       /* 0 = attn.heads; must divide attn.heads */
+    int64_t attn_window;     /* sliding window in tokens (0 = full causal) */
+    int attn_segment_memory; /* bool: Transformer-XL memory of the previous window */
+    double attn_rope_base;
+
+    /* [checkpoint] */
+    int64_t ckpt_every; /* steps between checkpoints (0 = only at the end and on preemption) */
+    int ckpt_keep;      /* complete checkpoints kept */
+
+    /* [memory] */
+    char recompute[16]; /* none | block */
+    char offload[1024]; /* per-rank HDF5 offload directory ("" = off) */
+
     /* [data] */
     char data_path[1024];
 
     /* [parallel] */
-    int sp; /* 0 = world size / dp */
-    int dp; /* 0 = world size / sp */
+    int sp;          /* 0 = world size / dp */
+    int dp;          /* 0 = world size / sp */
+    char layout[16]; /* auto | contiguous | zigzag */
 
     /* [run] */
     char run_dir[1024];

@@ -4,6 +4,7 @@
 #define STRAND_LOADER_H
 
 #include "strand/dataset.h"
+#include "strand/layout.h"
 
 typedef struct {
     strand_dataset *dataset;
@@ -34,5 +35,9 @@ int strand_loader_val_window(const strand_loader *loader, int64_t k, int64_t n, 
  * target of its last position) into tokens. */
 int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
                        uint8_t *tokens);
+/* Read this rank's rows of a window, whatever the layout: inputs (T) and their next tokens,
+ * targets (T). scratch holds max piece length + 1 bytes. */
+int strand_loader_read_shard(const strand_loader *loader, strand_window window, const strand_shard *shard,
+                             uint8_t *inputs, uint8_t *targets, uint8_t *scratch);
 
 #endif

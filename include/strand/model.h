@@ -9,6 +9,7 @@
 #include "strand/common.h"
 #include "strand/config.h"
 #include "strand/dist.h"
+#include "strand/layout.h"
 
 #include <stdint.h>
 
@@ -37,15 +38,6 @@ int strand_params_declare(strand_param_table *table, const char *layer, const ch
                           int64_t d1, int init, double init_std, int decay, int *index);
 void strand_params_free(strand_param_table *table);
 
-/* ---- this rank's piece of the window ---- */
-typedef struct {
-    const strand_grid *grid;
-    int64_t T;                    /* tokens on this rank */
-    int64_t start;                /* global position of the first local token within the window */
-    int64_t window;               /* tokens in the whole window (seq_len) */
-    const int64_t *shard_lengths; /* T of every rank of the SP group */
-} strand_shard;
-
 /* ---- mixer interface ---- */
 typedef struct strand_mixer strand_mixer;
 typedef struct {
@@ -53,8 +45,12 @@ typedef struct {
     /* Declare parameters in the table (layer name given) and size the state. */
     int (*create)(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                   const char *layer);
-    /* Allocate saved activations and workspaces for shards of up to max_T tokens. */
-    int (*setup)(strand_mixer *mixer, int64_t max_T);
+    /* Allocate saved activations, plans and workspaces for this shard shape (the window, its
+     * layout and every rank's piece are fixed for the model's lifetime). */
+    int (*setup)(strand_mixer *mixer, const strand_shard *shard);
+    /* Fill the parameters declared with STRAND_INIT_BY_LAYER (NULL when there are none).
+     * Must be a pure function of (seed, parameter values' positions), like the table's init. */
+    void (*init_params)(strand_mixer *mixer, real_t *params, uint64_t seed);
     /* out (T,C) = mixer(in (T,C)); saves what backward needs. */
     int (*forward)(strand_mixer *mixer, real_t *out, const real_t *in, const real_t *params,
                    const strand_shard *shard);
@@ -94,8 +90,8 @@ typedef struct {
     const uint8_t *targets; /* of the last forward */
 } strand_model;
 
-/* Build the model for shards of up to max_T tokens. Parameters are not initialised. */
-int strand_model_create(strand_model *model, const strand_config *config, int64_t max_T);
+/* Build the model for this shard shape. Parameters are not initialised. */
+int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard);
 /* Initialise every parameter from (seed, parameter index, element index). */
 void strand_model_init_params(strand_model *model, uint64_t seed);
 /* Forward over this rank's shard: tokens (T) in, targets (T) next tokens. Returns the sum of the

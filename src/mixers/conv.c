@@ -31,7 +31,9 @@ static int conv_create(strand_mixer *mixer, const strand_config *config, strand_
     return STRAND_OK;
 }
 
-static int conv_setup(strand_mixer *mixer, int64_t max_T) {
+static int conv_setup(strand_mixer *mixer, const strand_shard *shard) {
+    if (shard->layout != STRAND_LAYOUT_CONTIGUOUS)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "mixer conv: only the contiguous layout is supported");
     conv_state *s = mixer->state;
     const int64_t halo = (int64_t)(s->K - 1) * mixer->C;
     STRAND_ALLOC(s->halo, halo, "conv halo");

@@ -516,7 +516,7 @@ static void test_reference(void) {
         CHECK_MSG(contains(text, row), "reference lacks %s", row);
         keys++;
     }
-    CHECK(keys == 29);
+    CHECK(keys >= 29); /* every key of the first release; later keys only add */
     int rows = 0;
     for (const char *p = text; (p = strstr(p, "\n| `")); p++)
         rows++;

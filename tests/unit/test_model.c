@@ -28,7 +28,7 @@
 typedef struct {
     strand_model *model;
     strand_shard *shard;
-    const uint8_t *tokens;
+    const uint8_t *tokens, *targets;
     MPI_Comm comm;
     double scale;
 } model_ctx;
@@ -36,28 +36,25 @@ typedef struct {
 static double global_loss(void *arg) {
     model_ctx *ctx = arg;
     double loss = 0;
-    if (strand_model_forward(ctx->model, ctx->tokens, ctx->tokens + 1, ctx->shard, &loss) != STRAND_OK)
+    if (strand_model_forward(ctx->model, ctx->tokens, ctx->targets, ctx->shard, &loss) != STRAND_OK)
         return NAN;
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, ctx->comm);
     return loss * ctx->scale;
 }
 
-static void check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len) {
+static void check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
+                         int layout) {
     strand_config config;
     strand_config_defaults(&config);
     for (int i = 0; i < n_overrides; i++)
         CHECK(strand_config_set(&config, overrides[i]) == STRAND_OK);
     strand_grid grid;
     CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
-    int64_t *lengths = calloc((size_t)grid.sp_size, sizeof *lengths);
-    int64_t start = 0, count = 0;
-    for (int r = 0; r < grid.sp_size; r++)
-        strand_split_range(seq_len, grid.sp_size, r, &start, &lengths[r]);
-    strand_split_range(seq_len, grid.sp_size, grid.sp_rank, &start, &count);
-    strand_shard shard = {&grid, count, start, seq_len, lengths};
+    strand_shard shard;
+    CHECK(strand_shard_init(&shard, &grid, seq_len, layout) == STRAND_OK);
 
     strand_model model;
-    CHECK(strand_model_create(&model, &config, lengths[0]) == STRAND_OK);
+    CHECK(strand_model_create(&model, &config, &shard) == STRAND_OK);
     strand_model_init_params(&model, 7);
     /* Perturb the ones/zeros initialisations too, so norms and biases are checked away from
      * their special values. */
@@ -65,15 +62,21 @@ static void check_config(const char *label, const char *overrides[], int n_overr
     for (int64_t i = 0; i < model.table.total; i++)
         model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
 
-    /* The same global token sequence on every rank; each takes its own piece (+1 target). */
+    /* The same global token sequence on every rank; each takes the rows of its layout. */
     uint8_t *global = malloc((size_t)seq_len + 1);
     uint64_t token_rng = 99;
     for (int64_t i = 0; i <= seq_len; i++)
         global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
-    model_ctx ctx = {&model, &shard, global + start, grid.world, 1.0 / (double)seq_len};
+    uint8_t *inputs = malloc((size_t)shard.T + 1), *targets = malloc((size_t)shard.T + 1);
+    for (int64_t i = 0; i < shard.T; i++) {
+        int64_t position = strand_shard_position(&shard, i);
+        inputs[i] = global[position];
+        targets[i] = global[position + 1];
+    }
+    model_ctx ctx = {&model, &shard, inputs, targets, grid.world, 1.0 / (double)seq_len};
 
     double loss = 0;
-    CHECK(strand_model_forward(&model, ctx.tokens, ctx.tokens + 1, &shard, &loss) == STRAND_OK);
+    CHECK(strand_model_forward(&model, ctx.tokens, ctx.targets, &shard, &loss) == STRAND_OK);
     memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
     CHECK(strand_model_backward(&model, ctx.tokens, &shard, (real_t)ctx.scale) == STRAND_OK);
     CHECK(strand_allreduce_sum(grid.world, model.grads, model.table.total) == STRAND_OK);
@@ -93,8 +96,10 @@ static void check_config(const char *label, const char *overrides[], int n_overr
         fprintf(stderr, "%s: %d tensors checked on %d ranks\n", label, model.table.count, grid.world_size);
     free(analytic);
     free(global);
+    free(inputs);
+    free(targets);
     strand_model_free(&model);
-    free(lengths);
+    strand_shard_free(&shard);
     strand_grid_free(&grid);
 }
 
@@ -111,9 +116,9 @@ int main(int argc, char **argv) {
     const char *wide[] = {"model.d_model=8", "model.layers=conv", "model.conv_kernel=8",
                           "model.mlp_hidden=8"};
     /* Window lengths chosen so that at 2-4 ranks some shards are shorter than the halo. */
-    check_config("pre-rmsnorm-gelu-tied", pre, 8, 11);
-    check_config("post-layernorm-swiglu-untied", post, 8, 10);
-    check_config("kernel8-short-shards", wide, 4, 9);
+    check_config("pre-rmsnorm-gelu-tied", pre, 8, 11, STRAND_LAYOUT_CONTIGUOUS);
+    check_config("post-layernorm-swiglu-untied", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS);
+    check_config("kernel8-short-shards", wide, 4, 9, STRAND_LAYOUT_CONTIGUOUS);
     int status = test_finish("test_model");
     int any = 0;
     MPI_Allreduce(&status, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

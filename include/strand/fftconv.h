@@ -1,0 +1,57 @@
+/* Distributed causal long convolution over the SP group.
+ *
+ *   y[t,c] = sum_{s=0}^{t} k[t-s,c] * u[s,c]        for global positions t = 0..L-1
+ *
+ * u, k and y are sharded like every activation: this rank holds the rows of its shard (layout
+ * contiguous or zigzag, see layout.h), row-major (T,C). The kernel k is indexed by lag and
+ * sharded the same way: row i of the local k is lag strand_shard_position(shard, i), so a mixer
+ * generates the kernel for its own positions only.
+ *
+ * The transform size N is a fast size (2^a 3^b 5^c) >= 2L, so no circular wrap-around lets
+ * the future leak into the past. Two strategies:
+ *  - STRAND_CONV_FFTW_MPI: one distributed 1-D complex FFT of all channels over the SP group
+ *    (fftw(f)_mpi_plan_many_dft), forward with FFTW_MPI_SCRAMBLED_OUT and inverse with
+ *    FFTW_MPI_SCRAMBLED_IN; two real channels share one complex transform. No rank ever holds a
+ *    whole channel, so this path scales to lengths beyond one rank's memory.
+ *  - STRAND_CONV_ALLTOALL: MPI_Alltoallv from sequence shards to channel shards (each rank gets
+ *    about C/SP whole channels), local real-to-complex FFTW convolution, and back.
+ * Plans and buffers are made in create; forward and backward allocate nothing. */
+#ifndef STRAND_FFTCONV_H
+#define STRAND_FFTCONV_H
+
+#include "strand/layout.h"
+
+enum strand_conv_strategy { STRAND_CONV_AUTO = 0, STRAND_CONV_FFTW_MPI = 1, STRAND_CONV_ALLTOALL = 2 };
+
+typedef struct strand_fftconv strand_fftconv;
+
+typedef struct {
+    int strategy;       /* enum strand_conv_strategy; AUTO picks per shape */
+    int measure;        /* FFTW_MEASURE (1) or FFTW_ESTIMATE (0) */
+    const char *wisdom; /* wisdom file to read before planning and update after (NULL/"" = none) */
+} strand_fftconv_options;
+
+/* Plan a convolution of C channels over the window described by shard. Collective over the SP
+ * group. */
+int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int C,
+                          const strand_fftconv_options *options);
+void strand_fftconv_free(strand_fftconv *conv);
+/* The strategy chosen (never AUTO) and its name ("fftw-mpi" / "alltoall"). */
+int strand_fftconv_strategy(const strand_fftconv *conv);
+const char *strand_fftconv_strategy_name(int strategy);
+/* Bytes this rank sent in the last forward + backward (for benchmarks). */
+int64_t strand_fftconv_bytes_sent(const strand_fftconv *conv);
+
+/* y (T,C) = k * u. Keeps the transforms of u and k for backward. Collective. */
+int strand_fftconv_forward(strand_fftconv *conv, real_t *y, const real_t *u, const real_t *k);
+/* du (T,C) += dL/du and dk (T,C) += dL/dk given dy (T,C), for the last forward. Collective.
+ * Either gradient may be NULL. */
+int strand_fftconv_backward(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy);
+
+/* Reference: the same convolution computed directly (O(L^2)) by gathering the window on every
+ * rank. For tests and benchmarks at small L only. */
+int strand_fftconv_direct(const strand_shard *shard, int C, real_t *y, const real_t *u, const real_t *k);
+int strand_fftconv_direct_backward(const strand_shard *shard, int C, real_t *du, real_t *dk, const real_t *dy,
+                                   const real_t *u, const real_t *k);
+
+#endif
