@@ -1,6 +1,7 @@
 /* Mixer "conv": causal depthwise short convolution whose window crosses rank boundaries.
- * Forward takes the K-1 rows before this shard from the previous rank(s) (halo); backward sends
- * their gradient back. */
+ * Forward takes the K-1 rows before each local piece from whichever rank holds them (halo);
+ * backward sends their gradient back. Works for contiguous and zigzag layouts. */
+#include "strand/halo.h"
 #include "strand/layers.h"
 #include "strand/model.h"
 
@@ -11,8 +12,8 @@ typedef struct {
     int K;
     int weight, bias; /* parameter indices */
     int64_t weight_offset, bias_offset;
-    real_t *halo, *dhalo; /* (K-1, C) */
-    real_t *scratch;      /* 2 (K-1) C for the halo exchange */
+    strand_halo halo;
+    real_t *rows, *drows; /* (n_pieces, K-1, C) */
 } conv_state;
 
 static int conv_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
@@ -21,8 +22,7 @@ static int conv_create(strand_mixer *mixer, const strand_config *config, strand_
     if (!s) return STRAND_ERR_NOMEM;
     mixer->state = s;
     s->K = config->conv_kernel;
-    /* Kernel init: a unit tap at lag 0 plus small noise would be neutral; normal with 1/sqrt(K)
-     * keeps the output variance close to the input's. */
+    /* Normal with std 1/sqrt(K) keeps the output variance close to the input's. */
     STRAND_CALL(strand_params_declare(table, layer, "weight", mixer->C, s->K, STRAND_INIT_NORMAL,
                                       1.0 / sqrt((double)s->K), 0, &s->weight));
     STRAND_CALL(strand_params_declare(table, layer, "bias", mixer->C, 0, STRAND_INIT_ZEROS, 0, 0, &s->bias));
@@ -32,13 +32,11 @@ static int conv_create(strand_mixer *mixer, const strand_config *config, strand_
 }
 
 static int conv_setup(strand_mixer *mixer, const strand_shard *shard) {
-    if (shard->layout != STRAND_LAYOUT_CONTIGUOUS)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "mixer conv: only the contiguous layout is supported");
     conv_state *s = mixer->state;
-    const int64_t halo = (int64_t)(s->K - 1) * mixer->C;
-    STRAND_ALLOC(s->halo, halo, "conv halo");
-    STRAND_ALLOC(s->dhalo, halo, "conv halo gradient");
-    STRAND_ALLOC(s->scratch, 2 * halo, "conv halo scratch");
+    const int64_t rows = (int64_t)STRAND_MAX_PIECES * (s->K - 1) * mixer->C;
+    STRAND_CALL(strand_halo_create(&s->halo, shard, s->K - 1, mixer->C));
+    STRAND_ALLOC(s->rows, rows, "conv halo");
+    STRAND_ALLOC(s->drows, rows, "conv halo gradient");
     return STRAND_OK;
 }
 
@@ -46,10 +44,15 @@ static int conv_forward(strand_mixer *mixer, real_t *out, const real_t *in, cons
                         const strand_shard *shard) {
     conv_state *s = mixer->state;
     const int C = mixer->C;
-    STRAND_CALL(strand_halo_forward(shard->grid, s->halo, in, shard->T, C, s->K - 1, shard->shard_lengths,
-                                    s->scratch));
-    conv1d_causal_forward(out, s->halo, in, params + s->weight_offset, params + s->bias_offset, shard->T, C,
-                          s->K);
+    const int64_t HC = (int64_t)(s->K - 1) * C;
+    STRAND_CALL(strand_halo_gather(&s->halo, shard, s->rows, in));
+    int64_t row = 0;
+    for (int p = 0; p < shard->n_pieces; p++) {
+        const int64_t n = shard->piece_length[p];
+        conv1d_causal_forward(out + row * C, s->rows + p * HC, in + row * C, params + s->weight_offset,
+                              params + s->bias_offset, n, C, s->K);
+        row += n;
+    }
     return STRAND_OK;
 }
 
@@ -57,20 +60,26 @@ static int conv_backward(strand_mixer *mixer, real_t *din, real_t *dparams, cons
                          const real_t *in, const real_t *params, const strand_shard *shard) {
     conv_state *s = mixer->state;
     const int C = mixer->C;
-    memset(s->dhalo, 0, sizeof(real_t) * (size_t)((s->K - 1) * C));
-    conv1d_causal_backward(din, s->dhalo, dparams + s->weight_offset, dparams + s->bias_offset, dout, s->halo,
-                           in, params + s->weight_offset, shard->T, C, s->K);
-    STRAND_CALL(strand_halo_backward(shard->grid, din, s->dhalo, shard->T, C, s->K - 1, shard->shard_lengths,
-                                     s->scratch));
+    const int64_t HC = (int64_t)(s->K - 1) * C;
+    memset(s->drows, 0, sizeof(real_t) * (size_t)(shard->n_pieces * HC));
+    int64_t row = 0;
+    for (int p = 0; p < shard->n_pieces; p++) {
+        const int64_t n = shard->piece_length[p];
+        conv1d_causal_backward(din + row * C, s->drows + p * HC, dparams + s->weight_offset,
+                               dparams + s->bias_offset, dout + row * C, s->rows + p * HC, in + row * C,
+                               params + s->weight_offset, n, C, s->K);
+        row += n;
+    }
+    STRAND_CALL(strand_halo_scatter_add(&s->halo, shard, din, s->drows));
     return STRAND_OK;
 }
 
 static void conv_destroy(strand_mixer *mixer) {
     conv_state *s = mixer->state;
     if (!s) return;
-    strand_free(s->halo);
-    strand_free(s->dhalo);
-    strand_free(s->scratch);
+    strand_halo_free(&s->halo);
+    strand_free(s->rows);
+    strand_free(s->drows);
     strand_free(s);
     mixer->state = NULL;
 }

@@ -42,8 +42,9 @@ static double global_loss(void *arg) {
     return loss * ctx->scale;
 }
 
-static void check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
-                         int layout) {
+/* Gradient-checks the model and returns its initial global loss. */
+static double check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
+                           int layout) {
     strand_config config;
     strand_config_defaults(&config);
     for (int i = 0; i < n_overrides; i++)
@@ -76,6 +77,7 @@ static void check_config(const char *label, const char *overrides[], int n_overr
     model_ctx ctx = {&model, &shard, inputs, targets, grid.world, 1.0 / (double)seq_len};
 
     double loss = 0;
+    const double initial_loss = global_loss(&ctx);
     CHECK(strand_model_forward(&model, ctx.tokens, ctx.targets, &shard, &loss) == STRAND_OK);
     memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
     CHECK(strand_model_backward(&model, ctx.tokens, &shard, (real_t)ctx.scale) == STRAND_OK);
@@ -101,6 +103,7 @@ static void check_config(const char *label, const char *overrides[], int n_overr
     strand_model_free(&model);
     strand_shard_free(&shard);
     strand_grid_free(&grid);
+    return initial_loss;
 }
 
 int main(int argc, char **argv) {
@@ -119,6 +122,14 @@ int main(int argc, char **argv) {
     check_config("pre-rmsnorm-gelu-tied", pre, 8, 11, STRAND_LAYOUT_CONTIGUOUS);
     check_config("post-layernorm-swiglu-untied", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS);
     check_config("kernel8-short-shards", wide, 4, 9, STRAND_LAYOUT_CONTIGUOUS);
+    /* zigzag: pieces in two places per rank, halos from both neighbours (and from a rank's own
+     * first piece on the last rank); 2*SP chunks shorter than the halo at 4 ranks */
+    double zigzag = check_config("zigzag-pre", pre, 8, 19, STRAND_LAYOUT_ZIGZAG);
+    double contiguous = check_config("contiguous-pre", pre, 8, 19, STRAND_LAYOUT_CONTIGUOUS);
+    CHECK_CLOSE(zigzag, contiguous, 1e-5); /* the layout must not change the function */
+    zigzag = check_config("zigzag-kernel8", wide, 4, 23, STRAND_LAYOUT_ZIGZAG);
+    contiguous = check_config("contiguous-kernel8", wide, 4, 23, STRAND_LAYOUT_CONTIGUOUS);
+    CHECK_CLOSE(zigzag, contiguous, 1e-5);
     int status = test_finish("test_model");
     int any = 0;
     MPI_Allreduce(&status, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
