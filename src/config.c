@@ -61,9 +61,9 @@ static const struct {
     bool available;
 } mixers[] = {
     {"conv", true},
-    {"hyena", false},
-    {"s4d", false},
-    {"attn", false},
+    {"hyena", true},
+    {"s4d", true},
+    {"attn", true},
 };
 enum { MIXER_COUNT = sizeof mixers / sizeof mixers[0] };
 

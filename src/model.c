@@ -50,7 +50,8 @@ void strand_params_free(strand_param_table *table) {
 
 /* ---- mixer registry ---- */
 
-static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv};
+static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv, &strand_mixer_attn,
+                                                         &strand_mixer_hyena, &strand_mixer_s4d};
 
 const strand_mixer_ops *strand_mixer_find(const char *name) {
     for (size_t i = 0; i < sizeof mixer_registry / sizeof *mixer_registry; i++)
@@ -243,6 +244,10 @@ void strand_model_init_params(strand_model *model, uint64_t seed) {
                 break; /* STRAND_INIT_BY_LAYER: the mixer fills it in its own init */
             }
         }
+    }
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_mixer *mixer = &model->blocks[l].mixer;
+        if (mixer->ops->init_params) mixer->ops->init_params(mixer, model->params, seed);
     }
 }
 

@@ -25,18 +25,6 @@ void strand_grid_free(strand_grid *grid);
 double strand_comm_seconds(void);
 void strand_comm_add_seconds(double seconds);
 
-/* Halo exchange along the SP group for a causal window of H rows.
- * Forward: halo (H,C) receives the H rows that precede this rank's first row in the global
- * sequence (zeros where they fall before position 0). Handles shards shorter than H by relaying
- * rows through several ranks.
- * Backward: dhalo (H,C) holds gradients for those preceding rows; they are sent back and ADDED
- * into the owners' dx (T,C). The local T of every rank is given by shard_lengths (sp_size).
- * scratch holds 2*H*C values (made at init). */
-int strand_halo_forward(const strand_grid *grid, real_t *halo, const real_t *x, int64_t T, int C, int H,
-                        const int64_t *shard_lengths, real_t *scratch);
-int strand_halo_backward(const strand_grid *grid, real_t *dx, const real_t *dhalo, int64_t T, int C, int H,
-                         const int64_t *shard_lengths, real_t *scratch);
-
 /* Sum a real array over a communicator in place (one call). */
 int strand_allreduce_sum(MPI_Comm comm, real_t *data, int64_t count);
 int strand_allreduce_sum_double(MPI_Comm comm, double *data, int count);

@@ -69,6 +69,9 @@ struct strand_mixer {
 /* Look a mixer up by name (NULL when unknown). */
 const strand_mixer_ops *strand_mixer_find(const char *name);
 extern const strand_mixer_ops strand_mixer_conv;
+extern const strand_mixer_ops strand_mixer_s4d;
+extern const strand_mixer_ops strand_mixer_hyena;
+extern const strand_mixer_ops strand_mixer_attn;
 
 /* ---- the model ---- */
 typedef struct strand_block strand_block;

@@ -1,60 +1,64 @@
 /* Process grid, halo exchange and error agreement at any rank count.
- * The halo a rank receives must equal the rows before its shard in the global array, for every
- * window length (including shards shorter than the halo); the backward exchange must add each
- * halo gradient into exactly the rows it came from. */
+ * The halo a piece receives must equal the rows before it in the global array, for every window
+ * length and both layouts (including pieces shorter than the halo); the backward exchange must
+ * add each halo gradient into exactly the rows it came from. */
 #include "test_util.h"
 
 #include "strand/dist.h"
+#include "strand/halo.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static void check_halo(const strand_grid *grid, int64_t L, int C, int H) {
-    const int size = grid->sp_size, rank = grid->sp_rank;
-    int64_t *lengths = calloc((size_t)size, sizeof *lengths);
-    int64_t start = 0, T = 0, s = 0;
-    for (int r = 0; r < size; r++)
-        strand_split_range(L, size, r, &s, &lengths[r]);
-    strand_split_range(L, size, rank, &start, &T);
+static void check_halo(const strand_grid *grid, int64_t L, int C, int H, int layout) {
+    strand_shard shard;
+    if (strand_shard_init(&shard, grid, L, layout) != STRAND_OK)
+        return; /* window too short for this layout */
+    const int64_t T = shard.T;
     /* Global value of row t, channel c: distinct and easy to recompute. */
     real_t *x = calloc((size_t)(T * C + 1), sizeof(real_t));
-    for (int64_t t = 0; t < T; t++)
+    for (int64_t i = 0; i < T; i++)
         for (int c = 0; c < C; c++)
-            x[t * C + c] = (real_t)(1 + (start + t) * C + c);
-    real_t *halo = calloc((size_t)(H * C), sizeof(real_t));
-    real_t *scratch = calloc((size_t)(2 * H * C), sizeof(real_t));
-    CHECK(strand_halo_forward(grid, halo, x, T, C, H, lengths, scratch) == STRAND_OK);
+            x[i * C + c] = (real_t)(1 + strand_shard_position(&shard, i) * C + c);
+    strand_halo halo;
+    CHECK(strand_halo_create(&halo, &shard, H, C) == STRAND_OK);
+    real_t *rows = calloc((size_t)(STRAND_MAX_PIECES * H * C), sizeof(real_t));
+    CHECK(strand_halo_gather(&halo, &shard, rows, x) == STRAND_OK);
     int bad = 0;
-    for (int h = 0; h < H; h++) {
-        int64_t t = start - H + h;
-        for (int c = 0; c < C; c++) {
-            real_t expect = t < 0 ? 0 : (real_t)(1 + t * C + c);
-            if (halo[h * C + c] != expect) bad++;
+    for (int p = 0; p < shard.n_pieces; p++)
+        for (int h = 0; h < H; h++) {
+            int64_t t = shard.piece_start[p] - H + h;
+            for (int c = 0; c < C; c++) {
+                real_t expect = t < 0 ? 0 : (real_t)(1 + t * C + c);
+                if (rows[(p * H + h) * C + c] != expect) bad++;
+            }
         }
-    }
-    CHECK_MSG(bad == 0, "halo forward L=%lld H=%d rank %d: %d wrong values", (long long)L, H, rank, bad);
+    CHECK_MSG(bad == 0, "halo gather L=%lld H=%d layout %d rank %d: %d wrong values", (long long)L, H, layout,
+              grid->sp_rank, bad);
 
-    /* Backward: every rank sends dhalo = 1 for its halo rows; row t then receives one unit from
-     * each later rank whose halo covers it. */
+    /* Backward: every piece of every rank sends 1 for each of its halo rows; a row then receives
+     * one unit per piece whose halo covers its position. */
     real_t *dx = calloc((size_t)(T * C + 1), sizeof(real_t));
-    real_t *dhalo = calloc((size_t)(H * C), sizeof(real_t));
-    for (int i = 0; i < H * C; i++)
-        dhalo[i] = 1;
-    CHECK(strand_halo_backward(grid, dx, dhalo, T, C, H, lengths, scratch) == STRAND_OK);
+    for (int i = 0; i < STRAND_MAX_PIECES * H * C; i++)
+        rows[i] = 1;
+    CHECK(strand_halo_scatter_add(&halo, &shard, dx, rows) == STRAND_OK);
     bad = 0;
-    for (int64_t t = 0; t < T; t++) {
-        int64_t g = start + t, expect = 0, s2 = 0;
-        for (int r = rank + 1; r < size; r++) {
-            int64_t st = 0, n = 0;
-            strand_split_range(L, size, r, &st, &n);
-            (void)s2;
-            if (g >= st - H && g < st) expect++;
+    for (int64_t i = 0; i < T; i++) {
+        const int64_t g = strand_shard_position(&shard, i);
+        int64_t expect = 0, starts[STRAND_MAX_PIECES], lengths[STRAND_MAX_PIECES];
+        for (int r = 0; r < grid->sp_size; r++) {
+            int n = strand_shard_pieces(&shard, r, starts, lengths);
+            for (int p = 0; p < n; p++)
+                if (lengths[p] > 0 && g >= starts[p] - H && g < starts[p]) expect++;
         }
         for (int c = 0; c < C; c++)
-            if (dx[t * C + c] != (real_t)expect) bad++;
+            if (dx[i * C + c] != (real_t)expect) bad++;
     }
-    CHECK_MSG(bad == 0, "halo backward L=%lld H=%d rank %d: %d wrong values", (long long)L, H, rank, bad);
-    free(lengths), free(x), free(halo), free(scratch), free(dx), free(dhalo);
+    CHECK_MSG(bad == 0, "halo scatter L=%lld H=%d layout %d rank %d: %d wrong values", (long long)L, H,
+              layout, grid->sp_rank, bad);
+    strand_halo_free(&halo);
+    strand_shard_free(&shard);
+    free(x), free(rows), free(dx);
 }
 
 int main(int argc, char **argv) {
@@ -72,7 +76,8 @@ int main(int argc, char **argv) {
     const int halos[] = {1, 3, 7};
     for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++)
         for (size_t j = 0; j < sizeof halos / sizeof *halos; j++)
-            if (lengths[i] >= grid.sp_size) check_halo(&grid, lengths[i], 3, halos[j]);
+            for (int layout = 0; layout < 2; layout++)
+                check_halo(&grid, lengths[i], 3, halos[j], layout);
 
     /* A failure seen by the last rank alone reaches every rank with its message. */
     int failing = grid.world_size - 1;

@@ -1,0 +1,438 @@
+/* Mixer "hyena": the HyenaDNA order-2 operator (Poli et al. 2023; Nguyen et al. 2023).
+ *
+ *   (x0 | x1 | v) = short_causal_dwconv(W_in u + b_in)                       // (T,3C)
+ *   y = W_out [x0 * (h (*) (x1 v) + bias_c x1 v)] + b_out                     // (T,C)
+ *
+ * where (*) is the causal long convolution over the whole window (distributed, fftconv.h) and h
+ * the implicit filter, evaluated at this rank's positions l only (h is indexed by lag, and lag
+ * l's row sits on the rank that holds position l):
+ *
+ *   z_l = [t_l, cos(2 pi f_k l / Lmax), -sin(2 pi f_k l / Lmax)]   k = 1..K     // (1+2K)
+ *   h_l = FFN(z_l) * exp(-|delta_c| t_l)                                       // (C)
+ *   FFN = Linear(1+2K -> W) -> Sin -> [Linear(W -> W) -> Sin] x (depth-1) -> Linear(W -> C, no bias)
+ *   Sin(a) = sin(w * a), w (W) trainable
+ *
+ * Choices, checked against HazyResearch/hyena-dna src/models/sequence/hyena.py:
+ *  - Position grid fixed by Lmax = hyena.max_len (0 = train.seq_len): t_l = l / (Lmax - 1)
+ *    (torch.linspace(0, 1, Lmax)); the angle uses l / Lmax as PositionalEmbedding does. A window
+ *    longer than Lmax is refused; shorter windows use the first rows of the same grid.
+ *  - Frequencies f_k = linspace(1e-4, K-1, K) (PositionalEmbedding's "bands"; K = 1 gives 1e-4).
+ *  - One sine frequency vector shared by every Sin layer: HyenaFilter builds one Sin module and
+ *    appends that same module after each Linear, so its `freq` parameter is shared.
+ *  - Decay (ExponentialModulation, target 1e-2, shift 0, not trained):
+ *    delta_c = linspace(ln(1e-2)/decay_slow, ln(1e-2)/decay_fast, C), i.e. channel 0 decays
+ *    slowest and channel C-1 fastest, in the reference's order.
+ *  - Gating order of HyenaOperator's non-flash path: the first chunk gates the output, the
+ *    second multiplies v before the long convolution.
+ *  - bias_c ~ normal(0, 1) (torch.randn in HyenaFilter), trainable.
+ *  - Initialisation as HyenaDNA's LMBackbone leaves it: its _init_weights re-initialises EVERY
+ *    nn.Linear (in/out projections and the filter FFN) to normal(0, initializer_range) with
+ *    zero biases, and out_proj to normal(0, initializer_range / sqrt(2 n_layer)); nn.Conv1d (the
+ *    short conv) keeps PyTorch's default uniform(+-1/sqrt(K)) for weight and bias. Here
+ *    initializer_range = model.init_std. The sine frequencies start at hyena.sine_freq.
+ *  - No weight decay on the filter (HyenaFilter's wd = 0) nor on vectors and the short conv.
+ *
+ * Gradients of the filter parameters are partial sums over this rank's positions; the trainer's
+ * all-reduce over the world completes them (the mixer does not all-reduce).
+ *
+ * Memory per layer, in rows of T (values per local row), besides fftconv's own (about 16-20 C):
+ *   saved for backward: proj 3C + conv output 3C + long conv output C + gated C = 8C,
+ *                       filter pre-activations and sines 2*depth*W, positional features 1+2K;
+ *   scratch:            3C (h and x1 v in forward, gradients in backward) + 2W (filter gradients).
+ *   Total 11C + (2 depth + 2) W + 1 + 2K, e.g. C = 256, W = 64, depth 2, K = 8: 3217 values.
+ * Backward overwrites the saved conv output with its gradient, so it runs once per forward. */
+#include "strand/fftconv.h"
+#include "strand/layers.h"
+#include "strand/model.h"
+#include "strand/rng.h"
+#include "strand/shortconv.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HYENA_MAX_DEPTH = 8 };
+
+typedef struct {
+    /* configuration */
+    int K;     /* short conv kernel */
+    int W;     /* filter FFN width */
+    int depth; /* sine layers of the filter FFN */
+    int n_freq;
+    int E; /* positional features 1 + 2 n_freq */
+    double sine_freq, decay_fast, decay_slow;
+    int64_t max_len; /* Lmax, resolved at create */
+    strand_fftconv_options conv_options;
+    char wisdom[1024];
+
+    /* parameter offsets in the flat array (indices kept for the counter-based init) */
+    int short_weight, short_bias;
+    int64_t in_w, in_b, short_w, short_b, ffn_w[HYENA_MAX_DEPTH], ffn_b[HYENA_MAX_DEPTH], sine_w, ffn_out,
+        bias_c, out_w, out_b;
+
+    /* made in setup for shard->T rows */
+    strand_fftconv *conv;
+    int64_t T;
+    real_t *pos;   /* (T,E) positional features z_l */
+    double *t_pos; /* (T) t_l */
+    double *delta; /* (C) |delta_c| */
+    real_t *proj;  /* (T,3C) W_in u + b_in, the short conv's input */
+    real_t *uc;    /* (T,3C) short conv output (x0 | x1 | v); backward puts its gradient here */
+    real_t *y1;    /* (T,C) h (*) (x1 v) */
+    real_t *gated; /* (T,C) x0 * (y1 + bias_c x1 v), the output projection's input */
+    real_t *pre[HYENA_MAX_DEPTH]; /* (T,W) filter pre-activations */
+    real_t *act[HYENA_MAX_DEPTH]; /* (T,W) sin(w * pre) */
+    real_t *work;                 /* (T,3C) scratch */
+    real_t *ds[2];                /* (T,W) filter gradient ping-pong */
+    double *acc;                  /* (max(C,W)) double accumulators for reductions over T */
+    strand_shortconv short_conv;  /* over the 3C projected channels */
+} hyena_state;
+
+/* Number of blocks in model.layers, for the depth-scaled output projection. */
+static int count_layers(const char *list) {
+    int n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+static int declare(strand_param_table *table, const char *layer, const char *name, int64_t d0, int64_t d1,
+                   int init, double std, int decay, int64_t *offset, int *index) {
+    int i = 0;
+    STRAND_CALL(strand_params_declare(table, layer, name, d0, d1, init, std, decay, &i));
+    *offset = table->items[i].offset;
+    if (index) *index = i;
+    return STRAND_OK;
+}
+
+static int parse_strategy(const char *name, int *strategy) {
+    if (strcmp(name, "auto") == 0)
+        *strategy = STRAND_CONV_AUTO;
+    else if (strcmp(name, "fftw-mpi") == 0)
+        *strategy = STRAND_CONV_FFTW_MPI;
+    else if (strcmp(name, "alltoall") == 0)
+        *strategy = STRAND_CONV_ALLTOALL;
+    else
+        STRAND_FAIL(STRAND_ERR_CONFIG, "conv.strategy = '%s': expected auto, fftw-mpi or alltoall", name);
+    return STRAND_OK;
+}
+
+static int hyena_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
+                        const char *layer) {
+    hyena_state *s = strand_alloc(sizeof *s, "hyena mixer");
+    if (!s) return STRAND_ERR_NOMEM;
+    mixer->state = s;
+    const int C = mixer->C;
+    s->K = config->hyena_short_kernel;
+    s->W = config->hyena_filter_width;
+    s->depth = config->hyena_filter_depth;
+    s->n_freq = config->hyena_frequencies;
+    s->E = 1 + 2 * s->n_freq;
+    s->sine_freq = config->hyena_sine_freq;
+    s->decay_fast = config->hyena_decay_fast;
+    s->decay_slow = config->hyena_decay_slow;
+    s->max_len = config->hyena_max_len > 0 ? config->hyena_max_len : config->seq_len;
+    if (s->depth < 1 || s->depth > HYENA_MAX_DEPTH)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "hyena.filter_depth = %d: expected 1..%d", s->depth, HYENA_MAX_DEPTH);
+    if (s->K < 1 || s->W < 1 || s->n_freq < 1 || s->max_len < 1)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "mixer hyena: short_kernel, filter_width, frequencies and max_len "
+                                       "must be positive");
+    STRAND_CALL(parse_strategy(config->conv_strategy, &s->conv_options.strategy));
+    s->conv_options.measure = strcmp(config->conv_planner, "measure") == 0;
+    /* Wisdom only helps measured plans; "" means the per-user cache file. */
+    s->conv_options.wisdom = NULL;
+    if (s->conv_options.measure) {
+        const char *home = getenv("HOME");
+        if (config->conv_wisdom[0])
+            snprintf(s->wisdom, sizeof s->wisdom, "%s", config->conv_wisdom);
+        else if (home && home[0])
+            snprintf(s->wisdom, sizeof s->wisdom, "%s/.cache/strand/fftw-%s.wisdom", home, STRAND_REAL_NAME);
+        if (s->wisdom[0]) s->conv_options.wisdom = s->wisdom;
+    }
+
+    const double std = config->init_std;
+    const double proj_std = std / sqrt(2.0 * count_layers(config->layers));
+    const int W = s->W;
+    STRAND_CALL(declare(table, layer, "in_proj.weight", 3 * (int64_t)C, C, STRAND_INIT_NORMAL, std, 1,
+                        &s->in_w, NULL));
+    STRAND_CALL(
+        declare(table, layer, "in_proj.bias", 3 * (int64_t)C, 0, STRAND_INIT_ZEROS, 0, 0, &s->in_b, NULL));
+    STRAND_CALL(declare(table, layer, "short_conv.weight", 3 * (int64_t)C, s->K, STRAND_INIT_BY_LAYER, 0, 0,
+                        &s->short_w, &s->short_weight));
+    STRAND_CALL(declare(table, layer, "short_conv.bias", 3 * (int64_t)C, 0, STRAND_INIT_BY_LAYER, 0, 0,
+                        &s->short_b, &s->short_bias));
+    for (int i = 0; i < s->depth; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "filter.fc%d.weight", i);
+        STRAND_CALL(declare(table, layer, name, W, i == 0 ? s->E : W, STRAND_INIT_NORMAL, std, 0,
+                            &s->ffn_w[i], NULL));
+        snprintf(name, sizeof name, "filter.fc%d.bias", i);
+        STRAND_CALL(declare(table, layer, name, W, 0, STRAND_INIT_ZEROS, 0, 0, &s->ffn_b[i], NULL));
+    }
+    STRAND_CALL(
+        declare(table, layer, "filter.sine_freq", W, 0, STRAND_INIT_BY_LAYER, 0, 0, &s->sine_w, NULL));
+    STRAND_CALL(
+        declare(table, layer, "filter.out.weight", C, W, STRAND_INIT_NORMAL, std, 0, &s->ffn_out, NULL));
+    STRAND_CALL(declare(table, layer, "filter.bias", C, 0, STRAND_INIT_NORMAL, 1.0, 0, &s->bias_c, NULL));
+    STRAND_CALL(
+        declare(table, layer, "out_proj.weight", C, C, STRAND_INIT_NORMAL, proj_std, 1, &s->out_w, NULL));
+    STRAND_CALL(declare(table, layer, "out_proj.bias", C, 0, STRAND_INIT_ZEROS, 0, 0, &s->out_b, NULL));
+    return STRAND_OK;
+}
+
+static void hyena_init_params(strand_mixer *mixer, real_t *params, uint64_t seed) {
+    hyena_state *s = mixer->state;
+    const int64_t C3 = 3 * (int64_t)mixer->C;
+    /* nn.Conv1d's default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = K (depthwise). */
+    const double bound = 1.0 / sqrt((double)s->K);
+    for (int64_t j = 0; j < C3 * s->K; j++)
+        params[s->short_w + j] =
+            (real_t)(bound * (2.0 * strand_rng_uniform(seed, STRAND_STREAM_INIT, (uint64_t)s->short_weight,
+                                                       (uint64_t)j) -
+                              1.0));
+    for (int64_t j = 0; j < C3; j++)
+        params[s->short_b + j] =
+            (real_t)(bound * (2.0 * strand_rng_uniform(seed, STRAND_STREAM_INIT, (uint64_t)s->short_bias,
+                                                       (uint64_t)j) -
+                              1.0));
+    for (int j = 0; j < s->W; j++)
+        params[s->sine_w + j] = (real_t)s->sine_freq;
+}
+
+static int hyena_alloc(hyena_state *s, int64_t T, int C) {
+    const int64_t TC = T * C;
+    STRAND_ALLOC(s->pos, T * s->E, "hyena positional features");
+    STRAND_ALLOC(s->t_pos, T, "hyena positions");
+    STRAND_ALLOC(s->delta, C, "hyena decay");
+    STRAND_ALLOC(s->proj, 3 * TC, "hyena activations");
+    STRAND_ALLOC(s->uc, 3 * TC, "hyena activations");
+    STRAND_ALLOC(s->y1, TC, "hyena activations");
+    STRAND_ALLOC(s->gated, TC, "hyena activations");
+    for (int i = 0; i < s->depth; i++) {
+        STRAND_ALLOC(s->pre[i], T * s->W, "hyena filter activations");
+        STRAND_ALLOC(s->act[i], T * s->W, "hyena filter activations");
+    }
+    STRAND_ALLOC(s->work, 3 * TC, "hyena scratch");
+    STRAND_ALLOC(s->ds[0], T * s->W, "hyena filter scratch");
+    STRAND_ALLOC(s->ds[1], T * s->W, "hyena filter scratch");
+    STRAND_ALLOC(s->acc, C > s->W ? C : s->W, "hyena accumulators");
+    return STRAND_OK;
+}
+
+static int hyena_setup(strand_mixer *mixer, const strand_shard *shard) {
+    hyena_state *s = mixer->state;
+    const int C = mixer->C;
+    /* The same on every rank of the SP group, so failing here cannot hang. */
+    if (shard->window > s->max_len)
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "mixer hyena: the window of %lld tokens is longer than the filter's position grid "
+                    "(hyena.max_len = %lld); set hyena.max_len to the longest window ever used",
+                    (long long)shard->window, (long long)s->max_len);
+    const int64_t T = shard->T;
+    s->T = T;
+    STRAND_CALL(strand_agree(shard->grid->sp_comm, hyena_alloc(s, T, C)));
+    STRAND_CALL(strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K));
+
+    /* Positional features of this rank's positions on the grid fixed by Lmax. */
+    const int64_t L = s->max_len;
+    const int K = s->n_freq;
+    const double two_pi = 6.283185307179586476925286766559;
+    for (int64_t i = 0; i < T; i++) {
+        const int64_t l = strand_shard_position(shard, i);
+        const double t = L > 1 ? (double)l / (double)(L - 1) : 0.0;
+        real_t *z = s->pos + i * s->E;
+        s->t_pos[i] = t;
+        z[0] = (real_t)t;
+        for (int k = 0; k < K; k++) {
+            const double f = K > 1 ? 1e-4 + (double)k * ((double)(K - 1) - 1e-4) / (double)(K - 1) : 1e-4;
+            /* f l / L cycles, reduced to [0, 1) before the 2 pi so long grids keep their accuracy */
+            double cycles = f * ((double)l / (double)L);
+            cycles -= floor(cycles);
+            z[1 + k] = (real_t)cos(two_pi * cycles);
+            z[1 + K + k] = (real_t)-sin(two_pi * cycles);
+        }
+    }
+    const double slow = log(1e-2) / s->decay_slow, fast = log(1e-2) / s->decay_fast;
+    for (int c = 0; c < C; c++)
+        s->delta[c] = fabs(C > 1 ? slow + (fast - slow) * (double)c / (double)(C - 1) : slow);
+
+    STRAND_CALL(strand_fftconv_create(&s->conv, shard, C, &s->conv_options));
+    return STRAND_OK;
+}
+
+/* h (T,C) = FFN(z) * decay at this rank's positions; saves pre-activations and sines. */
+static void filter_forward(hyena_state *s, real_t *h, const real_t *params, int64_t T, int C) {
+    const int W = s->W;
+    const real_t *w = params + s->sine_w;
+    const real_t *x = s->pos;
+    int in_dim = s->E;
+    for (int i = 0; i < s->depth; i++) {
+        real_t *pre = s->pre[i], *act = s->act[i];
+        linear_forward(pre, x, params + s->ffn_w[i], params + s->ffn_b[i], T, in_dim, W); // (T,W)
+        for (int64_t t = 0; t < T; t++)
+            for (int j = 0; j < W; j++)
+                act[t * W + j] = (real_t)sin((double)w[j] * (double)pre[t * W + j]);
+        x = act;
+        in_dim = W;
+    }
+    linear_forward(h, x, params + s->ffn_out, NULL, T, W, C); // (T,C)
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            h[t * C + c] *= (real_t)exp(-s->delta[c] * s->t_pos[t]);
+}
+
+/* Given dh (T,C) (overwritten), add the gradients of every filter parameter. */
+static void filter_backward(hyena_state *s, real_t *dparams, real_t *dh, const real_t *params, int64_t T,
+                            int C) {
+    const int W = s->W, D = s->depth;
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            dh[t * C + c] *= (real_t)exp(-s->delta[c] * s->t_pos[t]);
+    real_t *ds = s->ds[0];
+    memset(ds, 0, sizeof(real_t) * (size_t)(T * W));
+    linear_backward(ds, dparams + s->ffn_out, NULL, dh, s->act[D - 1], params + s->ffn_out, T, W, C);
+    const real_t *w = params + s->sine_w;
+    for (int i = D - 1; i >= 0; i--) {
+        /* act = sin(w pre): d pre = d act * w cos(w pre); d w += d act * pre cos(w pre) */
+        const real_t *pre = s->pre[i];
+        for (int j = 0; j < W; j++)
+            s->acc[j] = 0.0;
+        for (int64_t t = 0; t < T; t++) {
+            for (int j = 0; j < W; j++) {
+                const double a = pre[t * W + j], g = ds[t * W + j];
+                const double cw = cos((double)w[j] * a);
+                s->acc[j] += g * a * cw;
+                ds[t * W + j] = (real_t)(g * (double)w[j] * cw);
+            }
+        }
+        for (int j = 0; j < W; j++)
+            dparams[s->sine_w + j] += (real_t)s->acc[j];
+        real_t *dprev = NULL;
+        if (i > 0) {
+            dprev = s->ds[(D - i) & 1];
+            memset(dprev, 0, sizeof(real_t) * (size_t)(T * W));
+        }
+        const real_t *in = i > 0 ? s->act[i - 1] : s->pos;
+        linear_backward(dprev, dparams + s->ffn_w[i], dparams + s->ffn_b[i], ds, in, params + s->ffn_w[i], T,
+                        i > 0 ? W : s->E, W);
+        ds = dprev;
+    }
+}
+
+/* For tests: the filter h (T,C) at this rank's positions (overwrites the saved filter activations,
+ * so call it outside a forward/backward pair). */
+int strand_hyena_filter(strand_mixer *mixer, real_t *h, const real_t *params);
+int strand_hyena_filter(strand_mixer *mixer, real_t *h, const real_t *params) {
+    hyena_state *s = mixer->state;
+    if (!s || !s->pos) STRAND_FAIL(STRAND_ERR_INTERNAL, "mixer hyena: filter requested before setup");
+    filter_forward(s, h, params, s->T, mixer->C);
+    return STRAND_OK;
+}
+
+static int hyena_forward(strand_mixer *mixer, real_t *out, const real_t *in, const real_t *params,
+                         const strand_shard *shard) {
+    hyena_state *s = mixer->state;
+    const int C = mixer->C, C3 = 3 * C;
+    const int64_t T = shard->T, TC = T * C;
+    STRAND_ASSERT(T == s->T);
+    linear_forward(s->proj, in, params + s->in_w, params + s->in_b, T, C, C3); // (T,3C)
+    STRAND_CALL(strand_shortconv_forward(&s->short_conv, shard, s->uc, s->proj, params + s->short_w,
+                                         params + s->short_b)); // (T,3C)
+
+    real_t *h = s->work, *z = s->work + TC; // (T,C) each
+    filter_forward(s, h, params, T, C);
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *x1 = s->uc + t * C3 + C, *v = x1 + C;
+        for (int c = 0; c < C; c++)
+            z[t * C + c] = x1[c] * v[c];
+    }
+    STRAND_CALL(strand_fftconv_forward(s->conv, s->y1, z, h)); // (T,C)
+    const real_t *bias = params + s->bias_c;
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *x0 = s->uc + t * C3;
+        for (int c = 0; c < C; c++)
+            s->gated[t * C + c] = x0[c] * (s->y1[t * C + c] + bias[c] * z[t * C + c]);
+    }
+    linear_forward(out, s->gated, params + s->out_w, params + s->out_b, T, C, C); // (T,C)
+    return STRAND_OK;
+}
+
+static int hyena_backward(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout,
+                          const real_t *in, const real_t *params, const strand_shard *shard) {
+    hyena_state *s = mixer->state;
+    const int C = mixer->C, C3 = 3 * C;
+    const int64_t T = shard->T, TC = T * C;
+    STRAND_ASSERT(T == s->T);
+    real_t *dg = s->work, *dz = s->work + TC, *dh = s->work + 2 * TC; // (T,C) each
+    memset(s->work, 0, sizeof(real_t) * (size_t)(3 * TC));
+    linear_backward(dg, dparams + s->out_w, dparams + s->out_b, dout, s->gated, params + s->out_w, T, C, C);
+
+    /* gated = x0 * g with g = y1 + bias z, z = x1 v. dx0 replaces x0 in uc (x0 is not needed
+     * after this loop); dg becomes dL/dy1 in place. */
+    const real_t *bias = params + s->bias_c;
+    for (int c = 0; c < C; c++)
+        s->acc[c] = 0.0;
+    for (int64_t t = 0; t < T; t++) {
+        real_t *x0 = s->uc + t * C3;
+        const real_t *x1 = x0 + C, *v = x0 + 2 * C;
+        for (int c = 0; c < C; c++) {
+            const real_t zc = x1[c] * v[c];
+            const real_t dgated = dg[t * C + c];
+            const real_t d = dgated * x0[c]; // dL/dg
+            x0[c] = dgated * (s->y1[t * C + c] + bias[c] * zc);
+            dg[t * C + c] = d;
+            s->acc[c] += (double)d * (double)zc;
+            dz[t * C + c] = d * bias[c];
+        }
+    }
+    for (int c = 0; c < C; c++)
+        dparams[s->bias_c + c] += (real_t)s->acc[c];
+    STRAND_CALL(strand_fftconv_backward(s->conv, dz, dh, dg));
+    filter_backward(s, dparams, dh, params, T, C);
+
+    /* z = x1 v: dx1 = dz v, dv = dz x1, written over x1 and v. uc is now d(short conv output). */
+    for (int64_t t = 0; t < T; t++) {
+        real_t *x1 = s->uc + t * C3 + C, *v = x1 + C;
+        for (int c = 0; c < C; c++) {
+            const real_t a = x1[c], b = v[c], d = dz[t * C + c];
+            x1[c] = d * b;
+            v[c] = d * a;
+        }
+    }
+    real_t *dproj = s->work; // (T,3C)
+    memset(dproj, 0, sizeof(real_t) * (size_t)(3 * TC));
+    STRAND_CALL(strand_shortconv_backward(&s->short_conv, shard, dproj, dparams + s->short_w,
+                                          dparams + s->short_b, s->uc, s->proj, params + s->short_w));
+    linear_backward(din, dparams + s->in_w, dparams + s->in_b, dproj, in, params + s->in_w, T, C, C3);
+    return STRAND_OK;
+}
+
+static void hyena_destroy(strand_mixer *mixer) {
+    hyena_state *s = mixer->state;
+    if (!s) return;
+    if (s->conv) strand_fftconv_free(s->conv);
+    for (int i = 0; i < HYENA_MAX_DEPTH; i++) {
+        strand_free(s->pre[i]);
+        strand_free(s->act[i]);
+    }
+    real_t *buffers[] = {s->pos, s->proj, s->uc, s->y1, s->gated, s->work, s->ds[0], s->ds[1]};
+    strand_shortconv_free(&s->short_conv);
+    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
+        strand_free(buffers[i]);
+    strand_free(s->t_pos);
+    strand_free(s->delta);
+    strand_free(s->acc);
+    strand_free(s);
+    mixer->state = NULL;
+}
+
+const strand_mixer_ops strand_mixer_hyena = {
+    .name = "hyena",
+    .create = hyena_create,
+    .setup = hyena_setup,
+    .init_params = hyena_init_params,
+    .forward = hyena_forward,
+    .backward = hyena_backward,
+    .destroy = hyena_destroy,
+};

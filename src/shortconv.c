@@ -1,0 +1,54 @@
+/* Short causal depthwise convolution across rank boundaries (see shortconv.h). */
+#include "strand/shortconv.h"
+
+#include "strand/layers.h"
+
+#include <string.h>
+
+int strand_shortconv_create(strand_shortconv *conv, const strand_shard *shard, int C, int K) {
+    memset(conv, 0, sizeof *conv);
+    conv->K = K;
+    conv->C = C;
+    /* +1: a kernel of 1 has no halo, and strand_alloc(0) is not an allocation */
+    const int64_t rows = (int64_t)STRAND_MAX_PIECES * (K - 1) * C + 1;
+    STRAND_CALL(strand_halo_create(&conv->halo, shard, K - 1, C));
+    STRAND_ALLOC(conv->rows, rows, "short conv halo");
+    STRAND_ALLOC(conv->drows, rows, "short conv halo gradient");
+    return STRAND_OK;
+}
+
+void strand_shortconv_free(strand_shortconv *conv) {
+    strand_halo_free(&conv->halo);
+    strand_free(conv->rows);
+    strand_free(conv->drows);
+    memset(conv, 0, sizeof *conv);
+}
+
+int strand_shortconv_forward(strand_shortconv *conv, const strand_shard *shard, real_t *out, const real_t *in,
+                             const real_t *weight, const real_t *bias) {
+    const int C = conv->C, K = conv->K;
+    const int64_t HC = (int64_t)(K - 1) * C;
+    STRAND_CALL(strand_halo_gather(&conv->halo, shard, conv->rows, in));
+    int64_t row = 0;
+    for (int p = 0; p < shard->n_pieces; p++) {
+        const int64_t n = shard->piece_length[p];
+        conv1d_causal_forward(out + row * C, conv->rows + p * HC, in + row * C, weight, bias, n, C, K);
+        row += n;
+    }
+    return STRAND_OK;
+}
+
+int strand_shortconv_backward(strand_shortconv *conv, const strand_shard *shard, real_t *din, real_t *dweight,
+                              real_t *dbias, const real_t *dout, const real_t *in, const real_t *weight) {
+    const int C = conv->C, K = conv->K;
+    const int64_t HC = (int64_t)(K - 1) * C;
+    memset(conv->drows, 0, sizeof(real_t) * (size_t)(shard->n_pieces * HC));
+    int64_t row = 0;
+    for (int p = 0; p < shard->n_pieces; p++) {
+        const int64_t n = shard->piece_length[p];
+        conv1d_causal_backward(din + row * C, conv->drows + p * HC, dweight, dbias, dout + row * C,
+                               conv->rows + p * HC, in + row * C, weight, n, C, K);
+        row += n;
+    }
+    return strand_halo_scatter_add(&conv->halo, shard, din, conv->drows);
+}
