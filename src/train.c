@@ -1,8 +1,13 @@
 /* The training loop. Collective over the world: every early return is preceded by an agreement,
- * so a condition one rank sees (bad file, NaN) stops all ranks with the same message. */
+ * so a condition one rank sees (bad file, NaN) stops all ranks with the same message.
+ *
+ * State that a checkpoint must restore for a bit-identical continuation: parameters, AdamW
+ * moments and t, and the step (the learning rate and the data windows are pure functions of the
+ * step; all randomness is counter-based on the seed). */
 #define _POSIX_C_SOURCE 200809L
 #include "strand/train.h"
 
+#include "strand/ckpt.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
 #include "strand/loader.h"
@@ -11,13 +16,23 @@
 #include "strand/optim.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static const double LN2 = 0.69314718055994530942;
+
+/* Set by the signal handler, read once per step and agreed through the step's loss all-reduce. */
+static volatile sig_atomic_t preempt_requested = 0;
+
+static void on_preempt_signal(int signal_number) {
+    preempt_requested = signal_number;
+}
 
 typedef struct {
     strand_config config;
@@ -31,6 +46,13 @@ typedef struct {
     uint8_t *inputs, *targets; /* T each: tokens and their next tokens */
     uint8_t *read_buffer;      /* one piece + 1 */
     int rank0;
+    strand_ckpt_meta *meta; /* scratch for reading and writing checkpoints (large) */
+    int64_t start_step;     /* steps already done (resume) */
+    int64_t tokens_before;  /* tokens seen before start_step */
+    double elapsed_before;  /* training seconds before start_step */
+    double first_loss, last_loss;
+    int64_t last_checkpoint_step; /* -1: none written or loaded */
+    char ckpt_dir[STRAND_CKPT_PATH_BYTES];
 } trainer;
 
 static int make_dirs(const char *path) {
@@ -76,6 +98,51 @@ static int prepare_run_dir(trainer *t, const strand_train_options *options) {
     return STRAND_OK;
 }
 
+/* On resume: keep the metrics lines of steps 1..keep_steps once each (a killed run may have
+ * logged steps past its last checkpoint), then append. Rank 0 only. */
+static int rewrite_metrics(const char *run_dir, int64_t keep_steps) {
+    char path[1200], tmp[1210];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *in = fopen(path, "r");
+    if (!in && errno != ENOENT) STRAND_FAIL(STRAND_ERR_IO, "cannot read %s: %s", path, strerror(errno));
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        if (in) fclose(in);
+        STRAND_FAIL(STRAND_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    }
+    char *line = NULL;
+    size_t capacity = 0;
+    ssize_t length;
+    int64_t last = 0;
+    int ok = 1;
+    while (in && (length = getline(&line, &capacity, in)) > 0) {
+        /* A torn last line (killed mid-write) has no newline: drop it. */
+        if (line[length - 1] != '\n' || strncmp(line, "{\"step\":", 8) != 0) continue;
+        int64_t step = strtoll(line + 8, NULL, 10);
+        if (step <= last || step > keep_steps) continue;
+        ok = ok && fputs(line, out) >= 0;
+        last = step;
+    }
+    free(line);
+    if (in) fclose(in);
+    ok = (fclose(out) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot rewrite %s", path);
+    return STRAND_OK;
+}
+
+static int open_metrics(trainer *t, const strand_train_options *options) {
+    const char *dir = t->rank0 && !options->no_run_dir ? t->config.run_dir : NULL;
+    if (!dir || t->start_step == 0) return strand_metrics_open(&t->metrics, dir, options->progress);
+    STRAND_CALL(rewrite_metrics(dir, t->start_step));
+    STRAND_CALL(strand_metrics_open(&t->metrics, NULL, options->progress));
+    char path[1200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    t->metrics.jsonl = fopen(path, "a");
+    if (!t->metrics.jsonl) STRAND_FAIL(STRAND_ERR_IO, "cannot append to %s: %s", path, strerror(errno));
+    return STRAND_OK;
+}
+
 /* zigzag balances causal attention; other models keep contiguous pieces (cheaper halos). */
 static int layout_for(const strand_config *c) {
     if (strcmp(c->layout, "zigzag") == 0) return STRAND_LAYOUT_ZIGZAG;
@@ -83,7 +150,8 @@ static int layout_for(const strand_config *c) {
     return strstr(c->layers, "attn") ? STRAND_LAYOUT_ZIGZAG : STRAND_LAYOUT_CONTIGUOUS;
 }
 
-static int setup(trainer *t, const strand_train_options *options) {
+/* Buffers, loader, model (initialised from the seed) and optimizer. */
+static int setup(trainer *t) {
     const strand_config *c = &t->config;
     STRAND_CALL(strand_shard_init(&t->shard, &t->grid, c->seq_len, layout_for(c)));
     STRAND_ALLOC(t->inputs, t->shard.T, "token buffer");
@@ -93,9 +161,54 @@ static int setup(trainer *t, const strand_train_options *options) {
     STRAND_CALL(strand_model_create(&t->model, c, &t->shard));
     strand_model_init_params(&t->model, c->seed);
     STRAND_CALL(strand_adamw_create(&t->opt, t->model.table.total));
-    STRAND_CALL(prepare_run_dir(t, options));
-    STRAND_CALL(strand_metrics_open(&t->metrics, t->rank0 && !options->no_run_dir ? c->run_dir : NULL,
-                                    options->progress));
+    t->meta = strand_alloc(sizeof *t->meta, "checkpoint metadata");
+    if (!t->meta) return STRAND_ERR_NOMEM;
+    return STRAND_OK;
+}
+
+static strand_ckpt_state ckpt_state(trainer *t) {
+    strand_ckpt_state state = {&t->model.table, t->model.params, t->opt.m, t->opt.v};
+    return state;
+}
+
+static int64_t windows_per_step(const trainer *t) {
+    return (int64_t)t->config.accum_steps * t->grid.dp_size;
+}
+
+/* Load a checkpoint that strand_ckpt_find/check accepted (t->meta holds its header). */
+static int load_checkpoint(trainer *t, const char *path) {
+    strand_ckpt_state state = ckpt_state(t);
+    STRAND_CALL(strand_ckpt_read(path, &state, t->grid.world));
+    t->opt.t = t->meta->adam_t;
+    t->start_step = t->meta->step;
+    t->tokens_before = t->meta->tokens_seen;
+    t->elapsed_before = t->meta->elapsed_s;
+    t->first_loss = t->meta->first_loss;
+    t->last_loss = t->meta->last_loss;
+    t->last_checkpoint_step = t->meta->step;
+    return STRAND_OK;
+}
+
+/* An explicit --resume, else the run directory's latest checkpoint, else a fresh start. */
+static int maybe_resume(trainer *t, const strand_train_options *options, strand_train_result *result) {
+    const char *source = options->resume;
+    if (!source && (options->no_run_dir || options->no_auto_resume)) return STRAND_OK;
+    int found = 0;
+    char path[STRAND_CKPT_PATH_BYTES];
+    STRAND_CALL(strand_ckpt_find(source ? source : t->ckpt_dir, source != NULL, &t->model.table, &t->config,
+                                 windows_per_step(t), t->grid.world, path, sizeof path, t->meta, &found));
+    if (!found) return STRAND_OK;
+    if (t->meta->step > t->config.steps)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: checkpoint at step %lld is past train.steps = %lld", path,
+                    (long long)t->meta->step, (long long)t->config.steps);
+    STRAND_CALL(load_checkpoint(t, path));
+    snprintf(result->resumed_from, sizeof result->resumed_from, "%s", path);
+    if (t->rank0) {
+        printf("resuming from %s: step %lld of %lld (written at dp %d x sp %d, now dp %d x sp %d)\n", path,
+               (long long)t->meta->step, (long long)t->config.steps, t->meta->dp, t->meta->sp,
+               t->grid.dp_size, t->grid.sp_size);
+        fflush(stdout);
+    }
     return STRAND_OK;
 }
 
@@ -106,6 +219,25 @@ static int read_piece(trainer *t, strand_window window, double *io_seconds) {
         strand_loader_read_shard(&t->loader, window, &t->shard, t->inputs, t->targets, t->read_buffer);
     *io_seconds += strand_now() - t0;
     return status;
+}
+
+/* This rank's gradient contribution (into model->grads, zeroed first) and loss sum for 0-based
+ * `step`; the caller all-reduces both. */
+static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *loss_sum, double *io) {
+    strand_model *model = &t->model;
+    memset(model->grads, 0, sizeof(real_t) * (size_t)model->table.total);
+    for (int micro = 0; micro < t->config.accum_steps; micro++) {
+        /* Window index j = micro * dp + dp_rank: DP=2 x accum=1 and DP=1 x accum=2 see the same
+         * windows, so the two runs compute the same gradient. */
+        strand_window window =
+            strand_loader_train_window(&t->loader, step, (int64_t)micro * t->grid.dp_size + t->grid.dp_rank);
+        STRAND_CALL(strand_agree(t->grid.world, read_piece(t, window, io)));
+        double loss = 0;
+        STRAND_CALL(strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss));
+        STRAND_CALL(strand_model_backward(model, t->inputs, &t->shard, loss_scale));
+        *loss_sum += loss;
+    }
+    return STRAND_OK;
 }
 
 /* Mean validation loss (nats per token) over eval_windows windows spread over the DP groups. */
@@ -134,40 +266,76 @@ static int evaluate(trainer *t, double *val_loss, int64_t *windows) {
     return STRAND_OK;
 }
 
+/* Checkpoint after `steps_done` steps (collective). */
+static int save_checkpoint(trainer *t, const strand_train_options *options, int64_t steps_done,
+                           int64_t tokens_seen, double elapsed, strand_train_result *result) {
+    const strand_config *c = &t->config;
+    strand_ckpt_meta *meta = t->meta;
+    strand_ckpt_meta_init(meta, c, &t->model.table);
+    meta->step = steps_done;
+    meta->tokens_seen = tokens_seen;
+    meta->adam_t = t->opt.t;
+    meta->lr = steps_done > 0 ? strand_lr_at(c, steps_done - 1) : 0;
+    meta->first_loss = t->first_loss;
+    meta->last_loss = t->last_loss;
+    meta->elapsed_s = elapsed;
+    meta->dp = t->grid.dp_size;
+    meta->sp = t->grid.sp_size;
+    meta->world = t->grid.world_size;
+    const double t0 = strand_now();
+    strand_ckpt_state state = ckpt_state(t);
+    STRAND_CALL(strand_ckpt_write(t->ckpt_dir, meta, &state, c->ckpt_keep, t->grid.world, result->checkpoint,
+                                  sizeof result->checkpoint));
+    t->last_checkpoint_step = steps_done;
+    if (t->rank0 && !options->quiet) {
+        const double seconds = strand_now() - t0;
+        const double bytes = 3.0 * (double)meta->parameters * (double)sizeof(real_t);
+        printf("checkpoint: %s (step %lld, %.2f s, %.0f MB/s)\n", result->checkpoint, (long long)steps_done,
+               seconds, bytes / 1e6 / (seconds > 0 ? seconds : 1e-9));
+        fflush(stdout);
+    }
+    return STRAND_OK;
+}
+
 static int train_loop(trainer *t, const strand_train_options *options, strand_train_result *result) {
     const strand_config *c = &t->config;
     strand_model *model = &t->model;
-    const int64_t windows_per_step = (int64_t)c->accum_steps * t->grid.dp_size;
-    const double tokens_per_step = (double)windows_per_step * (double)c->seq_len;
+    const double tokens_per_step = (double)windows_per_step(t) * (double)c->seq_len;
     const real_t loss_scale = (real_t)(1.0 / tokens_per_step);
     const double t_start = strand_now();
-    double step_loss = NAN;
+    const int checkpoints = !options->no_run_dir;
     long long last_peak_rss = 0;
+    int pending = STRAND_OK; /* rank 0's metrics write failure, agreed at the next step's reduction */
     /* Tests make one rank's loss NaN at a given step to check that all ranks stop together. */
     const char *fault = getenv("STRAND_FAULT_NAN_STEP");
     const char *fault_rank = getenv("STRAND_FAULT_RANK");
     int64_t fault_nan_step = -1;
     if (fault && (!fault_rank || atoi(fault_rank) == t->grid.world_rank)) fault_nan_step = atoll(fault);
-    for (int64_t step = 0; step < c->steps; step++) {
+    /* Test hook: slow every step down so that tests can signal or kill a run mid-way. */
+    const char *step_sleep_env = getenv("STRAND_FAULT_STEP_SLEEP");
+    const double step_sleep = step_sleep_env ? atof(step_sleep_env) : 0;
+    /* Test hook: behave as if SIGUSR1 arrived during step N (on STRAND_FAULT_RANK only, if set). */
+    const char *preempt_env = getenv("STRAND_FAULT_PREEMPT_STEP");
+    int64_t fault_preempt_step = -1;
+    if (preempt_env && (!fault_rank || atoi(fault_rank) == t->grid.world_rank))
+        fault_preempt_step = atoll(preempt_env);
+    for (int64_t step = t->start_step; step < c->steps; step++) {
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
         double io = 0, loss_sum = 0;
-        if (step + 1 == fault_nan_step) loss_sum = NAN; /* fault injection: this rank alone sees a NaN */
-        memset(model->grads, 0, sizeof(real_t) * (size_t)model->table.total);
-        for (int micro = 0; micro < c->accum_steps; micro++) {
-            /* Window index j = micro * dp + dp_rank: DP=2 x accum=1 and DP=1 x accum=2 see the same
-             * windows, so the two runs compute the same gradient. */
-            strand_window window = strand_loader_train_window(
-                &t->loader, step, (int64_t)micro * t->grid.dp_size + t->grid.dp_rank);
-            STRAND_CALL(strand_agree(t->grid.world, read_piece(t, window, &io)));
-            double loss = 0;
-            STRAND_CALL(strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss));
-            STRAND_CALL(strand_model_backward(model, t->inputs, &t->shard, loss_scale));
-            loss_sum += loss;
+        if (step_sleep > 0 && t->rank0) {
+            struct timespec ts = {(time_t)step_sleep, (long)((step_sleep - floor(step_sleep)) * 1e9)};
+            nanosleep(&ts, NULL);
         }
-        /* One all-reduce for the whole gradient, one for the loss. */
+        STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io));
+        if (step + 1 == fault_nan_step) loss_sum = NAN; /* fault injection: this rank alone sees a NaN */
+        if (step + 1 == fault_preempt_step) preempt_requested = SIGUSR1;
+        /* One all-reduce for the whole gradient, one for the loss; the latter also carries the
+         * preemption vote and rank 0's pending failure, so stopping costs no extra collective. */
         STRAND_CALL(strand_allreduce_sum(t->grid.world, model->grads, model->table.total));
-        STRAND_CALL(strand_allreduce_sum_double(t->grid.world, &loss_sum, 1));
-        step_loss = loss_sum / tokens_per_step;
+        double reduced[3] = {loss_sum, preempt_requested ? 1.0 : 0.0, pending != STRAND_OK ? 1.0 : 0.0};
+        STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 3));
+        if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
+        const double step_loss = reduced[0] / tokens_per_step;
         const double grad_norm = strand_grad_norm(model->grads, model->table.total);
         /* Every rank holds the same reduced numbers, so they stop together without another vote. */
         if (!isfinite(step_loss) || !isfinite(grad_norm))
@@ -179,11 +347,13 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         strand_clip_grads(model->grads, model->table.total, grad_norm, c->grad_clip);
         const double lr = strand_lr_at(c, step);
         strand_adamw_update(&t->opt, &model->table, model->params, model->grads, lr, c);
-        if (step == 0) result->first_bpb = step_loss / LN2;
+        if (step == 0) t->first_loss = step_loss;
+        t->last_loss = step_loss;
         if (options->loss_history) options->loss_history[step] = step_loss;
 
+        const int64_t done = step + 1;
         strand_step_metrics m = {0};
-        m.step = step + 1;
+        m.step = done;
         m.total_steps = c->steps;
         m.loss = step_loss;
         m.bpb = step_loss / LN2;
@@ -194,9 +364,9 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         m.io_seconds = io;
         m.compute_seconds = m.step_seconds - m.comm_seconds - m.io_seconds;
         m.tokens_per_s = tokens_per_step / m.step_seconds;
-        m.tokens_seen = (int64_t)(tokens_per_step * (double)(step + 1));
-        m.elapsed_seconds = strand_now() - t_start;
-        const int log_line = (step + 1) % c->log_every == 0 || step == 0 || step + 1 == c->steps;
+        m.tokens_seen = t->tokens_before + (int64_t)(tokens_per_step * (double)(done - t->start_step));
+        m.elapsed_seconds = t->elapsed_before + (strand_now() - t_start);
+        const int log_line = done % c->log_every == 0 || step == t->start_step || done == c->steps;
         if (log_line) {
             /* Peak memory is a maximum over ranks: a collective, so only on logging steps. */
             long long rss = (long long)strand_peak_rss_bytes();
@@ -204,15 +374,25 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
             last_peak_rss = rss;
         }
         m.peak_rss_bytes = last_peak_rss;
-        if (t->rank0) {
-            int status = strand_metrics_write(&t->metrics, &m);
-            if (status != STRAND_OK) return status; /* agreed by the caller at the next vote */
+        if (t->rank0 && pending == STRAND_OK) {
+            pending = strand_metrics_write(&t->metrics, &m);
             if (!options->quiet) strand_metrics_progress(&t->metrics, &m, log_line);
         }
+        result->end_step = done;
+        const int periodic = c->ckpt_every > 0 && done % c->ckpt_every == 0;
+        const int preempt = reduced[1] > 0 && done < c->steps;
+        if (checkpoints && (periodic || preempt || done == c->steps))
+            STRAND_CALL(save_checkpoint(t, options, done, m.tokens_seen, m.elapsed_seconds, result));
+        if (preempt) {
+            result->preempted = 1;
+            break;
+        }
     }
+    STRAND_CALL(strand_agree(t->grid.world, pending));
     result->steps = c->steps;
-    result->final_bpb = step_loss / LN2;
-    result->seconds = strand_now() - t_start;
+    result->first_bpb = t->first_loss / LN2;
+    result->final_bpb = t->last_loss / LN2;
+    result->seconds = t->elapsed_before + (strand_now() - t_start);
     return STRAND_OK;
 }
 
@@ -241,17 +421,30 @@ static void trainer_free(trainer *t) {
     strand_free(t->inputs);
     strand_free(t->targets);
     strand_free(t->read_buffer);
+    strand_free(t->meta);
     strand_shard_free(&t->shard);
     strand_grid_free(&t->grid);
 }
 
-static int run(trainer *t, MPI_Comm world, const strand_train_options *options, strand_train_result *result) {
+/* Grid, dataset and model: what training and strand grad share. */
+static int start(trainer *t, MPI_Comm world) {
     STRAND_CALL(strand_agree(world, strand_config_validate(&t->config)));
     STRAND_CALL(strand_agree(world, strand_grid_init(&t->grid, world, t->config.sp, t->config.dp)));
     t->rank0 = t->grid.world_rank == 0;
     STRAND_CALL(strand_dataset_open(&t->dataset, t->config.data_path, t->grid.world));
-    STRAND_CALL(strand_agree(t->grid.world, setup(t, options)));
+    STRAND_CALL(strand_agree(t->grid.world, setup(t)));
+    return STRAND_OK;
+}
+
+static int run(trainer *t, MPI_Comm world, const strand_train_options *options, strand_train_result *result) {
+    STRAND_CALL(start(t, world));
+    strand_ckpt_dir(t->config.run_dir, t->ckpt_dir, sizeof t->ckpt_dir);
     result->parameters = t->model.table.total;
+    /* Resume before anything in the run directory changes: a refused checkpoint leaves it as it was. */
+    STRAND_CALL(maybe_resume(t, options, result));
+    result->start_step = result->end_step = t->start_step;
+    STRAND_CALL(strand_agree(t->grid.world, prepare_run_dir(t, options)));
+    STRAND_CALL(strand_agree(t->grid.world, open_metrics(t, options)));
     if (t->rank0 && !options->quiet) {
         printf(
             "strand %s: %d ranks (dp %d x sp %d), %lld parameters, window %lld tokens (%lld per rank), %s\n",
@@ -260,9 +453,9 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
             t->config.data_path);
         fflush(stdout);
     }
-    /* The loop's own failures are either agreed inside or identical on every rank (NaN); a local
-     * metrics write failure on rank 0 is agreed here. */
+    /* The loop's own failures are either agreed inside or identical on every rank (NaN). */
     STRAND_CALL(strand_agree(t->grid.world, train_loop(t, options, result)));
+    if (result->preempted) return STRAND_OK; /* no evaluation, no summary: the run is not over */
     double val_loss = NAN;
     result->val_bpb = NAN;
     if (t->config.eval_windows > 0 && t->loader.val_starts == 0 && t->rank0 && !options->quiet) {
@@ -296,16 +489,104 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     return STRAND_OK;
 }
 
+static void trainer_init(trainer *t, const strand_config *config) {
+    memset(t, 0, sizeof *t);
+    t->grid.world = t->grid.sp_comm = t->grid.dp_comm = MPI_COMM_NULL;
+    t->config = *config;
+    t->first_loss = t->last_loss = NAN;
+    t->last_checkpoint_step = -1;
+}
+
 int strand_train(const strand_config *config, MPI_Comm world, const strand_train_options *options,
                  strand_train_result *result) {
     static const strand_train_options defaults = {0};
     if (!options) options = &defaults;
     trainer t;
-    memset(&t, 0, sizeof t);
-    t.grid.world = t.grid.sp_comm = t.grid.dp_comm = MPI_COMM_NULL;
-    t.config = *config;
+    trainer_init(&t, config);
     memset(result, 0, sizeof *result);
+    struct sigaction old_usr1, old_term;
+    if (options->handle_signals) {
+        struct sigaction action;
+        memset(&action, 0, sizeof action);
+        action.sa_handler = on_preempt_signal;
+        sigemptyset(&action.sa_mask);
+        action.sa_flags = SA_RESTART; /* MPI and file I/O carry on; the flag is read at step ends */
+        preempt_requested = 0;
+        sigaction(SIGUSR1, &action, &old_usr1);
+        sigaction(SIGTERM, &action, &old_term);
+    }
     int status = run(&t, world, options, result);
+    if (options->handle_signals) {
+        sigaction(SIGUSR1, &old_usr1, NULL);
+        sigaction(SIGTERM, &old_term, NULL);
+    }
+    trainer_free(&t);
+    return status;
+}
+
+/* ---- strand grad ---- */
+
+static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t step, const char *out,
+                    strand_grad_result *result) {
+    /* The header first: the checkpoint's windows per step fix train.accum_steps at this grid. */
+    STRAND_CALL(strand_agree(world, strand_config_validate(&t->config)));
+    strand_ckpt_meta *header = strand_alloc(sizeof *header, "checkpoint metadata");
+    if (!header) return strand_agree(world, STRAND_ERR_NOMEM);
+    int status = strand_ckpt_check(checkpoint, NULL, NULL, 0, world, header);
+    const int64_t windows = (int64_t)header->dp * header->accum_steps;
+    const int64_t ckpt_step = header->step;
+    strand_free(header);
+    STRAND_CALL(status);
+    STRAND_CALL(strand_agree(world, strand_grid_init(&t->grid, world, t->config.sp, t->config.dp)));
+    if (windows % t->grid.dp_size != 0)
+        STRAND_FAIL(STRAND_ERR_INPUT,
+                    "%s takes %lld windows per step, which dp = %d cannot split evenly (choose parallel.dp "
+                    "dividing %lld)",
+                    checkpoint, (long long)windows, t->grid.dp_size, (long long)windows);
+    t->config.accum_steps = (int)(windows / t->grid.dp_size);
+    strand_grid_free(&t->grid);
+    t->grid.world = t->grid.sp_comm = t->grid.dp_comm = MPI_COMM_NULL;
+    STRAND_CALL(start(t, world));
+    STRAND_CALL(strand_ckpt_check(checkpoint, &t->model.table, &t->config, windows_per_step(t), t->grid.world,
+                                  t->meta));
+    STRAND_CALL(load_checkpoint(t, checkpoint));
+    if (step == 0) step = ckpt_step + 1;
+    if (step < 1 || step > t->config.steps)
+        STRAND_FAIL(STRAND_ERR_INPUT, "--step %lld is outside the run's steps 1..%lld", (long long)step,
+                    (long long)t->config.steps);
+    const double tokens = (double)windows_per_step(t) * (double)t->config.seq_len;
+    double loss_sum = 0, io = 0;
+    STRAND_CALL(step_gradient(t, step - 1, (real_t)(1.0 / tokens), &loss_sum, &io));
+    STRAND_CALL(strand_allreduce_sum(t->grid.world, t->model.grads, t->model.table.total));
+    STRAND_CALL(strand_allreduce_sum_double(t->grid.world, &loss_sum, 1));
+    strand_grads_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.step = step;
+    meta.loss = loss_sum / tokens;
+    meta.grad_norm = strand_grad_norm(t->model.grads, t->model.table.total);
+    meta.tokens = (int64_t)tokens;
+    meta.dp = t->grid.dp_size;
+    meta.sp = t->grid.sp_size;
+    meta.world = t->grid.world_size;
+    meta.checkpoint_step = ckpt_step;
+    snprintf(meta.checkpoint, sizeof meta.checkpoint, "%s", checkpoint);
+    STRAND_CALL(
+        strand_grads_write(out, &meta, &t->model.table, t->model.grads, t->meta->config_text, t->grid.world));
+    result->step = step;
+    result->loss = meta.loss;
+    result->grad_norm = meta.grad_norm;
+    result->parameters = t->model.table.total;
+    result->checkpoint_step = ckpt_step;
+    result->accum_steps = t->config.accum_steps;
+    return STRAND_OK;
+}
+
+int strand_train_grad(const strand_config *config, MPI_Comm world, const char *checkpoint, int64_t step,
+                      const char *out, strand_grad_result *result) {
+    trainer t;
+    trainer_init(&t, config);
+    memset(result, 0, sizeof *result);
+    int status = grad_run(&t, world, checkpoint, step, out, result);
     trainer_free(&t);
     return status;
 }

@@ -48,9 +48,20 @@ int strand_fftconv_forward(strand_fftconv *conv, real_t *y, const real_t *u, con
  * Either gradient may be NULL. */
 int strand_fftconv_backward(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy);
 
+/* Time this rank spent inside FFTW execute calls in the last forward + backward (seconds; for
+ * fftw-mpi this includes the transposes' communication inside FFTW). */
+double strand_fftconv_fft_seconds(const strand_fftconv *conv);
+/* The padded transform size N (a 2^a 3^b 5^c number >= 2L). */
+int64_t strand_fftconv_transform_size(const strand_fftconv *conv);
+/* Benchmark helper: execute the FFTW transforms of one forward + backward back to back on this
+ * conv's plans and buffers, with no packing or exchange, and return the wall time in *seconds.
+ * Overwrites the saved spectra (call forward again before backward). Collective. */
+int strand_fftconv_fft_reference(strand_fftconv *conv, double *seconds);
+
 /* Reference: the same convolution computed directly (O(L^2)) by gathering the window on every
  * rank. For tests and benchmarks at small L only. */
 int strand_fftconv_direct(const strand_shard *shard, int C, real_t *y, const real_t *u, const real_t *k);
+/* Like strand_fftconv_backward: ADDS into du and dk (either may be NULL). */
 int strand_fftconv_direct_backward(const strand_shard *shard, int C, real_t *du, real_t *dk, const real_t *dy,
                                    const real_t *u, const real_t *k);
 

@@ -1,7 +1,9 @@
-/* The training loop: grid, dataset, model, optimizer, metrics; every failure agreed across ranks. */
+/* The training loop: grid, dataset, model, optimizer, metrics, checkpoints and preemption; every
+ * failure agreed across ranks. */
 #ifndef STRAND_TRAIN_H
 #define STRAND_TRAIN_H
 
+#include "strand/ckpt.h"
 #include "strand/config.h"
 
 typedef struct {
@@ -9,20 +11,47 @@ typedef struct {
     double first_bpb, final_bpb; /* training loss of the first and last step, bits per base */
     double val_bpb;              /* NaN when no validation windows were evaluated */
     int64_t val_windows;
-    double seconds;
+    double seconds; /* training time, over all resumed runs */
     int64_t parameters;
+    int64_t start_step; /* steps already done when this run started (0 unless resumed) */
+    int64_t end_step;   /* steps done when this run stopped */
+    int preempted;      /* stopped early by SIGUSR1/SIGTERM after writing a checkpoint */
+    char resumed_from[STRAND_CKPT_PATH_BYTES]; /* "" when the run started fresh */
+    char checkpoint[STRAND_CKPT_PATH_BYTES];   /* the last checkpoint written ("" when none) */
 } strand_train_result;
 
 typedef struct {
     int quiet;            /* no progress lines (tests) */
-    int no_run_dir;       /* do not write config.ini / metrics.jsonl / summary.json */
+    int no_run_dir;       /* do not write config.ini / metrics.jsonl / summary.json / checkpoints */
     int progress;         /* enum strand_progress_mode */
     double *loss_history; /* if set: the mean training loss (nats) of every step, config.steps values */
+    /* A checkpoint file, or a run or checkpoints directory meaning its latest checkpoint. NULL:
+     * resume from <run.dir>/checkpoints when a checkpoint is there (unless no_auto_resume). */
+    const char *resume;
+    int no_auto_resume;
+    /* Catch SIGUSR1 and SIGTERM: all ranks agree at the next step boundary, write a checkpoint
+     * and return with result->preempted set (strand train then exits STRAND_EXIT_PREEMPTED). */
+    int handle_signals;
 } strand_train_options;
 
 /* Train on `world` with the given configuration. Collective; returns the same status on every
  * rank. */
 int strand_train(const strand_config *config, MPI_Comm world, const strand_train_options *options,
                  strand_train_result *result);
+
+typedef struct {
+    int64_t step; /* 1-based, as in metrics.jsonl */
+    double loss, grad_norm;
+    int64_t parameters;
+    int64_t checkpoint_step;
+    int accum_steps; /* micro-batches per rank used to take the checkpoint's windows per step */
+} strand_grad_result;
+
+/* The loss and the unclipped gradient of every parameter for the batch that step `step`
+ * (1-based; 0 = the step after the checkpoint) uses, from the state in `checkpoint`, written to
+ * `out` (/grads/<layer>/<name>). Any (DP, SP): train.accum_steps is derived so that the step
+ * takes the checkpoint's windows. Collective. */
+int strand_train_grad(const strand_config *config, MPI_Comm world, const char *checkpoint, int64_t step,
+                      const char *out, strand_grad_result *result);
 
 #endif

@@ -9,6 +9,12 @@ enum { CLI_OK = 0, CLI_FAILURE = 1, CLI_USAGE = 2 };
 int cmd_prep(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_grad(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* strand bench <kernel> entries (src/cli/bench_<kernel>.c) */
+int bench_attn(int argc, char **argv);
+int bench_conv(int argc, char **argv);
 
 /* Print "strand <command>: error: <message>" once (world rank 0 only). */
 void cli_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

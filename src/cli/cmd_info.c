@@ -1,6 +1,7 @@
-/* `strand info FILE`: describe a strand dataset. Serial: under mpirun only world rank 0 reads the
- * file and the outcome is agreed. */
+/* `strand info FILE`: describe a strand dataset, checkpoint or gradient file. Serial: under mpirun only world
+ * rank 0 reads the file and the outcome is agreed. */
 #include "cli.h"
+#include "strand/ckpt.h"
 #include "strand/dataset.h"
 
 #include <stdio.h>
@@ -10,15 +11,20 @@ static const char info_usage[] =
     "usage: strand info FILE\n"
     "\n"
     "Describe a strand dataset (from strand prep): format and tokenizer, records,\n"
-    "train/val split, source files with their SHA-256, and base composition.\n";
+    "train/val split, source files with their SHA-256, and base composition.\n"
+    "Or a checkpoint (from strand train): step, tokens seen, configuration summary, the grid\n"
+    "it was written at, and every tensor with its shape; or a gradient file (strand grad).\n";
 
 static int describe(const char *path) {
     int is_dataset = 0;
     STRAND_CALL(strand_dataset_probe(path, &is_dataset));
     if (is_dataset) return strand_dataset_print_info(path);
+    int kind = 0;
+    STRAND_CALL(strand_ckpt_probe(path, &kind));
+    if (kind) return strand_ckpt_print_info(path);
     STRAND_FAIL(STRAND_ERR_INPUT,
                 "%s: not a strand dataset (an HDF5 file without the root attribute "
-                "'format_version' and /tokens)",
+                "'format_version' and /tokens) nor a checkpoint (root attribute 'kind')",
                 path);
 }
 

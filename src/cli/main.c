@@ -16,7 +16,9 @@ typedef struct {
 static const command commands[] = {
     {"prep", cmd_prep, "convert FASTA / gzipped FASTA genomes to an HDF5 dataset"},
     {"train", cmd_train, "train a model, the sequence sharded across MPI ranks"},
-    {"info", cmd_info, "summarise a dataset file"},
+    {"info", cmd_info, "summarise a dataset, checkpoint or gradient file"},
+    {"grad", cmd_grad, "loss and gradients of one training step from a checkpoint"},
+    {"bench", cmd_bench, "micro-benchmarks of the distributed kernels (one JSON line)"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 

@@ -305,4 +305,57 @@ if grep -q '"world_size"' "$summary"; then
 fi
 log "summary.json: $(cat "$summary")"
 
+# ---- Preemption: a job signalled before its time limit checkpoints, requeues itself and ----
+# finishes from its checkpoint. STRAND_FAULT_STEP_SLEEP (a strand test hook) slows every step so
+# that the signal lands mid-run; checkpoint.every adds periodic checkpoints besides the preemption.
+requeue_steps=60
+run_dir=$tmp/run-requeue
+export STRAND_RUN_DIR=$run_dir
+export STRAND_SET="data.path=$tmp/lambda.h5 train.log_every=5 train.steps=$requeue_steps checkpoint.every=20"
+export STRAND_FAULT_STEP_SLEEP=0.1
+log "requeue: sbatch --ntasks=2 $src/jobs/train.sbatch ($requeue_steps steps), then scancel --signal=USR1 --batch"
+t1=$SECONDS
+job_id=$(sbatch --parsable --ntasks=2 --time=5 --job-name=strand-requeue --output="$tmp/job-%j.out" \
+  "$src/jobs/train.sbatch" 2>"$tmp/sbatch.err") || { cat "$tmp/sbatch.err"; fail "sbatch of the requeue job failed"; }
+metrics=$run_dir/metrics.jsonl
+for ((i = 0; i < 1200; i++)); do # up to 120 s for the job to start and log a few steps
+  [[ -s "$metrics" ]] && (($(wc -l <"$metrics") >= 8)) && break
+  sleep 0.1
+done
+(($(wc -l <"$metrics" 2>/dev/null || echo 0) >= 8)) || fail "requeue job $job_id did not start training within 120 s"
+scancel --signal=USR1 --batch "$job_id" || fail "scancel --signal=USR1 --batch $job_id failed"
+log "signalled job $job_id after $(wc -l <"$metrics") steps"
+# Wait for the job to end for good: requeued (Restarts=1), run again, completed.
+state="" restarts=0 hurried=""
+for ((i = 0; i < 2400; i++)); do # up to 240 s
+  info=$(scontrol -o show job "$job_id" 2>/dev/null || true)
+  [[ -n "$info" ]] || break # purged (MinJobAge) after it ended
+  state=$(sed -nE 's/.*JobState=([A-Z_]+).*/\1/p' <<<"$info")
+  r=$(sed -nE 's/.*Restarts=([0-9]+).*/\1/p' <<<"$info")
+  [[ -n "$r" ]] && restarts=$r
+  # SLURM holds a requeued batch job back for a couple of minutes (BeginTime); the test moves
+  # the begin time to now, but only once the first run's job step has fully gone: the requeued
+  # job reuses the job id, and PMIx cannot bind step <id>.0's socket while the old one exists.
+  if [[ "$state" == PENDING && "$restarts" -ge 1 && -z "$hurried" &&
+    ! -e "$tmp/spool/stepd.slurm.pmix.$job_id.0" && -z "$(compgen -G "$tmp/spmix_appdir_*_$job_id.0")" ]]; then
+    scontrol update JobId="$job_id" StartTime=now >/dev/null 2>&1 && hurried=1
+  fi
+  [[ "$state" == COMPLETED || "$state" == FAILED || "$state" == CANCELLED || "$state" == TIMEOUT ]] && break
+  sleep 0.1
+done
+log "job $job_id: last state ${state:-purged}, restarts $restarts, $((SECONDS - t1)) s; output:"
+cat "$tmp/job-$job_id.out"
+[[ "$state" == COMPLETED || -z "$state" ]] || fail "requeue job $job_id ended $state"
+((restarts >= 1)) || fail "requeue job $job_id was never requeued (Restarts=$restarts)"
+grep -q "requeueing job $job_id" "$tmp/job-$job_id.out" || fail "train.sbatch did not requeue after exit 75"
+grep -q "resuming from $run_dir/checkpoints/ckpt-" "$tmp/job-$job_id.out" || fail "the requeued run did not resume"
+# Every step logged exactly once, in order, across both runs; the run finished with a summary.
+seen=$(sed -E 's/^\{"step":([0-9]+),.*/\1/' "$metrics" | tr '\n' ' ')
+[[ "$seen" == "$(seq -s ' ' 1 "$requeue_steps") " ]] || fail "metrics.jsonl steps are not 1..$requeue_steps once each: $seen"
+[[ -s "$run_dir/summary.json" ]] || fail "requeued job left no summary.json"
+grep -Eq '"steps"[[:space:]]*:[[:space:]]*'"$requeue_steps"'([^0-9]|$)' "$run_dir/summary.json" ||
+  fail "summary.json of the requeued job: $(cat "$run_dir/summary.json")"
+job_id=""
+log "requeue: preempted, checkpointed, requeued, resumed; $requeue_steps steps once each, summary written"
+
 log "PASS in $((SECONDS - t0)) s"

@@ -1,0 +1,1295 @@
+/* Checkpoints in parallel HDF5: collective writes of row slices, atomic publication, validation
+ * that names the exact mismatch, resharding reads and the scan for the latest checkpoint. */
+#define _POSIX_C_SOURCE 200809L
+#include "strand/ckpt.h"
+
+#include "strand/dataset.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#ifdef STRAND_REAL_DOUBLE
+#define FILE_REAL H5T_IEEE_F64LE
+#define MEMORY_REAL H5T_NATIVE_DOUBLE
+#else
+#define FILE_REAL H5T_IEEE_F32LE
+#define MEMORY_REAL H5T_NATIVE_FLOAT
+#endif
+
+enum { MAX_SETS = 3 };
+static const char *const CKPT_GROUPS[MAX_SETS] = {"/params", "/optim/m", "/optim/v"};
+
+/* Configuration keys that may differ between a checkpoint and the run that resumes it: they
+ * choose where and how the same math runs, not the math. */
+static const char *const RESUMABLE_KEYS[] = {
+    "parallel.sp",     "parallel.dp",        "parallel.layout",   "run.dir",          "data.path",
+    "train.log_every", "train.eval_windows", "train.accum_steps", "checkpoint.every", "checkpoint.keep",
+    "conv.strategy",   "conv.planner",       "conv.wisdom",       "memory.recompute", "memory.offload",
+};
+
+/* One group of tensors in a file: "/params" with the parameter array, etc. */
+typedef struct {
+    const char *group;
+    real_t *data;
+} tensor_set;
+
+/* ---- small helpers ---- */
+
+/* An MPI call inside a function with cleanup: record the failure (with the file) and jump. */
+#define STRAND_CALL_MPI_GOTO(status, label, expr, path)                                                      \
+    do {                                                                                                     \
+        if ((expr) != MPI_SUCCESS) {                                                                         \
+            (status) = strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "%s: %s failed", (path), #expr); \
+            goto label;                                                                                      \
+        }                                                                                                    \
+    } while (0)
+
+static int comm_info(MPI_Comm comm, int *rank, int *size) {
+    STRAND_CALL_MPI(MPI_Comm_rank(comm, rank));
+    STRAND_CALL_MPI(MPI_Comm_size(comm, size));
+    return STRAND_OK;
+}
+
+static int tensor_dims(const strand_param_info *p, hsize_t dims[2]) {
+    dims[0] = (hsize_t)p->shape[0];
+    dims[1] = (hsize_t)p->shape[1];
+    return p->ndim;
+}
+
+static void format_shape(char *out, size_t size, int ndim, const hsize_t *dims) {
+    if (ndim == 1)
+        snprintf(out, size, "(%llu)", (unsigned long long)dims[0]);
+    else if (ndim == 2)
+        snprintf(out, size, "(%llu,%llu)", (unsigned long long)dims[0], (unsigned long long)dims[1]);
+    else
+        snprintf(out, size, "(%d dimensions)", ndim);
+}
+
+/* "/params" + "block0.mixer" + "weight" -> "/params/block0.mixer/weight" */
+static void tensor_path(char *out, size_t size, const char *group, const strand_param_info *p) {
+    snprintf(out, size, "%s/%s/%s", group, p->layer, p->name);
+}
+
+/* Rows [row0, row0 + rows) of a tensor belong to `rank` of `world`; cols values per row. */
+static void tensor_slice(const strand_param_info *p, int world, int rank, int64_t *row0, int64_t *rows,
+                         int64_t *cols) {
+    strand_split_range(p->shape[0], world, rank, row0, rows);
+    *cols = p->size / p->shape[0];
+}
+
+/* CRC-32 (zlib) of a byte range of any length. */
+static uint32_t crc_bytes(uint32_t crc, const void *data, size_t bytes) {
+    const unsigned char *p = data;
+    while (bytes > 0) {
+        uInt n = bytes > (1u << 30) ? (1u << 30) : (uInt)bytes;
+        crc = (uint32_t)crc32(crc, p, n);
+        p += n;
+        bytes -= n;
+    }
+    return crc;
+}
+
+/* The CRC of a whole tensor from the CRCs of its rank slices, in rank order. */
+static uint32_t combine_crcs(const uint32_t *crcs, int stride, const strand_param_info *p, int world) {
+    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    for (int r = 0; r < world; r++) {
+        int64_t row0, rows, cols;
+        tensor_slice(p, world, r, &row0, &rows, &cols);
+        crc = (uint32_t)crc32_combine(crc, crcs[(size_t)r * (size_t)stride],
+                                      (z_off_t)(rows * cols * (int64_t)sizeof(real_t)));
+    }
+    return crc;
+}
+
+static int write_scalar_attribute(hid_t object, const char *name, hid_t file_type, hid_t memory_type,
+                                  const void *value, const char *path) {
+    hid_t space = H5Screate(H5S_SCALAR), attribute = H5I_INVALID_HID;
+    int status = STRAND_OK;
+    if (space < 0) goto fail;
+    attribute = H5Acreate2(object, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (attribute < 0 || H5Awrite(attribute, memory_type, value) < 0) goto fail;
+    goto done;
+fail:;
+    char what[128];
+    snprintf(what, sizeof what, "cannot write attribute '%s'", name);
+    status = strand_h5_error(__FILE__, __LINE__, path, what);
+done:
+    strand_h5_close(&attribute);
+    strand_h5_close(&space);
+    return status;
+}
+
+static int read_scalar_attribute(hid_t object, const char *name, hid_t memory_type, void *value, int *found,
+                                 const char *path) {
+    *found = 0;
+    htri_t exists = H5Aexists(object, name);
+    if (exists < 0) STRAND_H5_FAIL(path, "cannot look up an attribute");
+    if (!exists) return STRAND_OK;
+    hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
+    if (attribute < 0 || H5Aread(attribute, memory_type, value) < 0) {
+        strand_h5_close(&attribute);
+        char what[128];
+        snprintf(what, sizeof what, "cannot read attribute '%s'", name);
+        STRAND_H5_FAIL(path, what);
+    }
+    strand_h5_close(&attribute);
+    *found = 1;
+    return STRAND_OK;
+}
+
+static int make_dirs(const char *path) {
+    char buffer[STRAND_CKPT_PATH_BYTES];
+    if (snprintf(buffer, sizeof buffer, "%s", path) >= (int)sizeof buffer)
+        STRAND_FAIL(STRAND_ERR_INPUT, "directory name too long: %s", path);
+    for (char *p = buffer + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
+            STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
+        STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
+    return STRAND_OK;
+}
+
+static int fsync_path(const char *path, int directory) {
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDWR);
+    if (fd < 0) STRAND_FAIL(STRAND_ERR_IO, "cannot open %s for fsync: %s", path, strerror(errno));
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        STRAND_FAIL(STRAND_ERR_IO, "fsync of %s failed: %s", path, strerror(e));
+    }
+    if (close(fd) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot close %s: %s", path, strerror(errno));
+    return STRAND_OK;
+}
+
+/* The directory part of a path ("." when there is none). */
+static void dir_of(const char *path, char *out, size_t size) {
+    snprintf(out, size, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        snprintf(out, size, ".");
+    else if (slash == out)
+        out[1] = '\0';
+    else
+        *slash = '\0';
+}
+
+/* ---- writing ---- */
+
+static int file_access(MPI_Comm comm, const char *path, hid_t *fapl) {
+    *fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (*fapl < 0 || H5Pset_fapl_mpio(*fapl, comm, MPI_INFO_NULL) < 0 ||
+        H5Pset_all_coll_metadata_ops(*fapl, 1) < 0 || H5Pset_coll_metadata_write(*fapl, 1) < 0 ||
+        H5Pset_fclose_degree(*fapl, H5F_CLOSE_STRONG) < 0) {
+        strand_h5_close(fapl);
+        STRAND_H5_FAIL(path, "cannot set up MPI-IO file access");
+    }
+    /* Large tensors start on 1 MiB boundaries: whole file-system blocks and stripes per rank. */
+    if (H5Pset_alignment(*fapl, 1 << 20, 1 << 20) < 0) {
+        strand_h5_close(fapl);
+        STRAND_H5_FAIL(path, "cannot set the file alignment");
+    }
+    return STRAND_OK;
+}
+
+static int create_tensor(hid_t file, const char *path, const char *name, const strand_param_info *p,
+                         hid_t lcpl, hid_t dcpl, hid_t *dataset) {
+    hsize_t dims[2];
+    const int ndim = tensor_dims(p, dims);
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    *dataset =
+        space < 0 ? H5I_INVALID_HID : H5Dcreate2(file, name, FILE_REAL, space, lcpl, dcpl, H5P_DEFAULT);
+    strand_h5_close(&space);
+    if (*dataset < 0) {
+        char what[400];
+        snprintf(what, sizeof what, "cannot create dataset %s", name);
+        STRAND_H5_FAIL(path, what);
+    }
+    return STRAND_OK;
+}
+
+/* Select rows [first, first + count) of a tensor in its file space and a matching memory space;
+ * count 0 selects nothing (the rank still takes part in the collective transfer). */
+static int select_rows(hid_t space, const strand_param_info *p, int64_t first, int64_t count, hid_t *memory) {
+    hsize_t dims[2];
+    tensor_dims(p, dims);
+    const int64_t cols = p->size / p->shape[0];
+    hsize_t n = count > 0 ? (hsize_t)(count * cols) : 1;
+    *memory = H5Screate_simple(1, &n, NULL);
+    if (*memory < 0) return -1;
+    if (count == 0) return H5Sselect_none(*memory) < 0 || H5Sselect_none(space) < 0 ? -1 : 0;
+    hsize_t start[2] = {(hsize_t)first, 0}, block[2] = {(hsize_t)count, dims[1]};
+    return H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, block, NULL) < 0 ? -1 : 0;
+}
+
+/* Rows per transfer: one call moves at most about TRANSFER_BYTES per rank. Large single writes
+ * (32-64 MiB) ran at a third of the speed of 1 MiB ones on ext4 (tests/bench/bench_ckpt.sh). */
+enum { TRANSFER_BYTES = 1 << 20 };
+static int64_t rows_per_transfer(const strand_param_info *p, int writing) {
+    const int64_t row_bytes = p->size / p->shape[0] * (int64_t)sizeof(real_t);
+    int64_t tb = getenv(writing ? "XX_WB" : "XX_RB") ? atoll(getenv(writing ? "XX_WB" : "XX_RB")) : TRANSFER_BYTES;
+    return row_bytes >= tb ? 1 : tb / row_bytes;
+}
+
+/* This rank's rows of one tensor, written (or read) in pieces; every transfer is collective, so
+ * all ranks make the same number of calls: as many as rank 0, which has the most rows. */
+static int transfer_rows(hid_t dataset, const char *path, const char *name, const strand_param_info *p,
+                         real_t *data, int world, int rank, hid_t dxpl, int writing) {
+    int64_t row0, rows, cols, first_rows, unused;
+    tensor_slice(p, world, rank, &row0, &rows, &cols);
+    tensor_slice(p, world, 0, &unused, &first_rows, &cols);
+    const int64_t step = rows_per_transfer(p, writing);
+    int status = STRAND_OK;
+    for (int64_t done = 0; done < first_rows && status == STRAND_OK; done += step) {
+        const int64_t count = done >= rows ? 0 : (rows - done < step ? rows - done : step);
+        hid_t space = H5Dget_space(dataset), memory = H5I_INVALID_HID;
+        real_t *at = data + p->offset + (row0 + (count ? done : 0)) * cols;
+        if (space < 0 || select_rows(space, p, row0 + done, count, &memory) < 0 ||
+            (writing ? H5Dwrite(dataset, MEMORY_REAL, memory, space, dxpl, at)
+                     : H5Dread(dataset, MEMORY_REAL, memory, space, dxpl, at)) < 0) {
+            char what[400];
+            snprintf(what, sizeof what, "cannot %s %s", writing ? "write" : "read", name);
+            status = strand_h5_error(__FILE__, __LINE__, path, what);
+        }
+        strand_h5_close(&memory);
+        strand_h5_close(&space);
+    }
+    return status;
+}
+
+/* Every tensor of every set, in three collective phases: create every dataset, write every
+ * rank's rows, then checksum the slices (while the kernel writes the data back) and attach each
+ * tensor's CRC, combined from one all-gather. */
+static int write_tensor_sets(hid_t file, const char *path, const strand_param_table *table,
+                             const tensor_set *sets, int n_sets, MPI_Comm comm) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    const int n = table->count * n_sets;
+    uint32_t *local = calloc((size_t)n, sizeof *local);
+    uint32_t *all = calloc((size_t)n * (size_t)world, sizeof *all);
+    hid_t *datasets = malloc(sizeof *datasets * (size_t)n);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE),
+          dxpl = H5Pcreate(H5P_DATASET_XFER);
+    int status = STRAND_OK;
+    for (int k = 0; datasets && k < n; k++)
+        datasets[k] = H5I_INVALID_HID;
+    if (!local || !all || !datasets) {
+        status =
+            strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "%s: out of memory for checksums", path);
+    } else if (lcpl < 0 || dcpl < 0 || dxpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0 ||
+               H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+               H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 ||
+               H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0) {
+        status = strand_h5_error(__FILE__, __LINE__, path, "cannot set up dataset properties");
+    }
+    STRAND_CALL_GOTO(status, done, strand_agree(comm, status));
+    char name[256];
+    for (int k = 0; k < n && status == STRAND_OK; k++) {
+        tensor_path(name, sizeof name, sets[k / table->count].group, &table->items[k % table->count]);
+        status = strand_agree(
+            comm, create_tensor(file, path, name, &table->items[k % table->count], lcpl, dcpl, &datasets[k]));
+    }
+    if (status != STRAND_OK) goto done;
+    for (int k = 0; k < n && status == STRAND_OK; k++) {
+        const strand_param_info *p = &table->items[k % table->count];
+        tensor_path(name, sizeof name, sets[k / table->count].group, p);
+        status = transfer_rows(datasets[k], path, name, p, sets[k / table->count].data, world, rank, dxpl, 1);
+        /* A failed collective write on one rank must not leave the others in the next one. */
+        status = strand_agree(comm, status);
+    }
+    if (status != STRAND_OK) goto done;
+    for (int k = 0; k < n; k++) {
+        const strand_param_info *p = &table->items[k % table->count];
+        int64_t row0, rows, cols;
+        tensor_slice(p, world, rank, &row0, &rows, &cols);
+        local[k] =
+            crc_bytes((uint32_t)crc32(0L, Z_NULL, 0), sets[k / table->count].data + p->offset + row0 * cols,
+                      (size_t)(rows * cols) * sizeof(real_t));
+    }
+    STRAND_CALL_MPI_GOTO(status, done, MPI_Allgather(local, n, MPI_UINT32_T, all, n, MPI_UINT32_T, comm),
+                         path);
+    for (int k = 0; k < n && status == STRAND_OK; k++) {
+        const uint32_t crc = combine_crcs(all + k, n, &table->items[k % table->count], world);
+        status = strand_agree(
+            comm, write_scalar_attribute(datasets[k], "crc32", H5T_STD_U32LE, H5T_NATIVE_UINT32, &crc, path));
+    }
+done:
+    for (int k = 0; datasets && k < n; k++)
+        strand_h5_close(&datasets[k]);
+    free(datasets);
+    free(local);
+    free(all);
+    strand_h5_close(&lcpl);
+    strand_h5_close(&dcpl);
+    strand_h5_close(&dxpl);
+    return status;
+}
+
+static int write_string(hid_t file, const char *name, const char *value, const char *path) {
+    return strand_h5_write_string_attribute(file, name, value, path);
+}
+
+static int write_ckpt_attributes(hid_t file, const char *path, const strand_ckpt_meta *meta) {
+    const int64_t version = STRAND_CKPT_FORMAT_VERSION;
+    char created[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    STRAND_CALL(write_string(file, "kind", STRAND_CKPT_KIND, path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "format_version", version, path));
+    STRAND_CALL(write_string(file, "strand_version", STRAND_VERSION, path));
+    STRAND_CALL(write_string(file, "real_type", STRAND_REAL_NAME, path));
+    STRAND_CALL(write_string(file, "created", created, path));
+    STRAND_CALL(write_scalar_attribute(file, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->step, path));
+    STRAND_CALL(
+        write_scalar_attribute(file, "data_cursor", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->step, path));
+    STRAND_CALL(write_scalar_attribute(file, "total_steps", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                                       &meta->total_steps, path));
+    STRAND_CALL(write_scalar_attribute(file, "tokens_seen", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                                       &meta->tokens_seen, path));
+    STRAND_CALL(write_scalar_attribute(file, "adam_t", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->adam_t, path));
+    STRAND_CALL(strand_h5_write_double_attribute(file, "lr", meta->lr, path));
+    STRAND_CALL(
+        write_scalar_attribute(file, "rng_seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &meta->seed, path));
+    STRAND_CALL(write_string(file, "rng",
+                             "counter-based: every draw is a function of (rng_seed, step, index)", path));
+    STRAND_CALL(strand_h5_write_double_attribute(file, "first_loss", meta->first_loss, path));
+    STRAND_CALL(strand_h5_write_double_attribute(file, "last_loss", meta->last_loss, path));
+    STRAND_CALL(strand_h5_write_double_attribute(file, "elapsed_s", meta->elapsed_s, path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "written_dp", meta->dp, path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "written_sp", meta->sp, path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "written_world", meta->world, path));
+    STRAND_CALL(strand_h5_write_int_attribute(file, "accum_steps", meta->accum_steps, path));
+    STRAND_CALL(
+        write_scalar_attribute(file, "parameters", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->parameters, path));
+    STRAND_CALL(write_string(file, "config", meta->config_text, path));
+    return STRAND_OK;
+}
+
+/* Collective create of the temporary file; the handle is valid on every rank or on none. */
+static int create_file(const char *tmp, MPI_Comm comm, hid_t *file) {
+    hid_t fapl = H5I_INVALID_HID;
+    *file = H5I_INVALID_HID;
+    strand_h5_quiet();
+    int status = file_access(comm, tmp, &fapl);
+    STRAND_CALL(strand_agree(comm, status));
+    *file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    strand_h5_close(&fapl);
+    status = *file < 0 ? strand_h5_error(__FILE__, __LINE__, tmp, "cannot create the file") : STRAND_OK;
+    status = strand_agree(comm, status);
+    if (status != STRAND_OK) strand_h5_close(file);
+    return status;
+}
+
+/* Flush and close (collective), then on rank 0: fsync, the test hook's pause, rename, fsync of
+ * the directory. Only a complete file ever carries the final name. */
+static int publish_file(hid_t *file, const char *tmp, const char *final_path, int64_t step, MPI_Comm comm) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    int status = H5Fflush(*file, H5F_SCOPE_GLOBAL) < 0
+                     ? strand_h5_error(__FILE__, __LINE__, tmp, "cannot flush the file")
+                     : STRAND_OK;
+    if (H5Fclose(*file) < 0 && status == STRAND_OK)
+        status = strand_h5_error(__FILE__, __LINE__, tmp, "cannot close the file");
+    *file = H5I_INVALID_HID;
+    STRAND_CALL(strand_agree(comm, status));
+    if (rank == 0) {
+        status = fsync_path(tmp, 0);
+        const char *sleep_env = getenv("STRAND_FAULT_CKPT_SLEEP");
+        const char *step_env = getenv("STRAND_FAULT_CKPT_STEP");
+        if (status == STRAND_OK && sleep_env && (!step_env || atoll(step_env) == step)) {
+            double seconds = atof(sleep_env);
+            struct timespec ts = {(time_t)seconds, (long)((seconds - floor(seconds)) * 1e9)};
+            nanosleep(&ts, NULL);
+        }
+        if (status == STRAND_OK && rename(tmp, final_path) != 0)
+            status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot rename %s to %s: %s", tmp,
+                                      final_path, strerror(errno));
+        if (status == STRAND_OK) {
+            char dir[STRAND_CKPT_PATH_BYTES];
+            dir_of(final_path, dir, sizeof dir);
+            status = fsync_path(dir, 1);
+        }
+    }
+    return strand_agree(comm, status);
+}
+
+/* Parse "ckpt-<digits>.h5" exactly; returns the step or -1. */
+static int64_t ckpt_step_of(const char *name) {
+    if (strncmp(name, "ckpt-", 5) != 0) return -1;
+    const char *p = name + 5;
+    if (*p < '0' || *p > '9') return -1;
+    int64_t step = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (step > (INT64_MAX - 9) / 10) return -1;
+        step = step * 10 + (*p++ - '0');
+    }
+    return strcmp(p, ".h5") == 0 ? step : -1;
+}
+
+/* Complete checkpoints in dir, sorted by step, newest first. */
+static int list_checkpoints(const char *dir, int64_t **steps, int *count) {
+    *steps = NULL;
+    *count = 0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT || errno == ENOTDIR) return STRAND_OK;
+        STRAND_FAIL(STRAND_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
+    }
+    int capacity = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        int64_t step = ckpt_step_of(entry->d_name);
+        if (step < 0) continue;
+        if (*count == capacity) {
+            capacity = capacity ? 2 * capacity : 16;
+            int64_t *grown = realloc(*steps, sizeof **steps * (size_t)capacity);
+            if (!grown) {
+                closedir(d);
+                free(*steps);
+                *steps = NULL;
+                STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory listing %s", dir);
+            }
+            *steps = grown;
+        }
+        (*steps)[(*count)++] = step;
+    }
+    closedir(d);
+    for (int i = 1; i < *count; i++) /* insertion sort, descending: directories hold a few files */
+        for (int j = i; j > 0 && (*steps)[j] > (*steps)[j - 1]; j--) {
+            int64_t t = (*steps)[j];
+            (*steps)[j] = (*steps)[j - 1];
+            (*steps)[j - 1] = t;
+        }
+    return STRAND_OK;
+}
+
+/* Serial (rank 0): drop all but the newest `keep` checkpoints and any stale temporary file. */
+static int prune(const char *dir, int keep) {
+    DIR *d = opendir(dir);
+    if (!d) STRAND_FAIL(STRAND_ERR_IO, "cannot list %s: %s", dir, strerror(errno));
+    struct dirent *entry;
+    char path[STRAND_CKPT_PATH_BYTES];
+    while ((entry = readdir(d)) != NULL) {
+        size_t len = strlen(entry->d_name);
+        if (strncmp(entry->d_name, "ckpt-", 5) == 0 && len > 7 &&
+            strcmp(entry->d_name + len - 7, ".h5.tmp") == 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+            unlink(path); /* leftover of a killed writer; never loadable */
+        }
+    }
+    closedir(d);
+    if (keep <= 0) return STRAND_OK;
+    int64_t *steps;
+    int count;
+    STRAND_CALL(list_checkpoints(dir, &steps, &count));
+    for (int i = keep; i < count; i++) {
+        snprintf(path, sizeof path, "%s/ckpt-%" PRId64 ".h5", dir, steps[i]);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            free(steps);
+            STRAND_FAIL(STRAND_ERR_IO, "cannot remove old checkpoint %s: %s", path, strerror(errno));
+        }
+    }
+    free(steps);
+    return STRAND_OK;
+}
+
+void strand_ckpt_dir(const char *run_dir, char *out, size_t size) {
+    snprintf(out, size, "%s/checkpoints", run_dir);
+}
+
+void strand_ckpt_meta_init(strand_ckpt_meta *meta, const strand_config *config,
+                           const strand_param_table *table) {
+    memset(meta, 0, sizeof *meta);
+    meta->format_version = STRAND_CKPT_FORMAT_VERSION;
+    snprintf(meta->strand_version, sizeof meta->strand_version, "%s", STRAND_VERSION);
+    snprintf(meta->real_type, sizeof meta->real_type, "%s", STRAND_REAL_NAME);
+    meta->first_loss = meta->last_loss = NAN;
+    meta->seed = config->seed;
+    meta->total_steps = config->steps;
+    meta->accum_steps = config->accum_steps;
+    meta->n_tensors = table->count;
+    for (int i = 0; i < table->count; i++)
+        meta->parameters += table->items[i].size;
+    strand_config_format(config, meta->config_text, sizeof meta->config_text);
+}
+
+int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const strand_ckpt_state *state, int keep,
+                      MPI_Comm comm, char *path_out, size_t path_size) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    char final_path[STRAND_CKPT_PATH_BYTES], tmp[STRAND_CKPT_PATH_BYTES + 8];
+    int status = STRAND_OK;
+    if (snprintf(final_path, sizeof final_path, "%s/ckpt-%" PRId64 ".h5", dir, meta->step) >=
+        (int)sizeof final_path)
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "checkpoint directory name too long: %s", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", final_path);
+    if (status == STRAND_OK && rank == 0) status = make_dirs(dir);
+    STRAND_CALL(strand_agree(comm, status));
+
+    hid_t file;
+    STRAND_CALL(create_file(tmp, comm, &file));
+    status = strand_agree(comm, write_ckpt_attributes(file, tmp, meta));
+    if (status == STRAND_OK) {
+        const tensor_set sets[MAX_SETS] = {
+            {CKPT_GROUPS[0], state->params}, {CKPT_GROUPS[1], state->m}, {CKPT_GROUPS[2], state->v}};
+        status = write_tensor_sets(file, tmp, state->table, sets, MAX_SETS, comm);
+    }
+    if (status != STRAND_OK) {
+        strand_h5_close(&file);
+        return status;
+    }
+    STRAND_CALL(publish_file(&file, tmp, final_path, meta->step, comm));
+    if (rank == 0) status = prune(dir, keep);
+    STRAND_CALL(strand_agree(comm, status));
+    if (path_out) snprintf(path_out, path_size, "%s", final_path);
+    return STRAND_OK;
+}
+
+int strand_grads_write(const char *path, const strand_grads_meta *meta, const strand_param_table *table,
+                       const real_t *grads, const char *config_text, MPI_Comm comm) {
+    char tmp[STRAND_CKPT_PATH_BYTES + 8];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        STRAND_FAIL(STRAND_ERR_INPUT, "output file name too long: %s", path);
+    hid_t file;
+    STRAND_CALL(create_file(tmp, comm, &file));
+    const int64_t version = STRAND_CKPT_FORMAT_VERSION;
+    int status = write_string(file, "kind", STRAND_GRADS_KIND, tmp);
+    if (status == STRAND_OK) status = strand_h5_write_int_attribute(file, "format_version", version, tmp);
+    if (status == STRAND_OK) status = write_string(file, "strand_version", STRAND_VERSION, tmp);
+    if (status == STRAND_OK) status = write_string(file, "real_type", STRAND_REAL_NAME, tmp);
+    if (status == STRAND_OK)
+        status = write_scalar_attribute(file, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->step, tmp);
+    if (status == STRAND_OK) status = strand_h5_write_double_attribute(file, "loss", meta->loss, tmp);
+    if (status == STRAND_OK)
+        status = strand_h5_write_double_attribute(file, "grad_norm", meta->grad_norm, tmp);
+    if (status == STRAND_OK)
+        status = write_scalar_attribute(file, "tokens", H5T_STD_I64LE, H5T_NATIVE_INT64, &meta->tokens, tmp);
+    if (status == STRAND_OK) status = write_string(file, "checkpoint", meta->checkpoint, tmp);
+    if (status == STRAND_OK)
+        status = write_scalar_attribute(file, "checkpoint_step", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                                        &meta->checkpoint_step, tmp);
+    if (status == STRAND_OK) status = strand_h5_write_int_attribute(file, "written_dp", meta->dp, tmp);
+    if (status == STRAND_OK) status = strand_h5_write_int_attribute(file, "written_sp", meta->sp, tmp);
+    if (status == STRAND_OK) status = strand_h5_write_int_attribute(file, "written_world", meta->world, tmp);
+    if (status == STRAND_OK) status = write_string(file, "config", config_text, tmp);
+    status = strand_agree(comm, status);
+    if (status == STRAND_OK) {
+        const tensor_set sets[1] = {{"/grads", (real_t *)grads}};
+        status = write_tensor_sets(file, tmp, table, sets, 1, comm);
+    }
+    if (status != STRAND_OK) {
+        strand_h5_close(&file);
+        return status;
+    }
+    return publish_file(&file, tmp, path, -1, comm);
+}
+
+/* ---- validation (serial, rank 0) ---- */
+
+static int open_serial(const char *path, hid_t *file) {
+    *file = H5I_INVALID_HID;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) STRAND_FAIL(STRAND_ERR_INPUT, "%s: no such file", path);
+        STRAND_FAIL(STRAND_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) STRAND_FAIL(STRAND_ERR_INPUT, "%s: is a directory, not a checkpoint file", path);
+    strand_h5_quiet();
+    htri_t is_hdf5 = H5Fis_hdf5(path);
+    H5Eclear2(H5E_DEFAULT);
+    if (is_hdf5 <= 0) STRAND_FAIL(STRAND_ERR_INPUT, "%s: not an HDF5 file or corrupt", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        strand_h5_close(&fapl);
+        STRAND_H5_FAIL(path, "cannot set file access properties");
+    }
+    *file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    strand_h5_close(&fapl);
+    if (*file < 0) {
+        /* A truncated file has a valid superblock: say what HDF5 found, as an input error. */
+        char message[1024];
+        strand_h5_error(__FILE__, __LINE__, path, "corrupt or truncated HDF5 file");
+        snprintf(message, sizeof message, "%s", strand_error_message());
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s", message);
+    }
+    return STRAND_OK;
+}
+
+static int require_int(hid_t file, const char *path, const char *name, int64_t *value) {
+    int found = 0;
+    STRAND_CALL(strand_h5_read_int_attribute(file, name, value, &found, path));
+    if (!found)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute '%s' (incomplete checkpoint)", path, name);
+    return STRAND_OK;
+}
+
+static int require_double(hid_t file, const char *path, const char *name, double *value) {
+    int found = 0;
+    STRAND_CALL(read_scalar_attribute(file, name, H5T_NATIVE_DOUBLE, value, &found, path));
+    if (!found)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute '%s' (incomplete checkpoint)", path, name);
+    return STRAND_OK;
+}
+
+static int require_string(hid_t file, const char *path, const char *name, char *value, size_t size) {
+    int found = 0;
+    STRAND_CALL(strand_h5_read_string_attribute(file, name, value, size, &found, path));
+    if (!found)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute '%s' (incomplete checkpoint)", path, name);
+    return STRAND_OK;
+}
+
+/* kind, format version and real type: what must hold before anything else is read. */
+static int read_header(hid_t file, const char *path, const char *want_kind, strand_ckpt_meta *meta) {
+    char kind[64];
+    int found = 0;
+    STRAND_CALL(strand_h5_read_string_attribute(file, "kind", kind, sizeof kind, &found, path));
+    if (!found || strcmp(kind, want_kind) != 0)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: not a %s (root attribute 'kind' is %s%s%s)", path, want_kind,
+                    found ? "'" : "missing", found ? kind : "", found ? "'" : "");
+    STRAND_CALL(require_int(file, path, "format_version", &meta->format_version));
+    if (meta->format_version != STRAND_CKPT_FORMAT_VERSION)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: checkpoint format version %" PRId64 ", this strand reads %d", path,
+                    meta->format_version, STRAND_CKPT_FORMAT_VERSION);
+    STRAND_CALL(
+        require_string(file, path, "strand_version", meta->strand_version, sizeof meta->strand_version));
+    STRAND_CALL(require_string(file, path, "real_type", meta->real_type, sizeof meta->real_type));
+    if (strcmp(meta->real_type, STRAND_REAL_NAME) != 0) {
+        const int known = strcmp(meta->real_type, "float") == 0 || strcmp(meta->real_type, "double") == 0;
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: checkpoint real type %s, this strand is built for %s%s%s%s", path,
+                    meta->real_type, STRAND_REAL_NAME, known ? " (a build with -DSTRAND_REAL=" : "",
+                    known ? meta->real_type : "", known ? " reads it)" : "");
+    }
+    return STRAND_OK;
+}
+
+static int read_ckpt_meta(hid_t file, const char *path, strand_ckpt_meta *meta) {
+    memset(meta, 0, sizeof *meta);
+    STRAND_CALL(read_header(file, path, STRAND_CKPT_KIND, meta));
+    int64_t v;
+    STRAND_CALL(require_int(file, path, "step", &meta->step));
+    STRAND_CALL(require_int(file, path, "data_cursor", &v));
+    if (v != meta->step || meta->step < 0)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: data_cursor %" PRId64 " does not match step %" PRId64, path, v,
+                    meta->step);
+    STRAND_CALL(require_int(file, path, "total_steps", &meta->total_steps));
+    STRAND_CALL(require_int(file, path, "tokens_seen", &meta->tokens_seen));
+    STRAND_CALL(require_int(file, path, "adam_t", &meta->adam_t));
+    STRAND_CALL(require_double(file, path, "lr", &meta->lr));
+    int found = 0;
+    STRAND_CALL(read_scalar_attribute(file, "rng_seed", H5T_NATIVE_UINT64, &meta->seed, &found, path));
+    if (!found)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'rng_seed' (incomplete checkpoint)", path);
+    STRAND_CALL(require_double(file, path, "first_loss", &meta->first_loss));
+    STRAND_CALL(require_double(file, path, "last_loss", &meta->last_loss));
+    STRAND_CALL(require_double(file, path, "elapsed_s", &meta->elapsed_s));
+    STRAND_CALL(require_int(file, path, "written_dp", &v));
+    meta->dp = (int)v;
+    STRAND_CALL(require_int(file, path, "written_sp", &v));
+    meta->sp = (int)v;
+    STRAND_CALL(require_int(file, path, "written_world", &v));
+    meta->world = (int)v;
+    STRAND_CALL(require_int(file, path, "accum_steps", &v));
+    meta->accum_steps = (int)v;
+    STRAND_CALL(require_int(file, path, "parameters", &meta->parameters));
+    STRAND_CALL(require_string(file, path, "config", meta->config_text, sizeof meta->config_text));
+    return STRAND_OK;
+}
+
+/* The dataset at `name` must exist, be a float of this build's size and have the tensor's shape. */
+static int check_tensor(hid_t file, const char *path, const char *name, const char *shown,
+                        const strand_param_info *p) {
+    htri_t exists = H5Lexists(file, name, H5P_DEFAULT);
+    if (exists < 0) {
+        /* A missing intermediate group makes H5Lexists fail: that is also "missing". */
+        H5Eclear2(H5E_DEFAULT);
+        exists = 0;
+    }
+    if (!exists) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing dataset %s (incomplete checkpoint)", path, name);
+    hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT);
+    if (dataset < 0) {
+        char what[300];
+        snprintf(what, sizeof what, "cannot open dataset %s (corrupt)", name);
+        STRAND_H5_FAIL(path, what);
+    }
+    hid_t type = H5Dget_type(dataset), space = H5Dget_space(dataset);
+    int status = STRAND_OK;
+    hsize_t file_dims[8] = {0}, model_dims[2];
+    const int model_ndim = tensor_dims(p, model_dims);
+    int ndim = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (type < 0 || space < 0 || ndim < 0 || ndim > 8 ||
+        H5Sget_simple_extent_dims(space, file_dims, NULL) < 0) {
+        status = strand_h5_error(__FILE__, __LINE__, path, "cannot read a dataset's type and shape");
+    } else if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != sizeof(real_t)) {
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "%s: %s: checkpoint type is not %s (%zu-byte float)", path, shown,
+                                  STRAND_REAL_NAME, sizeof(real_t));
+    } else {
+        int same = ndim == model_ndim;
+        for (int d = 0; same && d < ndim; d++)
+            same = file_dims[d] == model_dims[d];
+        if (!same) {
+            char have[64], want[64];
+            format_shape(have, sizeof have, ndim, file_dims);
+            format_shape(want, sizeof want, model_ndim, model_dims);
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s: %s: checkpoint shape %s, model %s", path, shown, have, want);
+        }
+    }
+    strand_h5_close(&type);
+    strand_h5_close(&space);
+    strand_h5_close(&dataset);
+    return status;
+}
+
+typedef struct {
+    const strand_param_table *table;
+    const char *group;
+    char extra[256]; /* the first dataset the model lacks */
+    int failed;
+} visit_state;
+
+static herr_t visit_dataset(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    visit_state *state = data;
+    if (info->type != H5L_TYPE_HARD) return 0;
+    hid_t object = H5Oopen(group, name, H5P_DEFAULT);
+    if (object < 0) {
+        state->failed = 1;
+        snprintf(state->extra, sizeof state->extra, "%s/%s", state->group, name);
+        return 1;
+    }
+    int is_dataset = H5Iget_type(object) == H5I_DATASET;
+    H5Oclose(object);
+    if (!is_dataset) return 0;
+    for (int i = 0; i < state->table->count; i++) {
+        char want[256];
+        snprintf(want, sizeof want, "%s/%s", state->table->items[i].layer, state->table->items[i].name);
+        if (strcmp(want, name) == 0) return 0;
+    }
+    snprintf(state->extra, sizeof state->extra, "%s/%s", state->group, name);
+    return 1; /* stop: one is enough to refuse */
+}
+
+static int check_no_extra(hid_t file, const char *path, const char *group_name,
+                          const strand_param_table *table) {
+    hid_t group = H5Gopen2(file, group_name, H5P_DEFAULT);
+    if (group < 0) {
+        char what[128];
+        snprintf(what, sizeof what, "cannot open group %s", group_name);
+        STRAND_H5_FAIL(path, what);
+    }
+    visit_state state = {.table = table, .group = group_name};
+    herr_t visited = H5Lvisit(group, H5_INDEX_NAME, H5_ITER_INC, visit_dataset, &state);
+    strand_h5_close(&group);
+    if (visited < 0 || state.failed) {
+        H5Eclear2(H5E_DEFAULT);
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: cannot list the datasets of %s (corrupt)", path, group_name);
+    }
+    if (state.extra[0])
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: checkpoint tensor %s is not in the model", path, state.extra);
+    return STRAND_OK;
+}
+
+/* The configuration text as "section.key=value" assignments onto defaults. */
+static int parse_config_text(const char *text, strand_config *config) {
+    strand_config_defaults(config);
+    char section[64] = "";
+    const char *line = text;
+    while (*line) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        char buffer[4096 + 128];
+        if (len >= sizeof buffer - 64)
+            STRAND_FAIL(STRAND_ERR_INPUT, "checkpoint configuration: line too long");
+        memcpy(buffer, line, len);
+        buffer[len] = '\0';
+        char *s = buffer;
+        while (*s == ' ' || *s == '\t' || *s == '\r')
+            s++;
+        size_t n = strlen(s);
+        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+            s[--n] = '\0';
+        if (*s == '[') {
+            char *close = strchr(s, ']');
+            if (!close) STRAND_FAIL(STRAND_ERR_INPUT, "checkpoint configuration: bad section line '%s'", s);
+            *close = '\0';
+            snprintf(section, sizeof section, "%s", s + 1);
+        } else if (*s && *s != ';' && *s != '#') {
+            char assignment[sizeof buffer + 80];
+            snprintf(assignment, sizeof assignment, "%s.%s", section, s);
+            int status = strand_config_set(config, assignment);
+            if (status != STRAND_OK) {
+                char message[1024]; /* a copy: the message buffer is also the destination */
+                snprintf(message, sizeof message, "%s", strand_error_message());
+                STRAND_FAIL(STRAND_ERR_INPUT, "checkpoint configuration: %s", message);
+            }
+        }
+        if (!end) break;
+        line = end + 1;
+    }
+    return STRAND_OK;
+}
+
+int strand_ckpt_config(const strand_ckpt_meta *meta, strand_config *config) {
+    return parse_config_text(meta->config_text, config);
+}
+
+/* Next "key = value" line of formatted config text: fills "section.key" and value. */
+static const char *next_config_line(const char *p, char *section, size_t section_size, char *key,
+                                    size_t key_size, char *value, size_t value_size) {
+    while (p && *p) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *next = end ? end + 1 : p + len;
+        if (len > 0 && p[0] == '[') {
+            const char *close = memchr(p, ']', len);
+            if (close) snprintf(section, section_size, "%.*s", (int)(close - p - 1), p + 1);
+        } else {
+            const char *eq = memchr(p, '=', len);
+            if (eq) {
+                size_t klen = (size_t)(eq - p);
+                while (klen > 0 && p[klen - 1] == ' ')
+                    klen--;
+                snprintf(key, key_size, "%s.%.*s", section, (int)klen, p);
+                const char *v = eq + 1;
+                while (*v == ' ')
+                    v++;
+                snprintf(value, value_size, "%.*s", (int)(p + len - v), v);
+                return next;
+            }
+        }
+        p = next;
+    }
+    return NULL;
+}
+
+static int resumable_key(const char *key) {
+    for (size_t i = 0; i < sizeof RESUMABLE_KEYS / sizeof *RESUMABLE_KEYS; i++)
+        if (strcmp(key, RESUMABLE_KEYS[i]) == 0) return 1;
+    return 0;
+}
+
+/* Every key that changes the math must match (both sides formatted by this strand). */
+static int check_config(const char *path, const strand_ckpt_meta *meta, const strand_config *config,
+                        int64_t windows_per_step) {
+    strand_config *theirs = malloc(sizeof *theirs);
+    char *a = malloc(STRAND_CKPT_CONFIG_BYTES), *b = malloc(STRAND_CKPT_CONFIG_BYTES);
+    int status = STRAND_OK;
+    if (!theirs || !a || !b) {
+        status =
+            strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory comparing configurations");
+        goto done;
+    }
+    status = parse_config_text(meta->config_text, theirs);
+    if (status != STRAND_OK) {
+        char message[1024];
+        snprintf(message, sizeof message, "%s", strand_error_message());
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: %s", path, message);
+        goto done;
+    }
+    strand_config_format(theirs, a, STRAND_CKPT_CONFIG_BYTES);
+    strand_config_format(config, b, STRAND_CKPT_CONFIG_BYTES);
+    char section_a[64] = "", section_b[64] = "", key_a[160], key_b[160], value_a[4200], value_b[4200];
+    const char *pa = a, *pb = b;
+    for (;;) {
+        pa = next_config_line(pa, section_a, sizeof section_a, key_a, sizeof key_a, value_a, sizeof value_a);
+        pb = next_config_line(pb, section_b, sizeof section_b, key_b, sizeof key_b, value_b, sizeof value_b);
+        if (!pa || !pb) break;
+        if (strcmp(key_a, key_b) != 0) { /* cannot happen: one formatter, one key table */
+            status = strand_error_set(STRAND_ERR_INTERNAL, __FILE__, __LINE__,
+                                      "config keys out of step: %s, %s", key_a, key_b);
+            goto done;
+        }
+        if (!resumable_key(key_a) && strcmp(value_a, value_b) != 0) {
+            status =
+                strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                 "%s: configuration differs from the checkpoint's: %s = %s here, %s in the "
+                                 "checkpoint (a resumed run keeps the math; only parallel.*, run.dir, "
+                                 "data.path, logging, checkpoint.* and memory/FFT strategy keys may change)",
+                                 path, key_a, value_b, value_a);
+            goto done;
+        }
+    }
+    if (windows_per_step > 0 && (int64_t)meta->dp * meta->accum_steps != windows_per_step) {
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "%s: the checkpoint takes %" PRId64
+                                  " windows per step (dp %d x train.accum_steps %d), this run %" PRId64
+                                  " (dp x train.accum_steps): set train.accum_steps so that they match",
+                                  path, (int64_t)meta->dp * meta->accum_steps, meta->dp, meta->accum_steps,
+                                  windows_per_step);
+    }
+done:
+    free(theirs);
+    free(a);
+    free(b);
+    return status;
+}
+
+static int check_serial(const char *path, const strand_param_table *table, const strand_config *config,
+                        int64_t windows_per_step, strand_ckpt_meta *meta) {
+    hid_t file;
+    STRAND_CALL(open_serial(path, &file));
+    int status = read_ckpt_meta(file, path, meta);
+    if (status == STRAND_OK && table) {
+        if (meta->n_tensors == 0) meta->n_tensors = table->count;
+        for (int s = 0; s < MAX_SETS && status == STRAND_OK; s++) {
+            for (int i = 0; i < table->count && status == STRAND_OK; i++) {
+                const strand_param_info *p = &table->items[i];
+                char name[256], shown[256];
+                tensor_path(name, sizeof name, CKPT_GROUPS[s], p);
+                /* Parameters by their table name, moments with their group in front. */
+                snprintf(shown, sizeof shown, "%s%s%s/%s", s ? CKPT_GROUPS[s] + 1 : "", s ? "/" : "",
+                         p->layer, p->name);
+                status = check_tensor(file, path, name, shown, p);
+            }
+            if (status == STRAND_OK) status = check_no_extra(file, path, CKPT_GROUPS[s], table);
+        }
+    }
+    if (status == STRAND_OK && config) status = check_config(path, meta, config, windows_per_step);
+    strand_h5_close(&file);
+    return status;
+}
+
+int strand_ckpt_check(const char *path, const strand_param_table *table, const strand_config *config,
+                      int64_t windows_per_step, MPI_Comm comm, strand_ckpt_meta *meta) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    int status = rank == 0 ? check_serial(path, table, config, windows_per_step, meta) : STRAND_OK;
+    STRAND_CALL(strand_agree(comm, status));
+    STRAND_CALL_MPI(MPI_Bcast(meta, (int)sizeof *meta, MPI_BYTE, 0, comm));
+    return STRAND_OK;
+}
+
+/* ---- finding the latest ---- */
+
+static int find_serial(const char *path, int required, const strand_param_table *table,
+                       const strand_config *config, int64_t windows_per_step, char *path_out,
+                       size_t path_size, strand_ckpt_meta *meta, int *found) {
+    *found = 0;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (!required && errno == ENOENT) return STRAND_OK;
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: %s", path, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        STRAND_CALL(check_serial(path, table, config, windows_per_step, meta));
+        snprintf(path_out, path_size, "%s", path);
+        *found = 1;
+        return STRAND_OK;
+    }
+    char dir[STRAND_CKPT_PATH_BYTES];
+    strand_ckpt_dir(path, dir, sizeof dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) snprintf(dir, sizeof dir, "%s", path);
+    int64_t *steps;
+    int count;
+    STRAND_CALL(list_checkpoints(dir, &steps, &count));
+    if (count == 0) {
+        free(steps);
+        if (required) STRAND_FAIL(STRAND_ERR_INPUT, "%s: no checkpoint (ckpt-<step>.h5) in %s", path, dir);
+        return STRAND_OK;
+    }
+    char first_error[1024] = "";
+    int first_code = STRAND_OK;
+    for (int i = 0; i < count; i++) {
+        char candidate[STRAND_CKPT_PATH_BYTES + 32];
+        snprintf(candidate, sizeof candidate, "%s/ckpt-%" PRId64 ".h5", dir, steps[i]);
+        int status = check_serial(candidate, table, config, windows_per_step, meta);
+        if (status == STRAND_OK && meta->step != steps[i])
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s: step attribute %" PRId64 " does not match the file name",
+                                      candidate, meta->step);
+        if (status == STRAND_OK) {
+            if (first_error[0]) fprintf(stderr, "strand: note: using %s\n", candidate);
+            snprintf(path_out, path_size, "%s", candidate);
+            *found = 1;
+            free(steps);
+            return STRAND_OK;
+        }
+        if (!first_error[0]) {
+            snprintf(first_error, sizeof first_error, "%s", strand_error_message());
+            first_code = status;
+        }
+        fprintf(stderr, "strand: note: skipping %s\n", strand_error_message());
+    }
+    free(steps);
+    /* Never fall back to a fresh start over checkpoints that exist: it would prune them. */
+    STRAND_FAIL(first_code, "%s (no checkpoint in %s loads)", first_error, dir);
+}
+
+int strand_ckpt_find(const char *path, int required, const strand_param_table *table,
+                     const strand_config *config, int64_t windows_per_step, MPI_Comm comm, char *path_out,
+                     size_t path_size, strand_ckpt_meta *meta, int *found) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    int status = rank == 0 ? find_serial(path, required, table, config, windows_per_step, path_out, path_size,
+                                         meta, found)
+                           : STRAND_OK;
+    STRAND_CALL(strand_agree(comm, status));
+    STRAND_CALL_MPI(MPI_Bcast(found, 1, MPI_INT, 0, comm));
+    if (!*found) return STRAND_OK;
+    STRAND_CALL_MPI(MPI_Bcast(path_out, (int)path_size, MPI_CHAR, 0, comm));
+    STRAND_CALL_MPI(MPI_Bcast(meta, (int)sizeof *meta, MPI_BYTE, 0, comm));
+    return STRAND_OK;
+}
+
+/* ---- reading ---- */
+
+/* This rank's rows of one tensor (collective read), then everyone's rows (all-gather). */
+static int read_tensor(hid_t file, const char *path, const char *name, const strand_param_info *p,
+                       real_t *data, int world, int rank, hid_t dxpl, uint32_t *crc_local,
+                       uint32_t *crc_stored) {
+    int64_t row0, rows, cols;
+    tensor_slice(p, world, rank, &row0, &rows, &cols);
+    hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT);
+    int status = STRAND_OK, found = 0;
+    if (dataset < 0) {
+        char what[400];
+        snprintf(what, sizeof what, "cannot open %s", name);
+        STRAND_H5_FAIL(path, what);
+    }
+    status = read_scalar_attribute(dataset, "crc32", H5T_NATIVE_UINT32, crc_stored, &found, path);
+    if (status != STRAND_OK) goto done;
+    if (!found) {
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: %s has no crc32 attribute", path,
+                                  name);
+        goto done;
+    }
+    status = transfer_rows(dataset, path, name, p, data, world, rank, dxpl, 0);
+    if (status != STRAND_OK) goto done;
+    *crc_local = crc_bytes((uint32_t)crc32(0L, Z_NULL, 0), data + p->offset + row0 * cols,
+                           (size_t)(rows * cols) * sizeof(real_t));
+done:
+    strand_h5_close(&dataset);
+    return status;
+}
+
+static int gather_rows(const strand_param_info *p, real_t *data, int world, int *counts, int *displs,
+                       MPI_Comm comm, const char *path) {
+    if (world == 1) return STRAND_OK;
+    int64_t row0, rows, cols = p->size / p->shape[0];
+    for (int r = 0; r < world; r++) {
+        tensor_slice(p, world, r, &row0, &rows, &cols);
+        counts[r] = (int)rows;
+        displs[r] = (int)row0;
+    }
+    MPI_Datatype row;
+    if (MPI_Type_contiguous((int)cols, STRAND_MPI_REAL, &row) != MPI_SUCCESS ||
+        MPI_Type_commit(&row) != MPI_SUCCESS)
+        STRAND_FAIL(STRAND_ERR_MPI, "%s: cannot make an MPI row type", path);
+    int ok = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data + p->offset, counts, displs, row,
+                            comm) == MPI_SUCCESS;
+    MPI_Type_free(&row);
+    if (!ok) STRAND_FAIL(STRAND_ERR_MPI, "%s: MPI_Allgatherv of %s/%s failed", path, p->layer, p->name);
+    return STRAND_OK;
+}
+
+int strand_ckpt_read(const char *path, const strand_ckpt_state *state, MPI_Comm comm) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    const strand_param_table *table = state->table;
+    for (int i = 0; i < table->count; i++) /* row counts and displacements are ints for MPI */
+        if (table->items[i].shape[0] > INT_MAX || table->items[i].size / table->items[i].shape[0] > INT_MAX)
+            STRAND_FAIL(STRAND_ERR_INPUT, "%s/%s: too large to read (rows or row length above 2^31)",
+                        table->items[i].layer, table->items[i].name);
+    const int n = table->count * MAX_SETS;
+    uint32_t *local = calloc((size_t)n, sizeof *local), *stored = calloc((size_t)n, sizeof *stored);
+    uint32_t *all = calloc((size_t)n * (size_t)world, sizeof *all);
+    int *counts = calloc((size_t)world, sizeof *counts), *displs = calloc((size_t)world, sizeof *displs);
+    hid_t fapl = H5I_INVALID_HID, dxpl = H5Pcreate(H5P_DATASET_XFER), file = H5I_INVALID_HID;
+    int status = STRAND_OK;
+    if (!local || !stored || !all || !counts || !displs)
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "%s: out of memory", path);
+    else if (dxpl < 0 || H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0)
+        status = strand_h5_error(__FILE__, __LINE__, path, "cannot set up collective transfers");
+    else
+        status = file_access(comm, path, &fapl);
+    STRAND_CALL_GOTO(status, done, strand_agree(comm, status));
+    file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    status = file < 0 ? strand_h5_error(__FILE__, __LINE__, path, "cannot open the checkpoint") : STRAND_OK;
+    STRAND_CALL_GOTO(status, done, strand_agree(comm, status));
+    real_t *arrays[MAX_SETS] = {state->params, state->m, state->v};
+    for (int s = 0; s < MAX_SETS && status == STRAND_OK; s++)
+        for (int i = 0; i < table->count && status == STRAND_OK; i++) {
+            const strand_param_info *p = &table->items[i];
+            char name[256];
+            tensor_path(name, sizeof name, CKPT_GROUPS[s], p);
+            const int k = s * table->count + i;
+            status = read_tensor(file, path, name, p, arrays[s], world, rank, dxpl, &local[k], &stored[k]);
+            status = strand_agree(comm, status);
+            if (status == STRAND_OK) status = gather_rows(p, arrays[s], world, counts, displs, comm, path);
+        }
+    if (status != STRAND_OK) goto done;
+    if (MPI_Allgather(local, n, MPI_UINT32_T, all, n, MPI_UINT32_T, comm) != MPI_SUCCESS) {
+        status = strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "%s: MPI_Allgather of checksums failed",
+                                  path);
+        goto done;
+    }
+    for (int k = 0; k < n && status == STRAND_OK; k++) {
+        const strand_param_info *p = &table->items[k % table->count];
+        if (combine_crcs(all + k, n, p, world) != stored[k]) {
+            char name[256];
+            tensor_path(name, sizeof name, CKPT_GROUPS[k / table->count], p);
+            status =
+                strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                 "%s: %s: data does not match its crc32 (the file is corrupt)", path, name);
+        }
+    }
+done:
+    strand_h5_close(&file);
+    strand_h5_close(&fapl);
+    strand_h5_close(&dxpl);
+    free(local);
+    free(stored);
+    free(all);
+    free(counts);
+    free(displs);
+    return strand_agree(comm, status);
+}
+
+/* ---- strand info ---- */
+
+int strand_ckpt_probe(const char *path, int *kind) {
+    *kind = 0;
+    hid_t file;
+    STRAND_CALL(open_serial(path, &file));
+    char text[64];
+    int found = 0;
+    int status = strand_h5_read_string_attribute(file, "kind", text, sizeof text, &found, path);
+    if (status == STRAND_OK && found) {
+        if (strcmp(text, STRAND_CKPT_KIND) == 0) *kind = 1;
+        if (strcmp(text, STRAND_GRADS_KIND) == 0) *kind = 2;
+    }
+    strand_h5_close(&file);
+    return status;
+}
+
+typedef struct {
+    int64_t elements;
+    int count;
+} listing;
+
+static herr_t print_dataset(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    listing *list = data;
+    if (info->type != H5L_TYPE_HARD) return 0;
+    hid_t dataset = H5Oopen(group, name, H5P_DEFAULT);
+    if (dataset < 0) return -1;
+    if (H5Iget_type(dataset) == H5I_DATASET) {
+        hid_t space = H5Dget_space(dataset);
+        hsize_t dims[8] = {0};
+        int ndim = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+        if (ndim >= 0 && ndim <= 8 && H5Sget_simple_extent_dims(space, dims, NULL) >= 0) {
+            char shape[64];
+            format_shape(shape, sizeof shape, ndim, dims);
+            int64_t n = 1;
+            for (int d = 0; d < ndim; d++)
+                n *= (int64_t)dims[d];
+            printf("    %-40s %-16s %" PRId64 "\n", name, shape, n);
+            list->elements += n;
+            list->count++;
+        }
+        strand_h5_close(&space);
+    }
+    H5Oclose(dataset);
+    return 0;
+}
+
+static int print_group(hid_t file, const char *path, const char *group_name, listing *list) {
+    hid_t group = H5Gopen2(file, group_name, H5P_DEFAULT);
+    if (group < 0) {
+        char what[128];
+        snprintf(what, sizeof what, "cannot open group %s", group_name);
+        STRAND_H5_FAIL(path, what);
+    }
+    printf("  %s:\n", group_name);
+    herr_t visited = H5Lvisit(group, H5_INDEX_NAME, H5_ITER_INC, print_dataset, list);
+    strand_h5_close(&group);
+    if (visited < 0) STRAND_H5_FAIL(path, "cannot list the tensors");
+    return STRAND_OK;
+}
+
+/* A few configuration keys that say what the model is. */
+static void print_config_summary(const char *text) {
+    static const char *const shown[] = {"model.d_model", "model.layers", "model.norm", "model.mlp",
+                                        "train.seq_len", "train.steps",  "train.lr",   "train.accum_steps",
+                                        "train.seed",    "data.path"};
+    char section[64] = "", key[160], value[4200];
+    printf("  config:");
+    const char *p = text;
+    while ((p = next_config_line(p, section, sizeof section, key, sizeof key, value, sizeof value)) != NULL)
+        for (size_t i = 0; i < sizeof shown / sizeof *shown; i++)
+            if (strcmp(key, shown[i]) == 0) printf(" %s=%s", key, value);
+    printf("\n");
+}
+
+int strand_ckpt_print_info(const char *path) {
+    hid_t file;
+    STRAND_CALL(open_serial(path, &file));
+    strand_ckpt_meta *meta = calloc(1, sizeof *meta);
+    if (!meta) {
+        strand_h5_close(&file);
+        STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory reading %s", path);
+    }
+    int kind = 0, status = strand_ckpt_probe(path, &kind);
+    listing list = {0, 0};
+    if (status == STRAND_OK && kind == 1) {
+        status = read_ckpt_meta(file, path, meta);
+        if (status == STRAND_OK) {
+            printf("strand checkpoint: %s\n", path);
+            printf("  format %" PRId64 ", written by strand %s, real type %s\n", meta->format_version,
+                   meta->strand_version, meta->real_type);
+            printf("  step %" PRId64 " of %" PRId64 " (next step %" PRId64 "), tokens seen %" PRId64
+                   ", AdamW t %" PRId64 ", lr %.6g\n",
+                   meta->step, meta->total_steps, meta->step + 1, meta->tokens_seen, meta->adam_t, meta->lr);
+            printf("  loss step 1 %.6g, step %" PRId64 " %.6g (nats/token); %.1f s of training\n",
+                   meta->first_loss, meta->step, meta->last_loss, meta->elapsed_s);
+            printf("  written at world %d (dp %d x sp %d), train.accum_steps %d, rng seed %" PRIu64 "\n",
+                   meta->world, meta->dp, meta->sp, meta->accum_steps, meta->seed);
+            print_config_summary(meta->config_text);
+            printf(
+                "  tensors (name, shape, elements); AdamW moments mirror /params under /optim/m, /optim/v\n");
+            status = print_group(file, path, "/params", &list);
+            if (status == STRAND_OK)
+                printf("  parameters: %" PRId64 " in %d tensors\n", list.elements, list.count);
+        }
+    } else if (status == STRAND_OK && kind == 2) {
+        status = read_header(file, path, STRAND_GRADS_KIND, meta);
+        int64_t step = 0, cstep = 0;
+        double loss = NAN, norm = NAN;
+        char ckpt[STRAND_CKPT_PATH_BYTES] = "";
+        if (status == STRAND_OK) status = require_int(file, path, "step", &step);
+        if (status == STRAND_OK) status = require_int(file, path, "checkpoint_step", &cstep);
+        if (status == STRAND_OK) status = require_double(file, path, "loss", &loss);
+        if (status == STRAND_OK) status = require_double(file, path, "grad_norm", &norm);
+        if (status == STRAND_OK) status = require_string(file, path, "checkpoint", ckpt, sizeof ckpt);
+        if (status == STRAND_OK) {
+            printf("strand gradients: %s\n", path);
+            printf("  step %" PRId64 " from checkpoint %s (step %" PRId64
+                   "), loss %.9g, gradient norm %.9g\n",
+                   step, ckpt, cstep, loss, norm);
+            status = print_group(file, path, "/grads", &list);
+            if (status == STRAND_OK)
+                printf("  elements: %" PRId64 " in %d tensors\n", list.elements, list.count);
+        }
+    } else if (status == STRAND_OK) {
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: not a strand checkpoint", path);
+    }
+    strand_h5_close(&file);
+    free(meta);
+    return status;
+}

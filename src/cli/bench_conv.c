@@ -1,0 +1,445 @@
+/* strand bench conv: time the distributed long convolution (bare, or inside the s4d / hyena mixer)
+ * forward and backward under mpirun, with FFTW's own time for the same transforms measured in the
+ * same run, and print one JSON line on rank 0. */
+#include "cli.h"
+
+#include "strand/config.h"
+#include "strand/dist.h"
+#include "strand/fftconv.h"
+#include "strand/layout.h"
+#include "strand/model.h"
+#include "strand/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char bench_conv_usage[] =
+    "usage: mpirun -n N strand bench conv --length L --channels D [options]\n"
+    "\n"
+    "Time the causal long convolution over a window of L tokens sharded across the N ranks:\n"
+    "forward, backward and both, median over --repeat runs after one warm-up, the slowest rank\n"
+    "each time. Prints one JSON line: length, channels, ranks, strategy, layer, forward_s,\n"
+    "backward_s, fwd_bwd_s, bytes_sent_per_rank (max over ranks), fft_s (inside FFTW execute),\n"
+    "fftw_ref_s (the same FFTW transforms back to back without strand's packing and exchange),\n"
+    "plan_s, and max_rel_error against the O(L^2) direct sum (bare conv with L <= 8192, else null).\n"
+    "\n"
+    "options:\n"
+    "  --length L             window length in tokens (required)\n"
+    "  --channels D           channels (required)\n"
+    "  --strategy S           auto | fftw-mpi | alltoall (default auto)\n"
+    "  --layer NAME           conv (bare convolution, random kernel) | s4d | hyena (default conv)\n"
+    "  --layout NAME          contiguous | zigzag (default contiguous)\n"
+    "  --repeat N             timed repetitions (default 5)\n"
+    "  --measure              plan with FFTW_MEASURE (slow to plan, faster to run)\n"
+    "  --wisdom FILE          FFTW wisdom file to read and update\n"
+    "  --no-check             skip the comparison with the direct sum\n";
+
+typedef struct {
+    int64_t length;
+    int channels, repeat, measure, check, layout;
+    const char *strategy, *layer, *wisdom;
+} bench_args;
+
+static int parse_int64(const char *text, int64_t *value) {
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (!end || *end || end == text || v <= 0) return -1;
+    *value = v;
+    return 0;
+}
+
+static int strategy_code(const char *name, int *code) {
+    if (strcmp(name, "auto") == 0)
+        *code = STRAND_CONV_AUTO;
+    else if (strcmp(name, "fftw-mpi") == 0)
+        *code = STRAND_CONV_FFTW_MPI;
+    else if (strcmp(name, "alltoall") == 0)
+        *code = STRAND_CONV_ALLTOALL;
+    else
+        return -1;
+    return 0;
+}
+
+static double median(double *v, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Counter-based values in [-1, 1) at global positions, so the data do not depend on the rank count. */
+static void fill_random(real_t *x, const strand_shard *shard, int C, uint64_t stream) {
+    for (int64_t i = 0; i < shard->T; i++) {
+        const uint64_t pos = (uint64_t)strand_shard_position(shard, i);
+        for (int c = 0; c < C; c++)
+            x[i * C + c] = (real_t)(2.0 * strand_rng_uniform(1234, 100 + stream, pos, (uint64_t)c) - 1.0);
+    }
+}
+
+static double rel_error(MPI_Comm comm, const real_t *a, const real_t *b, int64_t n) {
+    double s[2] = {0.0, 0.0};
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)a[i] - (double)b[i];
+        s[0] += d * d;
+        s[1] += (double)b[i] * (double)b[i];
+    }
+    MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, comm);
+    return s[1] > 0 ? sqrt(s[0] / s[1]) : sqrt(s[0]);
+}
+
+typedef struct {
+    double forward, backward, both, fft, ref, plan, error;
+    int64_t bytes, N;
+    int strategy;
+} bench_result;
+
+/* Slowest rank's value. */
+static int max_over(MPI_Comm comm, double *values, int n) {
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_MAX, comm));
+    return STRAND_OK;
+}
+
+typedef struct {
+    real_t *u, *k, *dy, *y, *du, *dk, *y_ref, *du_ref, *dk_ref;
+    double *t_fwd, *t_bwd, *t_both, *t_fft, *t_ref;
+} bench_buffers;
+
+static void buffers_free(bench_buffers *b) {
+    real_t *reals[] = {b->u, b->k, b->dy, b->y, b->du, b->dk, b->y_ref, b->du_ref, b->dk_ref};
+    for (size_t i = 0; i < sizeof reals / sizeof *reals; i++)
+        strand_free(reals[i]);
+    double *doubles[] = {b->t_fwd, b->t_bwd, b->t_both, b->t_fft, b->t_ref};
+    for (size_t i = 0; i < sizeof doubles / sizeof *doubles; i++)
+        strand_free(doubles[i]);
+}
+
+static int buffers_alloc(bench_buffers *b, int64_t n, int repeat, int with_ref) {
+    memset(b, 0, sizeof *b);
+    real_t **reals[] = {&b->u, &b->k, &b->dy, &b->y, &b->du, &b->dk, &b->y_ref, &b->du_ref, &b->dk_ref};
+    const size_t n_reals = with_ref ? 9 : 6;
+    for (size_t i = 0; i < n_reals; i++)
+        STRAND_ALLOC(*reals[i], n > 0 ? n : 1, "bench arrays");
+    double **doubles[] = {&b->t_fwd, &b->t_bwd, &b->t_both, &b->t_fft, &b->t_ref};
+    for (size_t i = 0; i < sizeof doubles / sizeof *doubles; i++)
+        STRAND_ALLOC(*doubles[i], repeat, "bench timings");
+    return STRAND_OK;
+}
+
+static int time_bare_conv(const bench_args *args, const strand_shard *shard, int strategy, bench_buffers *b,
+                          bench_result *res) {
+    MPI_Comm comm = shard->grid->sp_comm;
+    const int C = args->channels;
+    const int64_t n = shard->T * C;
+    fill_random(b->u, shard, C, 1);
+    fill_random(b->k, shard, C, 2);
+    fill_random(b->dy, shard, C, 3);
+    strand_fftconv_options options = {strategy, args->measure, args->wisdom};
+    strand_fftconv *conv = NULL;
+    STRAND_CALL_MPI(MPI_Barrier(comm));
+    double t0 = strand_now();
+    STRAND_CALL(strand_fftconv_create(&conv, shard, C, &options));
+    res->plan = strand_now() - t0;
+    res->strategy = strand_fftconv_strategy(conv);
+    res->N = strand_fftconv_transform_size(conv);
+    int status = STRAND_OK;
+    for (int r = -1; r < args->repeat && status == STRAND_OK; r++) { /* r = -1: warm-up */
+        memset(b->du, 0, sizeof(real_t) * (size_t)n);
+        memset(b->dk, 0, sizeof(real_t) * (size_t)n);
+        STRAND_CALL_GOTO(status, done, MPI_Barrier(comm) == MPI_SUCCESS ? STRAND_OK : STRAND_ERR_MPI);
+        const double a = strand_now();
+        STRAND_CALL_GOTO(status, done, strand_fftconv_forward(conv, b->y, b->u, b->k));
+        const double m = strand_now();
+        STRAND_CALL_GOTO(status, done, strand_fftconv_backward(conv, b->du, b->dk, b->dy));
+        const double e = strand_now();
+        double t[4] = {m - a, e - m, e - a, strand_fftconv_fft_seconds(conv)};
+        STRAND_CALL_GOTO(status, done, max_over(comm, t, 4));
+        if (r >= 0) {
+            b->t_fwd[r] = t[0];
+            b->t_bwd[r] = t[1];
+            b->t_both[r] = t[2];
+            b->t_fft[r] = t[3];
+        }
+        /* FFTW alone, right after, so both see the same machine load (it overwrites the saved
+         * spectra; the next repetition's forward recomputes them). */
+        double ref = 0;
+        STRAND_CALL_GOTO(status, done, strand_fftconv_fft_reference(conv, &ref));
+        STRAND_CALL_GOTO(status, done, max_over(comm, &ref, 1));
+        if (r >= 0) b->t_ref[r] = ref;
+    }
+    int64_t bytes = strand_fftconv_bytes_sent(conv); /* of the last forward + backward */
+    STRAND_CALL_GOTO(status, done,
+                     MPI_Allreduce(&bytes, &res->bytes, 1, MPI_INT64_T, MPI_MAX, comm) == MPI_SUCCESS
+                         ? STRAND_OK
+                         : STRAND_ERR_MPI);
+    res->forward = median(b->t_fwd, args->repeat);
+    res->backward = median(b->t_bwd, args->repeat);
+    res->both = median(b->t_both, args->repeat);
+    res->fft = median(b->t_fft, args->repeat);
+    res->ref = median(b->t_ref, args->repeat);
+    res->error = NAN;
+    if (args->check && args->length <= 8192) {
+        /* Recompute y, du, dk once (the reference run overwrote the saved spectra). */
+        memset(b->du, 0, sizeof(real_t) * (size_t)n);
+        memset(b->dk, 0, sizeof(real_t) * (size_t)n);
+        STRAND_CALL_GOTO(status, done, strand_fftconv_forward(conv, b->y, b->u, b->k));
+        STRAND_CALL_GOTO(status, done, strand_fftconv_backward(conv, b->du, b->dk, b->dy));
+        STRAND_CALL_GOTO(status, done, strand_fftconv_direct(shard, C, b->y_ref, b->u, b->k));
+        STRAND_CALL_GOTO(status, done,
+                         strand_fftconv_direct_backward(shard, C, b->du_ref, b->dk_ref, b->dy, b->u, b->k));
+        res->error = fmax(rel_error(comm, b->y, b->y_ref, n),
+                          fmax(rel_error(comm, b->du, b->du_ref, n), rel_error(comm, b->dk, b->dk_ref, n)));
+    }
+done:
+    strand_fftconv_free(conv);
+    return status;
+}
+
+/* Parameters as strand_model_init_params fills them, then the mixer's own. */
+static void init_params(const strand_param_table *table, real_t *params, strand_mixer *mixer, uint64_t seed) {
+    for (int i = 0; i < table->count; i++) {
+        const strand_param_info *p = &table->items[i];
+        real_t *w = params + p->offset;
+        for (int64_t j = 0; j < p->size; j++) {
+            if (p->init == STRAND_INIT_ONES)
+                w[j] = 1;
+            else if (p->init == STRAND_INIT_NORMAL)
+                w[j] = (real_t)(p->init_std *
+                                strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)i, (uint64_t)j));
+        }
+    }
+    if (mixer->ops->init_params) mixer->ops->init_params(mixer, params, seed);
+}
+
+static int time_mixer(const bench_args *args, const strand_shard *shard, const strand_mixer_ops *ops,
+                      bench_buffers *b, bench_result *res) {
+    MPI_Comm comm = shard->grid->sp_comm;
+    const int C = args->channels;
+    const int64_t n = shard->T * C;
+    strand_config config;
+    strand_config_defaults(&config);
+    char setting[1200];
+    snprintf(setting, sizeof setting, "conv.strategy=%s", args->strategy);
+    STRAND_CALL(strand_config_set(&config, setting));
+    STRAND_CALL(strand_config_set(&config, args->measure ? "conv.planner=measure" : "conv.planner=estimate"));
+    if (args->wisdom) {
+        snprintf(setting, sizeof setting, "conv.wisdom=%s", args->wisdom);
+        STRAND_CALL(strand_config_set(&config, setting));
+    }
+    snprintf(setting, sizeof setting, "model.d_model=%d", C);
+    STRAND_CALL(strand_config_set(&config, setting));
+    snprintf(setting, sizeof setting, "train.seq_len=%lld", (long long)args->length);
+    STRAND_CALL(strand_config_set(&config, setting));
+
+    strand_param_table table;
+    memset(&table, 0, sizeof table);
+    strand_mixer mixer = {ops, C, NULL};
+    real_t *params = NULL, *grads = NULL;
+    int status = STRAND_OK;
+    STRAND_CALL_GOTO(status, done, ops->create(&mixer, &config, &table, "bench.mixer"));
+    STRAND_CALL_GOTO(status, done, MPI_Barrier(comm) == MPI_SUCCESS ? STRAND_OK : STRAND_ERR_MPI);
+    double t0 = strand_now();
+    STRAND_CALL_GOTO(status, done, ops->setup(&mixer, shard));
+    res->plan = strand_now() - t0;
+    params = strand_alloc(sizeof(real_t) * (size_t)(table.total > 0 ? table.total : 1), "bench parameters");
+    grads = strand_alloc(sizeof(real_t) * (size_t)(table.total > 0 ? table.total : 1), "bench gradients");
+    STRAND_CALL_GOTO(status, done, params && grads ? STRAND_OK : STRAND_ERR_NOMEM);
+    init_params(&table, params, &mixer, 7);
+    fill_random(b->u, shard, C, 1);
+    fill_random(b->dy, shard, C, 3);
+    for (int r = -1; r < args->repeat; r++) {
+        memset(b->du, 0, sizeof(real_t) * (size_t)n);
+        STRAND_CALL_GOTO(status, done, MPI_Barrier(comm) == MPI_SUCCESS ? STRAND_OK : STRAND_ERR_MPI);
+        const double a = strand_now();
+        STRAND_CALL_GOTO(status, done, ops->forward(&mixer, b->y, b->u, params, shard));
+        const double m = strand_now();
+        STRAND_CALL_GOTO(status, done, ops->backward(&mixer, b->du, grads, b->dy, b->u, params, shard));
+        const double e = strand_now();
+        double t[3] = {m - a, e - m, e - a};
+        STRAND_CALL_GOTO(status, done, max_over(comm, t, 3));
+        if (r >= 0) {
+            b->t_fwd[r] = t[0];
+            b->t_bwd[r] = t[1];
+            b->t_both[r] = t[2];
+        }
+    }
+    res->forward = median(b->t_fwd, args->repeat);
+    res->backward = median(b->t_bwd, args->repeat);
+    res->both = median(b->t_both, args->repeat);
+done:
+    if (mixer.state && ops->destroy) ops->destroy(&mixer);
+    strand_free(params);
+    strand_free(grads);
+    strand_params_free(&table);
+    return status;
+}
+
+/* For a mixer: the strategy a bare conv of this shape resolves to, and FFTW's time for its transforms. */
+static int conv_reference(const bench_args *args, const strand_shard *shard, int strategy, bench_buffers *b,
+                          bench_result *res) {
+    strand_fftconv_options options = {strategy, args->measure, args->wisdom};
+    strand_fftconv *conv = NULL;
+    STRAND_CALL(strand_fftconv_create(&conv, shard, args->channels, &options));
+    res->strategy = strand_fftconv_strategy(conv);
+    res->N = strand_fftconv_transform_size(conv);
+    int status = STRAND_OK;
+    for (int r = 0; r < args->repeat && status == STRAND_OK; r++) {
+        double t = 0;
+        status = strand_fftconv_fft_reference(conv, &t);
+        if (status == STRAND_OK) status = max_over(shard->grid->sp_comm, &t, 1);
+        b->t_ref[r] = t;
+    }
+    if (status == STRAND_OK) res->ref = median(b->t_ref, args->repeat);
+    strand_fftconv_free(conv);
+    return status;
+}
+
+static void print_number(const char *key, double value) {
+    if (isnan(value))
+        printf(",\"%s\":null", key);
+    else
+        printf(",\"%s\":%.6g", key, value);
+}
+
+int bench_conv(int argc, char **argv) {
+    const char *name = "bench conv";
+    bench_args args = {0, 0, 5, 0, 1, STRAND_LAYOUT_CONTIGUOUS, "auto", "conv", NULL};
+    int rank = cli_world_rank();
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
+            if (rank == 0) fputs(bench_conv_usage, stdout);
+            return CLI_OK;
+        }
+        if (strcmp(opt, "--measure") == 0) {
+            args.measure = 1;
+            continue;
+        }
+        if (strcmp(opt, "--no-check") == 0) {
+            args.check = 0;
+            continue;
+        }
+        const int takes_value = strcmp(opt, "--length") == 0 || strcmp(opt, "--channels") == 0 ||
+                                strcmp(opt, "--strategy") == 0 || strcmp(opt, "--layer") == 0 ||
+                                strcmp(opt, "--repeat") == 0 || strcmp(opt, "--layout") == 0 ||
+                                strcmp(opt, "--wisdom") == 0;
+        if (!takes_value) {
+            cli_error(name, "unknown option '%s' (see strand bench conv --help)", opt);
+            return CLI_USAGE;
+        }
+        if (i + 1 >= argc) {
+            cli_error(name, "%s needs a value", opt);
+            return CLI_USAGE;
+        }
+        const char *value = argv[++i];
+        int64_t v = 0;
+        if (strcmp(opt, "--length") == 0 || strcmp(opt, "--channels") == 0 || strcmp(opt, "--repeat") == 0) {
+            if (parse_int64(value, &v) != 0 || (strcmp(opt, "--length") != 0 && v > 1 << 20)) {
+                cli_error(name, "%s '%s': expected a positive integer", opt, value);
+                return CLI_USAGE;
+            }
+            if (strcmp(opt, "--length") == 0)
+                args.length = v;
+            else if (strcmp(opt, "--channels") == 0)
+                args.channels = (int)v;
+            else
+                args.repeat = (int)v;
+        } else if (strcmp(opt, "--strategy") == 0) {
+            int code;
+            if (strategy_code(value, &code) != 0) {
+                cli_error(name, "--strategy '%s': expected auto, fftw-mpi or alltoall", value);
+                return CLI_USAGE;
+            }
+            args.strategy = value;
+        } else if (strcmp(opt, "--layer") == 0) {
+            args.layer = value;
+        } else if (strcmp(opt, "--layout") == 0) {
+            if (strcmp(value, "contiguous") == 0)
+                args.layout = STRAND_LAYOUT_CONTIGUOUS;
+            else if (strcmp(value, "zigzag") == 0)
+                args.layout = STRAND_LAYOUT_ZIGZAG;
+            else {
+                cli_error(name, "--layout '%s': expected contiguous or zigzag", value);
+                return CLI_USAGE;
+            }
+        } else {
+            args.wisdom = value;
+        }
+    }
+    if (args.length <= 0 || args.channels <= 0) {
+        cli_error(name, "--length and --channels are required (see strand bench conv --help)");
+        return CLI_USAGE;
+    }
+    const int bare = strcmp(args.layer, "conv") == 0;
+    const strand_mixer_ops *ops = NULL;
+    if (!bare) {
+        if (strcmp(args.layer, "s4d") != 0 && strcmp(args.layer, "hyena") != 0) {
+            cli_error(name, "--layer '%s': expected conv, s4d or hyena", args.layer);
+            return CLI_USAGE;
+        }
+        ops = strand_mixer_find(args.layer);
+        if (!ops) {
+            cli_error(name, "mixer '%s' is not available in this build", args.layer);
+            return CLI_FAILURE;
+        }
+    }
+    int strategy = STRAND_CONV_AUTO;
+    (void)strategy_code(args.strategy, &strategy);
+
+    strand_grid grid;
+    int status = strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1);
+    if (status != STRAND_OK) return cli_report(name);
+    strand_shard shard;
+    status = strand_shard_init(&shard, &grid, args.length, args.layout);
+    if (status != STRAND_OK) {
+        strand_grid_free(&grid);
+        return cli_report(name);
+    }
+    bench_buffers b;
+    bench_result res = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, -1, 0, strategy};
+    status =
+        buffers_alloc(&b, shard.T * args.channels, args.repeat, bare && args.check && args.length <= 8192);
+    status = strand_agree(grid.sp_comm, status);
+    if (status == STRAND_OK) {
+        if (bare) {
+            status = time_bare_conv(&args, &shard, strategy, &b, &res);
+        } else {
+            status = time_mixer(&args, &shard, ops, &b, &res);
+            status = strand_agree(grid.sp_comm, status);
+            if (status == STRAND_OK) status = conv_reference(&args, &shard, strategy, &b, &res);
+        }
+        status = strand_agree(grid.sp_comm, status);
+    }
+    int64_t rss = strand_peak_rss_bytes(), peak_rss = rss;
+    if (status == STRAND_OK) MPI_Allreduce(&rss, &peak_rss, 1, MPI_INT64_T, MPI_MAX, grid.sp_comm);
+    if (status == STRAND_OK && rank == 0) {
+        printf("{\"bench\":\"conv\",\"length\":%lld,\"channels\":%d,\"ranks\":%d,\"precision\":\"%s\","
+               "\"strategy\":\"%s\",\"layer\":\"%s\",\"layout\":\"%s\",\"transform_size\":%lld,\"repeat\":%d,"
+               "\"planner\":\"%s\"",
+               (long long)args.length, args.channels, grid.sp_size, STRAND_REAL_NAME,
+               strand_fftconv_strategy_name(res.strategy), args.layer,
+               args.layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous", (long long)res.N, args.repeat,
+               args.measure ? "measure" : "estimate");
+        print_number("forward_s", res.forward);
+        print_number("backward_s", res.backward);
+        print_number("fwd_bwd_s", res.both);
+        if (res.bytes >= 0)
+            printf(",\"bytes_sent_per_rank\":%lld", (long long)res.bytes);
+        else
+            printf(",\"bytes_sent_per_rank\":null");
+        print_number("fft_s", res.fft);
+        print_number("fftw_ref_s", res.ref);
+        print_number("plan_s", res.plan);
+        print_number("max_rel_error", res.error);
+        printf(",\"peak_rss_bytes_per_rank\":%lld}\n", (long long)peak_rss);
+        fflush(stdout);
+    }
+    buffers_free(&b);
+    strand_shard_free(&shard);
+    strand_grid_free(&grid);
+    return status == STRAND_OK ? CLI_OK : cli_report(name);
+}

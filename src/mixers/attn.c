@@ -1,0 +1,224 @@
+/* Mixer "attn": multi-head causal self-attention, exact, over the sequence-sharded window.
+ *
+ *   q (T,H*E) = x W_q^T, [k | v] (T,2*G*E) = x W_kv^T, RoPE on q and k at global positions,
+ *   y (T,H*E) = ring attention (src/ring_attn.c), out (T,C) = y W_o^T
+ * with E = C/H and G key/value heads shared by H/G query heads each (GQA). attn.window bounds the
+ * span; attn.segment_memory adds the previous window's keys and values (see ring_attn.h). */
+#include "strand/layers.h"
+#include "strand/model.h"
+#include "strand/ring_attn.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    int H, G, E;
+    int64_t window; /* attention span (0 = full causal) */
+    int memory;     /* attn.segment_memory */
+    double rope_base;
+    int wq, wkv, wo; /* parameter indices */
+    int64_t wq_offset, wkv_offset, wo_offset;
+    strand_ring_attn ring;
+    int64_t T, L; /* local rows, window length */
+    int64_t *pos, *mem_pos;
+    real_t *cos_t, *sin_t, *mem_cos, *mem_sin; /* (T, E/2) RoPE tables */
+    /* saved for backward */
+    real_t *q, *kv, *y, *lse; /* (T,HE) rotated, (T,2GE) K rotated, (T,HE), (H,T) */
+    real_t *dy, *dq, *dkv;    /* scratch */
+    /* segment memory: mem_kv (T,2GE) K rotated at positions - L; pending_kv raw K/V of the last forward */
+    real_t *mem_kv, *pending_kv;
+    int mem_valid, pending_valid, frozen;
+} attn_state;
+
+static int count_layers(const char *list) {
+    int n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+static int attn_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
+                       const char *layer) {
+    attn_state *s = strand_alloc(sizeof *s, "attn mixer");
+    if (!s) return STRAND_ERR_NOMEM;
+    mixer->state = s;
+    const int C = mixer->C;
+    s->H = config->attn_heads;
+    s->G = config->attn_kv_heads > 0 ? config->attn_kv_heads : s->H;
+    if (s->H <= 0 || C % s->H != 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "attn.heads = %d must divide model.d_model = %d", s->H, C);
+    if (s->G > s->H || s->H % s->G != 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "attn.kv_heads = %d must divide attn.heads = %d", s->G, s->H);
+    s->E = C / s->H;
+    if (s->E % 2 != 0)
+        STRAND_FAIL(
+            STRAND_ERR_CONFIG,
+            "attn: head dimension model.d_model / attn.heads = %d must be even (rotary embedding pairs)",
+            s->E);
+    s->window = config->attn_window;
+    s->memory = config->attn_segment_memory;
+    s->rope_base = config->attn_rope_base;
+    const int HE = s->H * s->E, GE = s->G * s->E;
+    const double std = config->init_std;
+    /* W_o feeds the residual stream: scaled down with depth like the MLP's projection. */
+    const double out_std = std / sqrt(2.0 * count_layers(config->layers));
+    STRAND_CALL(strand_params_declare(table, layer, "wq", HE, C, STRAND_INIT_NORMAL, std, 1, &s->wq));
+    STRAND_CALL(strand_params_declare(table, layer, "wkv", 2 * GE, C, STRAND_INIT_NORMAL, std, 1, &s->wkv));
+    STRAND_CALL(strand_params_declare(table, layer, "wo", C, HE, STRAND_INIT_NORMAL, out_std, 1, &s->wo));
+    s->wq_offset = table->items[s->wq].offset;
+    s->wkv_offset = table->items[s->wkv].offset;
+    s->wo_offset = table->items[s->wo].offset;
+    return STRAND_OK;
+}
+
+static void rope_table(real_t *cos_t, real_t *sin_t, const int64_t *pos, int64_t T, int E, double base) {
+    const int half = E / 2;
+    for (int64_t i = 0; i < T; i++)
+        for (int j = 0; j < half; j++) {
+            const double angle = (double)pos[i] * pow(base, -2.0 * j / E);
+            cos_t[i * half + j] = (real_t)cos(angle);
+            sin_t[i * half + j] = (real_t)sin(angle);
+        }
+}
+
+/* Rotate pairs (x[2j], x[2j+1]) of `heads` heads of width E in rows of stride ld; sign -1 applies
+ * the inverse rotation (the backward of the forward rotation). */
+static void rope_apply(real_t *x, int64_t ld, int heads, int E, const real_t *cos_t, const real_t *sin_t,
+                       int64_t T, real_t sign) {
+    const int half = E / 2;
+    for (int64_t i = 0; i < T; i++) {
+        const real_t *c = cos_t + i * half, *sn = sin_t + i * half;
+        for (int h = 0; h < heads; h++) {
+            real_t *v = x + i * ld + (int64_t)h * E;
+            for (int j = 0; j < half; j++) {
+                const real_t a = v[2 * j], b = v[2 * j + 1], si = sign * sn[j];
+                v[2 * j] = a * c[j] - b * si;
+                v[2 * j + 1] = a * si + b * c[j];
+            }
+        }
+    }
+}
+
+static int attn_setup(strand_mixer *mixer, const strand_shard *shard) {
+    attn_state *s = mixer->state;
+    const int64_t T = shard->T, HE = (int64_t)s->H * s->E, KVW = 2 * (int64_t)s->G * s->E;
+    const int64_t rows = T > 0 ? T : 1;
+    s->T = T;
+    s->L = shard->window;
+    STRAND_CALL(strand_ring_attn_init(&s->ring, shard, s->H, s->G, s->E, s->window, s->memory, 0, 0));
+    STRAND_ALLOC(s->pos, rows, "attn positions");
+    STRAND_ALLOC(s->mem_pos, rows, "attn positions");
+    for (int64_t i = 0; i < T; i++) {
+        s->pos[i] = strand_shard_position(shard, i);
+        s->mem_pos[i] = s->pos[i] - s->L; /* the previous window, just before position 0 */
+    }
+    const int64_t half = rows * (s->E / 2);
+    STRAND_ALLOC(s->cos_t, half, "attn rope table");
+    STRAND_ALLOC(s->sin_t, half, "attn rope table");
+    rope_table(s->cos_t, s->sin_t, s->pos, T, s->E, s->rope_base);
+    if (s->memory) {
+        STRAND_ALLOC(s->mem_cos, half, "attn rope table");
+        STRAND_ALLOC(s->mem_sin, half, "attn rope table");
+        rope_table(s->mem_cos, s->mem_sin, s->mem_pos, T, s->E, s->rope_base);
+        STRAND_ALLOC(s->mem_kv, rows * KVW, "attn segment memory");
+        STRAND_ALLOC(s->pending_kv, rows * KVW, "attn segment memory");
+    }
+    STRAND_ALLOC(s->q, rows * HE, "attn activations");
+    STRAND_ALLOC(s->kv, rows * KVW, "attn activations");
+    STRAND_ALLOC(s->y, rows * HE, "attn activations");
+    STRAND_ALLOC(s->lse, rows * s->H, "attn activations");
+    STRAND_ALLOC(s->dy, rows * HE, "attn gradient scratch");
+    STRAND_ALLOC(s->dq, rows * HE, "attn gradient scratch");
+    STRAND_ALLOC(s->dkv, rows * KVW, "attn gradient scratch");
+    return STRAND_OK;
+}
+
+/* The last forward's keys and values become the memory: K rotated at its positions one window
+ * earlier, so q.k keeps depending on the true distance. */
+static void memory_commit(attn_state *s) {
+    if (!s->pending_valid) return;
+    const int64_t KVW = 2 * (int64_t)s->G * s->E;
+    memcpy(s->mem_kv, s->pending_kv, sizeof(real_t) * (size_t)(s->T * KVW));
+    rope_apply(s->mem_kv, KVW, s->G, s->E, s->mem_cos, s->mem_sin, s->T, 1);
+    s->mem_valid = 1;
+    s->pending_valid = 0;
+}
+
+static int attn_forward(strand_mixer *mixer, real_t *out, const real_t *in, const real_t *params,
+                        const strand_shard *shard) {
+    attn_state *s = mixer->state;
+    const int C = mixer->C, HE = s->H * s->E, KVW = 2 * s->G * s->E;
+    const int64_t T = s->T;
+    STRAND_ASSERT(T == shard->T);
+    if (s->memory && !s->frozen) memory_commit(s);
+    // q (T,HE) = in W_q^T; kv (T,2GE) = in W_kv^T
+    linear_forward(s->q, in, params + s->wq_offset, NULL, T, C, HE);
+    linear_forward(s->kv, in, params + s->wkv_offset, NULL, T, C, KVW);
+    if (s->memory && !s->frozen) {
+        memcpy(s->pending_kv, s->kv, sizeof(real_t) * (size_t)(T * KVW));
+        s->pending_valid = 1;
+    }
+    rope_apply(s->q, HE, s->H, s->E, s->cos_t, s->sin_t, T, 1);
+    rope_apply(s->kv, KVW, s->G, s->E, s->cos_t, s->sin_t, T, 1);
+    const int use_mem = s->memory && s->mem_valid;
+    STRAND_CALL(strand_ring_attn_forward(&s->ring, s->y, s->lse, s->q, s->pos, s->kv, s->pos,
+                                         use_mem ? s->mem_kv : NULL, use_mem ? s->mem_pos : NULL));
+    // out (T,C) = y W_o^T
+    linear_forward(out, s->y, params + s->wo_offset, NULL, T, HE, C);
+    return STRAND_OK;
+}
+
+static int attn_backward(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout,
+                         const real_t *in, const real_t *params, const strand_shard *shard) {
+    attn_state *s = mixer->state;
+    const int C = mixer->C, HE = s->H * s->E, KVW = 2 * s->G * s->E;
+    const int64_t T = s->T;
+    memset(s->dy, 0, sizeof(real_t) * (size_t)(T * HE));
+    linear_backward(s->dy, dparams + s->wo_offset, NULL, dout, s->y, params + s->wo_offset, T, HE, C);
+    memset(s->dq, 0, sizeof(real_t) * (size_t)(T * HE));
+    memset(s->dkv, 0, sizeof(real_t) * (size_t)(T * KVW));
+    const int use_mem = s->memory && s->mem_valid;
+    STRAND_CALL(strand_ring_attn_backward(&s->ring, s->dq, s->dkv, s->dy, s->y, s->lse, s->q, s->pos, s->kv,
+                                          s->pos, use_mem ? s->mem_kv : NULL, use_mem ? s->mem_pos : NULL));
+    rope_apply(s->dq, HE, s->H, s->E, s->cos_t, s->sin_t, T, -1);
+    rope_apply(s->dkv, KVW, s->G, s->E, s->cos_t, s->sin_t, T, -1);
+    linear_backward(din, dparams + s->wq_offset, NULL, s->dq, in, params + s->wq_offset, T, C, HE);
+    linear_backward(din, dparams + s->wkv_offset, NULL, s->dkv, in, params + s->wkv_offset, T, C, KVW);
+    return STRAND_OK;
+}
+
+static void attn_destroy(strand_mixer *mixer) {
+    attn_state *s = mixer->state;
+    if (!s) return;
+    strand_ring_attn_free(&s->ring);
+    strand_free(s->pos);
+    strand_free(s->mem_pos);
+    real_t *bufs[] = {s->cos_t, s->sin_t, s->mem_cos, s->mem_sin, s->q,      s->kv,        s->y,
+                      s->lse,   s->dy,    s->dq,      s->dkv,     s->mem_kv, s->pending_kv};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        strand_free(bufs[i]);
+    strand_free(s);
+    mixer->state = NULL;
+}
+
+const strand_mixer_ops strand_mixer_attn = {
+    .name = "attn",
+    .create = attn_create,
+    .setup = attn_setup,
+    .forward = attn_forward,
+    .backward = attn_backward,
+    .destroy = attn_destroy,
+};
+
+void strand_attn_memory_reset(strand_mixer *mixer) {
+    if (!mixer || mixer->ops != &strand_mixer_attn || !mixer->state) return;
+    attn_state *s = mixer->state;
+    s->mem_valid = s->pending_valid = 0;
+}
+
+void strand_attn_memory_freeze(strand_mixer *mixer, int frozen) {
+    if (!mixer || mixer->ops != &strand_mixer_attn || !mixer->state) return;
+    attn_state *s = mixer->state;
+    if (frozen && s->memory) memory_commit(s);
+    s->frozen = frozen != 0;
+}

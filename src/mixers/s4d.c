@@ -1,0 +1,677 @@
+/* Mixer "s4d": diagonal state-space layer computed as a distributed long convolution.
+ * Formulas, parameter layout and the kernel's error bound are in include/strand/s4d.h.
+ *
+ * Backward. With k_l = dL/dK_l (this rank's lags) and, per mode, p_l = Abar^l,
+ *   S0 = sum_l k_l p_l,   S1 = sum_l k_l l p_l,
+ * the kernel's share of the loss is 2 Re h with h = sum_n C B dt phi1(x) S0(x), holomorphic in
+ * C, B, A and dt (x = dt A, phi1(x) = (e^x - 1)/x, phi1 + x phi1' = e^x, d p_l/dx = l p_l):
+ *   dh/dC  = B dt phi1 S0            dh/dB = C dt phi1 S0
+ *   dh/dA  = C B dt^2 phi1'(x) S0 + W dt S1          (W = C B dt phi1)
+ *   dh/ddt = C B e^x S0 + W A S1
+ * and for a real parameter r of a complex w: d(2 Re h)/d(Re w) = 2 Re h', d/d(Im w) = -2 Im h'.
+ * Chain rules: dA/dlog_a_re = Re A (= -exp(log_a_re)), dA/da_im = i, ddt/dlog_dt = dt. */
+#include "strand/s4d.h"
+
+#include "strand/fftconv.h"
+#include "strand/layers.h"
+#include "strand/rng.h"
+
+#include <complex.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK (OpenBLAS): eigenvalues of a complex Hermitian matrix. Trailing lengths: gfortran ABI. */
+void zheev_(const char *jobz, const char *uplo, const int *n, double _Complex *a, const int *lda, double *w,
+            double _Complex *work, const int *lwork, double *rwork, int *info, size_t jobz_len,
+            size_t uplo_len);
+
+/* Modes are processed in lanes of this many doubles (one AVX-512 vector, two AVX2). */
+enum { S4D_LANES = 8 };
+
+typedef struct {
+    int C, H, N, init_kind;
+    double dt_min, dt_max;
+    /* parameter indices (the init's random counter) and offsets */
+    int log_dt, log_a_re, a_im, b_re, b_im, c_re, c_im, d, out_weight, out_bias;
+    int64_t o_log_dt, o_log_a_re, o_a_im, o_b_re, o_b_im, o_c_re, o_c_im, o_d, o_out_weight, o_out_bias;
+    double *a_im_init; /* (H) */
+    strand_fftconv_options conv_options;
+    char wisdom[1100];
+    strand_fftconv *conv;
+    int64_t T;
+    /* per-channel mode workspace (Hp each): x = dt A, z = e^x, W = C Bbar, the recurrence q,
+     * S0, S1 and their per-block parts a0, a1 */
+    int Hp; /* H rounded up to S4D_LANES */
+    double *xr, *xi, *zr, *zi, *wr, *wi, *qr, *qi, *s0r, *s0i, *s1r, *s1i, *a0r, *a0i, *a1r, *a1i;
+    double *zRr, *zRi, *ar, *ai; /* e^{x R} and the current anchor e^{x anchor} */
+    int64_t anchor;              /* position of ar/ai, -1 = none */
+    /* activations (T,C) unless noted */
+    real_t *K, *y, *g, *z /* (T,2C) */, *dK, *dy, *dg, *dz /* (T,2C) */;
+} s4d_state;
+
+/* ---- complex helpers (hot loops use split re/im doubles: no __muldc3 calls) ---- */
+
+/* e^x - 1 without cancellation for small |x|. */
+static double complex cexpm1_(double complex x) {
+    const double a = creal(x), b = cimag(x), h = sin(0.5 * b);
+    return CMPLX(expm1(a) * cos(b) - 2.0 * h * h, exp(a) * sin(b));
+}
+
+/* phi1(x) = (e^x - 1)/x and its derivative (x e^x - e^x + 1)/x^2; Taylor series below |x| = 1e-2
+ * (first dropped term ~|x|^6/5040 relative), the closed forms above (cancellation ~u/|x|). */
+static void phi1(double complex x, double complex *f, double complex *df) {
+    if (cabs(x) < 1e-2) {
+        *f =
+            1 + x * (1.0 / 2 + x * (1.0 / 6 + x * (1.0 / 24 + x * (1.0 / 120 + x * (1.0 / 720 + x / 5040)))));
+        *df = 1.0 / 2 + x * (1.0 / 3 + x * (1.0 / 8 + x * (1.0 / 30 + x * (1.0 / 144 + x / 840))));
+    } else {
+        const double complex em1 = cexpm1_(x);
+        *f = em1 / x;
+        *df = (x * cexp(x) - em1) / (x * x);
+    }
+}
+
+/* The discretised mode (c, n). */
+typedef struct {
+    double complex A, x, z, bd, B, Cc;
+    double dt;
+} s4d_mode;
+
+static s4d_mode mode_at(const s4d_state *s, const real_t *params, int c, int n) {
+    s4d_mode m;
+    const int64_t i = (int64_t)c * s->H + n;
+    m.dt = exp((double)params[s->o_log_dt + c]);
+    m.A = CMPLX(-exp((double)params[s->o_log_a_re + i]), (double)params[s->o_a_im + i]);
+    m.B = CMPLX((double)params[s->o_b_re + i], (double)params[s->o_b_im + i]);
+    m.Cc = CMPLX((double)params[s->o_c_re + i], (double)params[s->o_c_im + i]);
+    m.x = m.dt * m.A;
+    m.z = cexp(m.x);
+    double complex f, df;
+    phi1(m.x, &f, &df);
+    m.bd = m.dt * f;
+    return m;
+}
+
+/* Fill the channel workspace: x, z, W = C B dt phi1(x); padding modes H..Hp-1 stay zero (they
+ * contribute exact zeros). */
+static void channel_modes(s4d_state *s, const real_t *params, int c) {
+    for (int n = 0; n < s->H; n++) {
+        const s4d_mode m = mode_at(s, params, c, n);
+        const double complex w = m.Cc * m.B * m.bd;
+        s->xr[n] = creal(m.x), s->xi[n] = cimag(m.x);
+        s->zr[n] = creal(m.z), s->zi[n] = cimag(m.z);
+        s->wr[n] = creal(w), s->wi[n] = cimag(w);
+        const double complex zR = cexp(m.x * (double)S4D_ANCHOR_EVERY);
+        s->zRr[n] = creal(zR), s->zRi[n] = cimag(zR);
+    }
+    s->anchor = -1; /* no valid anchor for this channel yet */
+}
+
+/* p *= z for every mode: independent across modes, so the loop vectorises. */
+static inline void step_modes(int Hp, double *restrict pr, double *restrict pi, const double *restrict zr,
+                              const double *restrict zi) {
+    for (int n = 0; n < Hp; n++) {
+        const double t = pr[n] * zr[n] - pi[n] * zi[n];
+        pi[n] = pr[n] * zi[n] + pi[n] * zr[n];
+        pr[n] = t;
+    }
+}
+
+/* Anchors e^{x a} at global multiples a of R = S4D_ANCHOR_EVERY, in two levels: exact cexp at
+ * multiples of S = R * S4D_ANCHOR_EVERY, then multiplications by e^{x R}. Reaching an anchor
+ * always takes the same operations (exact at a / S * S, then (a mod S) / R steps), whether it
+ * continues the previous anchor or starts afresh, so kernels stay bit-identical at any SP. */
+static void anchor_exact(s4d_state *s, int64_t l) {
+    for (int n = 0; n < s->H; n++) {
+        const double complex e = cexp(CMPLX(s->xr[n] * (double)l, s->xi[n] * (double)l));
+        s->ar[n] = creal(e), s->ai[n] = cimag(e);
+    }
+}
+
+/* Anchors below 2^-500 become exact zeros. Decayed modes would otherwise step through subnormal
+ * numbers, which measured 60x slower; the dropped terms are below 2^-500 * 2 sum_n |W_n|. */
+static void anchor_flush(int Hp, double *restrict ar, double *restrict ai) {
+    for (int n = 0; n < Hp; n++) {
+        const int tiny = fabs(ar[n]) + fabs(ai[n]) < 0x1p-500;
+        ar[n] = tiny ? 0.0 : ar[n];
+        ai[n] = tiny ? 0.0 : ai[n];
+    }
+}
+
+static void anchor_move(s4d_state *s, int64_t anchor) {
+    enum { R = S4D_ANCHOR_EVERY, S = S4D_ANCHOR_EVERY * S4D_ANCHOR_EVERY };
+    int64_t from = anchor / S * S;
+    if (s->anchor >= from && s->anchor <= anchor) {
+        from = s->anchor; /* continue inside the same super-interval */
+    } else {
+        anchor_exact(s, from);
+        anchor_flush(s->Hp, s->ar, s->ai);
+    }
+    for (int64_t a = from; a < anchor; a += R) {
+        step_modes(s->Hp, s->ar, s->ai, s->zRr, s->zRi);
+        anchor_flush(s->Hp, s->ar, s->ai);
+    }
+    s->anchor = anchor;
+}
+
+/* a0 += k p, a1 += kl p, then p *= z, over the modes. A function so that restrict (honoured on
+ * parameters) lets the loop vectorise without alias checks. */
+static inline void accumulate_step(int Hp, double k, double kl, double *restrict pr, double *restrict pi,
+                                   double *restrict a0r, double *restrict a0i, double *restrict a1r,
+                                   double *restrict a1i, const double *restrict zr,
+                                   const double *restrict zi) {
+    for (int n = 0; n < Hp; n++) {
+        const double xr = pr[n], xi = pi[n];
+        a0r[n] += k * xr;
+        a0i[n] += k * xi;
+        a1r[n] += kl * xr;
+        a1i[n] += kl * xi;
+        pr[n] = xr * zr[n] - xi * zi[n];
+        pi[n] = xr * zi[n] + xi * zr[n];
+    }
+}
+
+/* ---- kernel ---- */
+
+void s4d_kernel_forward(strand_mixer *mixer, real_t *K, const real_t *params, int n_pieces,
+                        const int64_t *starts, const int64_t *lengths) {
+    s4d_state *s = mixer->state;
+    const int C = s->C, Hp = s->Hp;
+    enum { R = S4D_ANCHOR_EVERY, V = S4D_LANES };
+    double acc[R][V];
+    double *qr = s->qr, *qi = s->qi;
+    for (int c = 0; c < C; c++) {
+        channel_modes(s, params, c);
+        int64_t row = 0;
+        for (int piece = 0; piece < n_pieces; piece++) {
+            const int64_t end = starts[piece] + lengths[piece];
+            for (int64_t l = starts[piece]; l < end;) {
+                /* Block [l, block_end) inside the anchor interval [anchor, anchor + R). */
+                const int64_t anchor = l / R * R;
+                const int64_t block_end = anchor + R < end ? anchor + R : end;
+                const int cnt = (int)(block_end - l), skip = (int)(l - anchor);
+                /* q = W e^{x anchor}, stepped to l: the same operations as the whole-window
+                 * kernel makes, so the rows are bit-identical at any SP. */
+                anchor_move(s, anchor);
+                for (int n = 0; n < Hp; n++) {
+                    qr[n] = s->wr[n] * s->ar[n] - s->wi[n] * s->ai[n];
+                    qi[n] = s->wr[n] * s->ai[n] + s->wi[n] * s->ar[n];
+                }
+                for (int j = 0; j < skip; j++)
+                    step_modes(Hp, qr, qi, s->zr, s->zi);
+                /* V partial sums per row (lanes of modes) keep the mode loop free of a serial
+                 * reduction, so it vectorises without reassociation flags. */
+                memset(acc, 0, sizeof(double) * V * (size_t)cnt);
+                for (int j = 0; j < cnt; j++) {
+                    for (int n0 = 0; n0 < Hp; n0 += V)
+                        for (int v = 0; v < V; v++)
+                            acc[j][v] += qr[n0 + v];
+                    step_modes(Hp, qr, qi, s->zr, s->zi);
+                }
+                for (int j = 0; j < cnt; j++) {
+                    double sum = 0;
+                    for (int v = 0; v < V; v++)
+                        sum += acc[j][v];
+                    K[(row + j) * C + c] = (real_t)(2.0 * sum);
+                }
+                row += cnt;
+                l = block_end;
+            }
+        }
+    }
+}
+
+void s4d_kernel_backward(strand_mixer *mixer, real_t *dparams, const real_t *dK, const real_t *params,
+                         int n_pieces, const int64_t *starts, const int64_t *lengths) {
+    s4d_state *s = mixer->state;
+    const int C = s->C, H = s->H, Hp = s->Hp;
+    enum { R = S4D_ANCHOR_EVERY };
+    double *pr = s->qr, *pi = s->qi;
+    double *a0r = s->a0r, *a0i = s->a0i, *a1r = s->a1r, *a1i = s->a1i;
+    const double *zr = s->zr, *zi = s->zi;
+    for (int c = 0; c < C; c++) {
+        channel_modes(s, params, c);
+        for (int n = 0; n < Hp; n++)
+            s->s0r[n] = s->s0i[n] = s->s1r[n] = s->s1i[n] = 0;
+        int64_t row = 0;
+        for (int piece = 0; piece < n_pieces; piece++) {
+            const int64_t end = starts[piece] + lengths[piece];
+            for (int64_t l = starts[piece]; l < end;) {
+                /* The forward's blocks and anchors. */
+                const int64_t anchor = l / R * R;
+                const int64_t block_end = anchor + R < end ? anchor + R : end;
+                const int cnt = (int)(block_end - l), skip = (int)(l - anchor);
+                anchor_move(s, anchor);
+                memcpy(pr, s->ar, sizeof(double) * (size_t)Hp);
+                memcpy(pi, s->ai, sizeof(double) * (size_t)Hp);
+                for (int j = 0; j < skip; j++)
+                    step_modes(Hp, pr, pi, zr, zi);
+                /* Per-block sums, added to S0/S1 after: shorter rounding chains. */
+                for (int n = 0; n < Hp; n++)
+                    a0r[n] = a0i[n] = a1r[n] = a1i[n] = 0;
+                for (int j = 0; j < cnt; j++) {
+                    const double k = (double)dK[(row + j) * C + c];
+                    accumulate_step(Hp, k, k * (double)(l + j), pr, pi, a0r, a0i, a1r, a1i, zr, zi);
+                }
+                for (int n = 0; n < Hp; n++) {
+                    s->s0r[n] += a0r[n], s->s0i[n] += a0i[n];
+                    s->s1r[n] += a1r[n], s->s1i[n] += a1i[n];
+                }
+                row += cnt;
+                l = block_end;
+            }
+        }
+        double dlog_dt = 0;
+        for (int n = 0; n < H; n++) {
+            const s4d_mode m = mode_at(s, params, c, n);
+            double complex f, df;
+            phi1(m.x, &f, &df);
+            const double complex S0 = CMPLX(s->s0r[n], s->s0i[n]), S1 = CMPLX(s->s1r[n], s->s1i[n]);
+            const double complex W = m.Cc * m.B * m.bd;
+            const double complex gC = m.B * m.bd * S0, gB = m.Cc * m.bd * S0;
+            const double complex gA = m.Cc * m.B * m.dt * m.dt * df * S0 + W * m.dt * S1;
+            const double complex gdt = m.Cc * m.B * m.z * S0 + W * m.A * S1;
+            const int64_t i = (int64_t)c * H + n;
+            dparams[s->o_c_re + i] += (real_t)(2 * creal(gC));
+            dparams[s->o_c_im + i] += (real_t)(-2 * cimag(gC));
+            dparams[s->o_b_re + i] += (real_t)(2 * creal(gB));
+            dparams[s->o_b_im + i] += (real_t)(-2 * cimag(gB));
+            dparams[s->o_log_a_re + i] += (real_t)(2 * creal(m.A) * creal(gA));
+            dparams[s->o_a_im + i] += (real_t)(-2 * cimag(gA));
+            dlog_dt += 2 * m.dt * creal(gdt);
+        }
+        dparams[s->o_log_dt + c] += (real_t)dlog_dt;
+    }
+}
+
+/* ---- initialisation ---- */
+
+int s4d_init_parse(const char *name) {
+    if (strcmp(name, "lin") == 0) return S4D_INIT_LIN;
+    if (strcmp(name, "inv") == 0) return S4D_INIT_INV;
+    if (strcmp(name, "legs") == 0) return S4D_INIT_LEGS;
+    return -1;
+}
+
+/* Eigenvalues of the normal part of HiPPO-LegS: A + P P^T = -1/2 I + S with
+ * S_nk = -1/2 sqrt((2n+1)(2k+1)) sign(n-k). -iS is Hermitian; its eigenvalues come in +-w pairs
+ * (S is real skew-symmetric) and the top N/2, ascending, are the imaginary parts we keep. */
+static int legs_eigenvalues(int N, double *a_im) {
+    const int H = N / 2, lda = N;
+    double complex *a = strand_alloc(sizeof *a * (size_t)N * (size_t)N, "s4d legs matrix");
+    double *w = strand_alloc(sizeof *w * (size_t)N, "s4d legs eigenvalues");
+    double *rwork = strand_alloc(sizeof *rwork * (size_t)(3 * N), "s4d legs workspace");
+    double complex *work = NULL;
+    int status = STRAND_OK;
+    if (!a || !w || !rwork) {
+        status = STRAND_ERR_NOMEM;
+        goto done;
+    }
+    for (int k = 0; k < N; k++)
+        for (int n = 0; n < N; n++) {
+            const double snk = n == k ? 0.0 : -0.5 * sqrt((2.0 * n + 1) * (2.0 * k + 1)) * (n > k ? 1 : -1);
+            a[n + (size_t)k * N] = CMPLX(0.0, -snk); /* column-major -i S */
+        }
+    int lwork = -1, info = 0;
+    double complex query;
+    zheev_("N", "U", &N, a, &lda, w, &query, &lwork, rwork, &info, 1, 1);
+    lwork = info == 0 ? (int)creal(query) : 2 * N;
+    if (lwork < 2 * N) lwork = 2 * N;
+    work = strand_alloc(sizeof *work * (size_t)lwork, "s4d legs workspace");
+    if (!work) {
+        status = STRAND_ERR_NOMEM;
+        goto done;
+    }
+    zheev_("N", "U", &N, a, &lda, w, work, &lwork, rwork, &info, 1, 1);
+    if (info != 0) {
+        status = strand_error_set(STRAND_ERR_NUMERIC, __FILE__, __LINE__,
+                                  "s4d legs init: LAPACK zheev failed (info %d) for N = %d", info, N);
+        goto done;
+    }
+    for (int n = 0; n < H; n++)
+        a_im[n] = w[H + n]; /* ascending: the positive half */
+done:
+    strand_free(a);
+    strand_free(w);
+    strand_free(rwork);
+    strand_free(work);
+    return status;
+}
+
+int s4d_init_a_imag(int kind, int N, double *a_im) {
+    if (N < 2 || N % 2 != 0) STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.state = %d must be even and >= 2", N);
+    const int H = N / 2;
+    const double pi = 3.14159265358979323846;
+    switch (kind) {
+    case S4D_INIT_LIN:
+        for (int n = 0; n < H; n++)
+            a_im[n] = pi * n;
+        return STRAND_OK;
+    case S4D_INIT_INV:
+        for (int n = 0; n < H; n++)
+            a_im[n] = (N / pi) * ((double)N / (2.0 * n + 1) - 1);
+        return STRAND_OK;
+    case S4D_INIT_LEGS:
+        return legs_eigenvalues(N, a_im);
+    default:
+        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.init: unknown kind %d", kind);
+    }
+}
+
+/* The LegS eigenvalues need an O(N^3) solve: computed once and shared by every layer (all layers
+ * have the same s4d.state). Freed when the last s4d mixer goes. */
+static struct {
+    double *a_im;
+    int N, users;
+} legs_cache;
+
+static int legs_cached(int N, double *a_im) {
+    if (legs_cache.a_im && legs_cache.N != N) {
+        strand_free(legs_cache.a_im);
+        legs_cache.a_im = NULL;
+    }
+    if (!legs_cache.a_im) {
+        double *values = strand_alloc(sizeof *values * (size_t)(N / 2), "s4d legs cache");
+        if (!values) return STRAND_ERR_NOMEM;
+        int status = legs_eigenvalues(N, values);
+        if (status != STRAND_OK) {
+            strand_free(values);
+            return status;
+        }
+        legs_cache.a_im = values;
+        legs_cache.N = N;
+    }
+    memcpy(a_im, legs_cache.a_im, sizeof *a_im * (size_t)(N / 2));
+    return STRAND_OK;
+}
+
+/* ---- mixer interface ---- */
+
+static int s4d_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
+                      const char *layer) {
+    if (config->s4d_state % 2 != 0 || config->s4d_state < 2)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.state = %d: must be even (N/2 complex modes per channel)",
+                    config->s4d_state);
+    const int kind = s4d_init_parse(config->s4d_init);
+    if (kind < 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.init = '%s': must be lin, inv or legs", config->s4d_init);
+    if (!(config->s4d_dt_min <= config->s4d_dt_max))
+        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.dt_min = %g must not exceed s4d.dt_max = %g", config->s4d_dt_min,
+                    config->s4d_dt_max);
+    s4d_state *s = strand_alloc(sizeof *s, "s4d mixer");
+    if (!s) return STRAND_ERR_NOMEM;
+    mixer->state = s;
+    s->C = mixer->C;
+    s->N = config->s4d_state;
+    s->H = s->N / 2;
+    s->init_kind = kind;
+    s->dt_min = config->s4d_dt_min;
+    s->dt_max = config->s4d_dt_max;
+    const int C = s->C, H = s->H;
+
+    /* Long-convolution options. Wisdom only helps measured plans; an empty path means the
+     * per-user cache file (as hyena). */
+    const char *strategy = config->conv_strategy;
+    s->conv_options.strategy = strcmp(strategy, "fftw-mpi") == 0   ? STRAND_CONV_FFTW_MPI
+                               : strcmp(strategy, "alltoall") == 0 ? STRAND_CONV_ALLTOALL
+                                                                   : STRAND_CONV_AUTO;
+    s->conv_options.measure = strcmp(config->conv_planner, "measure") == 0;
+    s->conv_options.wisdom = NULL;
+    const char *home = getenv("HOME");
+    if (s->conv_options.measure) {
+        if (config->conv_wisdom[0])
+            snprintf(s->wisdom, sizeof s->wisdom, "%s", config->conv_wisdom);
+        else if (home && home[0])
+            snprintf(s->wisdom, sizeof s->wisdom, "%s/.cache/strand/fftw-%s.wisdom", home, STRAND_REAL_NAME);
+        if (s->wisdom[0]) s->conv_options.wisdom = s->wisdom;
+    }
+
+    STRAND_ALLOC(s->a_im_init, H, "s4d init");
+    if (kind == S4D_INIT_LEGS) {
+        legs_cache.users++; /* counted before the solve so destroy balances it on failure too */
+        STRAND_CALL(legs_cached(s->N, s->a_im_init));
+    } else {
+        STRAND_CALL(s4d_init_a_imag(kind, s->N, s->a_im_init));
+    }
+
+    STRAND_CALL(strand_params_declare(table, layer, "log_dt", C, 0, STRAND_INIT_BY_LAYER, 0, 0, &s->log_dt));
+    STRAND_CALL(
+        strand_params_declare(table, layer, "log_a_re", C, H, STRAND_INIT_BY_LAYER, 0, 0, &s->log_a_re));
+    STRAND_CALL(strand_params_declare(table, layer, "a_im", C, H, STRAND_INIT_BY_LAYER, 0, 0, &s->a_im));
+    STRAND_CALL(strand_params_declare(table, layer, "B_re", C, H, STRAND_INIT_BY_LAYER, 0, 0, &s->b_re));
+    STRAND_CALL(strand_params_declare(table, layer, "B_im", C, H, STRAND_INIT_BY_LAYER, 0, 0, &s->b_im));
+    STRAND_CALL(strand_params_declare(table, layer, "C_re", C, H, STRAND_INIT_BY_LAYER, 0, 0, &s->c_re));
+    STRAND_CALL(strand_params_declare(table, layer, "C_im", C, H, STRAND_INIT_BY_LAYER, 0, 0, &s->c_im));
+    STRAND_CALL(strand_params_declare(table, layer, "D", C, 0, STRAND_INIT_BY_LAYER, 0, 0, &s->d));
+    char out_layer[64];
+    snprintf(out_layer, sizeof out_layer, "%s.out", layer);
+    STRAND_CALL(strand_params_declare(table, out_layer, "weight", 2 * (int64_t)C, C, STRAND_INIT_NORMAL,
+                                      config->init_std, 1, &s->out_weight));
+    STRAND_CALL(strand_params_declare(table, out_layer, "bias", 2 * (int64_t)C, 0, STRAND_INIT_ZEROS, 0, 0,
+                                      &s->out_bias));
+    s->o_log_dt = table->items[s->log_dt].offset;
+    s->o_log_a_re = table->items[s->log_a_re].offset;
+    s->o_a_im = table->items[s->a_im].offset;
+    s->o_b_re = table->items[s->b_re].offset;
+    s->o_b_im = table->items[s->b_im].offset;
+    s->o_c_re = table->items[s->c_re].offset;
+    s->o_c_im = table->items[s->c_im].offset;
+    s->o_d = table->items[s->d].offset;
+    s->o_out_weight = table->items[s->out_weight].offset;
+    s->o_out_bias = table->items[s->out_bias].offset;
+
+    const int Hp = (H + S4D_LANES - 1) / S4D_LANES * S4D_LANES;
+    s->Hp = Hp;
+    double *ws;
+    STRAND_ALLOC(ws, 20 * (int64_t)Hp, "s4d mode workspace"); /* zeroed: padding modes stay 0 */
+    double **arrays[] = {&s->xr,  &s->xi,  &s->zr,  &s->zi,  &s->wr,  &s->wi,  &s->qr,
+                         &s->qi,  &s->s0r, &s->s0i, &s->s1r, &s->s1i, &s->a0r, &s->a0i,
+                         &s->a1r, &s->a1i, &s->zRr, &s->zRi, &s->ar,  &s->ai};
+    for (int i = 0; i < 20; i++)
+        *arrays[i] = ws + (int64_t)i * Hp;
+    return STRAND_OK;
+}
+
+static int s4d_setup(strand_mixer *mixer, const strand_shard *shard) {
+    s4d_state *s = mixer->state;
+    const int64_t T = shard->T, TC = shard->T * s->C;
+    s->T = T;
+    STRAND_CALL(strand_fftconv_create(&s->conv, shard, s->C, &s->conv_options));
+    STRAND_ALLOC(s->K, TC, "s4d kernel");
+    STRAND_ALLOC(s->y, TC, "s4d activations");
+    STRAND_ALLOC(s->g, TC, "s4d activations");
+    STRAND_ALLOC(s->z, 2 * TC, "s4d activations");
+    STRAND_ALLOC(s->dK, TC, "s4d gradient scratch");
+    STRAND_ALLOC(s->dy, TC, "s4d gradient scratch");
+    STRAND_ALLOC(s->dg, TC, "s4d gradient scratch");
+    STRAND_ALLOC(s->dz, 2 * TC, "s4d gradient scratch");
+    return STRAND_OK;
+}
+
+static void s4d_init_params(strand_mixer *mixer, real_t *params, uint64_t seed) {
+    const s4d_state *s = mixer->state;
+    const int C = s->C, H = s->H;
+    const double lo = log(s->dt_min), hi = log(s->dt_max), c_std = sqrt(0.5);
+    for (int c = 0; c < C; c++) {
+        /* log dt ~ U[ln dt_min, ln dt_max]; counters (parameter index, element) as in the table. */
+        params[s->o_log_dt + c] =
+            (real_t)(lo + (hi - lo) * strand_rng_uniform(seed, STRAND_STREAM_INIT, (uint64_t)s->log_dt, c));
+        params[s->o_d + c] = (real_t)strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)s->d, c);
+        for (int n = 0; n < H; n++) {
+            const int64_t i = (int64_t)c * H + n;
+            params[s->o_log_a_re + i] = (real_t)log(0.5); /* Re A = -1/2 for every init */
+            params[s->o_a_im + i] = (real_t)s->a_im_init[n];
+            params[s->o_b_re + i] = 1;
+            params[s->o_b_im + i] = 0;
+            /* C ~ complex normal with variance 1/2 per part, as S4D. */
+            params[s->o_c_re + i] =
+                (real_t)(c_std * strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)s->c_re, (uint64_t)i));
+            params[s->o_c_im + i] =
+                (real_t)(c_std * strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)s->c_im, (uint64_t)i));
+        }
+    }
+}
+
+#ifdef STRAND_REAL_DOUBLE
+#define S4D_EXP exp
+#else
+#define S4D_EXP expf
+#endif
+
+/* out (T,C) = a * sigmoid(b) with [a | b] = z (T,2C) per row. exp overflow gives 0, not NaN. */
+static void glu_forward(real_t *out, const real_t *z, int64_t T, int C) {
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *a = z + t * 2 * C, *b = a + C;
+        for (int c = 0; c < C; c++)
+            out[t * C + c] = a[c] / (1 + S4D_EXP(-b[c]));
+    }
+}
+
+/* dz (T,2C) = d/dz of GLU given dout (T,C) (overwrites). */
+static void glu_backward(real_t *dz, const real_t *dout, const real_t *z, int64_t T, int C) {
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *a = z + t * 2 * C, *b = a + C;
+        real_t *da = dz + t * 2 * C, *db = da + C;
+        for (int c = 0; c < C; c++) {
+            const real_t sig = 1 / (1 + S4D_EXP(-b[c])), d = dout[t * C + c];
+            da[c] = d * sig;
+            db[c] = d * a[c] * sig * (1 - sig);
+        }
+    }
+}
+
+static int s4d_forward(strand_mixer *mixer, real_t *out, const real_t *in, const real_t *params,
+                       const strand_shard *shard) {
+    s4d_state *s = mixer->state;
+    const int C = s->C;
+    const int64_t T = shard->T;
+    STRAND_ASSERT(s->conv && T == s->T);
+    s4d_kernel_forward(mixer, s->K, params, shard->n_pieces, shard->piece_start, shard->piece_length);
+    STRAND_CALL(strand_fftconv_forward(s->conv, s->y, in, s->K));
+    const real_t *D = params + s->o_d;
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            s->y[t * C + c] += D[c] * in[t * C + c];
+    gelu_forward(s->g, s->y, T * C);
+    linear_forward(s->z, s->g, params + s->o_out_weight, params + s->o_out_bias, T, C, 2 * C);
+    glu_forward(out, s->z, T, C);
+    return STRAND_OK;
+}
+
+static int s4d_backward(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout,
+                        const real_t *in, const real_t *params, const strand_shard *shard) {
+    s4d_state *s = mixer->state;
+    const int C = s->C;
+    const int64_t T = shard->T, TC = T * C;
+    STRAND_ASSERT(s->conv && T == s->T);
+    glu_backward(s->dz, dout, s->z, T, C);
+    memset(s->dg, 0, sizeof(real_t) * (size_t)TC);
+    linear_backward(s->dg, dparams + s->o_out_weight, dparams + s->o_out_bias, s->dz, s->g,
+                    params + s->o_out_weight, T, C, 2 * C);
+    memset(s->dy, 0, sizeof(real_t) * (size_t)TC);
+    gelu_backward(s->dy, s->dg, s->y, TC);
+    /* y = K * u + D u */
+    const real_t *D = params + s->o_d;
+    real_t *dD = dparams + s->o_d;
+    for (int c = 0; c < C; c++) {
+        double sum = 0;
+        for (int64_t t = 0; t < T; t++)
+            sum += (double)s->dy[t * C + c] * (double)in[t * C + c];
+        dD[c] += (real_t)sum;
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            din[t * C + c] += D[c] * s->dy[t * C + c];
+    memset(s->dK, 0, sizeof(real_t) * (size_t)TC);
+    STRAND_CALL(strand_fftconv_backward(s->conv, din, s->dK, s->dy));
+    s4d_kernel_backward(mixer, dparams, s->dK, params, shard->n_pieces, shard->piece_start,
+                        shard->piece_length);
+    return STRAND_OK;
+}
+
+static void s4d_destroy(strand_mixer *mixer) {
+    s4d_state *s = mixer->state;
+    if (!s) return;
+    if (s->init_kind == S4D_INIT_LEGS && legs_cache.users > 0 && --legs_cache.users == 0) {
+        strand_free(legs_cache.a_im);
+        legs_cache.a_im = NULL;
+        legs_cache.N = 0;
+    }
+    if (s->conv) strand_fftconv_free(s->conv);
+    strand_free(s->a_im_init);
+    strand_free(s->xr); /* the mode workspace's base */
+    strand_free(s->K);
+    strand_free(s->y);
+    strand_free(s->g);
+    strand_free(s->z);
+    strand_free(s->dK);
+    strand_free(s->dy);
+    strand_free(s->dg);
+    strand_free(s->dz);
+    strand_free(s);
+    mixer->state = NULL;
+}
+
+const strand_mixer_ops strand_mixer_s4d = {
+    .name = "s4d",
+    .create = s4d_create,
+    .setup = s4d_setup,
+    .init_params = s4d_init_params,
+    .forward = s4d_forward,
+    .backward = s4d_backward,
+    .destroy = s4d_destroy,
+};
+
+/* ---- recurrent mode ---- */
+
+int s4d_recurrent_init(s4d_recurrent_state *state, const strand_mixer *mixer) {
+    const s4d_state *s = mixer->state;
+    memset(state, 0, sizeof *state);
+    state->C = s->C;
+    state->H = s->H;
+    STRAND_ALLOC(state->x, 2 * (int64_t)s->C * s->H, "s4d recurrent state");
+    STRAND_ALLOC(state->y, s->C, "s4d recurrent scratch");
+    STRAND_ALLOC(state->g, s->C, "s4d recurrent scratch");
+    STRAND_ALLOC(state->z, 2 * (int64_t)s->C, "s4d recurrent scratch");
+    return STRAND_OK;
+}
+
+void s4d_recurrent_reset(s4d_recurrent_state *state) {
+    memset(state->x, 0, sizeof(double) * 2 * (size_t)state->C * (size_t)state->H);
+}
+
+void s4d_recurrent_free(s4d_recurrent_state *state) {
+    strand_free(state->x);
+    strand_free(state->y);
+    strand_free(state->g);
+    strand_free(state->z);
+    memset(state, 0, sizeof *state);
+}
+
+int s4d_recurrent_step(const strand_mixer *mixer, const real_t *params, s4d_recurrent_state *state,
+                       const real_t *u_t, real_t *y_t) {
+    const s4d_state *s = mixer->state;
+    const int C = s->C, H = s->H;
+    if (state->C != C || state->H != H)
+        STRAND_FAIL(STRAND_ERR_INPUT, "s4d recurrent state is (%d,%d), the mixer (%d,%d)", state->C, state->H,
+                    C, H);
+    for (int c = 0; c < C; c++) {
+        const double u = (double)u_t[c];
+        double y = (double)params[s->o_d + c] * u;
+        for (int n = 0; n < H; n++) {
+            const s4d_mode m = mode_at(s, params, c, n);
+            double *x = state->x + 2 * ((int64_t)c * H + n);
+            const double complex bbar = m.B * m.bd;
+            const double complex xn = m.z * CMPLX(x[0], x[1]) + bbar * u;
+            x[0] = creal(xn), x[1] = cimag(xn);
+            y += 2 * creal(m.Cc * xn);
+        }
+        state->y[c] = (real_t)y;
+    }
+    gelu_forward(state->g, state->y, C);
+    linear_forward(state->z, state->g, params + s->o_out_weight, params + s->o_out_bias, 1, C, 2 * C);
+    glu_forward(y_t, state->z, 1, C);
+    return STRAND_OK;
+}
