@@ -1,6 +1,6 @@
 /* Checkpoints in parallel HDF5: collective writes of row slices, atomic publication, validation
  * that names the exact mismatch, resharding reads and the scan for the latest checkpoint. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sync_file_range */
 #include "strand/ckpt.h"
 
 #include "strand/dataset.h"
@@ -18,6 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define STRAND_CRC_PCLMUL 1
+#endif
 
 #ifdef STRAND_REAL_DOUBLE
 #define FILE_REAL H5T_IEEE_F64LE
@@ -88,9 +92,13 @@ static void tensor_slice(const strand_param_info *p, int world, int rank, int64_
     *cols = p->size / p->shape[0];
 }
 
-/* CRC-32 (zlib) of a byte range of any length. */
-static uint32_t crc_bytes(uint32_t crc, const void *data, size_t bytes) {
-    const unsigned char *p = data;
+/* ---- CRC-32 ----
+ * The checksum of every tensor is zlib's CRC-32 so that anyone can check it (Python's
+ * zlib.crc32). zlib computes it at about 2 GB/s, slower than the disk, so x86 CPUs with
+ * carry-less multiply fold 64 bytes per step instead (the method of Intel's "Fast CRC
+ * Computation Using PCLMULQDQ", constants for the reflected polynomial 0xEDB88320). */
+
+static uint32_t crc32_zlib(uint32_t crc, const unsigned char *p, size_t bytes) {
     while (bytes > 0) {
         uInt n = bytes > (1u << 30) ? (1u << 30) : (uInt)bytes;
         crc = (uint32_t)crc32(crc, p, n);
@@ -100,9 +108,59 @@ static uint32_t crc_bytes(uint32_t crc, const void *data, size_t bytes) {
     return crc;
 }
 
+#ifdef STRAND_CRC_PCLMUL
+__attribute__((target("pclmul,sse4.1"))) static __m128i fold16(__m128i x, __m128i k) {
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+/* bytes >= 64 and a multiple of 16. */
+__attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_pclmul(uint32_t crc, const unsigned char *p,
+                                                                      size_t bytes) {
+    const __m128i k12 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4),
+                  k34 = _mm_set_epi64x(0xccaa009e, 0x1751997d0);
+    const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124), poly = _mm_set_epi64x(0x1f7011641, 0x1db710641);
+    const __m128i low32 = _mm_set_epi32(0, 0, 0, -1);
+    __m128i x1 = _mm_loadu_si128((const __m128i *)p), x2 = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 32)), x4 = _mm_loadu_si128((const __m128i *)(p + 48));
+    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)~crc));
+    for (p += 64, bytes -= 64; bytes >= 64; p += 64, bytes -= 64) {
+        x1 = _mm_xor_si128(fold16(x1, k12), _mm_loadu_si128((const __m128i *)p));
+        x2 = _mm_xor_si128(fold16(x2, k12), _mm_loadu_si128((const __m128i *)(p + 16)));
+        x3 = _mm_xor_si128(fold16(x3, k12), _mm_loadu_si128((const __m128i *)(p + 32)));
+        x4 = _mm_xor_si128(fold16(x4, k12), _mm_loadu_si128((const __m128i *)(p + 48)));
+    }
+    x1 = _mm_xor_si128(fold16(x1, k34), x2);
+    x1 = _mm_xor_si128(fold16(x1, k34), x3);
+    x1 = _mm_xor_si128(fold16(x1, k34), x4);
+    for (; bytes >= 16; p += 16, bytes -= 16)
+        x1 = _mm_xor_si128(fold16(x1, k34), _mm_loadu_si128((const __m128i *)p));
+    /* 128 -> 64 bits, then 64 -> 32 with a Barrett reduction. */
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), _mm_clmulepi64_si128(k34, x1, 0x01));
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 4), _mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5, 0x00));
+    __m128i t = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10), low32);
+    x1 = _mm_xor_si128(x1, _mm_clmulepi64_si128(t, poly, 0x00));
+    return ~(uint32_t)_mm_extract_epi32(x1, 1);
+}
+#endif
+
+uint32_t strand_crc32(uint32_t crc, const void *data, size_t bytes) {
+    const unsigned char *p = data;
+#ifdef STRAND_CRC_PCLMUL
+    static int usable = -1;
+    if (usable < 0) usable = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+    if (usable && bytes >= 64) {
+        const size_t bulk = bytes & ~(size_t)15;
+        crc = crc32_pclmul(crc, p, bulk);
+        p += bulk;
+        bytes -= bulk;
+    }
+#endif
+    return crc32_zlib(crc, p, bytes);
+}
+
 /* The CRC of a whole tensor from the CRCs of its rank slices, in rank order. */
 static uint32_t combine_crcs(const uint32_t *crcs, int stride, const strand_param_info *p, int world) {
-    uint32_t crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    uint32_t crc = 0;
     for (int r = 0; r < world; r++) {
         int64_t row0, rows, cols;
         tensor_slice(p, world, r, &row0, &rows, &cols);
@@ -236,28 +294,36 @@ static int select_rows(hid_t space, const strand_param_info *p, int64_t first, i
     return H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, block, NULL) < 0 ? -1 : 0;
 }
 
-/* Rows per transfer: one call moves at most about TRANSFER_BYTES per rank. Large single writes
- * (32-64 MiB) ran at a third of the speed of 1 MiB ones on ext4 (tests/bench/bench_ckpt.sh). */
-enum { TRANSFER_BYTES = 1 << 20 };
+/* Rows per transfer. Writes go in pieces of about 1 MiB per rank: single 32-64 MiB writes ran at
+ * a third of the speed on ext4 (the page cache takes large writes badly). Reads go in one piece
+ * per tensor slice, which measured faster than 1 MiB pieces (tests/bench/bench_ckpt.sh). */
+enum { WRITE_PIECE_BYTES = 1 << 20 };
 static int64_t rows_per_transfer(const strand_param_info *p, int writing) {
     const int64_t row_bytes = p->size / p->shape[0] * (int64_t)sizeof(real_t);
-    int64_t tb = getenv(writing ? "XX_WB" : "XX_RB") ? atoll(getenv(writing ? "XX_WB" : "XX_RB")) : TRANSFER_BYTES;
-    return row_bytes >= tb ? 1 : tb / row_bytes;
+    if (!writing) return p->shape[0];
+    return row_bytes >= WRITE_PIECE_BYTES ? 1 : WRITE_PIECE_BYTES / row_bytes;
 }
 
 /* This rank's rows of one tensor, written (or read) in pieces; every transfer is collective, so
- * all ranks make the same number of calls: as many as rank 0, which has the most rows. */
+ * all ranks make the same number of calls: as many as rank 0, which has the most rows. *crc is
+ * continued over this rank's rows piece by piece, while each piece is in the cache anyway. When
+ * writing with fd >= 0, the kernel is asked to start writing each piece back at once (Linux), so
+ * that the disk works while the CPUs go on instead of all at the final flush. */
 static int transfer_rows(hid_t dataset, const char *path, const char *name, const strand_param_info *p,
-                         real_t *data, int world, int rank, hid_t dxpl, int writing) {
+                         real_t *data, int world, int rank, hid_t dxpl, int writing, uint32_t *crc, int fd,
+                         int64_t file_offset) {
     int64_t row0, rows, cols, first_rows, unused;
     tensor_slice(p, world, rank, &row0, &rows, &cols);
     tensor_slice(p, world, 0, &unused, &first_rows, &cols);
     const int64_t step = rows_per_transfer(p, writing);
+    const size_t row_bytes = (size_t)cols * sizeof(real_t);
     int status = STRAND_OK;
+    *crc = 0;
     for (int64_t done = 0; done < first_rows && status == STRAND_OK; done += step) {
         const int64_t count = done >= rows ? 0 : (rows - done < step ? rows - done : step);
         hid_t space = H5Dget_space(dataset), memory = H5I_INVALID_HID;
         real_t *at = data + p->offset + (row0 + (count ? done : 0)) * cols;
+        if (writing) *crc = strand_crc32(*crc, at, (size_t)count * row_bytes);
         if (space < 0 || select_rows(space, p, row0 + done, count, &memory) < 0 ||
             (writing ? H5Dwrite(dataset, MEMORY_REAL, memory, space, dxpl, at)
                      : H5Dread(dataset, MEMORY_REAL, memory, space, dxpl, at)) < 0) {
@@ -267,13 +333,21 @@ static int transfer_rows(hid_t dataset, const char *path, const char *name, cons
         }
         strand_h5_close(&memory);
         strand_h5_close(&space);
+        if (!writing) *crc = strand_crc32(*crc, at, (size_t)count * row_bytes);
+#ifdef SYNC_FILE_RANGE_WRITE
+        if (writing && fd >= 0 && count > 0 && file_offset >= 0)
+            sync_file_range(fd, (off_t)file_offset + (off_t)((row0 + done) * (int64_t)row_bytes),
+                            (off_t)((size_t)count * row_bytes), SYNC_FILE_RANGE_WRITE);
+#else
+        (void)fd, (void)file_offset;
+#endif
     }
     return status;
 }
 
-/* Every tensor of every set, in three collective phases: create every dataset, write every
- * rank's rows, then checksum the slices (while the kernel writes the data back) and attach each
- * tensor's CRC, combined from one all-gather. */
+/* Every tensor of every set, in two collective phases: create every dataset (so that their
+ * places in the file are fixed), then write every rank's rows, checksumming them on the way, and
+ * attach each tensor's CRC, combined from one all-gather of the slices' CRCs. */
 static int write_tensor_sets(hid_t file, const char *path, const strand_param_table *table,
                              const tensor_set *sets, int n_sets, MPI_Comm comm) {
     int rank, world;
@@ -285,6 +359,8 @@ static int write_tensor_sets(hid_t file, const char *path, const strand_param_ta
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE),
           dxpl = H5Pcreate(H5P_DATASET_XFER);
     int status = STRAND_OK;
+    /* A second, plain descriptor of the file for early write-back hints (best effort). */
+    int fd = open(path, O_RDONLY);
     for (int k = 0; datasets && k < n; k++)
         datasets[k] = H5I_INVALID_HID;
     if (!local || !all || !datasets) {
@@ -303,23 +379,16 @@ static int write_tensor_sets(hid_t file, const char *path, const strand_param_ta
         status = strand_agree(
             comm, create_tensor(file, path, name, &table->items[k % table->count], lcpl, dcpl, &datasets[k]));
     }
-    if (status != STRAND_OK) goto done;
     for (int k = 0; k < n && status == STRAND_OK; k++) {
         const strand_param_info *p = &table->items[k % table->count];
         tensor_path(name, sizeof name, sets[k / table->count].group, p);
-        status = transfer_rows(datasets[k], path, name, p, sets[k / table->count].data, world, rank, dxpl, 1);
+        const haddr_t offset = H5Dget_offset(datasets[k]); /* contiguous and allocated: known */
+        status = transfer_rows(datasets[k], path, name, p, sets[k / table->count].data, world, rank, dxpl, 1,
+                               &local[k], fd, offset == HADDR_UNDEF ? -1 : (int64_t)offset);
         /* A failed collective write on one rank must not leave the others in the next one. */
         status = strand_agree(comm, status);
     }
     if (status != STRAND_OK) goto done;
-    for (int k = 0; k < n; k++) {
-        const strand_param_info *p = &table->items[k % table->count];
-        int64_t row0, rows, cols;
-        tensor_slice(p, world, rank, &row0, &rows, &cols);
-        local[k] =
-            crc_bytes((uint32_t)crc32(0L, Z_NULL, 0), sets[k / table->count].data + p->offset + row0 * cols,
-                      (size_t)(rows * cols) * sizeof(real_t));
-    }
     STRAND_CALL_MPI_GOTO(status, done, MPI_Allgather(local, n, MPI_UINT32_T, all, n, MPI_UINT32_T, comm),
                          path);
     for (int k = 0; k < n && status == STRAND_OK; k++) {
@@ -328,6 +397,7 @@ static int write_tensor_sets(hid_t file, const char *path, const strand_param_ta
             comm, write_scalar_attribute(datasets[k], "crc32", H5T_STD_U32LE, H5T_NATIVE_UINT32, &crc, path));
     }
 done:
+    if (fd >= 0) close(fd);
     for (int k = 0; datasets && k < n; k++)
         strand_h5_close(&datasets[k]);
     free(datasets);
@@ -1054,8 +1124,6 @@ int strand_ckpt_find(const char *path, int required, const strand_param_table *t
 static int read_tensor(hid_t file, const char *path, const char *name, const strand_param_info *p,
                        real_t *data, int world, int rank, hid_t dxpl, uint32_t *crc_local,
                        uint32_t *crc_stored) {
-    int64_t row0, rows, cols;
-    tensor_slice(p, world, rank, &row0, &rows, &cols);
     hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT);
     int status = STRAND_OK, found = 0;
     if (dataset < 0) {
@@ -1070,10 +1138,7 @@ static int read_tensor(hid_t file, const char *path, const char *name, const str
                                   name);
         goto done;
     }
-    status = transfer_rows(dataset, path, name, p, data, world, rank, dxpl, 0);
-    if (status != STRAND_OK) goto done;
-    *crc_local = crc_bytes((uint32_t)crc32(0L, Z_NULL, 0), data + p->offset + row0 * cols,
-                           (size_t)(rows * cols) * sizeof(real_t));
+    status = transfer_rows(dataset, path, name, p, data, world, rank, dxpl, 0, crc_local, -1, -1);
 done:
     strand_h5_close(&dataset);
     return status;

@@ -492,7 +492,7 @@ static const key_def keys[] = {
      .def = "auto",
      .values = layout_values,
      .help = "Positions per rank: contiguous pieces, or zigzag (chunks r and 2*SP-1-r, balanced causal "
-             "attention); auto = zigzag when the model has attention."},
+             "attention); auto = zigzag when the model has full (unwindowed) attention."},
 
     {.section = "run",
      .name = "dir",

@@ -143,11 +143,13 @@ static int open_metrics(trainer *t, const strand_train_options *options) {
     return STRAND_OK;
 }
 
-/* zigzag balances causal attention; other models keep contiguous pieces (cheaper halos). */
+/* Other models keep contiguous pieces (cheaper halos). */
 static int layout_for(const strand_config *c) {
     if (strcmp(c->layout, "zigzag") == 0) return STRAND_LAYOUT_ZIGZAG;
     if (strcmp(c->layout, "contiguous") == 0) return STRAND_LAYOUT_CONTIGUOUS;
-    return strstr(c->layers, "attn") ? STRAND_LAYOUT_ZIGZAG : STRAND_LAYOUT_CONTIGUOUS;
+    /* zigzag balances full causal attention; a sliding window is already balanced on contiguous
+     * pieces, where the ring also stops after the blocks the window can reach. */
+    return strstr(c->layers, "attn") && c->attn_window == 0 ? STRAND_LAYOUT_ZIGZAG : STRAND_LAYOUT_CONTIGUOUS;
 }
 
 /* Buffers, loader, model (initialised from the seed) and optimizer. */
@@ -207,6 +209,12 @@ static int maybe_resume(trainer *t, const strand_train_options *options, strand_
         printf("resuming from %s: step %lld of %lld (written at dp %d x sp %d, now dp %d x sp %d)\n", path,
                (long long)t->meta->step, (long long)t->config.steps, t->meta->dp, t->meta->sp,
                t->grid.dp_size, t->grid.sp_size);
+        /* The only state outside the checkpoint: attention's memory of the previous window. */
+        if (t->config.attn_segment_memory && strstr(t->config.layers, "attn"))
+            printf(
+                "note: attn.segment_memory: the memory of the window before step %lld is not in checkpoints; "
+                "step %lld attends without it, so the continuation is not bit-identical\n",
+                (long long)t->meta->step + 1, (long long)t->meta->step + 1);
         fflush(stdout);
     }
     return STRAND_OK;
@@ -479,7 +487,7 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
                    (long long)result->steps, took, result->first_bpb, result->final_bpb, result->val_bpb,
                    (long long)result->val_windows);
         else
-            printf("done: %lld steps in %s, bits/base %.4f -> %.4f (no validation split)\n",
+            printf("done: %lld steps in %s, bits/base %.4f -> %.4f (no validation)\n",
                    (long long)result->steps, took, result->first_bpb, result->final_bpb);
         if (!options->no_run_dir)
             printf("metrics: %s/metrics.jsonl, summary: %s/summary.json\n", t->config.run_dir,
@@ -505,13 +513,13 @@ int strand_train(const strand_config *config, MPI_Comm world, const strand_train
     trainer_init(&t, config);
     memset(result, 0, sizeof *result);
     struct sigaction old_usr1, old_term;
+    preempt_requested = 0; /* a previous run in this process (or its test hook) does not carry over */
     if (options->handle_signals) {
         struct sigaction action;
         memset(&action, 0, sizeof action);
         action.sa_handler = on_preempt_signal;
         sigemptyset(&action.sa_mask);
         action.sa_flags = SA_RESTART; /* MPI and file I/O carry on; the flag is read at step ends */
-        preempt_requested = 0;
         sigaction(SIGUSR1, &action, &old_usr1);
         sigaction(SIGTERM, &action, &old_term);
     }

@@ -111,6 +111,10 @@ typedef struct {
 int strand_grads_write(const char *path, const strand_grads_meta *meta, const strand_param_table *table,
                        const real_t *grads, const char *config_text, MPI_Comm comm);
 
+/* zlib's CRC-32 (as Python's zlib.crc32) continued from `crc` (0 to start), with carry-less
+ * multiplication where the CPU has it. The checksum of every tensor in a checkpoint. */
+uint32_t strand_crc32(uint32_t crc, const void *data, size_t bytes);
+
 /* ---- serial helpers for strand info ---- */
 /* *kind: 1 for a checkpoint, 2 for a gradient file, 0 for another HDF5 file. Fails only when the
  * file is missing, unreadable or not HDF5. Serial. */

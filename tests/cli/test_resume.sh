@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checkpoint and resume through the strand binary:
-#   bit-exact:   20 steps at SP=2 uninterrupted == 10 steps, preempted, + 10 resumed (metrics.jsonl
-#                step/loss/bpb/lr/grad_norm/tokens compared as text)
+#   bit-exact:   20 steps at SP=2 uninterrupted == 10 steps, preempted (on one rank only), + 10
+#                resumed (metrics.jsonl step/loss/bpb/lr/grad_norm/tokens compared as text)
 #   SIGUSR1:     a real signal to mpirun mid-run: exit 75, a checkpoint at the step it stopped,
 #                and the resumed run equals the uninterrupted one bit for bit
 #   kill -9:     the job killed while checkpoint 10 is being written (STRAND_FAULT_CKPT_SLEEP holds
@@ -74,8 +74,9 @@ fi
 ok "reference run: 20 steps, checkpoints $(ls "$ref/checkpoints" | tr '\n' ' ')"
 
 # ---- bit-exact: 10 steps, preempted, then resumed ----
+# Only rank 1 "receives the signal": the ranks must agree on it and stop together.
 run=$work/exact
-STRAND_FAULT_PREEMPT_STEP=10 train 2 "$run"
+STRAND_FAULT_PREEMPT_STEP=10 STRAND_FAULT_RANK=1 train 2 "$run"
 if [ "$rc" -ne 75 ] || [ ! -s "$run/checkpoints/ckpt-10.h5" ] || [ -e "$run/summary.json" ]; then
     fail "preempted at step 10: exit $rc (expected 75), checkpoint 10 and no summary"; cat "$run.err"
 else

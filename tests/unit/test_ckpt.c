@@ -1,8 +1,7 @@
 /* Checkpoint tests under MPI (1 to 4 ranks).
- *   test_ckpt unit                     round trip bit for bit; reshard (written at 2 ranks, read at
- *                                      3; written at 4, read at 1, on sub-communicators); refusals
- *                                      (shape, missing and extra tensors, format version, real type,
- *                                      configuration, truncated, random bytes, not HDF5), every one
+ *   test_ckpt unit                     strand_crc32 equals zlib's crc32; round trip bit for bit; reshard
+ * (written at 2 ranks, read at 3; written at 4, read at 1, on sub-communicators); refusals (shape, missing
+ * and extra tensors, format version, real type, configuration, truncated, random bytes, not HDF5), every one
  *                                      agreed by all ranks; latest-checkpoint scan and pruning
  *   test_ckpt bench DIR LAYERS D       write and read bandwidth of a d_model D model with LAYERS
  *                                      blocks (no training), one JSON line */
@@ -19,6 +18,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <zlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -175,6 +175,28 @@ static MPI_Comm first_ranks(int n) {
     MPI_Comm comm;
     MPI_Comm_split(MPI_COMM_WORLD, world_rank < n ? 0 : MPI_UNDEFINED, world_rank, &comm);
     return comm;
+}
+
+/* The fast CRC equals zlib's for every length around the 16/64-byte folding steps, any
+ * alignment, and when continued piece by piece. */
+static void test_crc(void) {
+    enum { N = 5000 };
+    static unsigned char bytes[N + 64];
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < N + 64; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        bytes[i] = (unsigned char)x;
+    }
+    int bad = 0;
+    for (int offset = 0; offset < 8; offset++)
+        for (int n = 0; n <= 300; n++)
+            bad += strand_crc32(0, bytes + offset, (size_t)n) != (uint32_t)crc32(0, bytes + offset, (uInt)n);
+    CHECK_MSG(bad == 0, "%d lengths differ from zlib", bad);
+    uint32_t whole = (uint32_t)crc32(0, bytes, N), pieces = 0;
+    for (int at = 0, n = 1; at < N; at += n, n = n * 3 + 7)
+        pieces = strand_crc32(pieces, bytes + at, (size_t)(at + n <= N ? n : N - at));
+    CHECK_MSG(pieces == whole, "continued CRC %08x, zlib %08x", pieces, whole);
+    CHECK(strand_crc32(0, "123456789", 9) == 0xCBF43926u); /* the CRC-32 check value */
 }
 
 static void test_round_trip_and_reshard(void) {
@@ -477,11 +499,12 @@ static int bench(const char *dir, int layers, int d_model) {
     struct stat st;
     stat(path, &st);
     if (world_rank == 0)
-        printf("{\"parameters\":%lld,\"file_bytes\":%lld,\"ranks\":%d,\"write_s\":%.3f,\"write_MBps\":%.1f,"
-               "\"write_cpu_s\":%.3f,\"read_s\":%.3f,\"read_MBps\":%.1f,\"read_cpu_s\":%.3f,\"path\":\"%s\"}\n",
-               (long long)meta->parameters, (long long)st.st_size, world_size, write_s,
-               (double)st.st_size / 1e6 / write_s, cpu[0], read_s, (double)st.st_size / 1e6 / read_s, cpu[1],
-               path);
+        printf(
+            "{\"parameters\":%lld,\"file_bytes\":%lld,\"ranks\":%d,\"write_s\":%.3f,\"write_MBps\":%.1f,"
+            "\"write_cpu_s\":%.3f,\"read_s\":%.3f,\"read_MBps\":%.1f,\"read_cpu_s\":%.3f,\"path\":\"%s\"}\n",
+            (long long)meta->parameters, (long long)st.st_size, world_size, write_s,
+            (double)st.st_size / 1e6 / write_s, cpu[0], read_s, (double)st.st_size / 1e6 / read_s, cpu[1],
+            path);
     strand_free(meta);
     strand_free(v);
     strand_model_free(&model);
@@ -510,6 +533,7 @@ int main(int argc, char **argv) {
     strand_config_defaults(&config);
     make_tmpdir();
     CHECK(tmpdir[0] != '\0');
+    test_crc();
     test_round_trip_and_reshard();
     test_refusals();
     test_latest_and_prune();

@@ -183,7 +183,8 @@ static void test_loader(const char *fasta) {
     strand_split_range(seq_len, world_size, world_rank, &start, &count);
     uint8_t *piece = malloc((size_t)count + 1);
     uint8_t *whole = malloc((size_t)seq_len + 1);
-    int *counts = malloc(sizeof(int) * (size_t)world_size), *displs = malloc(sizeof(int) * (size_t)world_size);
+    int *counts = malloc(sizeof(int) * (size_t)world_size),
+        *displs = malloc(sizeof(int) * (size_t)world_size);
     for (int r = 0; r < world_size; r++) {
         int64_t s0 = 0, n0 = 0;
         strand_split_range(seq_len, world_size, r, &s0, &n0);
@@ -214,7 +215,8 @@ static void test_loader(const char *fasta) {
         CHECK(strand_loader_read(&rc_loader, w_rc, start, count, piece) == STRAND_OK);
         int bad = 0;
         for (int64_t i = 0; i <= count; i++) {
-            uint8_t want = w_rc.reverse ? strand_token_complement(expect[seq_len - (start + i)]) : expect[start + i];
+            uint8_t want =
+                w_rc.reverse ? strand_token_complement(expect[seq_len - (start + i)]) : expect[start + i];
             if (piece[i] != want) bad++;
         }
         CHECK_MSG(bad == 0, "step %lld: %d tokens differ (reverse %d)", (long long)step, bad, w_rc.reverse);
