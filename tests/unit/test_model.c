@@ -17,12 +17,15 @@
  * relative error of a gradient near zero. */
 #ifdef STRAND_REAL_DOUBLE
 #define MODEL_FLOOR 1e-2
-#define MODEL_OK(res) gradcheck_ok((res), GRADCHECK_TOL)
+/* Norm-wise relative error below 1e-6 per tensor; per element a looser 1e-4, because a tensor
+ * whose gradients are all tiny (s4d's log_a_re: ~1e-5) meets the ~1e-11 rounding of the loss. */
+#define MODEL_OK(res) ((res).checked > 0 && (res).norm_rel < GRADCHECK_TOL && (res).max_rel < 1e-4)
 #else
-/* In float, central differences of a whole model are noisy per element; the norm-wise error over
- * a tensor still exposes a wrong backward (it is then O(1)). */
+/* In float, central differences of a whole model are noisy per element, and the float step (1e-2)
+ * moves hyena's sin(10 x) filter by 0.1 rad, a ~1% truncation error; the norm-wise error over a
+ * tensor still exposes a wrong backward (it is then O(1)). The double build holds 1e-6. */
 #define MODEL_FLOOR GRADCHECK_FLOOR
-#define MODEL_OK(res) ((res).checked > 0 && (res).norm_rel < 1e-2)
+#define MODEL_OK(res) ((res).checked > 0 && (res).norm_rel < 5e-2)
 #endif
 
 typedef struct {
@@ -129,6 +132,17 @@ int main(int argc, char **argv) {
     CHECK_CLOSE(zigzag, contiguous, 1e-5); /* the layout must not change the function */
     zigzag = check_config("zigzag-kernel8", wide, 4, 23, STRAND_LAYOUT_ZIGZAG);
     contiguous = check_config("contiguous-kernel8", wide, 4, 23, STRAND_LAYOUT_CONTIGUOUS);
+    CHECK_CLOSE(zigzag, contiguous, 1e-5);
+    /* A hybrid model: every mixer kind in one layer list, both conv strategies, both layouts. */
+    const char *hybrid[] = {"model.d_model=8",       "model.layers=hyena,attn,s4d,conv",
+                            "model.mlp_hidden=8",    "attn.heads=2",
+                            "s4d.state=4",           "hyena.filter_width=4",
+                            "hyena.frequencies=2",   "conv.planner=estimate",
+                            "conv.strategy=alltoall"};
+    zigzag = check_config("hybrid-zigzag-alltoall", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
+    hybrid[8] = "conv.strategy=fftw-mpi";
+    contiguous = check_config("hybrid-contiguous-fftw-mpi", hybrid, 9, 17, STRAND_LAYOUT_CONTIGUOUS);
+    CHECK_CLOSE(zigzag, contiguous, 1e-5); /* neither layout nor strategy changes the function */
     CHECK_CLOSE(zigzag, contiguous, 1e-5);
     int status = test_finish("test_model");
     int any = 0;
