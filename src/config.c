@@ -454,13 +454,14 @@ static const key_def keys[] = {
      .def = "none",
      .values = recompute_values,
      .help = "Activation memory: keep everything (none), or keep block inputs and recompute blocks in "
-             "backward (block)."},
+             "backward (block; not available yet: refused)."},
     {.section = "memory",
      .name = "offload",
      .type = T_STRING,
      FIELD(offload),
      .def = "",
-     .help = "Directory on local scratch for per-rank HDF5 offload of block inputs; empty = off."},
+     .help = "Directory on local scratch for per-rank HDF5 offload of block inputs; empty = off (not "
+             "available yet: a non-empty value is refused)."},
 
     {.section = "data",
      .name = "path",

@@ -134,6 +134,11 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     model->max_T = max_T;
     const int C = model->C;
     const int H = strand_config_mlp_hidden(config);
+    /* Refuse rather than ignore: a user who asks for less activation memory must not get more. */
+    if (strcmp(config->recompute, "none") != 0 || config->offload[0])
+        STRAND_FAIL(STRAND_ERR_CONFIG, "memory.recompute = %s / memory.offload = '%s': activation recompute and "
+                                       "offload are not available in this build yet",
+                    config->recompute, config->offload);
     model->H = H;
     model->F = model->swiglu ? 2 * H : H;
 

@@ -249,7 +249,7 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
 }
 
 /* Mean validation loss (nats per token) over eval_windows windows spread over the DP groups. */
-static int evaluate_windows(trainer *t, double sums[2]) {
+static int evaluate_windows(trainer *t, double sums[2], double *by_position) {
     const int64_t n = t->config.eval_windows;
     strand_window window;
     double io = 0;
@@ -261,13 +261,16 @@ static int evaluate_windows(trainer *t, double sums[2]) {
         STRAND_CALL(strand_model_forward(&t->model, t->inputs, t->targets, &t->shard, &loss));
         sums[0] += loss;
         sums[1] += (double)t->shard.T;
+        if (by_position)
+            for (int64_t i = 0; i < t->shard.T; i++)
+                by_position[strand_shard_position(&t->shard, i)] += (double)t->model.losses[i];
     }
     return STRAND_OK;
 }
 
 static int evaluate(trainer *t, double *val_loss, int64_t *windows) {
     double sums[2] = {0, 0}; /* loss sum, tokens */
-    STRAND_CALL(strand_agree(t->grid.world, evaluate_windows(t, sums)));
+    STRAND_CALL(strand_agree(t->grid.world, evaluate_windows(t, sums, NULL)));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, 2));
     *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
     *windows = sums[1] > 0 ? (int64_t)llround(sums[1] / (double)t->config.seq_len) : 0;
@@ -595,6 +598,84 @@ int strand_train_grad(const strand_config *config, MPI_Comm world, const char *c
     trainer_init(&t, config);
     memset(result, 0, sizeof *result);
     int status = grad_run(&t, world, checkpoint, step, out, result);
+    trainer_free(&t);
+    return status;
+}
+
+/* The per-position CSV: position bins, mean loss in nats and bits (rank 0). */
+static int write_position_csv(const char *path, const double *by_position, int64_t length, int64_t windows,
+                              int64_t bin) {
+    char tmp[STRAND_CKPT_PATH_BYTES + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) STRAND_FAIL(STRAND_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+    fprintf(f, "position_start,position_end,loss_nats,bits_per_base\n");
+    for (int64_t start = 0; start < length; start += bin) {
+        const int64_t end = start + bin < length ? start + bin : length;
+        double sum = 0;
+        for (int64_t p = start; p < end; p++)
+            sum += by_position[p];
+        const double mean = sum / ((double)(end - start) * (double)windows);
+        fprintf(f, "%lld,%lld,%.9g,%.9g\n", (long long)start, (long long)end, mean, mean / LN2);
+    }
+    int ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot write %s", path);
+    return STRAND_OK;
+}
+
+static int sum_over_world(MPI_Comm comm, double *values, int64_t n) {
+    const int64_t piece = (int64_t)1 << 28; /* MPI counts are int */
+    for (int64_t offset = 0; offset < n; offset += piece) {
+        const int count = (int)(n - offset < piece ? n - offset : piece);
+        STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, values + offset, count, MPI_DOUBLE, MPI_SUM, comm));
+    }
+    return STRAND_OK;
+}
+
+static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t windows,
+                    const char *per_position, int64_t bin, strand_eval_result *result) {
+    t->config.eval_windows = windows;
+    STRAND_CALL(start(t, world));
+    STRAND_CALL(strand_ckpt_check(checkpoint, &t->model.table, &t->config, 0, t->grid.world, t->meta));
+    STRAND_CALL(load_checkpoint(t, checkpoint));
+    if (t->loader.val_starts == 0)
+        STRAND_FAIL(STRAND_ERR_INPUT,
+                    "%s has no validation range of %lld tokens (train.seq_len + 1); prep with --val-fraction "
+                    "or --val-records",
+                    t->config.data_path, (long long)t->config.seq_len + 1);
+    const int64_t L = t->config.seq_len;
+    double *by_position = NULL;
+    if (per_position) {
+        STRAND_ALLOC(by_position, L, "per-position losses");
+    }
+    double sums[2] = {0, 0};
+    int status = strand_agree(t->grid.world, evaluate_windows(t, sums, by_position));
+    if (status == STRAND_OK) status = strand_allreduce_sum_double(t->grid.world, sums, 2);
+    if (status == STRAND_OK && by_position) {
+        /* Positions are summed over windows (DP groups) and over the ranks that hold them. */
+        status = strand_agree(t->grid.world, sum_over_world(t->grid.world, by_position, L));
+        const int64_t n = (int64_t)llround(sums[1] / (double)L);
+        if (status == STRAND_OK)
+            status =
+                strand_agree(t->grid.world,
+                             t->rank0 ? write_position_csv(per_position, by_position, L, n, bin) : STRAND_OK);
+    }
+    strand_free(by_position);
+    STRAND_CALL(status);
+    result->val_bpb = sums[0] / sums[1] / LN2;
+    result->windows = (int64_t)llround(sums[1] / (double)L);
+    result->checkpoint_step = t->meta->step;
+    result->parameters = t->model.table.total;
+    return STRAND_OK;
+}
+
+int strand_train_eval(const strand_config *config, MPI_Comm world, const char *checkpoint, int64_t windows,
+                      const char *per_position, int64_t bin, strand_eval_result *result) {
+    trainer t;
+    trainer_init(&t, config);
+    memset(result, 0, sizeof *result);
+    int status = eval_run(&t, world, checkpoint, windows, per_position, bin > 0 ? bin : 1, result);
     trainer_free(&t);
     return status;
 }

@@ -54,4 +54,18 @@ typedef struct {
 int strand_train_grad(const strand_config *config, MPI_Comm world, const char *checkpoint, int64_t step,
                       const char *out, strand_grad_result *result);
 
+typedef struct {
+    double val_bpb;  /* mean over every position of every evaluated window */
+    int64_t windows; /* validation windows evaluated */
+    int64_t checkpoint_step;
+    int64_t parameters;
+} strand_eval_result;
+
+/* Bits per base on the validation split for the model of a checkpoint: `windows` windows evenly
+ * spread over the split (the same windows as training's final evaluation with eval_windows =
+ * windows). With per_position (may be NULL), rank 0 writes a CSV of the loss by position in the
+ * window, averaged over windows and over bins of `bin` positions. Collective. */
+int strand_train_eval(const strand_config *config, MPI_Comm world, const char *checkpoint, int64_t windows,
+                      const char *per_position, int64_t bin, strand_eval_result *result);
+
 #endif

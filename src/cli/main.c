@@ -17,6 +17,7 @@ static const command commands[] = {
     {"prep", cmd_prep, "convert FASTA / gzipped FASTA genomes to an HDF5 dataset"},
     {"train", cmd_train, "train a model, the sequence sharded across MPI ranks"},
     {"info", cmd_info, "summarise a dataset, checkpoint or gradient file"},
+    {"eval", cmd_eval, "bits per base of a checkpoint on the validation split, loss by position"},
     {"grad", cmd_grad, "loss and gradients of one training step from a checkpoint"},
     {"bench", cmd_bench, "micro-benchmarks of the distributed kernels (one JSON line)"},
 };

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# strand eval on a checkpoint reproduces the validation bits/base that training reported for the
+# same windows (at another rank count), writes the per-position CSV, and refuses bad input.
+set -euo pipefail
+: "${STRAND:?}" "${STRAND_SOURCE_DIR:?}" "${STRAND_MPIEXEC:?}"
+work=$(mktemp -d /tmp/strand_eval.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+"$STRAND" prep --quiet --in "$STRAND_SOURCE_DIR/data/lambda_phage_NC_001416.fa.gz" --out l.h5 --val-fraction 0.1
+"$STRAND_MPIEXEC" --oversubscribe -n 2 "$STRAND" train --quiet --set data.path=l.h5 --set run.dir=run \
+    --set train.steps=30 --set train.seq_len=512 --set model.d_model=32 --set train.eval_windows=6
+trained=$(sed -n 's/.*"val_bpb":\([0-9.eE+-]*\).*/\1/p' run/summary.json)
+out=$("$STRAND_MPIEXEC" --oversubscribe -n 3 "$STRAND" eval --checkpoint run --windows 6 --per-position pp.csv --bin 64)
+echo "$out"
+evaluated=$(echo "$out" | sed -n 's/^validation bits\/base \([0-9.]*\) over 6 windows.*/\1/p')
+[ -n "$evaluated" ] || { echo "FAIL: no validation line"; exit 1; }
+awk -v a="$trained" -v b="$evaluated" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * a) }' ||
+    { echo "FAIL: eval $evaluated differs from training's $trained"; exit 1; }
+# 512 positions in bins of 64: a header and 8 rows whose mean is the overall mean.
+[ "$(wc -l <pp.csv)" -eq 9 ] || { echo "FAIL: pp.csv has $(wc -l <pp.csv) lines"; cat pp.csv; exit 1; }
+mean=$(awk -F, 'NR > 1 { s += $4; n++ } END { printf "%.6f", s / n }' pp.csv)
+awk -v a="$mean" -v b="$evaluated" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-4) }' ||
+    { echo "FAIL: per-position mean $mean vs $evaluated"; exit 1; }
+# Bad input: a missing checkpoint and a bad count, each one error line.
+if "$STRAND" eval --checkpoint nothere 2>err.txt; then echo "FAIL: missing checkpoint accepted"; exit 1; fi
+grep -q "strand eval: error:" err.txt || { echo "FAIL: no error line"; cat err.txt; exit 1; }
+rc=0; "$STRAND" eval --checkpoint run --windows 0 2>err.txt || rc=$?
+[ "$rc" -eq 2 ] || { echo "FAIL: --windows 0 gave exit $rc"; exit 1; }
+echo "eval ok: training $trained, eval $evaluated, per-position mean $mean"
