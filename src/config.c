@@ -453,8 +453,8 @@ static const key_def keys[] = {
      FIELD(recompute),
      .def = "none",
      .values = recompute_values,
-     .help = "Activation memory: keep everything (none), or keep block inputs and recompute blocks in "
-             "backward (block; not available yet: refused)."},
+     .help = "Activation memory: keep everything (none), or keep only block inputs and re-run each block's "
+             "forward before its backward (block; the mixers' own saved tensors are still kept per block)."},
     {.section = "memory",
      .name = "offload",
      .type = T_STRING,

@@ -135,10 +135,15 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     const int C = model->C;
     const int H = strand_config_mlp_hidden(config);
     /* Refuse rather than ignore: a user who asks for less activation memory must not get more. */
-    if (strcmp(config->recompute, "none") != 0 || config->offload[0])
-        STRAND_FAIL(STRAND_ERR_CONFIG, "memory.recompute = %s / memory.offload = '%s': activation recompute and "
-                                       "offload are not available in this build yet",
-                    config->recompute, config->offload);
+    if (config->offload[0])
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "memory.offload = '%s': activation offload is not available in this build yet",
+                    config->offload);
+    model->recompute = strcmp(config->recompute, "block") == 0;
+    if (model->recompute && config->attn_segment_memory)
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "memory.recompute = block cannot be combined with attn.segment_memory: a "
+                    "recomputed forward would advance the attention memory twice");
     model->H = H;
     model->F = model->swiglu ? 2 * H : H;
 
@@ -196,6 +201,17 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     for (int l = 0; l < model->n_layers; l++) {
         strand_block *b = &model->blocks[l];
         STRAND_ALLOC(b->x, TC, "activations");
+        if (model->recompute && l > 0) {
+            /* memory.recompute = block: one set of block activations, refilled by re-running each
+             * block's forward just before its backward; only block inputs are kept per block. */
+            strand_block *first = &model->blocks[0];
+            b->norm1 = first->norm1, b->norm1_mean = first->norm1_mean, b->norm1_rstd = first->norm1_rstd;
+            b->mix = first->mix, b->h = first->h, b->norm2_mean = first->norm2_mean;
+            b->norm2_rstd = first->norm2_rstd, b->fc = first->fc, b->act = first->act;
+            b->norm2 = first->norm2, b->a = first->a, b->b = first->b;
+            STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard));
+            continue;
+        }
         STRAND_ALLOC(b->norm1, TC, "activations");
         STRAND_ALLOC(b->norm1_mean, max_T, "activations");
         STRAND_ALLOC(b->norm1_rstd, max_T, "activations");
@@ -282,6 +298,36 @@ static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, con
                     PARAM(model, b->fc_weight), T, model->C, model->F);
 }
 
+/* One block's forward from its input b->x into y, filling the block's saved activations. */
+static int block_forward(strand_model *model, int l, const strand_shard *shard) {
+    const int64_t T = shard->T;
+    const int C = model->C;
+    strand_block *b = &model->blocks[l];
+    real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
+    if (model->pre_norm) {
+        /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
+        norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias, T);
+        STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->norm1, model->params, shard));
+        for (int64_t i = 0; i < T * C; i++)
+            b->h[i] = b->x[i] + b->mix[i];
+        norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias, T);
+        STRAND_CALL(mlp_forward(model, b, y, b->norm2, T));
+        for (int64_t i = 0; i < T * C; i++)
+            y[i] += b->h[i];
+    } else {
+        /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) */
+        STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->x, model->params, shard));
+        for (int64_t i = 0; i < T * C; i++)
+            b->a[i] = b->x[i] + b->mix[i];
+        norm_forward(model, b->h, b->norm1_mean, b->norm1_rstd, b->a, b->norm1_weight, b->norm1_bias, T);
+        STRAND_CALL(mlp_forward(model, b, b->b, b->h, T));
+        for (int64_t i = 0; i < T * C; i++)
+            b->b[i] += b->h[i];
+        norm_forward(model, y, b->norm2_mean, b->norm2_rstd, b->b, b->norm2_weight, b->norm2_bias, T);
+    }
+    return STRAND_OK;
+}
+
 int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8_t *targets,
                          const strand_shard *shard, double *loss_sum) {
     const int64_t T = shard->T;
@@ -290,33 +336,8 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
     const size_t row_bytes = sizeof(real_t) * (size_t)(T * C);
     real_t *x = model->n_layers > 0 ? model->blocks[0].x : model->final_in;
     embedding_forward(x, tokens, PARAM(model, model->wte), T, C);
-    for (int l = 0; l < model->n_layers; l++) {
-        strand_block *b = &model->blocks[l];
-        real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
-        if (model->pre_norm) {
-            /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
-            norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias,
-                         T);
-            STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->norm1, model->params, shard));
-            for (int64_t i = 0; i < T * C; i++)
-                b->h[i] = b->x[i] + b->mix[i];
-            norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias,
-                         T);
-            STRAND_CALL(mlp_forward(model, b, y, b->norm2, T));
-            for (int64_t i = 0; i < T * C; i++)
-                y[i] += b->h[i];
-        } else {
-            /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) */
-            STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->x, model->params, shard));
-            for (int64_t i = 0; i < T * C; i++)
-                b->a[i] = b->x[i] + b->mix[i];
-            norm_forward(model, b->h, b->norm1_mean, b->norm1_rstd, b->a, b->norm1_weight, b->norm1_bias, T);
-            STRAND_CALL(mlp_forward(model, b, b->b, b->h, T));
-            for (int64_t i = 0; i < T * C; i++)
-                b->b[i] += b->h[i];
-            norm_forward(model, y, b->norm2_mean, b->norm2_rstd, b->b, b->norm2_weight, b->norm2_bias, T);
-        }
-    }
+    for (int l = 0; l < model->n_layers; l++)
+        STRAND_CALL(block_forward(model, l, shard));
     const real_t *head_in = model->final_in;
     if (model->pre_norm) {
         norm_forward(model, model->final_out, model->final_mean, model->final_rstd, model->final_in,
@@ -351,6 +372,8 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
     /* d_res now holds the gradient of the last block's output. */
     for (int l = model->n_layers - 1; l >= 0; l--) {
         strand_block *b = &model->blocks[l];
+        /* The shared activations hold the last block's forward; refill them for earlier blocks. */
+        if (model->recompute && l + 1 < model->n_layers) STRAND_CALL(block_forward(model, l, shard));
         if (model->pre_norm) {
             /* dh = dy + norm2'(mlp'(dy)); dx = dh + norm1'(mixer'(dh)) */
             memset(model->d_tmp1, 0, TC_bytes);
@@ -386,8 +409,10 @@ void strand_model_free(strand_model *model) {
         for (int l = 0; l < model->n_layers; l++) {
             strand_block *b = &model->blocks[l];
             if (b->mixer.ops && b->mixer.ops->destroy) b->mixer.ops->destroy(&b->mixer);
-            real_t *buffers[] = {b->x,     b->norm1,      b->norm1_mean, b->norm1_rstd, b->mix, b->a, b->h,
-                                 b->norm2, b->norm2_mean, b->norm2_rstd, b->fc,         b->act, b->b};
+            strand_free(b->x);
+            if (model->recompute && l > 0) continue; /* shared with block 0 */
+            real_t *buffers[] = {b->norm1, b->norm1_mean, b->norm1_rstd, b->mix, b->a,   b->h,
+                                 b->norm2, b->norm2_mean, b->norm2_rstd, b->fc,  b->act, b->b};
             for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
                 strand_free(buffers[i]);
         }

@@ -81,6 +81,7 @@ typedef struct {
     int C, V, F, H; /* channels, vocabulary, first MLP width (H or 2H), MLP hidden width */
     int n_layers;
     int pre_norm, layer_norm, swiglu;
+    int recompute; /* memory.recompute = block: blocks share one activation set (see model.c) */
     int64_t max_T;
     strand_param_table table;
     real_t *params, *grads; /* table.total each */
