@@ -8,6 +8,7 @@
  *  - setup refuses windows longer than hyena.max_len; zigzag matches the reference;
  *  - a whole model with a hyena block, by finite differences (registration and init). */
 #include "gradcheck.h"
+#include "model_loss.h"
 #include "test_util.h"
 
 #include "strand/config.h"
@@ -445,23 +446,6 @@ static void check_errors(void) {
 }
 
 /* ---- whole model ---- */
-
-typedef struct {
-    strand_model *model;
-    strand_shard *shard;
-    const uint8_t *tokens, *targets;
-    MPI_Comm comm;
-    double scale;
-} model_ctx;
-
-static double model_loss(void *arg) {
-    model_ctx *ctx = arg;
-    double loss = 0;
-    if (strand_model_forward(ctx->model, ctx->tokens, ctx->targets, ctx->shard, &loss) != STRAND_OK)
-        return NAN;
-    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, ctx->comm);
-    return loss * ctx->scale;
-}
 
 static void check_model(void) {
     const char *overrides[] = {"model.d_model=8",    "model.layers=hyena,conv",

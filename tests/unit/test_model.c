@@ -3,6 +3,7 @@
  * analytic gradient is compared with central finite differences of that global loss. This checks
  * each layer in place and the halo gradient that crosses rank boundaries. */
 #include "gradcheck.h"
+#include "model_loss.h"
 #include "test_util.h"
 
 #include "strand/config.h"
@@ -27,23 +28,6 @@
 #define MODEL_FLOOR GRADCHECK_FLOOR
 #define MODEL_OK(res) ((res).checked > 0 && (res).norm_rel < 5e-2)
 #endif
-
-typedef struct {
-    strand_model *model;
-    strand_shard *shard;
-    const uint8_t *tokens, *targets;
-    MPI_Comm comm;
-    double scale;
-} model_ctx;
-
-static double global_loss(void *arg) {
-    model_ctx *ctx = arg;
-    double loss = 0;
-    if (strand_model_forward(ctx->model, ctx->tokens, ctx->targets, ctx->shard, &loss) != STRAND_OK)
-        return NAN;
-    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, ctx->comm);
-    return loss * ctx->scale;
-}
 
 /* Gradient-checks the model and returns its initial global loss. */
 static double check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
@@ -80,7 +64,7 @@ static double check_config(const char *label, const char *overrides[], int n_ove
     model_ctx ctx = {&model, &shard, inputs, targets, grid.world, 1.0 / (double)seq_len};
 
     double loss = 0;
-    const double initial_loss = global_loss(&ctx);
+    const double initial_loss = model_loss(&ctx);
     CHECK(strand_model_forward(&model, ctx.tokens, ctx.targets, &shard, &loss) == STRAND_OK);
     memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
     CHECK(strand_model_backward(&model, ctx.tokens, &shard, (real_t)ctx.scale) == STRAND_OK);
@@ -91,7 +75,7 @@ static double check_config(const char *label, const char *overrides[], int n_ove
     for (int p = 0; p < model.table.count; p++) {
         const strand_param_info *info = &model.table.items[p];
         gradcheck_result res = gradcheck_run(model.params + info->offset, info->size, analytic + info->offset,
-                                             global_loss, &ctx, GRADCHECK_EPS, MODEL_FLOOR, 0);
+                                             model_loss, &ctx, GRADCHECK_EPS, MODEL_FLOOR, 0);
         char name[128];
         snprintf(name, sizeof name, "%s %s/%s", label, info->layer, info->name);
         if (grid.world_rank == 0 && !MODEL_OK(res)) gradcheck_print(stderr, name, res);

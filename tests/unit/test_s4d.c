@@ -4,6 +4,7 @@
  * parameter and the input, both conv strategies, both layouts), and the recurrent step mode
  * against the convolution mode. Runs at any number of ranks (one SP group over the world). */
 #include "gradcheck.h"
+#include "model_loss.h"
 #include "test_util.h"
 
 #include "strand/config.h"
@@ -463,23 +464,6 @@ static void test_recurrent(const strand_grid *grid, const char *strategy, int la
 }
 
 /* ---- inside the model: every parameter of a two-block model (s4d, conv) across ranks ---- */
-
-typedef struct {
-    strand_model *model;
-    strand_shard *shard;
-    const uint8_t *tokens, *targets;
-    MPI_Comm comm;
-    double scale;
-} model_ctx;
-
-static double model_loss(void *arg) {
-    model_ctx *ctx = arg;
-    double loss = 0;
-    if (strand_model_forward(ctx->model, ctx->tokens, ctx->targets, ctx->shard, &loss) != STRAND_OK)
-        return NAN;
-    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, ctx->comm);
-    return loss * ctx->scale;
-}
 
 static void test_model(const strand_grid *grid, const char *strategy, int layout) {
     const int64_t L = 11;
