@@ -144,7 +144,7 @@ static int open_metrics(trainer *t, const strand_train_options *options) {
 }
 
 /* Other models keep contiguous pieces (cheaper halos). */
-static int layout_for(const strand_config *c) {
+int strand_train_layout(const strand_config *c) {
     if (strcmp(c->layout, "zigzag") == 0) return STRAND_LAYOUT_ZIGZAG;
     if (strcmp(c->layout, "contiguous") == 0) return STRAND_LAYOUT_CONTIGUOUS;
     /* zigzag balances full causal attention; a sliding window is already balanced on contiguous
@@ -155,7 +155,7 @@ static int layout_for(const strand_config *c) {
 /* Buffers, loader, model (initialised from the seed) and optimizer. */
 static int setup(trainer *t) {
     const strand_config *c = &t->config;
-    STRAND_CALL(strand_shard_init(&t->shard, &t->grid, c->seq_len, layout_for(c)));
+    STRAND_CALL(strand_shard_init(&t->shard, &t->grid, c->seq_len, strand_train_layout(c)));
     STRAND_ALLOC(t->inputs, t->shard.T, "token buffer");
     STRAND_ALLOC(t->targets, t->shard.T, "target buffer");
     STRAND_ALLOC(t->read_buffer, t->shard.T + 1, "read buffer");

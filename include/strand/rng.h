@@ -18,6 +18,7 @@ enum strand_rng_stream {
     STRAND_STREAM_INIT = 1,   /* parameter initialisation: counter = (param index, element) */
     STRAND_STREAM_WINDOW = 2, /* training window choice: counter = (step, window index) */
     STRAND_STREAM_RC = 3,     /* reverse-complement choice per window */
+    STRAND_STREAM_SAMPLE = 4, /* generation: counter = position */
 };
 
 uint64_t strand_rng_u64(uint64_t seed, uint64_t stream, uint64_t counter_hi, uint64_t counter_lo);

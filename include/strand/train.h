@@ -34,6 +34,10 @@ typedef struct {
     int handle_signals;
 } strand_train_options;
 
+/* The layout (enum strand_layout_kind) a configuration runs with: parallel.layout, or for auto
+ * zigzag when the model has full attention and contiguous otherwise. */
+int strand_train_layout(const strand_config *config);
+
 /* Train on `world` with the given configuration. Collective; returns the same status on every
  * rank. */
 int strand_train(const strand_config *config, MPI_Comm world, const strand_train_options *options,

@@ -10,6 +10,7 @@ int cmd_prep(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

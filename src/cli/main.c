@@ -18,6 +18,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a model, the sequence sharded across MPI ranks"},
     {"info", cmd_info, "summarise a dataset, checkpoint or gradient file"},
     {"eval", cmd_eval, "bits per base of a checkpoint on the validation split, loss by position"},
+    {"sample", cmd_sample, "generate bases after a prompt with a checkpoint's model"},
     {"grad", cmd_grad, "loss and gradients of one training step from a checkpoint"},
     {"bench", cmd_bench, "micro-benchmarks of the distributed kernels (one JSON line)"},
 };

@@ -1,0 +1,117 @@
+/* strand sample: generate bases after a prompt with a checkpoint's model. */
+#include "cli.h"
+
+#include "strand/ckpt.h"
+#include "strand/config.h"
+#include "strand/sample.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void sample_usage(FILE *out) {
+    fprintf(out,
+            "usage: mpirun -n N strand sample --checkpoint FILE --prompt ACGT... --length N [--seed S]\n"
+            "                                 [--temperature T] [--set key=value ...]\n\n"
+            "Generates N bases after the prompt and prints prompt + generated bases as FASTA. The window\n"
+            "(prompt + N positions) is sharded over the ranks. Each new base re-runs the causal forward\n"
+            "over the window, so one base costs one forward pass: O(L) for conv and s4d, O(L log L) for\n"
+            "hyena (recomputed long convolution), O(L^2) for attention. A hyena model samples at most\n"
+            "hyena.max_len positions. The draw for position t depends only on (seed, t).\n\n"
+            "options:\n"
+            "  --checkpoint FILE    a checkpoint, or a run or checkpoints directory (its latest)\n"
+            "  --prompt TEXT        A, C, G, T or N (either case), at least one base\n"
+            "  --length N           bases to generate\n"
+            "  --seed S             random seed (default 1)\n"
+            "  --temperature T      softmax temperature > 0 (default 1)\n"
+            "  --set KEY=VALUE      override a key, e.g. --set conv.strategy=alltoall\n");
+}
+
+int cmd_sample(int argc, char **argv) {
+    const char *name = "sample";
+    strand_sample_options options = {NULL, NULL, 0, 1, 1.0};
+    const char *checkpoint = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            if (cli_world_rank() == 0) sample_usage(stdout);
+            return CLI_OK;
+        }
+        const int known = strcmp(arg, "--checkpoint") == 0 || strcmp(arg, "--prompt") == 0 ||
+                          strcmp(arg, "--length") == 0 || strcmp(arg, "--seed") == 0 ||
+                          strcmp(arg, "--temperature") == 0 || strcmp(arg, "--set") == 0;
+        if (!known) {
+            cli_error(name, "unknown option '%s' (see strand sample --help)", arg);
+            return CLI_USAGE;
+        }
+        if (i + 1 >= argc) {
+            cli_error(name, "%s needs a value (see strand sample --help)", arg);
+            return CLI_USAGE;
+        }
+        const char *value = argv[++i];
+        char *end = NULL;
+        if (strcmp(arg, "--checkpoint") == 0) checkpoint = value;
+        if (strcmp(arg, "--prompt") == 0) options.prompt = value;
+        if (strcmp(arg, "--length") == 0) {
+            long long n = strtoll(value, &end, 10);
+            if (!*value || *end || n < 1) {
+                cli_error(name, "--length needs a whole number >= 1, not '%s'", value);
+                return CLI_USAGE;
+            }
+            options.length = n;
+        }
+        if (strcmp(arg, "--seed") == 0) {
+            unsigned long long n = strtoull(value, &end, 10);
+            if (!*value || *end || value[0] == '-') {
+                cli_error(name, "--seed needs a whole number >= 0, not '%s'", value);
+                return CLI_USAGE;
+            }
+            options.seed = n;
+        }
+        if (strcmp(arg, "--temperature") == 0) {
+            double t = strtod(value, &end);
+            if (!*value || *end || !(t > 0) || t > 1e6) {
+                cli_error(name, "--temperature needs a number > 0, not '%s'", value);
+                return CLI_USAGE;
+            }
+            options.temperature = t;
+        }
+    }
+    if (!checkpoint || !options.prompt || options.length == 0) {
+        cli_error(name, "--checkpoint, --prompt and --length are required (see strand sample --help)");
+        return CLI_USAGE;
+    }
+    char path[STRAND_CKPT_PATH_BYTES];
+    strand_ckpt_meta *meta = malloc(sizeof *meta);
+    int found = 0,
+        status = meta ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    status = strand_ckpt_find(checkpoint, 1, NULL, NULL, 0, MPI_COMM_WORLD, path, sizeof path, meta, &found);
+    strand_config config;
+    if (status == STRAND_OK) status = strand_ckpt_config(meta, &config);
+    free(meta);
+    for (int i = 1; i < argc && status == STRAND_OK; i++) {
+        if (strcmp(argv[i], "--set") == 0)
+            status = strand_config_set(&config, argv[++i]);
+        else
+            i++;
+    }
+    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    options.checkpoint = path;
+    const size_t bytes = strlen(options.prompt) + (size_t)options.length + 1;
+    char *out = malloc(bytes);
+    status = out ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    status = strand_sample(&config, MPI_COMM_WORLD, &options, out);
+    if (status == STRAND_OK && cli_world_rank() == 0) {
+        printf(">sample seed=%llu temperature=%g prompt_length=%zu length=%lld checkpoint=%s\n",
+               (unsigned long long)options.seed, options.temperature, strlen(options.prompt),
+               (long long)options.length, path);
+        const size_t n = strlen(out);
+        for (size_t i = 0; i < n; i += 80)
+            printf("%.80s\n", out + i);
+        fflush(stdout);
+    }
+    free(out);
+    return status == STRAND_OK ? CLI_OK : cli_report(name);
+}
