@@ -60,6 +60,15 @@ typedef struct {
     uint8_t *window, *inputs, *targets;
 } sampler;
 
+static int alloc_buffers(sampler *s, int64_t L) {
+    STRAND_ALLOC(s->m, s->model.table.total, "optimizer state (read, unused)");
+    STRAND_ALLOC(s->v, s->model.table.total, "optimizer state (read, unused)");
+    STRAND_ALLOC(s->window, L + 1, "window");
+    STRAND_ALLOC(s->inputs, s->shard.T + 1, "inputs");
+    STRAND_ALLOC(s->targets, s->shard.T + 1, "targets");
+    return STRAND_OK;
+}
+
 static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const strand_sample_options *o,
                       char *out) {
     const int64_t P = (int64_t)strlen(o->prompt), L = P + o->length;
@@ -70,8 +79,8 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
     STRAND_CALL(strand_agree(world, strand_grid_init(&s->grid, world, 0, 1)));
     STRAND_CALL(strand_agree(world, strand_shard_init(&s->shard, &s->grid, L, strand_train_layout(config))));
     STRAND_CALL(strand_agree(world, strand_model_create(&s->model, config, &s->shard)));
-    STRAND_ALLOC(s->m, s->model.table.total, "optimizer state (read, unused)");
-    STRAND_ALLOC(s->v, s->model.table.total, "optimizer state (read, unused)");
+    /* Allocation can fail on one rank only: agree before the collective reads. */
+    STRAND_CALL(strand_agree(world, alloc_buffers(s, L)));
     strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "checkpoint metadata");
     if (!meta) return strand_agree(world, STRAND_ERR_NOMEM);
     int status = strand_ckpt_check(o->checkpoint, &s->model.table, NULL, 0, world, meta);
@@ -79,9 +88,6 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
     STRAND_CALL(status);
     strand_ckpt_state state = {&s->model.table, s->model.params, s->m, s->v};
     STRAND_CALL(strand_ckpt_read(o->checkpoint, &state, world));
-    STRAND_ALLOC(s->window, L + 1, "window");
-    STRAND_ALLOC(s->inputs, s->shard.T + 1, "inputs");
-    STRAND_ALLOC(s->targets, s->shard.T + 1, "targets");
     STRAND_CALL(strand_agree(world, prompt_tokens(o->prompt, s->window)));
     for (int64_t t = P; t < L; t++)
         s->window[t] = STRAND_TOKEN_PAD;
