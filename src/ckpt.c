@@ -876,44 +876,10 @@ static int check_no_extra(hid_t file, const char *path, const char *group_name,
     return STRAND_OK;
 }
 
-/* The configuration text as "section.key=value" assignments onto defaults. */
+/* The configuration text of a checkpoint, on top of the defaults. */
 static int parse_config_text(const char *text, strand_config *config) {
     strand_config_defaults(config);
-    char section[64] = "";
-    const char *line = text;
-    while (*line) {
-        const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
-        char buffer[4096 + 128];
-        if (len >= sizeof buffer - 64)
-            STRAND_FAIL(STRAND_ERR_INPUT, "checkpoint configuration: line too long");
-        memcpy(buffer, line, len);
-        buffer[len] = '\0';
-        char *s = buffer;
-        while (*s == ' ' || *s == '\t' || *s == '\r')
-            s++;
-        size_t n = strlen(s);
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
-            s[--n] = '\0';
-        if (*s == '[') {
-            char *close = strchr(s, ']');
-            if (!close) STRAND_FAIL(STRAND_ERR_INPUT, "checkpoint configuration: bad section line '%s'", s);
-            *close = '\0';
-            snprintf(section, sizeof section, "%s", s + 1);
-        } else if (*s && *s != ';' && *s != '#') {
-            char assignment[sizeof buffer + 80];
-            snprintf(assignment, sizeof assignment, "%s.%s", section, s);
-            int status = strand_config_set(config, assignment);
-            if (status != STRAND_OK) {
-                char message[1024]; /* a copy: the message buffer is also the destination */
-                snprintf(message, sizeof message, "%s", strand_error_message());
-                STRAND_FAIL(STRAND_ERR_INPUT, "checkpoint configuration: %s", message);
-            }
-        }
-        if (!end) break;
-        line = end + 1;
-    }
-    return STRAND_OK;
+    return strand_config_load_text(config, text, "the checkpoint's configuration");
 }
 
 int strand_ckpt_config(const strand_ckpt_meta *meta, strand_config *config) {

@@ -1237,9 +1237,8 @@ static int load_handler(void *user, const char *section, const char *name, const
     return 1;
 }
 
-int strand_config_load_file(strand_config *config, const char *path) {
-    FILE *file = fopen(path, "r");
-    if (!file) STRAND_FAIL(STRAND_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+/* Load INI text from an open stream; `path` names it in messages. Closes the stream. */
+static int load_stream(strand_config *config, FILE *file, const char *path) {
     strand_config *scratch = malloc(sizeof *scratch);
     if (!scratch) {
         fclose(file);
@@ -1264,6 +1263,18 @@ int strand_config_load_file(strand_config *config, const char *path) {
     free(scratch);
     if (ctx.status != STRAND_OK) STRAND_FAIL(ctx.status, "%s", ctx.err);
     return STRAND_OK;
+}
+
+int strand_config_load_file(strand_config *config, const char *path) {
+    FILE *file = fopen(path, "r");
+    if (!file) STRAND_FAIL(STRAND_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+    return load_stream(config, file, path);
+}
+
+int strand_config_load_text(strand_config *config, const char *text, const char *name) {
+    FILE *file = fmemopen((void *)text, strlen(text), "r");
+    if (!file) STRAND_FAIL(STRAND_ERR_NOMEM, "cannot read the configuration text of %s", name);
+    return load_stream(config, file, name);
 }
 
 int strand_config_validate(const strand_config *config) {

@@ -5,6 +5,8 @@
  * accumulated in double so that float builds do not lose precision on long shards. */
 #include "strand/layers.h"
 
+#include "fastmath.h"
+
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -12,51 +14,10 @@
 
 #ifdef STRAND_REAL_DOUBLE
 #define R_EXP exp
-#define R_TANH tanh
 #define R_GEMM cblas_dgemm
-#define R_EXP_FAST exp
 #else
 #define R_EXP expf
-#define R_TANH tanh_fast
-#define R_EXP_FAST exp_fast
 #define R_GEMM cblas_sgemm
-
-/* libm's expf and tanhf are scalar calls and took over half of a training step in GELU and
- * SwiGLU. These branch-free versions vectorise, and their error (a few float ulp for exp, below
- * 2e-7 absolute for tanh) is under float rounding of the layers that use them. The double build
- * keeps libm, so the finite-difference checks run against the exact functions. */
-static inline float exp_fast(float x) {
-    x = x < -87.0f ? -87.0f : x; /* comparisons vectorise; fminf is a libm call */
-    x = x > 88.0f ? 88.0f : x;
-    /* x = n ln2 + r, |r| <= ln2/2; the magic constant rounds to nearest without rintf. */
-    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
-    float t = x * 1.44269504088896341f + shifter;
-    float n = t - shifter;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    /* Cephes expf polynomial for e^r on [-ln2/2, ln2/2]. */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union {
-        float f;
-        int32_t i;
-    } scale;
-    scale.i = ((int32_t)n + 127) << 23;
-    return p * scale.f;
-}
-
-static inline float tanh_fast(float x) {
-    /* tanh is +-1 in float beyond |x| = 9 */
-    x = x < -9.0f ? -9.0f : x;
-    x = x > 9.0f ? 9.0f : x;
-    float e = exp_fast(2.0f * x);
-    return (e - 1.0f) / (e + 1.0f);
-}
 #endif
 
 /* Channel-block width for the column reductions in linear_backward (dbias). */
@@ -250,7 +211,7 @@ void gelu_forward(real_t *out, const real_t *in, int64_t N) {
     for (int64_t i = 0; i < N; i++) {
         real_t v = x[i];
         real_t u = (real_t)GELU_SCALE * (v + (real_t)GELU_CUBIC * v * v * v);
-        o[i] = (real_t)0.5 * v * (1 + R_TANH(u));
+        o[i] = (real_t)0.5 * v * (1 + strand_tanh(u));
     }
 }
 
@@ -262,7 +223,7 @@ void gelu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t N
     for (int64_t i = 0; i < N; i++) {
         real_t v = x[i];
         real_t u = (real_t)GELU_SCALE * (v + (real_t)GELU_CUBIC * v * v * v);
-        real_t th = R_TANH(u);
+        real_t th = strand_tanh(u);
         real_t sech2 = 1 - th * th;
         real_t du = (real_t)GELU_SCALE * (1 + 3 * (real_t)GELU_CUBIC * v * v);
         dx[i] += g[i] * ((real_t)0.5 * (1 + th) + (real_t)0.5 * v * sech2 * du);
@@ -279,7 +240,7 @@ void swiglu_forward(real_t *out, const real_t *in, int64_t T, int H) {
         const real_t *restrict b = a + H;
         real_t *restrict o = out + t * H;
         for (int h = 0; h < H; h++) {
-            real_t sig = 1 / (1 + R_EXP_FAST(-a[h])); // exp overflow gives sig = 0, not NaN
+            real_t sig = 1 / (1 + strand_exp(-a[h])); // exp overflow gives sig = 0, not NaN
             o[h] = a[h] * sig * b[h];
         }
     }
@@ -295,7 +256,7 @@ void swiglu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t
         real_t *restrict da = dinp + t * 2 * H;
         real_t *restrict db = da + H;
         for (int h = 0; h < H; h++) {
-            real_t sig = 1 / (1 + R_EXP_FAST(-a[h]));
+            real_t sig = 1 / (1 + strand_exp(-a[h]));
             da[h] += g[h] * b[h] * sig * (1 + a[h] * (1 - sig));
             db[h] += g[h] * a[h] * sig;
         }

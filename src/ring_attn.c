@@ -2,6 +2,8 @@
  * the SP ring while the local block is computed. See include/strand/ring_attn.h for the schedule. */
 #include "strand/ring_attn.h"
 
+#include "fastmath.h"
+
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -28,34 +30,6 @@ enum { DEFAULT_TILE_Q = 128, DEFAULT_TILE_K = 512 };
 // ----------------------------------------------------------------------------
 // elementwise kernels
 
-#ifdef STRAND_REAL_DOUBLE
-static inline double exp_tile(double x) {
-    return exp(x);
-}
-#else
-/* exp for score tiles: branch-free so the row loops vectorise (libm's expf is a scalar call and
- * the tiles hold L^2 of them). Cephes polynomial, a few ulp; exactly 0 below -87 and for -inf. */
-static inline float exp_tile(float x) {
-    const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const float t = xc * 1.44269504088896341f + shifter;
-    const float n = t - shifter;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return x < -87.0f ? 0.0f : p * two_n;
-}
-#endif
-
 enum { LANES = 16 };
 
 static real_t row_max(const real_t *restrict s, int64_t n) {
@@ -80,13 +54,13 @@ static real_t row_exp_sum(real_t *restrict s, int64_t n, real_t scale, real_t sh
     int64_t j = 0;
     for (; j + LANES <= n; j += LANES)
         for (int k = 0; k < LANES; k++) {
-            const real_t p = exp_tile(s[j + k] * scale - shift);
+            const real_t p = strand_exp(s[j + k] * scale - shift);
             s[j + k] = p;
             lane[k] += p;
         }
     real_t sum = 0;
     for (; j < n; j++) {
-        s[j] = exp_tile(s[j] * scale - shift);
+        s[j] = strand_exp(s[j] * scale - shift);
         sum += s[j];
     }
     for (int k = 0; k < LANES; k++)
@@ -98,7 +72,7 @@ static real_t row_exp_sum(real_t *restrict s, int64_t n, real_t scale, real_t sh
 static void row_softmax_grad(real_t *restrict s, real_t *restrict dp, int64_t n, real_t scale, real_t lse,
                              real_t delta) {
     for (int64_t j = 0; j < n; j++) {
-        const real_t p = exp_tile(s[j] * scale - lse);
+        const real_t p = strand_exp(s[j] * scale - lse);
         s[j] = p;
         dp[j] = p * (dp[j] - delta);
     }

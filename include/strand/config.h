@@ -90,6 +90,9 @@ typedef struct {
 void strand_config_defaults(strand_config *config);
 /* Load an INI file on top of the current values. Errors name file, line and key. */
 int strand_config_load_file(strand_config *config, const char *path);
+/* Load INI text held in memory (e.g. a checkpoint's resolved config); `name` appears in messages
+ * in place of a file name. */
+int strand_config_load_text(strand_config *config, const char *text, const char *name);
 /* Apply one "section.key=value" override. */
 int strand_config_set(strand_config *config, const char *assignment);
 /* Check ranges and cross-key constraints that do not need the world size. */

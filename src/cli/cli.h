@@ -24,4 +24,12 @@ void cli_error(const char *command, const char *fmt, ...) __attribute__((format(
 int cli_report(const char *command);
 int cli_world_rank(void);
 
+#include "strand/config.h"
+/* Resolve a checkpoint argument (a file, or a run or checkpoints directory: its latest) and build
+ * the configuration a command runs with: the checkpoint's, placed on this world (sp and dp
+ * derived), the dataset replaced when data is not NULL, then every `--set KEY=VALUE` in argv.
+ * Collective; the status is agreed. */
+int cli_checkpoint_config(const char *given, const char *data, int argc, char **argv, char *path, size_t size,
+                          strand_config *config);
+
 #endif

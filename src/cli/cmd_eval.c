@@ -73,25 +73,9 @@ int cmd_eval(int argc, char **argv) {
     }
     /* A directory means its latest checkpoint; its configuration, then the overrides. */
     char path[STRAND_CKPT_PATH_BYTES];
-    strand_ckpt_meta *meta = malloc(sizeof *meta);
-    int found = 0,
-        status = meta ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
-    status = strand_ckpt_find(checkpoint, 1, NULL, NULL, 0, MPI_COMM_WORLD, path, sizeof path, meta, &found);
     strand_config config;
-    if (status == STRAND_OK) status = strand_ckpt_config(meta, &config);
-    free(meta);
-    if (status == STRAND_OK) {
-        config.sp = config.dp = 0;
-        if (data) snprintf(config.data_path, sizeof config.data_path, "%s", data);
-        for (int i = 1; i < argc && status == STRAND_OK; i++) {
-            if (strcmp(argv[i], "--set") == 0)
-                status = strand_config_set(&config, argv[++i]);
-            else
-                i++;
-        }
-    }
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    if (cli_checkpoint_config(checkpoint, data, argc, argv, path, sizeof path, &config) != STRAND_OK)
+        return cli_report(name);
     if (windows == 0) windows = config.eval_windows > 0 ? config.eval_windows : 8;
     if (bin == 0) bin = config.seq_len <= 4096 ? 1 : config.seq_len / 4096;
     strand_eval_result result;

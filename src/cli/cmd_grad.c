@@ -31,18 +31,6 @@ static void grad_usage(FILE *out) {
             "  --quiet              no summary line\n");
 }
 
-/* A directory means its latest checkpoint; a file is taken as it is (validated later). */
-static int resolve(const char *given, char *path, size_t size) {
-    strand_ckpt_meta *meta = malloc(sizeof *meta);
-    if (!meta)
-        return strand_agree(MPI_COMM_WORLD,
-                            strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory"));
-    int found = 0;
-    int status = strand_ckpt_find(given, 1, NULL, NULL, 0, MPI_COMM_WORLD, path, size, meta, &found);
-    free(meta);
-    return status;
-}
-
 int cmd_grad(int argc, char **argv) {
     const char *name = "grad";
     const char *checkpoint = NULL, *out = NULL, *data = NULL;
@@ -84,28 +72,9 @@ int cmd_grad(int argc, char **argv) {
         return CLI_USAGE;
     }
     char path[STRAND_CKPT_PATH_BYTES];
-    if (resolve(checkpoint, path, sizeof path) != STRAND_OK) return cli_report(name);
-
-    /* The checkpoint's configuration, placed on this world (sp and dp derived unless set), then
-     * the overrides. */
-    strand_ckpt_meta *meta = malloc(sizeof *meta);
     strand_config config;
-    int status = meta ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
-    status = strand_ckpt_check(path, NULL, NULL, 0, MPI_COMM_WORLD, meta);
-    if (status == STRAND_OK) status = strand_ckpt_config(meta, &config);
-    free(meta);
-    if (status == STRAND_OK) {
-        config.sp = config.dp = 0;
-        if (data) snprintf(config.data_path, sizeof config.data_path, "%s", data);
-        for (int i = 1; i < argc && status == STRAND_OK; i++) {
-            if (strcmp(argv[i], "--set") == 0)
-                status = strand_config_set(&config, argv[++i]);
-            else if (argv[i][0] == '-' && strcmp(argv[i], "--quiet") != 0)
-                i++;
-        }
-    }
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    if (cli_checkpoint_config(checkpoint, data, argc, argv, path, sizeof path, &config) != STRAND_OK)
+        return cli_report(name);
     strand_grad_result result;
     if (strand_train_grad(&config, MPI_COMM_WORLD, path, step, out, &result) != STRAND_OK)
         return cli_report(name);

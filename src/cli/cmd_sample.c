@@ -82,25 +82,13 @@ int cmd_sample(int argc, char **argv) {
         return CLI_USAGE;
     }
     char path[STRAND_CKPT_PATH_BYTES];
-    strand_ckpt_meta *meta = malloc(sizeof *meta);
-    int found = 0,
-        status = meta ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
-    status = strand_ckpt_find(checkpoint, 1, NULL, NULL, 0, MPI_COMM_WORLD, path, sizeof path, meta, &found);
     strand_config config;
-    if (status == STRAND_OK) status = strand_ckpt_config(meta, &config);
-    free(meta);
-    for (int i = 1; i < argc && status == STRAND_OK; i++) {
-        if (strcmp(argv[i], "--set") == 0)
-            status = strand_config_set(&config, argv[++i]);
-        else
-            i++;
-    }
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    if (cli_checkpoint_config(checkpoint, NULL, argc, argv, path, sizeof path, &config) != STRAND_OK)
+        return cli_report(name);
     options.checkpoint = path;
     const size_t bytes = strlen(options.prompt) + (size_t)options.length + 1;
     char *out = malloc(bytes);
-    status = out ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
+    int status = out ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
     if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
     status = strand_sample(&config, MPI_COMM_WORLD, &options, out);
     if (status == STRAND_OK && cli_world_rank() == 0) {
