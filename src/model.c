@@ -2,6 +2,8 @@
  * backward pass written by hand in reverse order of the forward. */
 #include "strand/model.h"
 
+#include "model_internal.h"
+
 #include "strand/dataset.h"
 #include "strand/layers.h"
 #include "strand/rng.h"
@@ -60,18 +62,6 @@ const strand_mixer_ops *strand_mixer_find(const char *name) {
 }
 
 /* ---- blocks ---- */
-
-struct strand_block {
-    int norm1_weight, norm1_bias, norm2_weight, norm2_bias;
-    int fc_weight, fc_bias, proj_weight, proj_bias;
-    strand_mixer mixer;
-    /* saved activations, max_T rows each (see forward for which layout uses which) */
-    real_t *x, *norm1, *norm1_mean, *norm1_rstd, *mix, *a, *h, *norm2, *norm2_mean, *norm2_rstd, *fc, *act,
-        *b;
-};
-
-#define PARAM(model, index) ((model)->params + (model)->table.items[(index)].offset)
-#define GRAD(model, index) ((model)->grads + (model)->table.items[(index)].offset)
 
 static int declare_norm(strand_model *model, const char *layer, int *weight, int *bias) {
     STRAND_CALL(
@@ -209,7 +199,11 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
             b->mix = first->mix, b->h = first->h, b->norm2_mean = first->norm2_mean;
             b->norm2_rstd = first->norm2_rstd, b->fc = first->fc, b->act = first->act;
             b->norm2 = first->norm2, b->a = first->a, b->b = first->b;
-            STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard));
+            /* The first earlier block with the same mixer lends it its buffers and plans. */
+            const strand_mixer *donor = NULL;
+            for (int k = 0; k < l && !donor; k++)
+                if (model->blocks[k].mixer.ops == b->mixer.ops) donor = &model->blocks[k].mixer;
+            STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard, donor));
             continue;
         }
         STRAND_ALLOC(b->norm1, TC, "activations");
@@ -227,7 +221,7 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
             STRAND_ALLOC(b->a, TC, "activations");
             STRAND_ALLOC(b->b, TC, "activations");
         }
-        STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard));
+        STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard, NULL));
     }
     STRAND_ALLOC(model->final_in, TC, "activations");
     STRAND_ALLOC(model->final_out, TC, "activations");

@@ -46,8 +46,12 @@ typedef struct {
     int (*create)(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                   const char *layer);
     /* Allocate saved activations, plans and workspaces for this shard shape (the window, its
-     * layout and every rank's piece are fixed for the model's lifetime). */
-    int (*setup)(strand_mixer *mixer, const strand_shard *shard);
+     * layout and every rank's piece are fixed for the model's lifetime). With a donor (a set-up
+     * mixer of the same ops and configuration; memory.recompute = block), borrow the donor's
+     * activations, scratch and long-convolution plans instead of allocating them: the model
+     * re-runs a block's forward right before its backward, so one set serves every such block.
+     * The donor must outlive the borrower. */
+    int (*setup)(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor);
     /* Fill the parameters declared with STRAND_INIT_BY_LAYER (NULL when there are none).
      * Must be a pure function of (seed, parameter values' positions), like the table's init. */
     void (*init_params)(strand_mixer *mixer, real_t *params, uint64_t seed);

@@ -243,7 +243,7 @@ static int time_mixer(const bench_args *args, const strand_shard *shard, const s
     STRAND_CALL_GOTO(status, done, ops->create(&mixer, &config, &table, "bench.mixer"));
     STRAND_CALL_GOTO(status, done, MPI_Barrier(comm) == MPI_SUCCESS ? STRAND_OK : STRAND_ERR_MPI);
     double t0 = strand_now();
-    STRAND_CALL_GOTO(status, done, ops->setup(&mixer, shard));
+    STRAND_CALL_GOTO(status, done, ops->setup(&mixer, shard, NULL));
     res->plan = strand_now() - t0;
     params = strand_alloc(sizeof(real_t) * (size_t)(table.total > 0 ? table.total : 1), "bench parameters");
     grads = strand_alloc(sizeof(real_t) * (size_t)(table.total > 0 ? table.total : 1), "bench gradients");

@@ -18,8 +18,9 @@ typedef struct {
     double rope_base;
     int wq, wkv, wo; /* parameter indices */
     int64_t wq_offset, wkv_offset, wo_offset;
-    strand_ring_attn ring;
-    int64_t T, L; /* local rows, window length */
+    strand_ring_attn *ring, own_ring; /* ring points to own_ring, or to a donor's */
+    int borrowed;                     /* the buffers below (and the ring) belong to a donor */
+    int64_t T, L;                     /* local rows, window length */
     int64_t *pos, *mem_pos;
     real_t *cos_t, *sin_t, *mem_cos, *mem_sin; /* (T, E/2) RoPE tables */
     /* saved for backward */
@@ -99,13 +100,27 @@ static void rope_apply(real_t *x, int64_t ld, int heads, int E, const real_t *co
     }
 }
 
-static int attn_setup(strand_mixer *mixer, const strand_shard *shard) {
+static int attn_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
     attn_state *s = mixer->state;
     const int64_t T = shard->T, HE = (int64_t)s->H * s->E, KVW = 2 * (int64_t)s->G * s->E;
     const int64_t rows = T > 0 ? T : 1;
     s->T = T;
     s->L = shard->window;
-    STRAND_CALL(strand_ring_attn_init(&s->ring, shard, s->H, s->G, s->E, s->window, s->memory, 0, 0));
+    if (donor) {
+        /* Same shard and configuration: positions, RoPE tables, activations and the ring's
+         * workspaces are all interchangeable. Segment memory is per layer, so never borrowed (the
+         * model refuses recompute with it). */
+        const attn_state *d = donor->state;
+        STRAND_ASSERT(donor->ops == mixer->ops && !s->memory && d->T == T);
+        s->ring = d->ring;
+        s->pos = d->pos, s->mem_pos = d->mem_pos, s->cos_t = d->cos_t, s->sin_t = d->sin_t;
+        s->q = d->q, s->kv = d->kv, s->y = d->y, s->lse = d->lse;
+        s->dy = d->dy, s->dq = d->dq, s->dkv = d->dkv;
+        s->borrowed = 1;
+        return STRAND_OK;
+    }
+    s->ring = &s->own_ring;
+    STRAND_CALL(strand_ring_attn_init(s->ring, shard, s->H, s->G, s->E, s->window, s->memory, 0, 0));
     STRAND_ALLOC(s->pos, rows, "attn positions");
     STRAND_ALLOC(s->mem_pos, rows, "attn positions");
     for (int64_t i = 0; i < T; i++) {
@@ -161,7 +176,7 @@ static int attn_forward(strand_mixer *mixer, real_t *out, const real_t *in, cons
     rope_apply(s->q, HE, s->H, s->E, s->cos_t, s->sin_t, T, 1);
     rope_apply(s->kv, KVW, s->G, s->E, s->cos_t, s->sin_t, T, 1);
     const int use_mem = s->memory && s->mem_valid;
-    STRAND_CALL(strand_ring_attn_forward(&s->ring, s->y, s->lse, s->q, s->pos, s->kv, s->pos,
+    STRAND_CALL(strand_ring_attn_forward(s->ring, s->y, s->lse, s->q, s->pos, s->kv, s->pos,
                                          use_mem ? s->mem_kv : NULL, use_mem ? s->mem_pos : NULL));
     // out (T,C) = y W_o^T
     linear_forward(out, s->y, params + s->wo_offset, NULL, T, HE, C);
@@ -178,7 +193,7 @@ static int attn_backward(strand_mixer *mixer, real_t *din, real_t *dparams, cons
     memset(s->dq, 0, sizeof(real_t) * (size_t)(T * HE));
     memset(s->dkv, 0, sizeof(real_t) * (size_t)(T * KVW));
     const int use_mem = s->memory && s->mem_valid;
-    STRAND_CALL(strand_ring_attn_backward(&s->ring, s->dq, s->dkv, s->dy, s->y, s->lse, s->q, s->pos, s->kv,
+    STRAND_CALL(strand_ring_attn_backward(s->ring, s->dq, s->dkv, s->dy, s->y, s->lse, s->q, s->pos, s->kv,
                                           s->pos, use_mem ? s->mem_kv : NULL, use_mem ? s->mem_pos : NULL));
     rope_apply(s->dq, HE, s->H, s->E, s->cos_t, s->sin_t, T, -1);
     rope_apply(s->dkv, KVW, s->G, s->E, s->cos_t, s->sin_t, T, -1);
@@ -190,7 +205,12 @@ static int attn_backward(strand_mixer *mixer, real_t *din, real_t *dparams, cons
 static void attn_destroy(strand_mixer *mixer) {
     attn_state *s = mixer->state;
     if (!s) return;
-    strand_ring_attn_free(&s->ring);
+    if (s->borrowed) {
+        strand_free(s);
+        mixer->state = NULL;
+        return;
+    }
+    strand_ring_attn_free(&s->own_ring);
     strand_free(s->pos);
     strand_free(s->mem_pos);
     real_t *bufs[] = {s->cos_t, s->sin_t, s->mem_cos, s->mem_sin, s->q,      s->kv,        s->y,

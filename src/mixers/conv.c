@@ -27,7 +27,9 @@ static int conv_create(strand_mixer *mixer, const strand_config *config, strand_
     return STRAND_OK;
 }
 
-static int conv_setup(strand_mixer *mixer, const strand_shard *shard) {
+/* The halo rows are the only buffers (K-1 rows per piece), so a donor has nothing worth borrowing. */
+static int conv_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
+    (void)donor;
     conv_state *s = mixer->state;
     return strand_shortconv_create(&s->conv, shard, mixer->C, s->K);
 }

@@ -87,6 +87,7 @@ typedef struct {
     real_t *ds[2];                /* (T,W) filter gradient ping-pong */
     double *acc;                  /* (max(C,W)) double accumulators for reductions over T */
     strand_shortconv short_conv;  /* over the 3C projected channels */
+    int borrowed;                 /* everything above short_conv belongs to a donor (recompute) */
 } hyena_state;
 
 /* Number of blocks in model.layers, for the depth-scaled output projection. */
@@ -220,7 +221,19 @@ static int hyena_alloc(hyena_state *s, int64_t T, int C) {
     return STRAND_OK;
 }
 
-static int hyena_setup(strand_mixer *mixer, const strand_shard *shard) {
+/* Borrow every shard-sized buffer and the long-convolution plans of a donor with the same
+ * configuration (positions and decays are identical); only the short conv's halo rows stay ours. */
+static void hyena_borrow(hyena_state *s, const hyena_state *d) {
+    s->conv = d->conv;
+    s->pos = d->pos, s->t_pos = d->t_pos, s->delta = d->delta;
+    s->proj = d->proj, s->uc = d->uc, s->y1 = d->y1, s->gated = d->gated, s->work = d->work;
+    for (int i = 0; i < s->depth; i++)
+        s->pre[i] = d->pre[i], s->act[i] = d->act[i];
+    s->ds[0] = d->ds[0], s->ds[1] = d->ds[1], s->acc = d->acc;
+    s->borrowed = 1;
+}
+
+static int hyena_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
     hyena_state *s = mixer->state;
     const int C = mixer->C;
     /* The same on every rank of the SP group, so failing here cannot hang. */
@@ -231,6 +244,11 @@ static int hyena_setup(strand_mixer *mixer, const strand_shard *shard) {
                     (long long)shard->window, (long long)s->max_len);
     const int64_t T = shard->T;
     s->T = T;
+    if (donor) {
+        STRAND_ASSERT(donor->ops == mixer->ops && ((const hyena_state *)donor->state)->T == T);
+        hyena_borrow(s, donor->state);
+        return strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K);
+    }
     STRAND_CALL(strand_agree(shard->grid->sp_comm, hyena_alloc(s, T, C)));
     STRAND_CALL(strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K));
 
@@ -411,13 +429,18 @@ static int hyena_backward(strand_mixer *mixer, real_t *din, real_t *dparams, con
 static void hyena_destroy(strand_mixer *mixer) {
     hyena_state *s = mixer->state;
     if (!s) return;
+    strand_shortconv_free(&s->short_conv);
+    if (s->borrowed) {
+        strand_free(s);
+        mixer->state = NULL;
+        return;
+    }
     if (s->conv) strand_fftconv_free(s->conv);
     for (int i = 0; i < HYENA_MAX_DEPTH; i++) {
         strand_free(s->pre[i]);
         strand_free(s->act[i]);
     }
     real_t *buffers[] = {s->pos, s->proj, s->uc, s->y1, s->gated, s->work, s->ds[0], s->ds[1]};
-    strand_shortconv_free(&s->short_conv);
     for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
         strand_free(buffers[i]);
     strand_free(s->t_pos);

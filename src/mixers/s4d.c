@@ -49,6 +49,7 @@ typedef struct {
     int64_t anchor;              /* position of ar/ai, -1 = none */
     /* activations (T,C) unless noted */
     real_t *K, *y, *g, *z /* (T,2C) */, *dK, *dy, *dg, *dz /* (T,2C) */;
+    int borrowed; /* conv and the activations belong to a donor (memory.recompute = block) */
 } s4d_state;
 
 /* ---- complex helpers (hot loops use split re/im doubles: no __muldc3 calls) ---- */
@@ -474,10 +475,19 @@ static int s4d_create(strand_mixer *mixer, const strand_config *config, strand_p
     return STRAND_OK;
 }
 
-static int s4d_setup(strand_mixer *mixer, const strand_shard *shard) {
+static int s4d_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
     s4d_state *s = mixer->state;
     const int64_t T = shard->T, TC = shard->T * s->C;
     s->T = T;
+    if (donor) {
+        /* Kernel, activations, scratch and the long convolution are refilled by every forward. */
+        const s4d_state *d = donor->state;
+        STRAND_ASSERT(donor->ops == mixer->ops && d->T == T);
+        s->conv = d->conv, s->K = d->K, s->y = d->y, s->g = d->g, s->z = d->z;
+        s->dK = d->dK, s->dy = d->dy, s->dg = d->dg, s->dz = d->dz;
+        s->borrowed = 1;
+        return STRAND_OK;
+    }
     STRAND_CALL(strand_fftconv_create(&s->conv, shard, s->C, &s->conv_options));
     STRAND_ALLOC(s->K, TC, "s4d kernel");
     STRAND_ALLOC(s->y, TC, "s4d activations");
@@ -599,9 +609,14 @@ static void s4d_destroy(strand_mixer *mixer) {
         legs_cache.a_im = NULL;
         legs_cache.N = 0;
     }
-    if (s->conv) strand_fftconv_free(s->conv);
     strand_free(s->a_im_init);
     strand_free(s->xr); /* the mode workspace's base */
+    if (s->borrowed) {
+        strand_free(s);
+        mixer->state = NULL;
+        return;
+    }
+    if (s->conv) strand_fftconv_free(s->conv);
     strand_free(s->K);
     strand_free(s->y);
     strand_free(s->g);

@@ -361,7 +361,7 @@ static void check_mixer(const strand_grid *grid, const char *label, int layout, 
     CHECK(strand_shard_init(&m.shard, grid, L, layout) == STRAND_OK);
     CHECK(m.mixer.ops->create(&m.mixer, &config, &m.table, "block0.mixer") == STRAND_OK);
     CHECK(m.table.count == 3);
-    CHECK(m.mixer.ops->setup(&m.mixer, &m.shard) == STRAND_OK);
+    CHECK(m.mixer.ops->setup(&m.mixer, &m.shard, NULL) == STRAND_OK);
     const int64_t T = m.shard.T, TC = (T > 0 ? T : 1) * C;
     m.params = calloc((size_t)m.table.total, sizeof(real_t));
     m.grads = calloc((size_t)m.table.total, sizeof(real_t));

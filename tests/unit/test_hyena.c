@@ -102,7 +102,7 @@ static int fixture_init(fixture *f, const strand_config *config, int64_t L, int 
     if (!f->mixer.ops) return STRAND_ERR_INTERNAL;
     f->mixer.C = f->C;
     CHECK(f->mixer.ops->create(&f->mixer, &f->config, &f->table, LAYER) == STRAND_OK);
-    int status = f->mixer.ops->setup(&f->mixer, &f->shard);
+    int status = f->mixer.ops->setup(&f->mixer, &f->shard, NULL);
     if (status != STRAND_OK) return status;
     f->ready = 1;
     const int64_t TC = f->T * f->C, LC = L * f->C;

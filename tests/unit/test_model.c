@@ -174,6 +174,11 @@ int main(int argc, char **argv) {
     contiguous = check_config("hybrid-contiguous-fftw-mpi", hybrid, 9, 17, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5); /* neither layout nor strategy changes the function */
     check_recompute("recompute-hybrid", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
+    /* Repeated mixers share one set of buffers and plans under recompute (each borrows from the
+     * first block of its kind): still bit-identical. */
+    hybrid[1] = "model.layers=hyena,attn,s4d,hyena,conv,attn,s4d";
+    check_recompute("recompute-shared-mixers", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
+    hybrid[1] = "model.layers=hyena,attn,s4d,conv";
     check_recompute("recompute-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5);
     int status = test_finish("test_model");

@@ -357,7 +357,7 @@ static void test_mixer(const strand_grid *grid, const char *strategy, int layout
     if (fixture_create(&f, C, N, init, strategy, 0.3) != STRAND_OK) return;
     strand_shard shard;
     CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
-    int status = f.mixer.ops->setup(&f.mixer, &shard);
+    int status = f.mixer.ops->setup(&f.mixer, &shard, NULL);
     CHECK_MSG(status == STRAND_OK, "%s: setup: %s", label, strand_error_message());
     if (status != STRAND_OK) {
         strand_shard_free(&shard);
@@ -421,7 +421,7 @@ static void test_recurrent(const strand_grid *grid, const char *strategy, int la
     if (fixture_create(&f, C, N, "lin", strategy, 0.2) != STRAND_OK) return;
     strand_shard shard;
     CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
-    if (f.mixer.ops->setup(&f.mixer, &shard) != STRAND_OK) {
+    if (f.mixer.ops->setup(&f.mixer, &shard, NULL) != STRAND_OK) {
         CHECK_MSG(0, "setup: %s", strand_error_message());
         strand_shard_free(&shard);
         fixture_free(&f);
