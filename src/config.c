@@ -7,6 +7,7 @@
  * load or set leaves the configuration unchanged. */
 #define _POSIX_C_SOURCE 200809L
 #include "strand/config.h"
+#include "strand/model.h" /* the mixer registry, for model.layers */
 
 #include <ini.h>
 
@@ -53,19 +54,6 @@ static const char *const strategy_values[] = {"auto", "fftw-mpi", "alltoall", NU
 static const char *const planner_values[] = {"estimate", "measure", NULL};
 static const char *const s4d_init_values[] = {"lin", "inv", "legs", NULL};
 static const char *const recompute_values[] = {"none", "block", NULL};
-
-/* Mixer names accepted in model.layers. Reserved names are known so that a config written for a later
- * build fails with a clear message rather than "unknown". */
-static const struct {
-    const char *name;
-    bool available;
-} mixers[] = {
-    {"conv", true},
-    {"hyena", true},
-    {"s4d", true},
-    {"attn", true},
-};
-enum { MIXER_COUNT = sizeof mixers / sizeof mixers[0] };
 
 static const key_def keys[] = {
     {.section = "model",
@@ -454,14 +442,14 @@ static const key_def keys[] = {
      .def = "none",
      .values = recompute_values,
      .help = "Activation memory: keep everything (none), or keep only block inputs and re-run each block's "
-             "forward before its backward (block; the mixers' own saved tensors are still kept per block)."},
+             "forward before its backward (block; blocks with the same mixer also share its buffers)."},
     {.section = "memory",
      .name = "offload",
      .type = T_STRING,
      FIELD(offload),
      .def = "",
-     .help = "Directory on local scratch for per-rank HDF5 offload of block inputs; empty = off (not "
-             "available yet: a non-empty value is refused)."},
+     .help = "Directory on local scratch for per-rank HDF5 offload of block inputs, moved by a "
+             "background thread during forward and backward; implies recompute = block. Empty = off."},
 
     {.section = "data",
      .name = "path",
@@ -812,12 +800,12 @@ static int check_enum(const key_def *key, const char *text, const char **canonic
     return value_error(STRAND_ERR_CONFIG, key, text, err, size, what);
 }
 
+/* The mixers model.layers accepts are the model's registry (model.c), listed for messages. */
 static void available_mixers(char *buffer, size_t size) {
     buffer[0] = '\0';
-    for (int i = 0; i < MIXER_COUNT; i++) {
-        if (!mixers[i].available) continue;
+    for (int i = 0; strand_mixer_name(i); i++) {
         size_t used = strlen(buffer);
-        snprintf(buffer + used, size - used, "%s%s", used ? ", " : "", mixers[i].name);
+        snprintf(buffer + used, size - used, "%s%s", used ? ", " : "", strand_mixer_name(i));
     }
 }
 
@@ -844,16 +832,8 @@ static int check_layers(const key_def *key, const char *text, char *normalized, 
             snprintf(what, sizeof what, "entry %d is empty", position);
             return value_error(STRAND_ERR_CONFIG, key, text, err, size, what);
         }
-        int found = -1;
-        for (int i = 0; i < MIXER_COUNT; i++)
-            if (strcmp(name, mixers[i].name) == 0) found = i;
-        if (found < 0) {
+        if (!strand_mixer_find(name)) {
             snprintf(what, sizeof what, "unknown mixer '%.40s' (available: %s)", name, available);
-            return value_error(STRAND_ERR_CONFIG, key, text, err, size, what);
-        }
-        if (!mixers[found].available) {
-            snprintf(what, sizeof what, "mixer '%s' is not yet available in this build (available: %s)", name,
-                     available);
             return value_error(STRAND_ERR_CONFIG, key, text, err, size, what);
         }
         size_t length = strlen(name);

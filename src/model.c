@@ -6,6 +6,7 @@
 
 #include "strand/dataset.h"
 #include "strand/layers.h"
+#include "strand/offload.h"
 #include "strand/rng.h"
 
 #include <math.h>
@@ -54,6 +55,11 @@ void strand_params_free(strand_param_table *table) {
 
 static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv, &strand_mixer_attn,
                                                          &strand_mixer_hyena, &strand_mixer_s4d};
+
+const char *strand_mixer_name(int index) {
+    const int count = (int)(sizeof mixer_registry / sizeof *mixer_registry);
+    return index >= 0 && index < count ? mixer_registry[index]->name : NULL;
+}
 
 const strand_mixer_ops *strand_mixer_find(const char *name) {
     for (size_t i = 0; i < sizeof mixer_registry / sizeof *mixer_registry; i++)
@@ -112,6 +118,34 @@ static int split_layers(const char *list, char names[][32], int max) {
     return n;
 }
 
+/* memory.offload: three rotating input buffers are enough to overlap the transfers with compute.
+ * In forward, block l's input goes out while block l runs, and must be out before block l + 2
+ * writes its output over it; in backward, block l - 3's input comes back into block l's buffer
+ * while blocks l - 1 and l - 2 run. The last three inputs never leave memory. */
+enum { OFFLOAD_SLOTS = 3 };
+
+static int offload_alloc(strand_model *model) {
+    const int64_t TC = model->max_T * model->C;
+    const int slots = model->n_layers < OFFLOAD_SLOTS ? model->n_layers : OFFLOAD_SLOTS;
+    for (int i = 0; i < slots; i++)
+        STRAND_ALLOC(model->offload_slots[i], TC, "activations");
+    STRAND_ALLOC(model->write_tickets, model->n_layers, "offload tickets");
+    STRAND_ALLOC(model->read_tickets, model->n_layers, "offload tickets");
+    for (int l = 0; l < model->n_layers; l++)
+        model->write_tickets[l] = model->read_tickets[l] = -1;
+    return STRAND_OK;
+}
+
+/* Whether block l's input goes to the file (the last OFFLOAD_SLOTS stay in their buffers). */
+static int offloaded(const strand_model *model, int l) {
+    return model->offload && l < model->n_layers - OFFLOAD_SLOTS;
+}
+
+/* Remember the first failure of a pass; the pass goes on so every rank reaches the agreement. */
+static void keep_first(int *status, int next) {
+    if (*status == STRAND_OK) *status = next;
+}
+
 int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard) {
     const int64_t max_T = shard->T;
     memset(model, 0, sizeof *model);
@@ -124,16 +158,12 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     model->max_T = max_T;
     const int C = model->C;
     const int H = strand_config_mlp_hidden(config);
-    /* Refuse rather than ignore: a user who asks for less activation memory must not get more. */
-    if (config->offload[0])
-        STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "memory.offload = '%s': activation offload is not available in this build yet",
-                    config->offload);
-    model->recompute = strcmp(config->recompute, "block") == 0;
+    /* Offloaded block inputs come back only to be re-run: offload implies recompute. */
+    model->recompute = strcmp(config->recompute, "block") == 0 || config->offload[0];
     if (model->recompute && config->attn_segment_memory)
         STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "memory.recompute = block cannot be combined with attn.segment_memory: a "
-                    "recomputed forward would advance the attention memory twice");
+                    "memory.recompute = block (or memory.offload) cannot be combined with "
+                    "attn.segment_memory: a recomputed forward would advance the attention memory twice");
     model->H = H;
     model->F = model->swiglu ? 2 * H : H;
 
@@ -188,9 +218,13 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
 
     /* Saved activations and scratch, sized once for the largest shard. */
     const int64_t TC = max_T * C;
+    if (config->offload[0]) STRAND_CALL(offload_alloc(model));
     for (int l = 0; l < model->n_layers; l++) {
         strand_block *b = &model->blocks[l];
-        STRAND_ALLOC(b->x, TC, "activations");
+        if (config->offload[0])
+            b->x = model->offload_slots[l % OFFLOAD_SLOTS];
+        else
+            STRAND_ALLOC(b->x, TC, "activations");
         if (model->recompute && l > 0) {
             /* memory.recompute = block: one set of block activations, refilled by re-running each
              * block's forward just before its backward; only block inputs are kept per block. */
@@ -236,6 +270,11 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     STRAND_ALLOC(model->d_fc, max_T * model->F, "gradient scratch");
     STRAND_ALLOC(model->d_act, max_T * H, "gradient scratch");
     STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
+    /* Last, after every collective of the mixers' setup: a full or missing scratch directory is
+     * one node's problem, and the caller agrees on the status. */
+    if (config->offload[0])
+        STRAND_CALL(strand_offload_create(&model->offload, config->offload, shard->grid->world_rank,
+                                          model->n_layers, TC));
     return STRAND_OK;
 }
 
@@ -292,12 +331,11 @@ static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, con
                     PARAM(model, b->fc_weight), T, model->C, model->F);
 }
 
-/* One block's forward from its input b->x into y, filling the block's saved activations. */
-static int block_forward(strand_model *model, int l, const strand_shard *shard) {
+/* One block's forward from its input b->x into y (T,C), filling the block's saved activations. */
+static int block_forward(strand_model *model, int l, const strand_shard *shard, real_t *y) {
     const int64_t T = shard->T;
     const int C = model->C;
     strand_block *b = &model->blocks[l];
-    real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
     if (model->pre_norm) {
         /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
         norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias, T);
@@ -330,8 +368,23 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
     const size_t row_bytes = sizeof(real_t) * (size_t)(T * C);
     real_t *x = model->n_layers > 0 ? model->blocks[0].x : model->final_in;
     embedding_forward(x, tokens, PARAM(model, model->wte), T, C);
-    for (int l = 0; l < model->n_layers; l++)
-        STRAND_CALL(block_forward(model, l, shard));
+    int io = STRAND_OK;
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_block *b = &model->blocks[l];
+        real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
+        /* y's buffer held block l - 2's input: it must be in the file before we overwrite it. */
+        if (model->offload && l >= 2 && model->write_tickets[l - 2] >= 0)
+            keep_first(&io, strand_offload_wait(model->offload, model->write_tickets[l - 2]));
+        if (offloaded(model, l))
+            model->write_tickets[l] = strand_offload_write(model->offload, l, b->x, T * C);
+        STRAND_CALL(block_forward(model, l, shard, y));
+    }
+    if (model->offload) {
+        keep_first(&io, strand_offload_drain(model->offload));
+        for (int l = 0; l < model->n_layers; l++)
+            model->write_tickets[l] = -1;
+        STRAND_CALL(strand_agree(shard->grid->sp_comm, io));
+    }
     const real_t *head_in = model->final_in;
     if (model->pre_norm) {
         norm_forward(model, model->final_out, model->final_mean, model->final_rstd, model->final_in,
@@ -364,10 +417,18 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
                       model->final_weight, model->final_bias, T);
     }
     /* d_res now holds the gradient of the last block's output. */
+    int io = STRAND_OK;
     for (int l = model->n_layers - 1; l >= 0; l--) {
         strand_block *b = &model->blocks[l];
-        /* The shared activations hold the last block's forward; refill them for earlier blocks. */
-        if (model->recompute && l + 1 < model->n_layers) STRAND_CALL(block_forward(model, l, shard));
+        if (offloaded(model, l)) {
+            keep_first(&io, strand_offload_wait(model->offload, model->read_tickets[l]));
+            model->read_tickets[l] = -1;
+        }
+        /* The shared activations hold the last block's forward; refill them for earlier blocks.
+         * The output is not needed again (d_tmp2 is free until the block's backward): writing it
+         * to the next block's input would race with the offload read into that buffer. */
+        if (model->recompute && l + 1 < model->n_layers)
+            STRAND_CALL(block_forward(model, l, shard, model->d_tmp2));
         if (model->pre_norm) {
             /* dh = dy + norm2'(mlp'(dy)); dx = dh + norm1'(mixer'(dh)) */
             memset(model->d_tmp1, 0, TC_bytes);
@@ -393,18 +454,24 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
             STRAND_CALL(b->mixer.ops->backward(&b->mixer, d_res, model->grads, model->d_tmp1, b->x,
                                                model->params, shard));
         }
+        /* b->x is free now: bring back the input of the block three earlier into it. */
+        if (l >= OFFLOAD_SLOTS && offloaded(model, l - OFFLOAD_SLOTS))
+            model->read_tickets[l - OFFLOAD_SLOTS] =
+                strand_offload_read(model->offload, l - OFFLOAD_SLOTS, b->x, T * C);
     }
     embedding_backward(GRAD(model, model->wte), d_res, tokens, T, C);
+    if (model->offload) STRAND_CALL(strand_agree(shard->grid->sp_comm, io));
     return STRAND_OK;
 }
 
 void strand_model_free(strand_model *model) {
+    strand_offload_free(model->offload); /* first: joins the thread that may use the slots */
     if (model->blocks) {
         for (int l = 0; l < model->n_layers; l++) {
             strand_block *b = &model->blocks[l];
             if (b->mixer.ops && b->mixer.ops->destroy) b->mixer.ops->destroy(&b->mixer);
-            strand_free(b->x);
-            if (model->recompute && l > 0) continue; /* shared with block 0 */
+            if (!model->offload_slots[0]) strand_free(b->x); /* else one of the offload slots */
+            if (model->recompute && l > 0) continue;         /* shared with block 0 */
             real_t *buffers[] = {b->norm1, b->norm1_mean, b->norm1_rstd, b->mix, b->a,   b->h,
                                  b->norm2, b->norm2_mean, b->norm2_rstd, b->fc,  b->act, b->b};
             for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
@@ -418,6 +485,10 @@ void strand_model_free(strand_model *model) {
                          model->d_fc,       model->d_act,      model->d_logits};
     for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
         strand_free(buffers[i]);
+    for (int i = 0; i < OFFLOAD_SLOTS; i++)
+        strand_free(model->offload_slots[i]);
+    strand_free(model->write_tickets);
+    strand_free(model->read_tickets);
     strand_params_free(&model->table);
     memset(model, 0, sizeof *model);
 }

@@ -241,8 +241,12 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
             strand_loader_train_window(&t->loader, step, (int64_t)micro * t->grid.dp_size + t->grid.dp_rank);
         STRAND_CALL(strand_agree(t->grid.world, read_piece(t, window, io)));
         double loss = 0;
-        STRAND_CALL(strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss));
-        STRAND_CALL(strand_model_backward(model, t->inputs, &t->shard, loss_scale));
+        /* Agreed over the world: a failure in one SP group (an offload disk) must not leave the
+         * other groups waiting in the gradient all-reduce. */
+        STRAND_CALL(strand_agree(t->grid.world,
+                                 strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss)));
+        STRAND_CALL(
+            strand_agree(t->grid.world, strand_model_backward(model, t->inputs, &t->shard, loss_scale)));
         *loss_sum += loss;
     }
     return STRAND_OK;

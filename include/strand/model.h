@@ -62,6 +62,19 @@ typedef struct {
     int (*backward)(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout, const real_t *in,
                     const real_t *params, const strand_shard *shard);
     void (*destroy)(strand_mixer *mixer);
+    /* ---- incremental decoding (generation; src/model_step.c). Optional: NULL when a mixer has
+     * none. Single-rank, no communication; independent of setup's buffers (which may be borrowed
+     * from, or lent to, another block under memory.recompute = block). */
+    /* A decoding state for one sequence of at most max_len positions. params are the values every
+     * later step uses (a mixer may precompute from them, e.g. hyena's filter): do not change them
+     * in between. *state is set before anything can fail: pass it to step_free either way. */
+    int (*step_init)(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
+    /* out (C) = row `position` of forward() over the sequence whose rows 0..position-1 were fed
+     * earlier and whose row `position` is in (C). Positions come in order 0, 1, 2, ... < max_len
+     * (anything else is refused). The cost per token is the mixer's (see each mixer's file). */
+    int (*step)(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in, real_t *out,
+                int64_t position);
+    void (*step_free)(void *state); /* NULL is accepted */
 } strand_mixer_ops;
 
 struct strand_mixer {
@@ -70,6 +83,8 @@ struct strand_mixer {
     void *state; /* owned by the mixer */
 };
 
+/* The registry's index-th mixer name, NULL past the end (for listing them). */
+const char *strand_mixer_name(int index);
 /* Look a mixer up by name (NULL when unknown). */
 const strand_mixer_ops *strand_mixer_find(const char *name);
 extern const strand_mixer_ops strand_mixer_conv;
@@ -86,6 +101,10 @@ typedef struct {
     int n_layers;
     int pre_norm, layer_norm, swiglu;
     int recompute; /* memory.recompute = block: blocks share one activation set (see model.c) */
+    /* memory.offload: block inputs live in OFFLOAD_SLOTS rotating buffers and a per-rank file */
+    struct strand_offload *offload;
+    real_t *offload_slots[3];
+    int64_t *write_tickets, *read_tickets; /* (n_layers) pending transfer per block, -1 = none */
     int64_t max_T;
     strand_param_table table;
     real_t *params, *grads; /* table.total each */

@@ -64,6 +64,11 @@ if [ "$(wc -l <"$work/run/metrics.jsonl")" -ne 2 ] || [ -e "$work/run/summary.js
     echo "FAIL nan_loss: expected 2 metric lines and no summary.json"; failures=$((failures + 1))
 fi
 
+# Activation offload: a scratch directory that cannot exist, and a transfer that fails on one rank
+# only (a full local disk); both end the job on every rank with one line.
+expect offload_dir 1 "memory.offload: cannot create directory /proc/strand-offload" -- --config "$c" --set memory.offload=/proc/strand-offload
+STRAND_FAULT_OFFLOAD_RANK=1 expect offload_io 1 "memory.offload: writing block 0's input .* failed" -- --config "$c" --set model.layers=conv,conv,conv,conv,conv --set memory.offload="$work/scratch"
+
 # A file line error: misspelt key inside a config file names file and line.
 printf '[model]\nd_modle = 32\n' >"$work/bad.ini"
 expect misspelt_in_file 1 "bad.ini:2: .*did you mean 'model.d_model'" -- --config "$work/bad.ini"

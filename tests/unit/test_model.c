@@ -10,7 +10,10 @@
 #include "strand/dataset.h"
 #include "strand/dist.h"
 #include "strand/model.h"
+#include "strand/offload.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Gradients below 1% of a tensor's largest are compared absolutely against that 1%: the loss is a
@@ -94,9 +97,10 @@ static double check_config(const char *label, const char *overrides[], int n_ove
 }
 
 /* memory.recompute = block keeps only block inputs and re-runs each block's forward before its
- * backward: loss and gradients must be bit-identical to keeping everything. */
+ * backward; memory.offload also sends the inputs to a file and back. Loss and gradients must be
+ * bit-identical to keeping everything. */
 static void check_recompute(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
-                            int layout) {
+                            int layout, const char *memory_setting) {
     strand_grid grid;
     CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
     strand_shard shard;
@@ -118,13 +122,27 @@ static void check_recompute(const char *label, const char *overrides[], int n_ov
         strand_config_defaults(&config);
         for (int i = 0; i < n_overrides; i++)
             CHECK(strand_config_set(&config, overrides[i]) == STRAND_OK);
-        CHECK(strand_config_set(&config, mode ? "memory.recompute=block" : "memory.recompute=none") ==
-              STRAND_OK);
+        CHECK(strand_config_set(&config, mode ? memory_setting : "memory.recompute=none") == STRAND_OK);
         strand_model model;
-        CHECK(strand_model_create(&model, &config, &shard) == STRAND_OK);
+        int status = strand_model_create(&model, &config, &shard);
+        CHECK_MSG(status == STRAND_OK, "%s: create: %s", label, strand_error_message());
         strand_model_init_params(&model, 11);
-        CHECK(strand_model_forward(&model, inputs, targets, &shard, &losses[mode]) == STRAND_OK);
-        CHECK(strand_model_backward(&model, inputs, &shard, (real_t)(1.0 / (double)seq_len)) == STRAND_OK);
+        /* Twice: the second pass must not see anything the first left behind (offload tickets). */
+        for (int pass = 0; pass < 2; pass++) {
+            memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
+            CHECK(strand_model_forward(&model, inputs, targets, &shard, &losses[mode]) == STRAND_OK);
+            CHECK(strand_model_backward(&model, inputs, &shard, (real_t)(1.0 / (double)seq_len)) ==
+                  STRAND_OK);
+        }
+        if (mode && model.offload) {
+            /* The inputs really went through the file: 2 passes x (n_layers - 3) blocks x 2 ways. */
+            int64_t bytes = 0;
+            double seconds = 0;
+            strand_offload_stats(model.offload, &bytes, &seconds);
+            const int64_t expect = 2 * 2 * (model.n_layers - 3) * shard.T * model.C * (int64_t)sizeof(real_t);
+            CHECK_MSG(bytes == expect, "%s: offload moved %lld bytes, expected %lld", label, (long long)bytes,
+                      (long long)expect);
+        }
         total = model.table.total;
         grads[mode] = malloc(sizeof(real_t) * (size_t)total);
         memcpy(grads[mode], model.grads, sizeof(real_t) * (size_t)total);
@@ -132,8 +150,8 @@ static void check_recompute(const char *label, const char *overrides[], int n_ov
     }
     CHECK_MSG(losses[0] == losses[1], "%s: loss %.17g with recompute, %.17g without", label, losses[1],
               losses[0]);
-    CHECK_MSG(memcmp(grads[0], grads[1], sizeof(real_t) * (size_t)total) == 0,
-              "%s: gradients differ with memory.recompute = block", label);
+    CHECK_MSG(memcmp(grads[0], grads[1], sizeof(real_t) * (size_t)total) == 0, "%s: gradients differ with %s",
+              label, memory_setting);
     free(grads[0]), free(grads[1]), free(global), free(inputs), free(targets);
     strand_shard_free(&shard);
     strand_grid_free(&grid);
@@ -173,13 +191,22 @@ int main(int argc, char **argv) {
     hybrid[8] = "conv.strategy=fftw-mpi";
     contiguous = check_config("hybrid-contiguous-fftw-mpi", hybrid, 9, 17, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5); /* neither layout nor strategy changes the function */
-    check_recompute("recompute-hybrid", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
+    const char *recompute = "memory.recompute=block";
+    check_recompute("recompute-hybrid", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG, recompute);
     /* Repeated mixers share one set of buffers and plans under recompute (each borrows from the
      * first block of its kind): still bit-identical. */
     hybrid[1] = "model.layers=hyena,attn,s4d,hyena,conv,attn,s4d";
-    check_recompute("recompute-shared-mixers", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
+    check_recompute("recompute-shared-mixers", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG, recompute);
+    /* Offload: with 7 blocks the first 4 inputs go through the file (the last 3 stay in memory). */
+    char offload[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(offload, sizeof offload, "memory.offload=%s/strand-test-offload", tmp && tmp[0] ? tmp : "/tmp");
+    check_recompute("offload-shared-mixers", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG, offload);
+    post[1] = "model.layers=conv,conv,conv,conv,conv";
+    check_recompute("offload-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS, offload);
+    post[1] = "model.layers=conv,conv";
     hybrid[1] = "model.layers=hyena,attn,s4d,conv";
-    check_recompute("recompute-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS);
+    check_recompute("recompute-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS, recompute);
     CHECK_CLOSE(zigzag, contiguous, 1e-5);
     int status = test_finish("test_model");
     int any = 0;
