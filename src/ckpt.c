@@ -39,7 +39,7 @@ static const char *const CKPT_GROUPS[MAX_SETS] = {"/params", "/optim/m", "/optim
 static const char *const RESUMABLE_KEYS[] = {
     "parallel.sp",     "parallel.dp",        "parallel.layout",   "run.dir",          "data.path",
     "train.log_every", "train.eval_windows", "train.accum_steps", "checkpoint.every", "checkpoint.keep",
-    "conv.strategy",   "conv.planner",       "conv.wisdom",       "memory.recompute", "memory.offload",
+    "conv.strategy",   "conv.planner",       "conv.wisdom",       "train.recompute",  "train.offload",
 };
 
 /* One group of tensors in a file: "/params" with the parameter array, etc. */
@@ -598,6 +598,133 @@ void strand_ckpt_meta_init(strand_ckpt_meta *meta, const strand_config *config,
     strand_config_format(config, meta->config_text, sizeof meta->config_text);
 }
 
+/* ---- carried mixer state ---- */
+
+/* One row of a (world, width) dataset per rank: select row `rank`'s first `count` values, or
+ * nothing when count is 0 (the rank still takes part in the collective transfer). */
+static int select_row(hid_t space, int rank, int64_t count, hid_t *memory) {
+    hsize_t n = count > 0 ? (hsize_t)count : 1;
+    *memory = H5Screate_simple(1, &n, NULL);
+    if (*memory < 0) return -1;
+    if (count == 0) return H5Sselect_none(*memory) < 0 || H5Sselect_none(space) < 0 ? -1 : 0;
+    hsize_t start[2] = {(hsize_t)rank, 0}, block[2] = {1, (hsize_t)count};
+    return H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, block, NULL) < 0 ? -1 : 0;
+}
+
+/* Collective transfer of this rank's row of /carry/<name> (a (world, width) dataset). */
+static int carry_transfer(hid_t file, const char *path, const char *name, hid_t memory_type, void *row,
+                          int64_t count, int rank, int writing) {
+    hid_t dataset = H5Dopen2(file, name, H5P_DEFAULT), space = H5I_INVALID_HID, memory = H5I_INVALID_HID;
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    int ok = dataset >= 0 && dxpl >= 0 && H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) >= 0 &&
+             (space = H5Dget_space(dataset)) >= 0 && select_row(space, rank, count, &memory) >= 0;
+    if (ok)
+        ok = (writing ? H5Dwrite(dataset, memory_type, memory, space, dxpl, row)
+                      : H5Dread(dataset, memory_type, memory, space, dxpl, row)) >= 0;
+    strand_h5_close(&memory);
+    strand_h5_close(&space);
+    strand_h5_close(&dxpl);
+    strand_h5_close(&dataset);
+    if (!ok) {
+        char what[300];
+        snprintf(what, sizeof what, "cannot %s %s", writing ? "write" : "read", name);
+        STRAND_H5_FAIL(path, what);
+    }
+    return STRAND_OK;
+}
+
+static int carry_create(hid_t file, const char *path, const char *name, hid_t type, int world,
+                        int64_t width) {
+    hsize_t dims[2] = {(hsize_t)world, (hsize_t)(width > 0 ? width : 1)};
+    hid_t space = H5Screate_simple(2, dims, NULL), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t dataset = H5I_INVALID_HID;
+    if (space >= 0 && lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
+        dataset = H5Dcreate2(file, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    strand_h5_close(&space);
+    strand_h5_close(&lcpl);
+    if (dataset < 0) {
+        char what[300];
+        snprintf(what, sizeof what, "cannot create %s", name);
+        STRAND_H5_FAIL(path, what);
+    }
+    strand_h5_close(&dataset);
+    return STRAND_OK;
+}
+
+/* /carry/state (world, widest): each rank's carried mixer state (its row's first count values),
+ * /carry/count and /carry/crc32 (world, 1). Written only when some rank carries anything. */
+static int write_carry(hid_t file, const char *path, const strand_ckpt_state *state, MPI_Comm comm) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    int64_t count = state->carry ? state->carry_count : 0, widest = count;
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &widest, 1, MPI_INT64_T, MPI_MAX, comm));
+    if (widest == 0) return STRAND_OK;
+    uint32_t crc = strand_crc32(0, state->carry, (size_t)count * sizeof(real_t));
+    STRAND_CALL(strand_agree(comm, carry_create(file, path, "/carry/state", FILE_REAL, world, widest)));
+    STRAND_CALL(strand_agree(comm, carry_create(file, path, "/carry/count", H5T_STD_I64LE, world, 1)));
+    STRAND_CALL(strand_agree(comm, carry_create(file, path, "/carry/crc32", H5T_STD_U32LE, world, 1)));
+    STRAND_CALL(strand_agree(
+        comm, carry_transfer(file, path, "/carry/state", MEMORY_REAL, (void *)state->carry, count, rank, 1)));
+    STRAND_CALL(
+        strand_agree(comm, carry_transfer(file, path, "/carry/count", H5T_NATIVE_INT64, &count, 1, rank, 1)));
+    STRAND_CALL(
+        strand_agree(comm, carry_transfer(file, path, "/carry/crc32", H5T_NATIVE_UINT32, &crc, 1, rank, 1)));
+    return STRAND_OK;
+}
+
+int strand_ckpt_read_carry(const char *path, real_t *carry, int64_t count, MPI_Comm comm, int *restored) {
+    *restored = 0;
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
+    int status = strand_agree(comm, file_access(comm, path, &fapl));
+    if (status == STRAND_OK) {
+        strand_h5_quiet();
+        file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+        status = strand_agree(
+            comm,
+            file < 0 ? strand_h5_error(__FILE__, __LINE__, path, "cannot open the checkpoint") : STRAND_OK);
+    }
+    strand_h5_close(&fapl);
+    if (status != STRAND_OK) return status;
+    /* Present, written by as many ranks, with this rank's count: every rank must agree to use it. */
+    int usable =
+        H5Lexists(file, "/carry", H5P_DEFAULT) > 0 && H5Lexists(file, "/carry/state", H5P_DEFAULT) > 0;
+    if (!usable) H5Eclear2(H5E_DEFAULT);
+    if (usable) {
+        hid_t dataset = H5Dopen2(file, "/carry/state", H5P_DEFAULT), space = H5I_INVALID_HID;
+        hsize_t dims[2] = {0, 0};
+        usable = dataset >= 0 && (space = H5Dget_space(dataset)) >= 0 &&
+                 H5Sget_simple_extent_ndims(space) == 2 &&
+                 H5Sget_simple_extent_dims(space, dims, NULL) == 2 && dims[0] == (hsize_t)world &&
+                 dims[1] >= (hsize_t)count;
+        strand_h5_close(&space);
+        strand_h5_close(&dataset);
+    }
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, comm));
+    int64_t stored_count = -1;
+    uint32_t stored_crc = 0;
+    if (usable)
+        status = carry_transfer(file, path, "/carry/count", H5T_NATIVE_INT64, &stored_count, 1, rank, 0);
+    if (usable && status == STRAND_OK)
+        status = carry_transfer(file, path, "/carry/crc32", H5T_NATIVE_UINT32, &stored_crc, 1, rank, 0);
+    status = strand_agree(comm, status);
+    usable = usable && status == STRAND_OK && stored_count == count;
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &usable, 1, MPI_INT, MPI_MIN, comm));
+    if (usable) {
+        status = strand_agree(comm,
+                              carry_transfer(file, path, "/carry/state", MEMORY_REAL, carry, count, rank, 0));
+        if (status == STRAND_OK && strand_crc32(0, carry, (size_t)count * sizeof(real_t)) != stored_crc)
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s: /carry/state: data does not match its crc32 (the file is corrupt)",
+                                      path);
+        status = strand_agree(comm, status);
+        *restored = status == STRAND_OK;
+    }
+    strand_h5_close(&file);
+    return status;
+}
+
 int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const strand_ckpt_state *state, int keep,
                       MPI_Comm comm, char *path_out, size_t path_size) {
     int rank, world;
@@ -620,6 +747,7 @@ int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const stran
             {CKPT_GROUPS[0], state->params}, {CKPT_GROUPS[1], state->m}, {CKPT_GROUPS[2], state->v}};
         status = write_tensor_sets(file, tmp, state->table, sets, MAX_SETS, comm);
     }
+    if (status == STRAND_OK) status = write_carry(file, tmp, state, comm);
     if (status != STRAND_OK) {
         strand_h5_close(&file);
         return status;
@@ -953,12 +1081,12 @@ static int check_config(const char *path, const strand_ckpt_meta *meta, const st
             goto done;
         }
         if (!resumable_key(key_a) && strcmp(value_a, value_b) != 0) {
-            status =
-                strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
-                                 "%s: configuration differs from the checkpoint's: %s = %s here, %s in the "
-                                 "checkpoint (a resumed run keeps the math; only parallel.*, run.dir, "
-                                 "data.path, logging, checkpoint.* and memory/FFT strategy keys may change)",
-                                 path, key_a, value_b, value_a);
+            status = strand_error_set(
+                STRAND_ERR_INPUT, __FILE__, __LINE__,
+                "%s: configuration differs from the checkpoint's: %s = %s here, %s in the "
+                "checkpoint (a resumed run keeps the math; only parallel.*, run.dir, "
+                "data.path, logging, checkpoint.*, train.recompute/offload and FFT strategy keys may change)",
+                path, key_a, value_b, value_a);
             goto done;
         }
     }

@@ -51,7 +51,7 @@ static const char *const norm_position_values[] = {"pre", "post", NULL};
 static const char *const mlp_values[] = {"gelu", "swiglu", NULL};
 static const char *const layout_values[] = {"auto", "contiguous", "zigzag", NULL};
 static const char *const strategy_values[] = {"auto", "fftw-mpi", "alltoall", NULL};
-static const char *const planner_values[] = {"estimate", "measure", NULL};
+static const char *const planner_values[] = {"auto", "estimate", "measure", NULL};
 static const char *const s4d_init_values[] = {"lin", "inv", "legs", NULL};
 static const char *const recompute_values[] = {"none", "block", NULL};
 
@@ -253,6 +253,21 @@ static const key_def keys[] = {
      .imin = 0,
      .imax = 1000000,
      .help = "Validation windows evaluated at the end of training; 0 = none."},
+    {.section = "train",
+     .name = "recompute",
+     .type = T_ENUM,
+     FIELD(recompute),
+     .def = "none",
+     .values = recompute_values,
+     .help = "Activation memory: keep everything (none), or keep only block inputs and re-run each block's "
+             "forward before its backward (block; blocks with the same mixer also share its buffers)."},
+    {.section = "train",
+     .name = "offload",
+     .type = T_STRING,
+     FIELD(offload),
+     .def = "",
+     .help = "Directory on local scratch for per-rank HDF5 offload of block inputs, moved by a "
+             "background thread during forward and backward; implies recompute = block. Empty = off."},
 
     {.section = "conv",
      .name = "strategy",
@@ -266,9 +281,11 @@ static const key_def keys[] = {
      .name = "planner",
      .type = T_ENUM,
      FIELD(conv_planner),
-     .def = "measure",
+     .def = "auto",
      .values = planner_values,
-     .help = "FFTW planning effort; measured plans are cached in conv.wisdom."},
+     .help = "FFTW planning effort; measured plans are cached in conv.wisdom. auto measures transforms up "
+             "to 2^20 points and estimates longer ones (measuring a genome-length transform takes many "
+             "minutes)."},
     {.section = "conv",
      .name = "wisdom",
      .type = T_STRING,
@@ -434,22 +451,6 @@ static const key_def keys[] = {
      .imin = 1,
      .imax = 1000000,
      .help = "Complete checkpoints kept in the run directory (older ones are removed)."},
-
-    {.section = "memory",
-     .name = "recompute",
-     .type = T_ENUM,
-     FIELD(recompute),
-     .def = "none",
-     .values = recompute_values,
-     .help = "Activation memory: keep everything (none), or keep only block inputs and re-run each block's "
-             "forward before its backward (block; blocks with the same mixer also share its buffers)."},
-    {.section = "memory",
-     .name = "offload",
-     .type = T_STRING,
-     FIELD(offload),
-     .def = "",
-     .help = "Directory on local scratch for per-rank HDF5 offload of block inputs, moved by a "
-             "background thread during forward and backward; implies recompute = block. Empty = off."},
 
     {.section = "data",
      .name = "path",

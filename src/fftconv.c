@@ -100,6 +100,12 @@ static int fftw_initialised = 0;
  * stays in cache while every channel's contiguous run is written. */
 enum { TILE = 64 };
 
+static int64_t fast_size_at_least(int64_t n);
+
+int64_t strand_fftconv_size_for(int64_t L) {
+    return fast_size_at_least(2 * L);
+}
+
 static int64_t fast_size_at_least(int64_t n) {
     if (n < 4) n = 4; /* 2, 3, 5 are prime: FFTW-MPI cannot distribute them */
     for (int64_t m = n;; m++) {
@@ -474,7 +480,7 @@ static int setup_common(strand_fftconv *cv, const strand_shard *shard, int C) {
     cv->C = C;
     cv->L = shard->window;
     cv->T = shard->T;
-    cv->N = fast_size_at_least(2 * cv->L);
+    cv->N = strand_fftconv_size_for(cv->L);
     STRAND_CALL_MPI(MPI_Comm_dup(shard->grid->sp_comm, &cv->comm));
     STRAND_CALL_MPI(MPI_Comm_set_errhandler(cv->comm, MPI_ERRORS_RETURN));
     STRAND_ALLOC(cv->piece_start, sp * STRAND_MAX_PIECES, "fftconv table");
@@ -493,6 +499,10 @@ static int setup_common(strand_fftconv *cv, const strand_shard *shard, int C) {
             cv->shard_T[r] += cv->piece_length[r * STRAND_MAX_PIECES + p];
     }
     return STRAND_OK;
+}
+
+int strand_fftconv_planner(const char *name) {
+    return strcmp(name, "measure") == 0 ? 1 : strcmp(name, "auto") == 0 ? STRAND_PLAN_AUTO : 0;
 }
 
 int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int C,
@@ -526,7 +536,9 @@ int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int 
         strand_fftconv_free(cv);
         return status;
     }
-    const unsigned planner = options && options->measure ? FFTW_MEASURE : FFTW_ESTIMATE;
+    const int effort = options ? options->measure : 0;
+    const int measure = effort == 1 || (effort == STRAND_PLAN_AUTO && cv->N <= STRAND_PLAN_AUTO_MEASURE_MAX);
+    const unsigned planner = measure ? FFTW_MEASURE : FFTW_ESTIMATE;
     const char *wisdom = options && options->wisdom && options->wisdom[0] ? options->wisdom : NULL;
     if (wisdom) wisdom_import(cv->comm, cv->rank, wisdom);
     status = cv->strategy == STRAND_CONV_ALLTOALL ? plan_alltoall(cv, planner) : plan_fftw_mpi(cv, planner);

@@ -40,6 +40,7 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
     json_number(f, "compute_s", m->compute_seconds, 0);
     json_number(f, "comm_s", m->comm_seconds, 0);
     json_number(f, "io_s", m->io_seconds, 0);
+    json_number(f, "offload_s", m->offload_seconds, 0);
     fprintf(f, "\"peak_rss_bytes\":%lld,", (long long)m->peak_rss_bytes);
     json_number(f, "elapsed_s", m->elapsed_seconds, 1);
     fputs("}\n", f);

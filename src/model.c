@@ -97,8 +97,7 @@ static void norm_backward(strand_model *model, real_t *dinp, const real_t *dout,
         rmsnorm_backward(dinp, GRAD(model, weight), dout, in, PARAM(model, weight), rstd, T, model->C);
 }
 
-/* Split "conv,conv,hyena" into names; returns the count or -1 when a name is too long. */
-static int split_layers(const char *list, char names[][32], int max) {
+int strand_model_split_layers(const char *list, char names[][32], int max) {
     int n = 0;
     const char *p = list;
     while (*p && n < max) {
@@ -118,7 +117,7 @@ static int split_layers(const char *list, char names[][32], int max) {
     return n;
 }
 
-/* memory.offload: three rotating input buffers are enough to overlap the transfers with compute.
+/* train.offload: three rotating input buffers are enough to overlap the transfers with compute.
  * In forward, block l's input goes out while block l runs, and must be out before block l + 2
  * writes its output over it; in backward, block l - 3's input comes back into block l's buffer
  * while blocks l - 1 and l - 2 run. The last three inputs never leave memory. */
@@ -162,13 +161,13 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     model->recompute = strcmp(config->recompute, "block") == 0 || config->offload[0];
     if (model->recompute && config->attn_segment_memory)
         STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "memory.recompute = block (or memory.offload) cannot be combined with "
+                    "train.recompute = block (or train.offload) cannot be combined with "
                     "attn.segment_memory: a recomputed forward would advance the attention memory twice");
     model->H = H;
     model->F = model->swiglu ? 2 * H : H;
 
     char names[256][32];
-    model->n_layers = split_layers(config->layers, names, 256);
+    model->n_layers = strand_model_split_layers(config->layers, names, 256);
     if (model->n_layers <= 0)
         STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers = '%s' is not a list of mixer names", config->layers);
 
@@ -226,7 +225,7 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
         else
             STRAND_ALLOC(b->x, TC, "activations");
         if (model->recompute && l > 0) {
-            /* memory.recompute = block: one set of block activations, refilled by re-running each
+            /* train.recompute = block: one set of block activations, refilled by re-running each
              * block's forward just before its backward; only block inputs are kept per block. */
             strand_block *first = &model->blocks[0];
             b->norm1 = first->norm1, b->norm1_mean = first->norm1_mean, b->norm1_rstd = first->norm1_rstd;
@@ -272,7 +271,7 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
     /* Last, after every collective of the mixers' setup: a full or missing scratch directory is
      * one node's problem, and the caller agrees on the status. */
-    if (config->offload[0])
+    if (config->offload[0] && model->n_layers > OFFLOAD_SLOTS)
         STRAND_CALL(strand_offload_create(&model->offload, config->offload, shard->grid->world_rank,
                                           model->n_layers, TC));
     return STRAND_OK;
@@ -462,6 +461,33 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
     embedding_backward(GRAD(model, model->wte), d_res, tokens, T, C);
     if (model->offload) STRAND_CALL(strand_agree(shard->grid->sp_comm, io));
     return STRAND_OK;
+}
+
+int64_t strand_model_carry_count(const strand_model *model) {
+    int64_t count = 0;
+    for (int l = 0; l < model->n_layers; l++) {
+        const strand_mixer *mixer = &model->blocks[l].mixer;
+        if (mixer->ops->carry_count) count += mixer->ops->carry_count(mixer);
+    }
+    return count;
+}
+
+void strand_model_carry_save(const strand_model *model, real_t *out) {
+    for (int l = 0; l < model->n_layers; l++) {
+        const strand_mixer *mixer = &model->blocks[l].mixer;
+        if (!mixer->ops->carry_count) continue;
+        mixer->ops->carry_save(mixer, out);
+        out += mixer->ops->carry_count(mixer);
+    }
+}
+
+void strand_model_carry_load(strand_model *model, const real_t *in) {
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_mixer *mixer = &model->blocks[l].mixer;
+        if (!mixer->ops->carry_count) continue;
+        mixer->ops->carry_load(mixer, in);
+        in += mixer->ops->carry_count(mixer);
+    }
 }
 
 void strand_model_free(strand_model *model) {

@@ -66,7 +66,7 @@ static int transfer(strand_offload *off, const offload_request *request, char *m
     if (file_space >= 0) H5Sclose(file_space);
     if (status < 0) {
         snprintf(message, size,
-                 "memory.offload: %s block %d's input (%lld bytes) %s %s failed (disk full or removed?)",
+                 "train.offload: %s block %d's input (%lld bytes) %s %s failed (disk full or removed?)",
                  request->read ? "reading" : "writing", request->slot,
                  (long long)(request->count * (int64_t)sizeof(real_t)), request->read ? "from" : "to",
                  off->path);
@@ -105,16 +105,16 @@ static void *offload_thread(void *arg) {
 
 static int open_file(strand_offload *off, const char *dir, int rank) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        STRAND_FAIL(STRAND_ERR_IO, "memory.offload: cannot create directory %s: %s", dir, strerror(errno));
+        STRAND_FAIL(STRAND_ERR_IO, "train.offload: cannot create directory %s: %s", dir, strerror(errno));
     char host[256] = "host";
     gethostname(host, sizeof host - 1);
     int n = snprintf(off->path, sizeof off->path, "%s/strand-offload-%s-%ld-r%d.h5", dir, host,
                      (long)getpid(), rank);
     if (n < 0 || (size_t)n >= sizeof off->path)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "memory.offload: directory name %s is too long", dir);
+        STRAND_FAIL(STRAND_ERR_CONFIG, "train.offload: directory name %s is too long", dir);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported by us, with the path */
     off->file = H5Fcreate(off->path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (off->file < 0) STRAND_FAIL(STRAND_ERR_IO, "memory.offload: cannot create %s", off->path);
+    if (off->file < 0) STRAND_FAIL(STRAND_ERR_IO, "train.offload: cannot create %s", off->path);
     hsize_t size = (hsize_t)off->n_slots * (hsize_t)off->slot_values;
     hid_t space = H5Screate_simple(1, &size, NULL);
     /* Allocate the file's space at write time: no fill pass over gigabytes at creation. */
@@ -126,7 +126,7 @@ static int open_file(strand_offload *off, const char *dir, int rank) {
     if (create >= 0) H5Pclose(create);
     if (space >= 0) H5Sclose(space);
     if (off->dataset < 0)
-        STRAND_FAIL(STRAND_ERR_IO, "memory.offload: cannot create a %lld-byte dataset in %s",
+        STRAND_FAIL(STRAND_ERR_IO, "train.offload: cannot create a %lld-byte dataset in %s",
                     (long long)(size * sizeof(real_t)), off->path);
     /* The open file stays usable; unlinking now means a killed job leaves no scratch behind. */
     unlink(off->path);
@@ -149,7 +149,7 @@ int strand_offload_create(strand_offload **offload, const char *dir, int rank, i
     if (status == STRAND_OK) {
         if (pthread_create(&off->thread, NULL, offload_thread, off) != 0)
             status = strand_error_set(STRAND_ERR_INTERNAL, __FILE__, __LINE__,
-                                      "memory.offload: cannot start the offload thread");
+                                      "train.offload: cannot start the offload thread");
         else
             off->thread_started = 1;
     }

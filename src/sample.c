@@ -1,15 +1,20 @@
-/* Sampling by re-running the causal forward over a fixed window (see sample.h). */
+/* Sampling: incremental decoding on rank 0 (model_step.h), or re-running the causal forward
+ * over a fixed window on every rank (see sample.h). */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "strand/sample.h"
 
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
 #include "strand/model.h"
+#include "strand/model_step.h"
 #include "strand/rng.h"
 #include "strand/train.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 static int prompt_tokens(const char *prompt, uint8_t *tokens) {
     for (int64_t i = 0; prompt[i]; i++) {
@@ -56,6 +61,7 @@ typedef struct {
     strand_grid grid;
     strand_shard shard;
     strand_model model;
+    strand_model_step step;
     real_t *m, *v;
     uint8_t *window, *inputs, *targets;
 } sampler;
@@ -69,26 +75,20 @@ static int alloc_buffers(sampler *s, int64_t L) {
     return STRAND_OK;
 }
 
-static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const strand_sample_options *o,
-                      char *out) {
-    const int64_t P = (int64_t)strlen(o->prompt), L = P + o->length;
-    if (P < 1) STRAND_FAIL(STRAND_ERR_INPUT, "--prompt is empty: give at least one base");
-    if (!(o->temperature > 0)) STRAND_FAIL(STRAND_ERR_INPUT, "--temperature must be > 0");
-    config->seq_len = L;
-    config->sp = 0, config->dp = 1;
-    STRAND_CALL(strand_agree(world, strand_grid_init(&s->grid, world, 0, 1)));
-    STRAND_CALL(strand_agree(world, strand_shard_init(&s->shard, &s->grid, L, strand_train_layout(config))));
-    STRAND_CALL(strand_agree(world, strand_model_create(&s->model, config, &s->shard)));
-    /* Allocation can fail on one rank only: agree before the collective reads. */
-    STRAND_CALL(strand_agree(world, alloc_buffers(s, L)));
-    strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "checkpoint metadata");
-    if (!meta) return strand_agree(world, STRAND_ERR_NOMEM);
-    int status = strand_ckpt_check(o->checkpoint, &s->model.table, NULL, 0, world, meta);
-    strand_free(meta);
-    STRAND_CALL(status);
-    strand_ckpt_state state = {&s->model.table, s->model.params, s->m, s->v};
-    STRAND_CALL(strand_ckpt_read(o->checkpoint, &state, world));
-    STRAND_CALL(strand_agree(world, prompt_tokens(o->prompt, s->window)));
+/* Tokens P..L-1 of s->window, one position at a time: the prompt is fed through the steps
+ * (prefill), then each drawn token is fed to draw the next. Local (rank 0). */
+static int decode_incremental(sampler *s, const strand_sample_options *o, int64_t P, int64_t L) {
+    STRAND_CALL(strand_model_step_init(&s->step, &s->model, L));
+    for (int64_t t = 0; t + 1 < L; t++) {
+        STRAND_CALL(strand_model_step_forward(&s->step, s->window[t])); /* logits for position t+1 */
+        if (t + 1 >= P) s->window[t + 1] = draw(s->step.logits, o->temperature, o->seed, t + 1);
+    }
+    return STRAND_OK;
+}
+
+/* Tokens P..L-1 of s->window by one whole-window forward per token, the window sharded over the
+ * SP ranks. Collective. */
+static int decode_recompute(sampler *s, const strand_sample_options *o, int64_t P, int64_t L) {
     for (int64_t t = P; t < L; t++)
         s->window[t] = STRAND_TOKEN_PAD;
     for (int64_t t = P; t < L; t++) {
@@ -104,6 +104,76 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
         STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &token, 1, MPI_INT, MPI_MAX, s->grid.world));
         s->window[t] = (uint8_t)token;
     }
+    return STRAND_OK;
+}
+
+/* Everyone meets rank 0 after its decode. The other ranks poll a non-blocking barrier with 1 ms
+ * sleeps instead of spinning in a blocking collective, which on a shared or oversubscribed node
+ * would take CPU time from rank 0's decode. */
+static int meet_rank0(MPI_Comm world, int rank) {
+    MPI_Request request;
+    STRAND_CALL_MPI(MPI_Ibarrier(world, &request));
+    int done = 0;
+    while (!done) {
+        STRAND_CALL_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+        if (!done && rank != 0) nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    return STRAND_OK;
+}
+
+static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const strand_sample_options *o,
+                      char *out) {
+    const int64_t P = (int64_t)strlen(o->prompt), L = P + o->length;
+    if (P < 1) STRAND_FAIL(STRAND_ERR_INPUT, "--prompt is empty: give at least one base");
+    if (!(o->temperature > 0)) STRAND_FAIL(STRAND_ERR_INPUT, "--temperature must be > 0");
+    const int incremental = o->mode == STRAND_SAMPLE_INCREMENTAL;
+    if (!incremental && o->mode != STRAND_SAMPLE_RECOMPUTE)
+        STRAND_FAIL(STRAND_ERR_INPUT, "sample: unknown mode %d", o->mode);
+    /* hyena.max_len = 0 means the training window: pin it before seq_len becomes the sampling
+     * window, or the filter's position grid (and so the filter) would change. */
+    if (config->hyena_max_len == 0) config->hyena_max_len = config->seq_len;
+    /* A sampled sequence is one window: there is no previous window for the attention memory.
+     * No backward ever runs, so block inputs need no offload file either. */
+    config->attn_segment_memory = 0;
+    config->offload[0] = '\0';
+    config->seq_len = L;
+    config->sp = 0, config->dp = 1;
+    int rank = 0;
+    STRAND_CALL_MPI(MPI_Comm_rank(world, &rank));
+    if (incremental) {
+        /* Every rank holds the parameters (the checkpoint read is collective); rank 0 decodes. The
+         * model's forward buffers are unused, so it is built for a one-token window on one rank. */
+        STRAND_CALL(strand_agree(world, strand_grid_init(&s->grid, MPI_COMM_SELF, 1, 1)));
+        STRAND_CALL(strand_agree(world, strand_shard_init(&s->shard, &s->grid, 1, STRAND_LAYOUT_CONTIGUOUS)));
+    } else {
+        STRAND_CALL(strand_agree(world, strand_grid_init(&s->grid, world, 0, 1)));
+        STRAND_CALL(
+            strand_agree(world, strand_shard_init(&s->shard, &s->grid, L, strand_train_layout(config))));
+    }
+    STRAND_CALL(strand_agree(world, strand_model_create(&s->model, config, &s->shard)));
+    /* Allocation can fail on one rank only: agree before the collective reads. */
+    STRAND_CALL(strand_agree(world, alloc_buffers(s, L)));
+    strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "checkpoint metadata");
+    if (!meta) return strand_agree(world, STRAND_ERR_NOMEM);
+    int status = strand_ckpt_check(o->checkpoint, &s->model.table, NULL, 0, world, meta);
+    strand_free(meta);
+    STRAND_CALL(status);
+    strand_ckpt_state state = {.table = &s->model.table, .params = s->model.params, .m = s->m, .v = s->v};
+    STRAND_CALL(strand_ckpt_read(o->checkpoint, &state, world));
+    STRAND_CALL(strand_agree(world, prompt_tokens(o->prompt, s->window)));
+    if (incremental) {
+        /* Only rank 0 can fail here; the others wait for it, agree, then take its tokens. */
+        status = rank == 0 ? decode_incremental(s, o, P, L) : STRAND_OK;
+        const int met = meet_rank0(world, rank);
+        STRAND_CALL(strand_agree(world, status != STRAND_OK ? status : met));
+        for (int64_t done = 0; done < L;) {
+            const int n = L - done < INT_MAX ? (int)(L - done) : INT_MAX;
+            STRAND_CALL_MPI(MPI_Bcast(s->window + done, n, MPI_UINT8_T, 0, world));
+            done += n;
+        }
+    } else {
+        STRAND_CALL(decode_recompute(s, o, P, L));
+    }
     for (int64_t t = 0; t < L; t++)
         out[t] = strand_token_char(s->window[t]);
     out[L] = '\0';
@@ -117,6 +187,7 @@ int strand_sample(const strand_config *config, MPI_Comm world, const strand_samp
     s.grid.world = s.grid.sp_comm = s.grid.dp_comm = MPI_COMM_NULL;
     strand_config c = *config;
     int status = sample_run(&s, &c, world, options, out);
+    strand_model_step_free(&s.step);
     strand_free(s.window), strand_free(s.inputs), strand_free(s.targets), strand_free(s.m), strand_free(s.v);
     strand_model_free(&s.model);
     strand_shard_free(&s.shard);

@@ -13,6 +13,7 @@
 #include "strand/loader.h"
 #include "strand/metrics.h"
 #include "strand/model.h"
+#include "strand/offload.h"
 #include "strand/optim.h"
 
 #include <errno.h>
@@ -168,9 +169,48 @@ static int setup(trainer *t) {
     return STRAND_OK;
 }
 
+/* Seconds this rank's offload thread has spent moving block inputs (0 without train.offload). */
+static double offload_seconds(const strand_model *model) {
+    int64_t bytes = 0;
+    double seconds = 0;
+    if (model->offload) strand_offload_stats(model->offload, &bytes, &seconds);
+    return seconds;
+}
+
 static strand_ckpt_state ckpt_state(trainer *t) {
-    strand_ckpt_state state = {&t->model.table, t->model.params, t->opt.m, t->opt.v};
+    strand_ckpt_state state = {
+        .table = &t->model.table, .params = t->model.params, .m = t->opt.m, .v = t->opt.v};
     return state;
+}
+
+/* The mixers' carried state (attn.segment_memory) comes back only onto the same grid and layout:
+ * its rows belong to this rank's positions. Otherwise the first step after resuming runs
+ * without it (said on stdout). */
+static int load_carry(trainer *t, const char *path) {
+    const int64_t count = strand_model_carry_count(&t->model);
+    int64_t widest = count;
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &widest, 1, MPI_INT64_T, MPI_MAX, t->grid.world));
+    if (widest == 0) return STRAND_OK;
+    strand_config written;
+    int restored = 0;
+    STRAND_CALL(strand_ckpt_config(t->meta, &written));
+    const int same_grid = t->meta->dp == t->grid.dp_size && t->meta->sp == t->grid.sp_size &&
+                          strand_train_layout(&written) == strand_train_layout(&t->config);
+    if (same_grid) {
+        real_t *carry = strand_alloc(sizeof(real_t) * (size_t)(count > 0 ? count : 1), "carried state");
+        STRAND_CALL(strand_agree(t->grid.world, carry ? STRAND_OK : STRAND_ERR_NOMEM));
+        int status = strand_ckpt_read_carry(path, carry, count, t->grid.world, &restored);
+        if (status == STRAND_OK && restored) strand_model_carry_load(&t->model, carry);
+        strand_free(carry);
+        STRAND_CALL(status);
+    }
+    if (!restored && t->rank0) {
+        printf("note: attn.segment_memory: the checkpoint's memory of the window before step %lld %s; that "
+               "step attends without it, so the continuation is not bit-identical\n",
+               (long long)t->meta->step + 1, same_grid ? "is missing" : "belongs to another grid or layout");
+        fflush(stdout);
+    }
+    return STRAND_OK;
 }
 
 static int64_t windows_per_step(const trainer *t) {
@@ -209,15 +249,9 @@ static int maybe_resume(trainer *t, const strand_train_options *options, strand_
         printf("resuming from %s: step %lld of %lld (written at dp %d x sp %d, now dp %d x sp %d)\n", path,
                (long long)t->meta->step, (long long)t->config.steps, t->meta->dp, t->meta->sp,
                t->grid.dp_size, t->grid.sp_size);
-        /* The only state outside the checkpoint: attention's memory of the previous window. */
-        if (t->config.attn_segment_memory && strstr(t->config.layers, "attn"))
-            printf(
-                "note: attn.segment_memory: the memory of the window before step %lld is not in checkpoints; "
-                "step %lld attends without it, so the continuation is not bit-identical\n",
-                (long long)t->meta->step + 1, (long long)t->meta->step + 1);
         fflush(stdout);
     }
-    return STRAND_OK;
+    return load_carry(t, path);
 }
 
 /* Read this rank's piece of a window; returns its status (agreed by the caller). */
@@ -299,8 +333,18 @@ static int save_checkpoint(trainer *t, const strand_train_options *options, int6
     meta->world = t->grid.world_size;
     const double t0 = strand_now();
     strand_ckpt_state state = ckpt_state(t);
-    STRAND_CALL(strand_ckpt_write(t->ckpt_dir, meta, &state, c->ckpt_keep, t->grid.world, result->checkpoint,
-                                  sizeof result->checkpoint));
+    state.carry_count = strand_model_carry_count(&t->model);
+    real_t *carry = NULL;
+    if (state.carry_count > 0) {
+        carry = strand_alloc(sizeof(real_t) * (size_t)state.carry_count, "carried state");
+        if (carry) strand_model_carry_save(&t->model, carry);
+    }
+    STRAND_CALL(strand_agree(t->grid.world, state.carry_count > 0 && !carry ? STRAND_ERR_NOMEM : STRAND_OK));
+    state.carry = carry;
+    int status = strand_ckpt_write(t->ckpt_dir, meta, &state, c->ckpt_keep, t->grid.world, result->checkpoint,
+                                   sizeof result->checkpoint);
+    strand_free(carry);
+    STRAND_CALL(status);
     t->last_checkpoint_step = steps_done;
     if (t->rank0 && !options->quiet) {
         const double seconds = strand_now() - t0;
@@ -336,6 +380,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         fault_preempt_step = atoll(preempt_env);
     for (int64_t step = t->start_step; step < c->steps; step++) {
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
+        const double offload_before = offload_seconds(&t->model);
         double io = 0, loss_sum = 0;
         if (step_sleep > 0 && t->rank0) {
             struct timespec ts = {(time_t)step_sleep, (long)((step_sleep - floor(step_sleep)) * 1e9)};
@@ -377,6 +422,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         m.step_seconds = strand_now() - t_step;
         m.comm_seconds = strand_comm_seconds() - comm_before;
         m.io_seconds = io;
+        m.offload_seconds = offload_seconds(&t->model) - offload_before;
         m.compute_seconds = m.step_seconds - m.comm_seconds - m.io_seconds;
         m.tokens_per_s = tokens_per_step / m.step_seconds;
         m.tokens_seen = t->tokens_before + (int64_t)(tokens_per_step * (double)(done - t->start_step));
@@ -421,9 +467,11 @@ static int write_summary(trainer *t, const strand_train_options *options, const 
         snprintf(val, sizeof val, "null");
     snprintf(text, sizeof text,
              "{\"steps\":%lld,\"first_bpb\":%.9g,\"final_bpb\":%.9g,\"val_bpb\":%s,\"val_windows\":%lld,"
-             "\"seconds\":%.3f,\"parameters\":%lld,\"world_size\":%d,\"sp\":%d,\"dp\":%d}\n",
+             "\"seconds\":%.3f,\"parameters\":%lld,\"world_size\":%d,\"sp\":%d,\"dp\":%d,"
+             "\"peak_rss_bytes\":%lld}\n",
              (long long)r->steps, r->first_bpb, r->final_bpb, val, (long long)r->val_windows, r->seconds,
-             (long long)r->parameters, t->grid.world_size, t->grid.sp_size, t->grid.dp_size);
+             (long long)r->parameters, t->grid.world_size, t->grid.sp_size, t->grid.dp_size,
+             (long long)r->peak_rss_bytes);
     return write_text_file(t->config.run_dir, "summary.json", text);
 }
 
@@ -485,6 +533,9 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
         STRAND_CALL(evaluate(t, &val_loss, &result->val_windows));
         result->val_bpb = val_loss / LN2;
     }
+    long long peak = (long long)strand_peak_rss_bytes();
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_LONG_LONG, MPI_MAX, t->grid.world));
+    result->peak_rss_bytes = peak;
     STRAND_CALL(strand_agree(t->grid.world, write_summary(t, options, result)));
     if (t->rank0 && !options->quiet) {
         char took[32];

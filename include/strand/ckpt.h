@@ -50,6 +50,11 @@ typedef struct {
 typedef struct {
     const strand_param_table *table;
     real_t *params, *m, *v; /* table->total each */
+    /* State some mixers carry from one step to the next (attn.segment_memory), this rank's part
+     * (strand_model_carry_save); NULL or count 0 when there is none. Written to /carry; read by
+     * strand_ckpt_read_carry, not strand_ckpt_read. */
+    const real_t *carry;
+    int64_t carry_count;
 } strand_ckpt_state;
 
 /* Fill the format fields of meta (format version, strand version, real type, parameter counts)
@@ -81,6 +86,11 @@ int strand_ckpt_check(const char *path, const strand_param_table *table, const s
  * use them (strand_train stops). */
 int strand_ckpt_read(const char *path, const strand_ckpt_state *state, MPI_Comm comm);
 
+/* Read this rank's carried mixer state (count values) into carry when the checkpoint has one
+ * written by as many ranks with the same count on every rank; the caller checks the grid and
+ * layout are the same (the rows belong to positions). *restored = 0 (and STRAND_OK) when it
+ * cannot be used; a corrupt one is refused. */
+int strand_ckpt_read_carry(const char *path, real_t *carry, int64_t count, MPI_Comm comm, int *restored);
 /* Resolve a checkpoint argument: a file is itself; a directory (a run directory: its checkpoints/
  * subdirectory is searched) means its newest complete ckpt-<step>.h5 that passes
  * strand_ckpt_check (newer ones that fail are skipped with a note on stderr; .tmp files are never

@@ -70,7 +70,7 @@ typedef struct {
     int64_t ckpt_every; /* steps between checkpoints (0 = only at the end and on preemption) */
     int ckpt_keep;      /* complete checkpoints kept */
 
-    /* [memory] */
+    /* [train] activation memory */
     char recompute[16]; /* none | block */
     char offload[1024]; /* per-rank HDF5 offload directory ("" = off) */
 

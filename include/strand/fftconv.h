@@ -22,12 +22,18 @@
 #include "strand/layout.h"
 
 enum strand_conv_strategy { STRAND_CONV_AUTO = 0, STRAND_CONV_FFTW_MPI = 1, STRAND_CONV_ALLTOALL = 2 };
+/* Planner effort AUTO measures up to this transform size and estimates beyond it: FFTW_MEASURE
+ * took about 40 s at N = 2^21 and more than 15 minutes at N ~ 9.3M (a whole E. coli window), on 2
+ * cores, the first time (later runs read the wisdom file). */
+enum { STRAND_PLAN_AUTO = 2, STRAND_PLAN_AUTO_MEASURE_MAX = 1 << 20 };
+/* conv.planner's text to a measure value: "estimate" 0, "measure" 1, "auto" STRAND_PLAN_AUTO. */
+int strand_fftconv_planner(const char *name);
 
 typedef struct strand_fftconv strand_fftconv;
 
 typedef struct {
     int strategy;       /* enum strand_conv_strategy; AUTO picks per shape */
-    int measure;        /* FFTW_MEASURE (1) or FFTW_ESTIMATE (0) */
+    int measure;        /* FFTW_MEASURE (1), FFTW_ESTIMATE (0), or STRAND_PLAN_AUTO */
     const char *wisdom; /* wisdom file to read before planning and update after (NULL/"" = none) */
 } strand_fftconv_options;
 
@@ -51,6 +57,8 @@ int strand_fftconv_backward(strand_fftconv *conv, real_t *du, real_t *dk, const 
 /* Time this rank spent inside FFTW execute calls in the last forward + backward (seconds; for
  * fftw-mpi this includes the transposes' communication inside FFTW). */
 double strand_fftconv_fft_seconds(const strand_fftconv *conv);
+/* The transform size a window of L tokens gets: the smallest 2^a 3^b 5^c >= 2L (>= 4, never 5). */
+int64_t strand_fftconv_size_for(int64_t L);
 /* The padded transform size N (a 2^a 3^b 5^c number >= 2L). */
 int64_t strand_fftconv_transform_size(const strand_fftconv *conv);
 /* Benchmark helper: execute the FFTW transforms of one forward + backward back to back on this

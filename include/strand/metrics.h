@@ -12,6 +12,7 @@ typedef struct {
     double loss, bpb, lr, grad_norm;
     double tokens_per_s;
     double step_seconds, compute_seconds, comm_seconds, io_seconds;
+    double offload_seconds; /* rank 0's offload thread, overlapped with compute (train.offload) */
     int64_t tokens_seen;
     int64_t peak_rss_bytes; /* maximum over ranks */
     double elapsed_seconds;

@@ -47,7 +47,7 @@ typedef struct {
                   const char *layer);
     /* Allocate saved activations, plans and workspaces for this shard shape (the window, its
      * layout and every rank's piece are fixed for the model's lifetime). With a donor (a set-up
-     * mixer of the same ops and configuration; memory.recompute = block), borrow the donor's
+     * mixer of the same ops and configuration; train.recompute = block), borrow the donor's
      * activations, scratch and long-convolution plans instead of allocating them: the model
      * re-runs a block's forward right before its backward, so one set serves every such block.
      * The donor must outlive the borrower. */
@@ -64,7 +64,7 @@ typedef struct {
     void (*destroy)(strand_mixer *mixer);
     /* ---- incremental decoding (generation; src/model_step.c). Optional: NULL when a mixer has
      * none. Single-rank, no communication; independent of setup's buffers (which may be borrowed
-     * from, or lent to, another block under memory.recompute = block). */
+     * from, or lent to, another block under train.recompute = block). */
     /* A decoding state for one sequence of at most max_len positions. params are the values every
      * later step uses (a mixer may precompute from them, e.g. hyena's filter): do not change them
      * in between. *state is set before anything can fail: pass it to step_free either way. */
@@ -75,6 +75,11 @@ typedef struct {
     int (*step)(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in, real_t *out,
                 int64_t position);
     void (*step_free)(void *state); /* NULL is accepted */
+    /* ---- state carried from one forward to the next (attn.segment_memory), so that a checkpoint
+     * resumes bit-exactly. Optional: NULL when a mixer carries nothing. Values on this rank. */
+    int64_t (*carry_count)(const strand_mixer *mixer);
+    void (*carry_save)(const strand_mixer *mixer, real_t *out);
+    void (*carry_load)(strand_mixer *mixer, const real_t *in);
 } strand_mixer_ops;
 
 struct strand_mixer {
@@ -100,8 +105,8 @@ typedef struct {
     int C, V, F, H; /* channels, vocabulary, first MLP width (H or 2H), MLP hidden width */
     int n_layers;
     int pre_norm, layer_norm, swiglu;
-    int recompute; /* memory.recompute = block: blocks share one activation set (see model.c) */
-    /* memory.offload: block inputs live in OFFLOAD_SLOTS rotating buffers and a per-rank file */
+    int recompute; /* train.recompute = block: blocks share one activation set (see model.c) */
+    /* train.offload: block inputs live in OFFLOAD_SLOTS rotating buffers and a per-rank file */
     struct strand_offload *offload;
     real_t *offload_slots[3];
     int64_t *write_tickets, *read_tickets; /* (n_layers) pending transfer per block, -1 = none */
@@ -117,6 +122,9 @@ typedef struct {
     const uint8_t *targets; /* of the last forward */
 } strand_model;
 
+/* Split model.layers ("conv,conv,hyena") into at most max names; returns the count, or -1 when
+ * an entry is empty or 32 characters or longer. */
+int strand_model_split_layers(const char *list, char names[][32], int max);
 /* Build the model for this shard shape. Parameters are not initialised. */
 int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard);
 /* Initialise every parameter from (seed, parameter index, element index). */
@@ -128,6 +136,11 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
 /* Backward of loss_scale * (sum of local losses); ADDS into model->grads. */
 int strand_model_backward(strand_model *model, const uint8_t *tokens, const strand_shard *shard,
                           real_t loss_scale);
+/* The mixers' carried state on this rank: its size in values, and a copy out or in (blocks in
+ * order, each mixer's carry_save layout). */
+int64_t strand_model_carry_count(const strand_model *model);
+void strand_model_carry_save(const strand_model *model, real_t *out);
+void strand_model_carry_load(strand_model *model, const real_t *in);
 void strand_model_free(strand_model *model);
 
 #endif

@@ -1,4 +1,4 @@
-/* Activation offload (memory.offload = DIR): block inputs go to a per-rank HDF5 file on local
+/* Activation offload (train.offload = DIR): block inputs go to a per-rank HDF5 file on local
  * scratch during forward and come back during backward, moved by one background thread so the
  * transfers overlap the blocks' compute.
  *

@@ -11,7 +11,8 @@ typedef struct {
     double first_bpb, final_bpb; /* training loss of the first and last step, bits per base */
     double val_bpb;              /* NaN when no validation windows were evaluated */
     int64_t val_windows;
-    double seconds; /* training time, over all resumed runs */
+    int64_t peak_rss_bytes; /* the largest peak resident memory of any rank, over the whole run */
+    double seconds;         /* training time, over all resumed runs */
     int64_t parameters;
     int64_t start_step; /* steps already done when this run started (0 unless resumed) */
     int64_t end_step;   /* steps done when this run stopped */

@@ -10,26 +10,35 @@
 #include <string.h>
 
 static void sample_usage(FILE *out) {
-    fprintf(out,
-            "usage: mpirun -n N strand sample --checkpoint FILE --prompt ACGT... --length N [--seed S]\n"
-            "                                 [--temperature T] [--set key=value ...]\n\n"
-            "Generates N bases after the prompt and prints prompt + generated bases as FASTA. The window\n"
-            "(prompt + N positions) is sharded over the ranks. Each new base re-runs the causal forward\n"
-            "over the window, so one base costs one forward pass: O(L) for conv and s4d, O(L log L) for\n"
-            "hyena (recomputed long convolution), O(L^2) for attention. A hyena model samples at most\n"
-            "hyena.max_len positions. The draw for position t depends only on (seed, t).\n\n"
-            "options:\n"
-            "  --checkpoint FILE    a checkpoint, or a run or checkpoints directory (its latest)\n"
-            "  --prompt TEXT        A, C, G, T or N (either case), at least one base\n"
-            "  --length N           bases to generate\n"
-            "  --seed S             random seed (default 1)\n"
-            "  --temperature T      softmax temperature > 0 (default 1)\n"
-            "  --set KEY=VALUE      override a key, e.g. --set conv.strategy=alltoall\n");
+    fprintf(out, "usage: mpirun -n N strand sample --checkpoint FILE --prompt ACGT... --length N [--seed S]\n"
+                 "                                 [--temperature T] [--mode incremental|recompute]\n"
+                 "                                 [--set key=value ...]\n\n"
+                 "Generates N bases after the prompt and prints prompt + generated bases as FASTA. The draw\n"
+                 "for position t depends only on (seed, t) and the model's output, so both modes and any\n"
+                 "number of ranks give the same bases. A hyena model samples at most hyena.max_len\n"
+                 "positions (the training window when hyena.max_len = 0).\n\n"
+                 "modes:\n"
+                 "  incremental (default)  rank 0 feeds one position at a time through each mixer's step\n"
+                 "                         mode; cost per token: conv O(K C), s4d O(C N) (recurrent),\n"
+                 "                         attn O(t C) (K/V cache; O(window C) with attn.window), hyena\n"
+                 "                         O(t C) (filter computed once, cached convolution), plus the\n"
+                 "                         MLPs and head.\n"
+                 "  recompute              re-runs the causal forward over the whole window (sharded over\n"
+                 "                         the ranks) for every base: O(L) for conv and s4d, O(L log L) for\n"
+                 "                         hyena, O(L^2) for attention, per base.\n\n"
+                 "options:\n"
+                 "  --checkpoint FILE    a checkpoint, or a run or checkpoints directory (its latest)\n"
+                 "  --prompt TEXT        A, C, G, T or N (either case), at least one base\n"
+                 "  --length N           bases to generate\n"
+                 "  --seed S             random seed (default 1)\n"
+                 "  --temperature T      softmax temperature > 0 (default 1)\n"
+                 "  --mode M             incremental (default) or recompute\n"
+                 "  --set KEY=VALUE      override a key, e.g. --set conv.strategy=alltoall\n");
 }
 
 int cmd_sample(int argc, char **argv) {
     const char *name = "sample";
-    strand_sample_options options = {NULL, NULL, 0, 1, 1.0};
+    strand_sample_options options = {NULL, NULL, 0, 1, 1.0, STRAND_SAMPLE_INCREMENTAL};
     const char *checkpoint = NULL;
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -39,7 +48,8 @@ int cmd_sample(int argc, char **argv) {
         }
         const int known = strcmp(arg, "--checkpoint") == 0 || strcmp(arg, "--prompt") == 0 ||
                           strcmp(arg, "--length") == 0 || strcmp(arg, "--seed") == 0 ||
-                          strcmp(arg, "--temperature") == 0 || strcmp(arg, "--set") == 0;
+                          strcmp(arg, "--temperature") == 0 || strcmp(arg, "--mode") == 0 ||
+                          strcmp(arg, "--set") == 0;
         if (!known) {
             cli_error(name, "unknown option '%s' (see strand sample --help)", arg);
             return CLI_USAGE;
@@ -67,6 +77,16 @@ int cmd_sample(int argc, char **argv) {
                 return CLI_USAGE;
             }
             options.seed = n;
+        }
+        if (strcmp(arg, "--mode") == 0) {
+            if (strcmp(value, "incremental") == 0) {
+                options.mode = STRAND_SAMPLE_INCREMENTAL;
+            } else if (strcmp(value, "recompute") == 0) {
+                options.mode = STRAND_SAMPLE_RECOMPUTE;
+            } else {
+                cli_error(name, "--mode needs incremental or recompute, not '%s'", value);
+                return CLI_USAGE;
+            }
         }
         if (strcmp(arg, "--temperature") == 0) {
             double t = strtod(value, &end);

@@ -3,17 +3,26 @@
 #include "cli.h"
 
 #include "strand/config.h"
+#include "strand/dist.h"
+#include "strand/fftconv.h"
+#include "strand/layout.h"
+#include "strand/memory_model.h"
 #include "strand/metrics.h"
 #include "strand/train.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+enum { MAX_DRY_RUN_RANKS = 64 };
+
 static void train_usage(FILE *out) {
     fprintf(out,
             "usage: mpirun -n N strand train [--config FILE] [--set section.key=value ...] [--quiet]\n"
-            "                                [--resume PATH | --no-resume]\n\n"
+            "                                [--resume PATH | --no-resume]\n"
+            "       strand train --dry-run [--ranks N,N,...] [--config FILE] [--set ...]\n\n"
             "Trains a model with one window of train.seq_len tokens sharded over parallel.sp ranks\n"
             "(default: all ranks) and parallel.dp windows in parallel. Writes config.ini,\n"
             "metrics.jsonl (one JSON line per step), summary.json and checkpoints/ckpt-<step>.h5\n"
@@ -32,6 +41,12 @@ static void train_usage(FILE *out) {
             "  --progress MODE      auto (a live bar when stdout is a terminal), bar, or plain lines;\n"
             "                       also STRAND_PROGRESS. mpirun hands ranks a terminal even when its\n"
             "                       output goes to a file: use plain in scripts\n"
+            "  --dry-run            train nothing and write nothing: print the predicted peak memory of\n"
+            "                       the most loaded rank (parameters, gradients, AdamW, activations,\n"
+            "                       FFT and ring workspaces, ...) for the configured grid; runs with or\n"
+            "                       without mpirun; the dataset is not opened\n"
+            "  --ranks N,N,...      with --dry-run: also predict for SP = N (DP = 1) for each N, without\n"
+            "                       running on N ranks\n"
             "  --help-config        print every configuration key with its default and meaning\n"
             "  --help               this text\n");
 }
@@ -48,12 +63,121 @@ static int parse_progress(const char *text, int *mode) {
     return 0;
 }
 
+/* "2,4,64" -> counts; -1 on anything but a list of at most MAX_DRY_RUN_RANKS positive ints. */
+static int parse_ranks(const char *text, int *counts) {
+    int n = 0;
+    const char *p = text;
+    while (n < MAX_DRY_RUN_RANKS) {
+        char *end = NULL;
+        errno = 0;
+        const long value = strtol(p, &end, 10);
+        if (end == p || errno != 0 || value < 1 || value > INT_MAX || (*end != ',' && *end != '\0'))
+            return -1;
+        counts[n++] = (int)value;
+        if (*end == '\0') return n;
+        p = end + 1;
+    }
+    return -1;
+}
+
+/* Short table headers, in enum strand_memory_component order. */
+static const char *const dry_run_headers[STRAND_MEM_COMPONENTS] = {"params", "grads", "adamw",     "act",
+                                                                   "blk_in", "head",  "d_scratch", "mixers",
+                                                                   "fft",    "ring",  "data",      "base"};
+
+static void print_dry_run_header(const strand_config *config, const strand_memory_report *r,
+                                 int64_t baseline) {
+    char now[32];
+    strand_format_bytes(now, sizeof now, (double)baseline);
+    printf("strand train --dry-run: predicted peak memory of the most loaded rank (%s build)\n",
+           STRAND_REAL_NAME);
+    printf("model: %s, d_model %d, %lld parameters, window %lld tokens, train.recompute = %s%s%s\n",
+           config->layers, config->d_model, (long long)r->parameters, (long long)config->seq_len,
+           r->shared_mixers ? "block" : "none", config->offload[0] ? ", offload to " : "", config->offload);
+    printf("baseline %s: this process's resident memory now plus what training touches later\n", now);
+    printf("%-26s %10s", "grid", "rows");
+    for (int i = 0; i < STRAND_MEM_COMPONENTS; i++)
+        printf(" %10s", dry_run_headers[i]);
+    printf(" %10s\n", "total");
+}
+
+static void print_dry_run_row(const strand_memory_report *r, const char *label) {
+    char grid[64], text[32];
+    snprintf(grid, sizeof grid, "sp %d x dp %d%s", r->sp, r->dp, label);
+    printf("%-26s %10lld", grid, (long long)r->rows);
+    for (int i = 0; i < STRAND_MEM_COMPONENTS; i++) {
+        strand_format_bytes(text, sizeof text, (double)r->bytes[i]);
+        printf(" %10s", text);
+    }
+    strand_format_bytes(text, sizeof text, (double)r->total);
+    printf(" %10s\n", text);
+}
+
+/* The machine-readable line tests parse. */
+static void print_dry_run_line(const strand_memory_report *r) {
+    printf(
+        "dry-run: sp=%d dp=%d rows=%lld layout=%s conv_strategy=%s parameters=%lld predicted_peak_bytes=%lld",
+        r->sp, r->dp, (long long)r->rows, r->layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous",
+        r->conv_strategy ? strand_fftconv_strategy_name(r->conv_strategy) : "none", (long long)r->parameters,
+        (long long)r->total);
+    for (int i = 0; i < STRAND_MEM_COMPONENTS; i++)
+        printf(" %s=%lld", strand_memory_component_name(i), (long long)r->bytes[i]);
+    printf("\n");
+}
+
+/* Validate as training does (config, grid against the world), then predict for the configured grid
+ * and for SP = each of ranks[]. Nothing is allocated at model size and nothing is written. */
+static int dry_run(const strand_config *config, const int *ranks, int n_ranks) {
+    const char *name = "train";
+    int64_t baseline = 0;
+    /* Measured first: the baseline is the process before any of strand's buffers. */
+    int status = strand_memory_process_baseline(&baseline);
+    if (status == STRAND_OK) status = strand_config_validate(config);
+    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    strand_grid grid;
+    status = strand_agree(MPI_COMM_WORLD, strand_grid_init(&grid, MPI_COMM_WORLD, config->sp, config->dp));
+    const int sp = grid.sp_size, dp = grid.dp_size;
+    strand_grid_free(&grid);
+    if (status != STRAND_OK) return cli_report(name);
+    long long worst = (long long)baseline; /* the most loaded rank's: a maximum over the world */
+    const int mpi = MPI_Allreduce(MPI_IN_PLACE, &worst, 1, MPI_LONG_LONG, MPI_MAX, MPI_COMM_WORLD);
+    if (mpi != MPI_SUCCESS) {
+        strand_mpi_error(mpi, "MPI_Allreduce", __FILE__, __LINE__);
+        return cli_report(name);
+    }
+    strand_memory_report reports[1 + MAX_DRY_RUN_RANKS];
+    for (int i = 0; i <= n_ranks; i++) {
+        /* Pure and identical on every rank, so failures need no vote. */
+        if (strand_memory_estimate(config, i == 0 ? sp : ranks[i - 1], i == 0 ? dp : 1, &reports[i]) !=
+            STRAND_OK) {
+            if (i == 0) return cli_report(name);
+            cli_error(name, "--ranks %d: %s", ranks[i - 1], strand_error_message());
+            return CLI_FAILURE;
+        }
+        strand_memory_set_baseline(&reports[i], (int64_t)worst);
+    }
+    if (cli_world_rank() != 0) return CLI_OK;
+    print_dry_run_header(config, &reports[0], (int64_t)worst);
+    for (int i = 0; i <= n_ranks; i++)
+        print_dry_run_row(&reports[i], i == 0 ? " (configured)" : "");
+    for (int i = 0; i <= n_ranks; i++)
+        if (reports[i].conv_strategy == STRAND_CONV_FFTW_MPI) {
+            printf("note: with fftw-mpi, FFTW-MPI's local size is estimated as ceil(N/sp) per column\n");
+            break;
+        }
+    for (int i = 0; i <= n_ranks; i++)
+        print_dry_run_line(&reports[i]);
+    fflush(stdout);
+    return CLI_OK;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *name = "train";
     strand_config config;
     strand_config_defaults(&config);
     strand_train_options options = {0};
     const char *config_path = NULL;
+    int dry = 0, n_ranks = 0, ranks[MAX_DRY_RUN_RANKS];
     const char *progress_env = getenv("STRAND_PROGRESS");
     if (progress_env && parse_progress(progress_env, &options.progress) != 0) {
         cli_error(name, "STRAND_PROGRESS = '%s': expected auto, bar or plain", progress_env);
@@ -90,10 +214,25 @@ int cmd_train(int argc, char **argv) {
             options.no_auto_resume = 1;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             options.quiet = 1;
+        } else if (strcmp(argv[i], "--dry-run") == 0) {
+            dry = 1;
+        } else if (strcmp(argv[i], "--ranks") == 0) {
+            if (i + 1 >= argc || (n_ranks = parse_ranks(argv[i + 1], ranks)) < 0) {
+                cli_error(name,
+                          "--ranks needs a comma-separated list of at most %d positive rank counts, "
+                          "e.g. --ranks 2,4,64",
+                          MAX_DRY_RUN_RANKS);
+                return CLI_USAGE;
+            }
+            i++;
         } else {
             cli_error(name, "unknown option '%s' (see strand train --help)", argv[i]);
             return CLI_USAGE;
         }
+    }
+    if (n_ranks > 0 && !dry) {
+        cli_error(name, "--ranks only applies to --dry-run");
+        return CLI_USAGE;
     }
     /* The file may be missing on one node only: agree before going on. */
     int status = config_path ? strand_config_load_file(&config, config_path) : STRAND_OK;
@@ -104,6 +243,7 @@ int cmd_train(int argc, char **argv) {
             status = strand_config_set(&config, argv[++i]);
     }
     if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
+    if (dry) return dry_run(&config, ranks, n_ranks);
     if (options.resume && options.no_auto_resume) {
         cli_error(name, "--resume and --no-resume exclude each other");
         return CLI_USAGE;

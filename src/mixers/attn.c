@@ -221,6 +221,38 @@ static void attn_destroy(strand_mixer *mixer) {
     mixer->state = NULL;
 }
 
+static int attn_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
+static int attn_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                     real_t *out, int64_t position);
+static void attn_step_free(void *state);
+
+/* attn.segment_memory is the one state carried from a forward to the next; a checkpoint keeps it
+ * as [mem_valid, pending_valid, mem_kv (T,2GE), pending_kv (T,2GE)] so a resume is bit-exact. */
+static int64_t attn_carry_count(const strand_mixer *mixer) {
+    const attn_state *s = mixer->state;
+    return s->memory ? 2 + 2 * s->T * 2 * (int64_t)s->G * s->E : 0;
+}
+
+static void attn_carry_save(const strand_mixer *mixer, real_t *out) {
+    const attn_state *s = mixer->state;
+    if (!s->memory) return;
+    const size_t n = (size_t)(s->T * 2 * (int64_t)s->G * s->E);
+    out[0] = (real_t)s->mem_valid;
+    out[1] = (real_t)s->pending_valid;
+    memcpy(out + 2, s->mem_kv, n * sizeof(real_t));
+    memcpy(out + 2 + n, s->pending_kv, n * sizeof(real_t));
+}
+
+static void attn_carry_load(strand_mixer *mixer, const real_t *in) {
+    attn_state *s = mixer->state;
+    if (!s->memory) return;
+    const size_t n = (size_t)(s->T * 2 * (int64_t)s->G * s->E);
+    s->mem_valid = in[0] != 0;
+    s->pending_valid = in[1] != 0;
+    memcpy(s->mem_kv, in + 2, n * sizeof(real_t));
+    memcpy(s->pending_kv, in + 2 + n, n * sizeof(real_t));
+}
+
 const strand_mixer_ops strand_mixer_attn = {
     .name = "attn",
     .create = attn_create,
@@ -228,6 +260,12 @@ const strand_mixer_ops strand_mixer_attn = {
     .forward = attn_forward,
     .backward = attn_backward,
     .destroy = attn_destroy,
+    .step_init = attn_step_init,
+    .step = attn_step,
+    .step_free = attn_step_free,
+    .carry_count = attn_carry_count,
+    .carry_save = attn_carry_save,
+    .carry_load = attn_carry_load,
 };
 
 void strand_attn_memory_reset(strand_mixer *mixer) {
@@ -241,4 +279,104 @@ void strand_attn_memory_freeze(strand_mixer *mixer, int frozen) {
     attn_state *s = mixer->state;
     if (frozen && s->memory) memory_commit(s);
     s->frozen = frozen != 0;
+}
+
+/* ---- incremental decoding: a K/V cache ----
+ * Each token's keys (rotated at its global position, as forward does) and values are computed once
+ * and kept; the new query row attends to the visible cached rows (the last attn.window positions,
+ * or all of them) in one pass with an exact softmax. Per token: O(n C) for n = min(t + 1, window)
+ * visible keys, plus the projections' O(C (2 H + 2 G) E); memory: (window or max_len) * 2 G E
+ * values (with a window the cache is a ring of window rows). attn.segment_memory plays no part:
+ * a sampled sequence is a single window with no previous one, which is what forward sees before
+ * its memory is filled. */
+
+typedef struct {
+    int64_t next, max_len; /* the position the next step must be */
+    int64_t rows;          /* cached rows: min(window, max_len), or max_len without a window */
+    real_t *kv;            /* (rows, 2GE) [K rotated | V]; position p in row p % rows */
+    real_t *q, *y;         /* (HE) this token's rotated query, attention output */
+    real_t *cos_t, *sin_t; /* (E/2) RoPE at this position */
+    double *p;             /* (rows) scores, then softmax weights */
+    double *acc;           /* (E) weighted sum of values */
+} attn_step_state;
+
+static void attn_step_free(void *state) {
+    attn_step_state *st = state;
+    if (!st) return;
+    real_t *bufs[] = {st->kv, st->q, st->y, st->cos_t, st->sin_t};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        strand_free(bufs[i]);
+    strand_free(st->p);
+    strand_free(st->acc);
+    strand_free(st);
+}
+
+static int attn_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state) {
+    (void)params;
+    const attn_state *s = mixer->state;
+    attn_step_state *st = strand_alloc(sizeof *st, "attn step state");
+    if (!st) return STRAND_ERR_NOMEM;
+    *state = st;
+    if (max_len < 1) STRAND_FAIL(STRAND_ERR_INPUT, "attn step: max_len %lld < 1", (long long)max_len);
+    const int64_t HE = (int64_t)s->H * s->E, KVW = 2 * (int64_t)s->G * s->E;
+    st->max_len = max_len;
+    st->rows = s->window > 0 && s->window < max_len ? s->window : max_len;
+    STRAND_ALLOC(st->kv, st->rows * KVW, "attn K/V cache");
+    STRAND_ALLOC(st->q, HE, "attn step scratch");
+    STRAND_ALLOC(st->y, HE, "attn step scratch");
+    STRAND_ALLOC(st->cos_t, s->E / 2, "attn step scratch");
+    STRAND_ALLOC(st->sin_t, s->E / 2, "attn step scratch");
+    STRAND_ALLOC(st->p, st->rows, "attn step scratch");
+    STRAND_ALLOC(st->acc, s->E, "attn step scratch");
+    return STRAND_OK;
+}
+
+static int attn_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                     real_t *out, int64_t position) {
+    const attn_state *s = mixer->state;
+    attn_step_state *st = state;
+    const int C = mixer->C, E = s->E, HE = s->H * s->E, GE = s->G * s->E, KVW = 2 * GE, group = s->H / s->G;
+    const int64_t t = position;
+    if (t != st->next || t >= st->max_len)
+        STRAND_FAIL(STRAND_ERR_INPUT, "attn step: position %lld, expected %lld (< %lld)", (long long)t,
+                    (long long)st->next, (long long)st->max_len);
+    // q (1,HE) = in W_q^T; this position's cache row (1,2GE) = in W_kv^T; RoPE at position t
+    real_t *kv_t = st->kv + (t % st->rows) * KVW;
+    linear_forward(st->q, in, params + s->wq_offset, NULL, 1, C, HE);
+    linear_forward(kv_t, in, params + s->wkv_offset, NULL, 1, C, KVW);
+    rope_table(st->cos_t, st->sin_t, &t, 1, E, s->rope_base);
+    rope_apply(st->q, HE, s->H, E, st->cos_t, st->sin_t, 1, 1);
+    rope_apply(kv_t, KVW, s->G, E, st->cos_t, st->sin_t, 1, 1);
+    // visible keys: positions first..t (pos_j > t - window with a window)
+    const int64_t first = s->window > 0 && t - s->window + 1 > 0 ? t - s->window + 1 : 0, n = t - first + 1;
+    const double scale = 1.0 / sqrt((double)E);
+    for (int h = 0; h < s->H; h++) {
+        const int64_t k_col = (int64_t)(h / group) * E, v_col = GE + k_col;
+        const real_t *qh = st->q + (int64_t)h * E;
+        double max = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            const real_t *k = st->kv + ((first + j) % st->rows) * KVW + k_col;
+            double dot = 0;
+            for (int e = 0; e < E; e++)
+                dot += (double)qh[e] * (double)k[e];
+            st->p[j] = dot * scale;
+            max = st->p[j] > max ? st->p[j] : max;
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < n; j++)
+            sum += st->p[j] = exp(st->p[j] - max);
+        for (int e = 0; e < E; e++)
+            st->acc[e] = 0;
+        for (int64_t j = 0; j < n; j++) {
+            const real_t *v = st->kv + ((first + j) % st->rows) * KVW + v_col;
+            for (int e = 0; e < E; e++)
+                st->acc[e] += st->p[j] * (double)v[e];
+        }
+        for (int e = 0; e < E; e++)
+            st->y[(int64_t)h * E + e] = (real_t)(st->acc[e] / sum);
+    }
+    // out (1,C) = y W_o^T
+    linear_forward(out, st->y, params + s->wo_offset, NULL, 1, HE, C);
+    st->next++;
+    return STRAND_OK;
 }

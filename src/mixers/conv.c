@@ -1,9 +1,11 @@
 /* Mixer "conv": causal depthwise short convolution whose window crosses rank boundaries
  * (the halo exchange lives in shortconv.c). */
+#include "strand/layers.h"
 #include "strand/model.h"
 #include "strand/shortconv.h"
 
 #include <math.h>
+#include <string.h>
 
 typedef struct {
     int K;
@@ -56,6 +58,11 @@ static void conv_destroy(strand_mixer *mixer) {
     mixer->state = NULL;
 }
 
+static int conv_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
+static int conv_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                     real_t *out, int64_t position);
+static void conv_step_free(void *state);
+
 const strand_mixer_ops strand_mixer_conv = {
     .name = "conv",
     .create = conv_create,
@@ -63,4 +70,53 @@ const strand_mixer_ops strand_mixer_conv = {
     .forward = conv_forward,
     .backward = conv_backward,
     .destroy = conv_destroy,
+    .step_init = conv_step_init,
+    .step = conv_step,
+    .step_free = conv_step_free,
 };
+
+/* ---- incremental decoding ----
+ * The state is the last K-1 inputs, used as the local conv's halo for a one-row shard: O(K C) per
+ * token and (K-1) C values of memory, whatever the length. */
+
+typedef struct {
+    int64_t next, max_len; /* the position the next step must be */
+    real_t *rows;          /* (K-1,C) inputs at next-K+1 .. next-1; zeros before position 0 */
+} conv_step_state;
+
+static void conv_step_free(void *state) {
+    conv_step_state *st = state;
+    if (!st) return;
+    strand_free(st->rows);
+    strand_free(st);
+}
+
+static int conv_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state) {
+    (void)params;
+    const conv_state *s = mixer->state;
+    conv_step_state *st = strand_alloc(sizeof *st, "conv step state");
+    if (!st) return STRAND_ERR_NOMEM;
+    *state = st;
+    st->max_len = max_len;
+    /* +1: a kernel of 1 keeps no rows, and strand_alloc(0) is not an allocation */
+    STRAND_ALLOC(st->rows, (int64_t)(s->K - 1) * mixer->C + 1, "conv step rows");
+    return STRAND_OK;
+}
+
+static int conv_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                     real_t *out, int64_t position) {
+    const conv_state *s = mixer->state;
+    conv_step_state *st = state;
+    const int C = mixer->C, K = s->K;
+    if (position != st->next || position >= st->max_len)
+        STRAND_FAIL(STRAND_ERR_INPUT, "conv step: position %lld, expected %lld (< %lld)", (long long)position,
+                    (long long)st->next, (long long)st->max_len);
+    // out (1,C): the same local kernel as forward, with the kept rows as its halo
+    conv1d_causal_forward(out, st->rows, in, params + s->weight_offset, params + s->bias_offset, 1, C, K);
+    if (K > 1) {
+        memmove(st->rows, st->rows + C, sizeof(real_t) * (size_t)(K - 2) * (size_t)C);
+        memcpy(st->rows + (int64_t)(K - 2) * C, in, sizeof(real_t) * (size_t)C);
+    }
+    st->next++;
+    return STRAND_OK;
+}

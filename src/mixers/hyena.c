@@ -140,7 +140,7 @@ static int hyena_create(strand_mixer *mixer, const strand_config *config, strand
         STRAND_FAIL(STRAND_ERR_CONFIG, "mixer hyena: short_kernel, filter_width, frequencies and max_len "
                                        "must be positive");
     STRAND_CALL(parse_strategy(config->conv_strategy, &s->conv_options.strategy));
-    s->conv_options.measure = strcmp(config->conv_planner, "measure") == 0;
+    s->conv_options.measure = strand_fftconv_planner(config->conv_planner);
     /* Wisdom only helps measured plans; "" means the per-user cache file. */
     s->conv_options.wisdom = NULL;
     if (s->conv_options.measure) {
@@ -233,6 +233,31 @@ static void hyena_borrow(hyena_state *s, const hyena_state *d) {
     s->borrowed = 1;
 }
 
+/* Positional features z (E) and t_l of global position l on the grid fixed by Lmax. */
+static void filter_features(const hyena_state *s, int64_t l, real_t *z, double *t_l) {
+    const int64_t L = s->max_len;
+    const int K = s->n_freq;
+    const double two_pi = 6.283185307179586476925286766559;
+    const double t = L > 1 ? (double)l / (double)(L - 1) : 0.0;
+    *t_l = t;
+    z[0] = (real_t)t;
+    for (int k = 0; k < K; k++) {
+        const double f = K > 1 ? 1e-4 + (double)k * ((double)(K - 1) - 1e-4) / (double)(K - 1) : 1e-4;
+        /* f l / L cycles, reduced to [0, 1) before the 2 pi so long grids keep their accuracy */
+        double cycles = f * ((double)l / (double)L);
+        cycles -= floor(cycles);
+        z[1 + k] = (real_t)cos(two_pi * cycles);
+        z[1 + K + k] = (real_t)-sin(two_pi * cycles);
+    }
+}
+
+/* |delta_c| (C) of the exponential window. */
+static void filter_decays(const hyena_state *s, double *delta, int C) {
+    const double slow = log(1e-2) / s->decay_slow, fast = log(1e-2) / s->decay_fast;
+    for (int c = 0; c < C; c++)
+        delta[c] = fabs(C > 1 ? slow + (fast - slow) * (double)c / (double)(C - 1) : slow);
+}
+
 static int hyena_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
     hyena_state *s = mixer->state;
     const int C = mixer->C;
@@ -253,40 +278,25 @@ static int hyena_setup(strand_mixer *mixer, const strand_shard *shard, const str
     STRAND_CALL(strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K));
 
     /* Positional features of this rank's positions on the grid fixed by Lmax. */
-    const int64_t L = s->max_len;
-    const int K = s->n_freq;
-    const double two_pi = 6.283185307179586476925286766559;
-    for (int64_t i = 0; i < T; i++) {
-        const int64_t l = strand_shard_position(shard, i);
-        const double t = L > 1 ? (double)l / (double)(L - 1) : 0.0;
-        real_t *z = s->pos + i * s->E;
-        s->t_pos[i] = t;
-        z[0] = (real_t)t;
-        for (int k = 0; k < K; k++) {
-            const double f = K > 1 ? 1e-4 + (double)k * ((double)(K - 1) - 1e-4) / (double)(K - 1) : 1e-4;
-            /* f l / L cycles, reduced to [0, 1) before the 2 pi so long grids keep their accuracy */
-            double cycles = f * ((double)l / (double)L);
-            cycles -= floor(cycles);
-            z[1 + k] = (real_t)cos(two_pi * cycles);
-            z[1 + K + k] = (real_t)-sin(two_pi * cycles);
-        }
-    }
-    const double slow = log(1e-2) / s->decay_slow, fast = log(1e-2) / s->decay_fast;
-    for (int c = 0; c < C; c++)
-        s->delta[c] = fabs(C > 1 ? slow + (fast - slow) * (double)c / (double)(C - 1) : slow);
+    for (int64_t i = 0; i < T; i++)
+        filter_features(s, strand_shard_position(shard, i), s->pos + i * s->E, &s->t_pos[i]);
+    filter_decays(s, s->delta, C);
 
     STRAND_CALL(strand_fftconv_create(&s->conv, shard, C, &s->conv_options));
     return STRAND_OK;
 }
 
-/* h (T,C) = FFN(z) * decay at this rank's positions; saves pre-activations and sines. */
-static void filter_forward(hyena_state *s, real_t *h, const real_t *params, int64_t T, int C) {
+/* h (T,C) = FFN(z) * decay for the T positions of features z (T,E) and t_pos (T), any list of
+ * positions; pre[i], act[i] (T,W) receive the pre-activations and sines (what backward needs). */
+static void filter_eval(const hyena_state *s, real_t *h, const real_t *params, const real_t *z,
+                        const double *t_pos, const double *delta, real_t *const *pre_i, real_t *const *act_i,
+                        int64_t T, int C) {
     const int W = s->W;
     const real_t *w = params + s->sine_w;
-    const real_t *x = s->pos;
+    const real_t *x = z;
     int in_dim = s->E;
     for (int i = 0; i < s->depth; i++) {
-        real_t *pre = s->pre[i], *act = s->act[i];
+        real_t *pre = pre_i[i], *act = act_i[i];
         linear_forward(pre, x, params + s->ffn_w[i], params + s->ffn_b[i], T, in_dim, W); // (T,W)
         for (int64_t t = 0; t < T; t++)
             for (int j = 0; j < W; j++)
@@ -297,7 +307,12 @@ static void filter_forward(hyena_state *s, real_t *h, const real_t *params, int6
     linear_forward(h, x, params + s->ffn_out, NULL, T, W, C); // (T,C)
     for (int64_t t = 0; t < T; t++)
         for (int c = 0; c < C; c++)
-            h[t * C + c] *= (real_t)exp(-s->delta[c] * s->t_pos[t]);
+            h[t * C + c] *= (real_t)exp(-delta[c] * t_pos[t]);
+}
+
+/* h (T,C) at this rank's positions; saves pre-activations and sines. */
+static void filter_forward(hyena_state *s, real_t *h, const real_t *params, int64_t T, int C) {
+    filter_eval(s, h, params, s->pos, s->t_pos, s->delta, s->pre, s->act, T, C);
 }
 
 /* Given dh (T,C) (overwritten), add the gradients of every filter parameter. */
@@ -450,6 +465,11 @@ static void hyena_destroy(strand_mixer *mixer) {
     mixer->state = NULL;
 }
 
+static int hyena_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
+static int hyena_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                      real_t *out, int64_t position);
+static void hyena_step_free(void *state);
+
 const strand_mixer_ops strand_mixer_hyena = {
     .name = "hyena",
     .create = hyena_create,
@@ -458,4 +478,133 @@ const strand_mixer_ops strand_mixer_hyena = {
     .forward = hyena_forward,
     .backward = hyena_backward,
     .destroy = hyena_destroy,
+    .step_init = hyena_step_init,
+    .step = hyena_step,
+    .step_free = hyena_step_free,
 };
+
+/* ---- incremental decoding: a cached long convolution ----
+ * step_init evaluates the implicit filter once for lags 0..max_len-1 (the same filter_eval as
+ * forward, in chunks of rows). Each step runs the input projection and the short conv on one row
+ * (its last K-1 inputs kept), appends z_t = x1_t v_t to the history, and takes the long
+ * convolution's output at t directly: y1_t = sum_{s<=t} h_{t-s} z_s. Per token O(t C) for the
+ * convolution plus the projections' O(4 C^2); memory 2 max_len C values (filter and history) plus
+ * (K-1) 3C. Recomputing the convolution by FFT at every token would cost O(t log t C), more than
+ * the direct sum (accumulated in double) at any t; less than O(t C) per token would need an
+ * online blocked FFT convolution, which is not done here. */
+
+enum { HYENA_STEP_FILTER_ROWS = 1024 }; /* filter rows evaluated per chunk in step_init */
+
+typedef struct {
+    int64_t next, max_len; /* the position the next step must be */
+    real_t *h;             /* (max_len,C) filter at lags 0..max_len-1 */
+    real_t *z;             /* (max_len,C) x1 v at positions 0..next-1 */
+    real_t *rows;          /* (K-1,3C) short conv inputs at next-K+1 .. next-1; zeros before 0 */
+    real_t *proj, *uc;     /* (3C) this row's projection and short conv output (x0 | x1 | v) */
+    real_t *gated;         /* (C) */
+    double *acc;           /* (C) y1_t */
+} hyena_step_state;
+
+static void hyena_step_free(void *state) {
+    hyena_step_state *st = state;
+    if (!st) return;
+    real_t *bufs[] = {st->h, st->z, st->rows, st->proj, st->uc, st->gated};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        strand_free(bufs[i]);
+    strand_free(st->acc);
+    strand_free(st);
+}
+
+/* st->h (max_len,C) for lags 0..max_len-1, through filter_eval on chunks of rows. */
+static int step_filter(const hyena_state *s, hyena_step_state *st, const real_t *params, int C) {
+    const int64_t n = st->max_len < HYENA_STEP_FILTER_ROWS ? st->max_len : HYENA_STEP_FILTER_ROWS;
+    real_t *z = NULL, *pre[HYENA_MAX_DEPTH] = {NULL}, *act[HYENA_MAX_DEPTH] = {NULL};
+    double *t_pos = NULL, *delta = NULL;
+    int status = STRAND_OK;
+    z = strand_alloc(sizeof(real_t) * (size_t)(n * s->E), "hyena step filter scratch");
+    t_pos = strand_alloc(sizeof(double) * (size_t)n, "hyena step filter scratch");
+    delta = strand_alloc(sizeof(double) * (size_t)C, "hyena step filter scratch");
+    int ok = z && t_pos && delta;
+    for (int i = 0; i < s->depth && ok; i++) {
+        pre[i] = strand_alloc(sizeof(real_t) * (size_t)(n * s->W), "hyena step filter scratch");
+        act[i] = strand_alloc(sizeof(real_t) * (size_t)(n * s->W), "hyena step filter scratch");
+        ok = pre[i] && act[i];
+    }
+    if (!ok) {
+        status = STRAND_ERR_NOMEM;
+    } else {
+        filter_decays(s, delta, C);
+        for (int64_t l0 = 0; l0 < st->max_len; l0 += n) {
+            const int64_t rows = st->max_len - l0 < n ? st->max_len - l0 : n;
+            for (int64_t i = 0; i < rows; i++)
+                filter_features(s, l0 + i, z + i * s->E, &t_pos[i]);
+            filter_eval(s, st->h + l0 * C, params, z, t_pos, delta, pre, act, rows, C);
+        }
+    }
+    for (int i = 0; i < s->depth; i++) {
+        strand_free(pre[i]);
+        strand_free(act[i]);
+    }
+    strand_free(z);
+    strand_free(t_pos);
+    strand_free(delta);
+    return status;
+}
+
+static int hyena_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state) {
+    const hyena_state *s = mixer->state;
+    const int C = mixer->C;
+    hyena_step_state *st = strand_alloc(sizeof *st, "hyena step state");
+    if (!st) return STRAND_ERR_NOMEM;
+    *state = st;
+    if (max_len < 1 || max_len > s->max_len)
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "mixer hyena: %lld positions do not fit the filter's position grid (hyena.max_len = "
+                    "%lld)",
+                    (long long)max_len, (long long)s->max_len);
+    st->max_len = max_len;
+    STRAND_ALLOC(st->h, max_len * C, "hyena step filter");
+    STRAND_ALLOC(st->z, max_len * C, "hyena step history");
+    STRAND_ALLOC(st->rows, (int64_t)(s->K - 1) * 3 * C + 1, "hyena step short conv rows");
+    STRAND_ALLOC(st->proj, 3 * (int64_t)C, "hyena step scratch");
+    STRAND_ALLOC(st->uc, 3 * (int64_t)C, "hyena step scratch");
+    STRAND_ALLOC(st->gated, C, "hyena step scratch");
+    STRAND_ALLOC(st->acc, C, "hyena step scratch");
+    return step_filter(s, st, params, C);
+}
+
+static int hyena_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                      real_t *out, int64_t position) {
+    const hyena_state *s = mixer->state;
+    hyena_step_state *st = state;
+    const int C = mixer->C, C3 = 3 * C, K = s->K;
+    const int64_t t = position;
+    if (t != st->next || t >= st->max_len)
+        STRAND_FAIL(STRAND_ERR_INPUT, "hyena step: position %lld, expected %lld (< %lld)", (long long)t,
+                    (long long)st->next, (long long)st->max_len);
+    linear_forward(st->proj, in, params + s->in_w, params + s->in_b, 1, C, C3); // (1,3C)
+    conv1d_causal_forward(st->uc, st->rows, st->proj, params + s->short_w, params + s->short_b, 1, C3,
+                          K); // (1,3C)
+    if (K > 1) {
+        memmove(st->rows, st->rows + C3, sizeof(real_t) * (size_t)(K - 2) * (size_t)C3);
+        memcpy(st->rows + (int64_t)(K - 2) * C3, st->proj, sizeof(real_t) * (size_t)C3);
+    }
+    const real_t *x0 = st->uc, *x1 = st->uc + C, *v = st->uc + 2 * C;
+    real_t *z_t = st->z + t * C;
+    for (int c = 0; c < C; c++)
+        z_t[c] = x1[c] * v[c];
+    // y1_t (C) = sum_{s<=t} h_{t-s} z_s
+    for (int c = 0; c < C; c++)
+        st->acc[c] = 0;
+    for (int64_t j = 0; j <= t; j++) {
+        const real_t *h = st->h + (t - j) * C, *z = st->z + j * C;
+        for (int c = 0; c < C; c++)
+            st->acc[c] += (double)h[c] * (double)z[c];
+    }
+    const real_t *bias = params + s->bias_c;
+    for (int c = 0; c < C; c++)
+        st->gated[c] = x0[c] * ((real_t)st->acc[c] + bias[c] * z_t[c]);
+    linear_forward(out, st->gated, params + s->out_w, params + s->out_b, 1, C, C); // (1,C)
+    st->next++;
+    return STRAND_OK;
+}

@@ -49,7 +49,7 @@ typedef struct {
     int64_t anchor;              /* position of ar/ai, -1 = none */
     /* activations (T,C) unless noted */
     real_t *K, *y, *g, *z /* (T,2C) */, *dK, *dy, *dg, *dz /* (T,2C) */;
-    int borrowed; /* conv and the activations belong to a donor (memory.recompute = block) */
+    int borrowed; /* conv and the activations belong to a donor (train.recompute = block) */
 } s4d_state;
 
 /* ---- complex helpers (hot loops use split re/im doubles: no __muldc3 calls) ---- */
@@ -418,7 +418,7 @@ static int s4d_create(strand_mixer *mixer, const strand_config *config, strand_p
     s->conv_options.strategy = strcmp(strategy, "fftw-mpi") == 0   ? STRAND_CONV_FFTW_MPI
                                : strcmp(strategy, "alltoall") == 0 ? STRAND_CONV_ALLTOALL
                                                                    : STRAND_CONV_AUTO;
-    s->conv_options.measure = strcmp(config->conv_planner, "measure") == 0;
+    s->conv_options.measure = strand_fftconv_planner(config->conv_planner);
     s->conv_options.wisdom = NULL;
     const char *home = getenv("HOME");
     if (s->conv_options.measure) {
@@ -629,6 +629,11 @@ static void s4d_destroy(strand_mixer *mixer) {
     mixer->state = NULL;
 }
 
+static int s4d_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
+static int s4d_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                    real_t *out, int64_t position);
+static void s4d_step_free(void *state);
+
 const strand_mixer_ops strand_mixer_s4d = {
     .name = "s4d",
     .create = s4d_create,
@@ -637,6 +642,9 @@ const strand_mixer_ops strand_mixer_s4d = {
     .forward = s4d_forward,
     .backward = s4d_backward,
     .destroy = s4d_destroy,
+    .step_init = s4d_step_init,
+    .step = s4d_step,
+    .step_free = s4d_step_free,
 };
 
 /* ---- recurrent mode ---- */
@@ -688,5 +696,42 @@ int s4d_recurrent_step(const strand_mixer *mixer, const real_t *params, s4d_recu
     gelu_forward(state->g, state->y, C);
     linear_forward(state->z, state->g, params + s->o_out_weight, params + s->o_out_bias, 1, C, 2 * C);
     glu_forward(y_t, state->z, 1, C);
+    return STRAND_OK;
+}
+
+/* ---- incremental decoding: the recurrent mode above ----
+ * Per token O(C N) (the N/2 complex modes of every channel, whose discretisation
+ * s4d_recurrent_step recomputes: one cexp and phi1 per mode) plus the output linear's O(C^2); the
+ * state is C N doubles, whatever the length. */
+
+typedef struct {
+    int64_t next, max_len; /* the position the next step must be */
+    s4d_recurrent_state rec;
+} s4d_step_state;
+
+static void s4d_step_free(void *state) {
+    s4d_step_state *st = state;
+    if (!st) return;
+    s4d_recurrent_free(&st->rec);
+    strand_free(st);
+}
+
+static int s4d_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state) {
+    (void)params;
+    s4d_step_state *st = strand_alloc(sizeof *st, "s4d step state");
+    if (!st) return STRAND_ERR_NOMEM;
+    *state = st;
+    st->max_len = max_len;
+    return s4d_recurrent_init(&st->rec, mixer); /* x = 0: nothing before position 0 */
+}
+
+static int s4d_step(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in,
+                    real_t *out, int64_t position) {
+    s4d_step_state *st = state;
+    if (position != st->next || position >= st->max_len)
+        STRAND_FAIL(STRAND_ERR_INPUT, "s4d step: position %lld, expected %lld (< %lld)", (long long)position,
+                    (long long)st->next, (long long)st->max_len);
+    STRAND_CALL(s4d_recurrent_step(mixer, params, &st->rec, in, out));
+    st->next++;
     return STRAND_OK;
 }

@@ -66,8 +66,8 @@ fi
 
 # Activation offload: a scratch directory that cannot exist, and a transfer that fails on one rank
 # only (a full local disk); both end the job on every rank with one line.
-expect offload_dir 1 "memory.offload: cannot create directory /proc/strand-offload" -- --config "$c" --set memory.offload=/proc/strand-offload
-STRAND_FAULT_OFFLOAD_RANK=1 expect offload_io 1 "memory.offload: writing block 0's input .* failed" -- --config "$c" --set model.layers=conv,conv,conv,conv,conv --set memory.offload="$work/scratch"
+expect offload_dir 1 "train.offload: cannot create directory /proc/strand-offload" -- --config "$c" --set model.layers=conv,conv,conv,conv --set train.offload=/proc/strand-offload
+STRAND_FAULT_OFFLOAD_RANK=1 expect offload_io 1 "train.offload: writing block 0's input .* failed" -- --config "$c" --set model.layers=conv,conv,conv,conv,conv --set train.offload="$work/scratch"
 
 # A file line error: misspelt key inside a config file names file and line.
 printf '[model]\nd_modle = 32\n' >"$work/bad.ini"

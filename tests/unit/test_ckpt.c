@@ -87,7 +87,7 @@ static void release(tensors *t) {
 }
 
 static strand_ckpt_state state_of(tensors *t) {
-    strand_ckpt_state s = {&t->table, t->params, t->m, t->v};
+    strand_ckpt_state s = {.table = &t->table, .params = t->params, .m = t->m, .v = t->v};
     return s;
 }
 
@@ -465,7 +465,7 @@ static int bench(const char *dir, int layers, int d_model) {
     strand_ckpt_meta_init(meta, &c, &model.table);
     meta->step = 1;
     meta->dp = 1, meta->sp = meta->world = world_size;
-    strand_ckpt_state state = {&model.table, model.params, model.grads, v};
+    strand_ckpt_state state = {.table = &model.table, .params = model.params, .m = model.grads, .v = v};
     char path[STRAND_CKPT_PATH_BYTES];
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime(), cpu[2] = {cpu_seconds(), 0};

@@ -96,8 +96,8 @@ static double check_config(const char *label, const char *overrides[], int n_ove
     return initial_loss;
 }
 
-/* memory.recompute = block keeps only block inputs and re-runs each block's forward before its
- * backward; memory.offload also sends the inputs to a file and back. Loss and gradients must be
+/* train.recompute = block keeps only block inputs and re-runs each block's forward before its
+ * backward; train.offload also sends the inputs to a file and back. Loss and gradients must be
  * bit-identical to keeping everything. */
 static void check_recompute(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
                             int layout, const char *memory_setting) {
@@ -122,7 +122,7 @@ static void check_recompute(const char *label, const char *overrides[], int n_ov
         strand_config_defaults(&config);
         for (int i = 0; i < n_overrides; i++)
             CHECK(strand_config_set(&config, overrides[i]) == STRAND_OK);
-        CHECK(strand_config_set(&config, mode ? memory_setting : "memory.recompute=none") == STRAND_OK);
+        CHECK(strand_config_set(&config, mode ? memory_setting : "train.recompute=none") == STRAND_OK);
         strand_model model;
         int status = strand_model_create(&model, &config, &shard);
         CHECK_MSG(status == STRAND_OK, "%s: create: %s", label, strand_error_message());
@@ -191,7 +191,7 @@ int main(int argc, char **argv) {
     hybrid[8] = "conv.strategy=fftw-mpi";
     contiguous = check_config("hybrid-contiguous-fftw-mpi", hybrid, 9, 17, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5); /* neither layout nor strategy changes the function */
-    const char *recompute = "memory.recompute=block";
+    const char *recompute = "train.recompute=block";
     check_recompute("recompute-hybrid", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG, recompute);
     /* Repeated mixers share one set of buffers and plans under recompute (each borrows from the
      * first block of its kind): still bit-identical. */
@@ -200,7 +200,7 @@ int main(int argc, char **argv) {
     /* Offload: with 7 blocks the first 4 inputs go through the file (the last 3 stay in memory). */
     char offload[512];
     const char *tmp = getenv("TMPDIR");
-    snprintf(offload, sizeof offload, "memory.offload=%s/strand-test-offload", tmp && tmp[0] ? tmp : "/tmp");
+    snprintf(offload, sizeof offload, "train.offload=%s/strand-test-offload", tmp && tmp[0] ? tmp : "/tmp");
     check_recompute("offload-shared-mixers", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG, offload);
     post[1] = "model.layers=conv,conv,conv,conv,conv";
     check_recompute("offload-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS, offload);
