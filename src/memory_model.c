@@ -123,7 +123,9 @@ static void model_buffers(const shape *s, int n_layers, int recompute, int offlo
     const int inputs = offload ? (n_layers < 3 ? n_layers : 3) : n_layers;
     bytes[STRAND_MEM_BLOCK_INPUTS] = inputs * buf(TC, RB) + (offload ? 2 * buf(n_layers, 8) : 0);
     bytes[STRAND_MEM_HEAD] = 2 * buf(TC, RB) + 3 * buf(T, RB) + 2 * buf(T * V, RB);
-    bytes[STRAND_MEM_GRAD_SCRATCH] = 3 * buf(TC, RB) + buf(T * F, RB) + buf(T * H, RB) + buf(T * V, RB);
+    const int64_t mlp_rows = T < MLP_CHUNK_ROWS ? T : MLP_CHUNK_ROWS; /* model.c's mlp_backward */
+    bytes[STRAND_MEM_GRAD_SCRATCH] =
+        3 * buf(TC, RB) + buf(mlp_rows * F, RB) + buf(mlp_rows * H, RB) + buf(T * V, RB);
 }
 
 /* ---- halo.c / shortconv.c ---- */

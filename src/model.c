@@ -266,8 +266,10 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     STRAND_ALLOC(model->d_residual, TC, "gradient scratch");
     STRAND_ALLOC(model->d_tmp1, TC, "gradient scratch");
     STRAND_ALLOC(model->d_tmp2, TC, "gradient scratch");
-    STRAND_ALLOC(model->d_fc, max_T * model->F, "gradient scratch");
-    STRAND_ALLOC(model->d_act, max_T * H, "gradient scratch");
+    const int64_t mlp_rows = max_T < MLP_CHUNK_ROWS ? max_T : MLP_CHUNK_ROWS;
+    model->mlp_chunk_rows = mlp_rows > 0 ? mlp_rows : 1;
+    STRAND_ALLOC(model->d_fc, mlp_rows * model->F, "gradient scratch");
+    STRAND_ALLOC(model->d_act, mlp_rows * H, "gradient scratch");
     STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
     /* Last, after every collective of the mixers' setup: a full or missing scratch directory is
      * one node's problem, and the caller agrees on the status. */
@@ -315,19 +317,26 @@ static int mlp_forward(strand_model *model, strand_block *b, real_t *out, const 
     return STRAND_OK;
 }
 
-/* dinp += MLP backward of dout; uses d_act and d_fc scratch. */
+/* dinp += MLP backward of dout, in chunks of MLP_CHUNK_ROWS rows: the (T,H) and (T,F) gradients
+ * of a whole genome-length shard would be 8 T C values with a 4C MLP, the largest scratch of all;
+ * chunks of 16384 rows keep GEMMs long enough to run at full speed. */
 static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, const real_t *dout,
                          const real_t *in, int64_t T) {
-    memset(model->d_act, 0, sizeof(real_t) * (size_t)(T * model->H));
-    memset(model->d_fc, 0, sizeof(real_t) * (size_t)(T * model->F));
-    linear_backward(model->d_act, GRAD(model, b->proj_weight), GRAD(model, b->proj_bias), dout, b->act,
-                    PARAM(model, b->proj_weight), T, model->H, model->C);
-    if (model->swiglu)
-        swiglu_backward(model->d_fc, model->d_act, b->fc, T, model->H);
-    else
-        gelu_backward(model->d_fc, model->d_act, b->fc, T * model->H);
-    linear_backward(dinp, GRAD(model, b->fc_weight), GRAD(model, b->fc_bias), model->d_fc, in,
-                    PARAM(model, b->fc_weight), T, model->C, model->F);
+    const int C = model->C, H = model->H, F = model->F;
+    const int64_t chunk = model->mlp_chunk_rows;
+    for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+        const int64_t n = T - r0 < chunk ? T - r0 : chunk;
+        memset(model->d_act, 0, sizeof(real_t) * (size_t)(n * H));
+        memset(model->d_fc, 0, sizeof(real_t) * (size_t)(n * F));
+        linear_backward(model->d_act, GRAD(model, b->proj_weight), GRAD(model, b->proj_bias), dout + r0 * C,
+                        b->act + r0 * H, PARAM(model, b->proj_weight), n, H, C);
+        if (model->swiglu)
+            swiglu_backward(model->d_fc, model->d_act, b->fc + r0 * F, n, H);
+        else
+            gelu_backward(model->d_fc, model->d_act, b->fc + r0 * F, n * H);
+        linear_backward(dinp + r0 * C, GRAD(model, b->fc_weight), GRAD(model, b->fc_bias), model->d_fc,
+                        in + r0 * C, PARAM(model, b->fc_weight), n, C, F);
+    }
 }
 
 /* One block's forward from its input b->x into y (T,C), filling the block's saved activations. */

@@ -98,6 +98,9 @@ extern const strand_mixer_ops strand_mixer_hyena;
 extern const strand_mixer_ops strand_mixer_attn;
 
 /* ---- the model ---- */
+/* Rows per chunk of the MLP's backward (its scratch is this many rows, not the shard's). */
+enum { MLP_CHUNK_ROWS = 16384 };
+
 typedef struct strand_block strand_block;
 
 typedef struct {
@@ -111,6 +114,7 @@ typedef struct {
     real_t *offload_slots[3];
     int64_t *write_tickets, *read_tickets; /* (n_layers) pending transfer per block, -1 = none */
     int64_t max_T;
+    int64_t mlp_chunk_rows; /* rows per MLP backward chunk (a test may lower it; never raise it) */
     strand_param_table table;
     real_t *params, *grads; /* table.total each */
     int wte, head, final_weight, final_bias;

@@ -12,6 +12,7 @@
 #include "strand/model.h"
 #include "strand/offload.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,49 @@ static void check_recompute(const char *label, const char *overrides[], int n_ov
     strand_grid_free(&grid);
 }
 
+/* The MLP's backward runs in row chunks (genome-length shards would need 8 T C of scratch):
+ * chunks of 3 rows must give the gradients of one chunk, up to summation order. */
+static void check_mlp_chunks(const char *label, const char *overrides[], int n_overrides, int64_t seq_len) {
+    strand_grid grid;
+    CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
+    strand_shard shard;
+    CHECK(strand_shard_init(&shard, &grid, seq_len, STRAND_LAYOUT_CONTIGUOUS) == STRAND_OK);
+    uint8_t *tokens = malloc((size_t)shard.T + 1), *targets = malloc((size_t)shard.T + 1);
+    for (int64_t i = 0; i < shard.T; i++) {
+        const int64_t p = strand_shard_position(&shard, i);
+        tokens[i] = (uint8_t)((p * 7 + 3) % 5);
+        targets[i] = (uint8_t)(((p + 1) * 7 + 3) % 5);
+    }
+    strand_config config;
+    strand_config_defaults(&config);
+    for (int i = 0; i < n_overrides; i++)
+        CHECK(strand_config_set(&config, overrides[i]) == STRAND_OK);
+    strand_model model;
+    CHECK(strand_model_create(&model, &config, &shard) == STRAND_OK);
+    strand_model_init_params(&model, 3);
+    const int64_t total = model.table.total;
+    real_t *whole = malloc(sizeof(real_t) * (size_t)total);
+    double loss = 0, worst = 0, scale = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        model.mlp_chunk_rows = pass == 0 ? shard.T : 3;
+        memset(model.grads, 0, sizeof(real_t) * (size_t)total);
+        CHECK(strand_model_forward(&model, tokens, targets, &shard, &loss) == STRAND_OK);
+        CHECK(strand_model_backward(&model, tokens, &shard, (real_t)(1.0 / (double)seq_len)) == STRAND_OK);
+        if (pass == 0) memcpy(whole, model.grads, sizeof(real_t) * (size_t)total);
+    }
+    for (int64_t i = 0; i < total; i++) {
+        worst = fmax(worst, fabs((double)model.grads[i] - (double)whole[i]));
+        scale = fmax(scale, fabs((double)whole[i]));
+    }
+    const double tolerance = sizeof(real_t) == sizeof(double) ? 1e-12 : 1e-5;
+    CHECK_MSG(worst <= tolerance * scale, "%s: chunked MLP backward differs by %.3g (largest gradient %.3g)",
+              label, worst, scale);
+    free(whole), free(tokens), free(targets);
+    strand_model_free(&model);
+    strand_shard_free(&shard);
+    strand_grid_free(&grid);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank = 0;
@@ -207,6 +251,8 @@ int main(int argc, char **argv) {
     post[1] = "model.layers=conv,conv";
     hybrid[1] = "model.layers=hyena,attn,s4d,conv";
     check_recompute("recompute-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS, recompute);
+    check_mlp_chunks("mlp-chunks-pre", pre, 8, 23);
+    check_mlp_chunks("mlp-chunks-post-swiglu", post, 8, 23);
     CHECK_CLOSE(zigzag, contiguous, 1e-5);
     int status = test_finish("test_model");
     int any = 0;
