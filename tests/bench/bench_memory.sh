@@ -4,7 +4,7 @@
 #
 #   tests/bench/bench_memory.sh [BUILD_DIR]          (default: build)
 #
-# Trains STRAND_BENCH_STEPS (4) steps of E. coli K-12 windows of STRAND_BENCH_SEQ (524288) tokens
+# Trains STRAND_BENCH_STEPS (3) steps of E. coli K-12 windows of STRAND_BENCH_SEQ (524288) tokens
 # at STRAND_BENCH_RANKS (2) ranks, d_model STRAND_BENCH_D_MODEL (64), for each layer list in
 # STRAND_BENCH_LAYERS (default "8 x conv" and "6 x hyena"). A mode that runs out of memory is
 # reported as such. Every mode must give the same losses; the line says whether they do.
@@ -18,7 +18,7 @@ source_dir=$(cd "$(dirname "$0")/../.." && pwd)
 genome=${STRAND_BENCH_GENOME:-$source_dir/../shared/data/genomes/ecoli_k12_mg1655.fa.gz}
 [[ -r "$genome" ]] || { echo "bench_memory: $genome not readable (set STRAND_BENCH_GENOME)" >&2; exit 1; }
 ranks=${STRAND_BENCH_RANKS:-2}
-steps=${STRAND_BENCH_STEPS:-4}
+steps=${STRAND_BENCH_STEPS:-3}
 seq=${STRAND_BENCH_SEQ:-524288}
 d_model=${STRAND_BENCH_D_MODEL:-64}
 layer_lists=${STRAND_BENCH_LAYERS:-"conv,conv,conv,conv,conv,conv,conv,conv hyena,hyena,hyena,hyena,hyena,hyena"}
