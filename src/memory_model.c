@@ -115,15 +115,16 @@ static void model_buffers(const shape *s, int n_layers, int recompute, int offlo
     const int64_t H = strand_config_mlp_hidden(c), F = strcmp(c->mlp, "swiglu") == 0 ? 2 * H : H;
     const int pre_norm = strcmp(c->norm_position, "post") != 0;
     /* norm1, mix, h, four (T) norm statistics, fc, act, then norm2 (pre-norm) or a and b (post) */
-    const int64_t set =
-        3 * buf(TC, RB) + 4 * buf(T, RB) + buf(T * F, RB) + buf(T * H, RB) + (pre_norm ? 1 : 2) * buf(TC, RB);
+    const int64_t mlp_rows = T < MLP_CHUNK_ROWS ? (T > 0 ? T : 1) : MLP_CHUNK_ROWS; /* model.c */
+    const int64_t hidden_rows = recompute ? mlp_rows : T; /* recompute rebuilds them per chunk */
+    const int64_t set = 3 * buf(TC, RB) + 4 * buf(T, RB) + buf(hidden_rows * F, RB) +
+                        buf(hidden_rows * H, RB) + (pre_norm ? 1 : 2) * buf(TC, RB);
     bytes[STRAND_MEM_ACTIVATIONS] = (recompute ? 1 : n_layers) * set;
     /* train.offload keeps three rotating block inputs (OFFLOAD_SLOTS of model.c, fewer with
      * fewer blocks); the rest live in the offload file. Two tables of tickets per block. */
     const int inputs = offload ? (n_layers < 3 ? n_layers : 3) : n_layers;
     bytes[STRAND_MEM_BLOCK_INPUTS] = inputs * buf(TC, RB) + (offload ? 2 * buf(n_layers, 8) : 0);
     bytes[STRAND_MEM_HEAD] = 2 * buf(TC, RB) + 3 * buf(T, RB) + 2 * buf(T * V, RB);
-    const int64_t mlp_rows = T < MLP_CHUNK_ROWS ? T : MLP_CHUNK_ROWS; /* model.c's mlp_backward */
     bytes[STRAND_MEM_GRAD_SCRATCH] =
         3 * buf(TC, RB) + buf(mlp_rows * F, RB) + buf(mlp_rows * H, RB) + buf(T * V, RB);
 }

@@ -215,6 +215,8 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     STRAND_ALLOC(model->params, table->total, "parameters");
     STRAND_ALLOC(model->grads, table->total, "gradients");
 
+    const int64_t mlp_rows = max_T < MLP_CHUNK_ROWS ? (max_T > 0 ? max_T : 1) : MLP_CHUNK_ROWS;
+    model->mlp_chunk_rows = mlp_rows;
     /* Saved activations and scratch, sized once for the largest shard. */
     const int64_t TC = max_T * C;
     if (config->offload[0]) STRAND_CALL(offload_alloc(model));
@@ -246,8 +248,10 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
         STRAND_ALLOC(b->h, TC, "activations");
         STRAND_ALLOC(b->norm2_mean, max_T, "activations");
         STRAND_ALLOC(b->norm2_rstd, max_T, "activations");
-        STRAND_ALLOC(b->fc, max_T * model->F, "activations");
-        STRAND_ALLOC(b->act, max_T * H, "activations");
+        /* With recompute the MLP's hidden activations are rebuilt chunk by chunk in backward. */
+        const int64_t hidden_rows = model->recompute ? mlp_rows : max_T;
+        STRAND_ALLOC(b->fc, hidden_rows * model->F, "activations");
+        STRAND_ALLOC(b->act, hidden_rows * H, "activations");
         if (model->pre_norm) {
             STRAND_ALLOC(b->norm2, TC, "activations");
         } else {
@@ -266,8 +270,6 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     STRAND_ALLOC(model->d_residual, TC, "gradient scratch");
     STRAND_ALLOC(model->d_tmp1, TC, "gradient scratch");
     STRAND_ALLOC(model->d_tmp2, TC, "gradient scratch");
-    const int64_t mlp_rows = max_T < MLP_CHUNK_ROWS ? max_T : MLP_CHUNK_ROWS;
-    model->mlp_chunk_rows = mlp_rows > 0 ? mlp_rows : 1;
     STRAND_ALLOC(model->d_fc, mlp_rows * model->F, "gradient scratch");
     STRAND_ALLOC(model->d_act, mlp_rows * H, "gradient scratch");
     STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
@@ -306,40 +308,66 @@ void strand_model_init_params(strand_model *model, uint64_t seed) {
     }
 }
 
-static int mlp_forward(strand_model *model, strand_block *b, real_t *out, const real_t *in, int64_t T) {
-    linear_forward(b->fc, in, PARAM(model, b->fc_weight), PARAM(model, b->fc_bias), T, model->C, model->F);
-    if (model->swiglu)
-        swiglu_forward(b->act, b->fc, T, model->H);
-    else
-        gelu_forward(b->act, b->fc, T * model->H);
-    linear_forward(out, b->act, PARAM(model, b->proj_weight), PARAM(model, b->proj_bias), T, model->H,
-                   model->C);
-    return STRAND_OK;
+/* The MLP's hidden rows of chunk r0: their place in the saved (T,F) and (T,H) arrays, or the one
+ * chunk-sized buffer that recompute keeps. */
+static real_t *mlp_fc(const strand_model *model, const strand_block *b, int64_t r0) {
+    return model->recompute ? b->fc : b->fc + r0 * model->F;
+}
+static real_t *mlp_act(const strand_model *model, const strand_block *b, int64_t r0) {
+    return model->recompute ? b->act : b->act + r0 * model->H;
 }
 
-/* dinp += MLP backward of dout, in chunks of MLP_CHUNK_ROWS rows: the (T,H) and (T,F) gradients
- * of a whole genome-length shard would be 8 T C values with a 4C MLP, the largest scratch of all;
- * chunks of 16384 rows keep GEMMs long enough to run at full speed. */
+/* fc, act of rows [r0, r0 + n) from the MLP's input. */
+static void mlp_hidden_forward(strand_model *model, strand_block *b, const real_t *in, int64_t r0,
+                               int64_t n) {
+    real_t *fc = mlp_fc(model, b, r0), *act = mlp_act(model, b, r0);
+    linear_forward(fc, in + r0 * model->C, PARAM(model, b->fc_weight), PARAM(model, b->fc_bias), n, model->C,
+                   model->F);
+    if (model->swiglu)
+        swiglu_forward(act, fc, n, model->H);
+    else
+        gelu_forward(act, fc, n * model->H);
+}
+
+/* out (T,C) = mlp(in (T,C)), in chunks of mlp_chunk_rows rows (the same chunks as backward, so a
+ * recomputed chunk equals the forward's bit for bit). */
+static void mlp_forward(strand_model *model, strand_block *b, real_t *out, const real_t *in, int64_t T) {
+    const int64_t chunk = model->mlp_chunk_rows;
+    for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+        const int64_t n = T - r0 < chunk ? T - r0 : chunk;
+        mlp_hidden_forward(model, b, in, r0, n);
+        linear_forward(out + r0 * model->C, mlp_act(model, b, r0), PARAM(model, b->proj_weight),
+                       PARAM(model, b->proj_bias), n, model->H, model->C);
+    }
+}
+
+/* dinp += MLP backward of dout, in chunks of mlp_chunk_rows rows (16384): the (T,H) and (T,F)
+ * gradients of a whole genome-length shard would be 8 T C values with a 4C MLP, the largest
+ * scratch of all, and with recompute the hidden activations too are rebuilt one chunk at a time.
+ * Chunks this long keep the GEMMs at full speed. */
 static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, const real_t *dout,
                          const real_t *in, int64_t T) {
     const int C = model->C, H = model->H, F = model->F;
     const int64_t chunk = model->mlp_chunk_rows;
     for (int64_t r0 = 0; r0 < T; r0 += chunk) {
         const int64_t n = T - r0 < chunk ? T - r0 : chunk;
+        if (model->recompute) mlp_hidden_forward(model, b, in, r0, n);
         memset(model->d_act, 0, sizeof(real_t) * (size_t)(n * H));
         memset(model->d_fc, 0, sizeof(real_t) * (size_t)(n * F));
         linear_backward(model->d_act, GRAD(model, b->proj_weight), GRAD(model, b->proj_bias), dout + r0 * C,
-                        b->act + r0 * H, PARAM(model, b->proj_weight), n, H, C);
+                        mlp_act(model, b, r0), PARAM(model, b->proj_weight), n, H, C);
         if (model->swiglu)
-            swiglu_backward(model->d_fc, model->d_act, b->fc + r0 * F, n, H);
+            swiglu_backward(model->d_fc, model->d_act, mlp_fc(model, b, r0), n, H);
         else
-            gelu_backward(model->d_fc, model->d_act, b->fc + r0 * F, n * H);
+            gelu_backward(model->d_fc, model->d_act, mlp_fc(model, b, r0), n * H);
         linear_backward(dinp + r0 * C, GRAD(model, b->fc_weight), GRAD(model, b->fc_bias), model->d_fc,
                         in + r0 * C, PARAM(model, b->fc_weight), n, C, F);
     }
 }
 
-/* One block's forward from its input b->x into y (T,C), filling the block's saved activations. */
+/* One block's forward from its input b->x into y (T,C), filling the block's saved activations.
+ * y = NULL: only the activations backward needs (a recomputed block); pre-norm then skips the
+ * MLP, whose hidden rows backward rebuilds itself, and post-norm writes y to scratch. */
 static int block_forward(strand_model *model, int l, const strand_shard *shard, real_t *y) {
     const int64_t T = shard->T;
     const int C = model->C;
@@ -351,7 +379,8 @@ static int block_forward(strand_model *model, int l, const strand_shard *shard, 
         for (int64_t i = 0; i < T * C; i++)
             b->h[i] = b->x[i] + b->mix[i];
         norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias, T);
-        STRAND_CALL(mlp_forward(model, b, y, b->norm2, T));
+        if (!y) return STRAND_OK;
+        mlp_forward(model, b, y, b->norm2, T);
         for (int64_t i = 0; i < T * C; i++)
             y[i] += b->h[i];
     } else {
@@ -360,7 +389,8 @@ static int block_forward(strand_model *model, int l, const strand_shard *shard, 
         for (int64_t i = 0; i < T * C; i++)
             b->a[i] = b->x[i] + b->mix[i];
         norm_forward(model, b->h, b->norm1_mean, b->norm1_rstd, b->a, b->norm1_weight, b->norm1_bias, T);
-        STRAND_CALL(mlp_forward(model, b, b->b, b->h, T));
+        if (!y) y = model->d_tmp2; /* free until this block's backward starts */
+        mlp_forward(model, b, b->b, b->h, T);
         for (int64_t i = 0; i < T * C; i++)
             b->b[i] += b->h[i];
         norm_forward(model, y, b->norm2_mean, b->norm2_rstd, b->b, b->norm2_weight, b->norm2_bias, T);
@@ -433,10 +463,9 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
             model->read_tickets[l] = -1;
         }
         /* The shared activations hold the last block's forward; refill them for earlier blocks.
-         * The output is not needed again (d_tmp2 is free until the block's backward): writing it
-         * to the next block's input would race with the offload read into that buffer. */
-        if (model->recompute && l + 1 < model->n_layers)
-            STRAND_CALL(block_forward(model, l, shard, model->d_tmp2));
+         * The output itself is not needed again: writing it to the next block's input would also
+         * race with the offload read into that buffer. */
+        if (model->recompute && l + 1 < model->n_layers) STRAND_CALL(block_forward(model, l, shard, NULL));
         if (model->pre_norm) {
             /* dh = dy + norm2'(mlp'(dy)); dx = dh + norm1'(mixer'(dh)) */
             memset(model->d_tmp1, 0, TC_bytes);

@@ -253,6 +253,14 @@ int main(int argc, char **argv) {
     check_recompute("recompute-post", post, 8, 10, STRAND_LAYOUT_CONTIGUOUS, recompute);
     check_mlp_chunks("mlp-chunks-pre", pre, 8, 23);
     check_mlp_chunks("mlp-chunks-post-swiglu", post, 8, 23);
+    /* With recompute the hidden activations are rebuilt chunk by chunk in backward. */
+    const char *pre_recompute[9], *post_recompute[9];
+    memcpy(pre_recompute, pre, sizeof pre);
+    memcpy(post_recompute, post, sizeof post);
+    pre_recompute[8] = post_recompute[8] = "train.recompute=block";
+    pre_recompute[1] = post_recompute[1] = "model.layers=conv,conv,conv";
+    check_mlp_chunks("mlp-chunks-pre-recompute", pre_recompute, 9, 23);
+    check_mlp_chunks("mlp-chunks-post-recompute", post_recompute, 9, 23);
     CHECK_CLOSE(zigzag, contiguous, 1e-5);
     int status = test_finish("test_model");
     int any = 0;
