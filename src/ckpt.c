@@ -206,22 +206,6 @@ static int read_scalar_attribute(hid_t object, const char *name, hid_t memory_ty
     return STRAND_OK;
 }
 
-static int make_dirs(const char *path) {
-    char buffer[STRAND_CKPT_PATH_BYTES];
-    if (snprintf(buffer, sizeof buffer, "%s", path) >= (int)sizeof buffer)
-        STRAND_FAIL(STRAND_ERR_INPUT, "directory name too long: %s", path);
-    for (char *p = buffer + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
-            STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
-        STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
-    return STRAND_OK;
-}
-
 static int fsync_path(const char *path, int directory) {
     int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDWR);
     if (fd < 0) STRAND_FAIL(STRAND_ERR_IO, "cannot open %s for fsync: %s", path, strerror(errno));
@@ -736,7 +720,7 @@ int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const stran
         status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
                                   "checkpoint directory name too long: %s", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", final_path);
-    if (status == STRAND_OK && rank == 0) status = make_dirs(dir);
+    if (status == STRAND_OK && rank == 0) status = strand_make_dirs(dir);
     STRAND_CALL(strand_agree(comm, status));
 
     hid_t file;

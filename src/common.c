@@ -2,11 +2,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include "strand/common.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 enum { ERROR_MESSAGE_BYTES = 1024 };
@@ -130,4 +132,21 @@ void strand_split_range(int64_t n, int parts, int index, int64_t *start, int64_t
     int64_t base = n / parts, extra = n % parts;
     *count = base + (index < extra ? 1 : 0);
     *start = index * base + (index < extra ? index : extra);
+}
+
+int strand_make_dirs(const char *path) {
+    char buffer[4096];
+    if (!path[0]) STRAND_FAIL(STRAND_ERR_INPUT, "empty directory name");
+    if (snprintf(buffer, sizeof buffer, "%s", path) >= (int)sizeof buffer)
+        STRAND_FAIL(STRAND_ERR_INPUT, "directory name too long: %s", path);
+    /* Each parent in turn, then the directory itself; existing ones are fine. */
+    for (char *p = buffer + 1;; p++) {
+        const char c = *p;
+        if (c != '/' && c != '\0') continue;
+        *p = '\0';
+        if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
+            STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
+        *p = c;
+        if (c == '\0') return STRAND_OK;
+    }
 }

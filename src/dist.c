@@ -1,6 +1,8 @@
 /* Process grid and point-to-point primitives along the SP group. */
 #include "strand/dist.h"
 
+#include <math.h>
+
 #include <string.h>
 
 static double comm_seconds_total = 0.0;
@@ -70,4 +72,15 @@ int strand_allreduce_sum_double(MPI_Comm comm, double *data, int count) {
     STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, data, count, MPI_DOUBLE, MPI_SUM, comm));
     strand_comm_add_seconds(strand_now() - t0);
     return STRAND_OK;
+}
+
+double strand_relative_error(MPI_Comm comm, const real_t *a, const real_t *b, int64_t n) {
+    double s[2] = {0.0, 0.0};
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)a[i] - (double)b[i];
+        s[0] += d * d;
+        s[1] += (double)b[i] * (double)b[i];
+    }
+    if (MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, comm) != MPI_SUCCESS) return NAN;
+    return s[1] > 0 ? sqrt(s[0] / s[1]) : sqrt(s[0]);
 }

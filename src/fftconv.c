@@ -740,6 +740,24 @@ static int fm_backward(strand_fftconv *cv, real_t *du, real_t *dk, const real_t 
 
 /* ---- ALLTOALL path ---- */
 
+/* Counts and displacements of m sets in one all-to-all. To channels: rank r gets our T rows of its
+ * c_count[r] channels, and we get its shard_T[r] rows of our cc; back to positions, the reverse. */
+static void aa_counts(strand_fftconv *cv, int m, int to_channels) {
+    int64_t off_s = 0, off_r = 0, bytes = 0;
+    for (int r = 0; r < cv->sp; r++) {
+        const int64_t ours = m * cv->T * cv->c_count[r], theirs = m * cv->shard_T[r] * cv->cc;
+        const int64_t sc = to_channels ? ours : theirs, rc = to_channels ? theirs : ours;
+        cv->scount[r] = (int)sc;
+        cv->sdispl[r] = (int)off_s;
+        cv->rcount[r] = (int)rc;
+        cv->rdispl[r] = (int)off_r;
+        off_s += sc;
+        off_r += rc;
+        if (r != cv->rank) bytes += sc * (int64_t)sizeof(real_t);
+    }
+    cv->bytes_sent += bytes;
+}
+
 /* m arrays (T,C) -> the stage buffer laid out per destination r as [set][local row][its channels],
  * exchanged; counts in reals. */
 static int aa_to_channels(strand_fftconv *cv, int m, const real_t *const *src) {
@@ -753,19 +771,7 @@ static int aa_to_channels(strand_fftconv *cv, int m, const real_t *const *src) {
                 off += cc;
             }
     }
-    /* send[r] = T * cc_r, recv[s] = T_s * cc: reuse the per-peer tables through scratch values. */
-    int64_t off_s = 0, off_r = 0, bytes = 0;
-    for (int r = 0; r < cv->sp; r++) {
-        const int64_t sc = m * cv->T * cv->c_count[r], rc = m * cv->shard_T[r] * cv->cc;
-        cv->scount[r] = (int)sc;
-        cv->sdispl[r] = (int)off_s;
-        cv->rcount[r] = (int)rc;
-        cv->rdispl[r] = (int)off_r;
-        off_s += sc;
-        off_r += rc;
-        if (r != cv->rank) bytes += sc * (int64_t)sizeof(real_t);
-    }
-    cv->bytes_sent += bytes;
+    aa_counts(cv, m, 1);
     return exchange(cv, STRAND_MPI_REAL);
 }
 
@@ -819,18 +825,7 @@ static void aa_pack_positions(strand_fftconv *cv, int m, int j) {
 /* Exchange the packed positions back and write (or add) set j into out[j] (T,C). */
 static int aa_from_channels(strand_fftconv *cv, int m, real_t *const *out, int accumulate) {
     const int C = cv->C;
-    int64_t off_s = 0, off_r = 0, bytes = 0;
-    for (int r = 0; r < cv->sp; r++) {
-        const int64_t sc = m * cv->shard_T[r] * cv->cc, rc = m * cv->T * cv->c_count[r];
-        cv->scount[r] = (int)sc;
-        cv->sdispl[r] = (int)off_s;
-        cv->rcount[r] = (int)rc;
-        cv->rdispl[r] = (int)off_r;
-        off_s += sc;
-        off_r += rc;
-        if (r != cv->rank) bytes += sc * (int64_t)sizeof(real_t);
-    }
-    cv->bytes_sent += bytes;
+    aa_counts(cv, m, 0);
     STRAND_CALL(exchange(cv, STRAND_MPI_REAL));
     int64_t off = 0;
     for (int s = 0; s < cv->sp; s++) {

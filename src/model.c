@@ -145,7 +145,9 @@ static void keep_first(int *status, int next) {
     if (*status == STRAND_OK) *status = next;
 }
 
-int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard) {
+/* Everything of strand_model_create that involves no other rank: the parameter table, the
+ * mixers' create, and every model-level buffer. */
+static int model_build(strand_model *model, const strand_config *config, const strand_shard *shard) {
     const int64_t max_T = shard->T;
     memset(model, 0, sizeof *model);
     model->config = *config;
@@ -234,11 +236,6 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
             b->mix = first->mix, b->h = first->h, b->norm2_mean = first->norm2_mean;
             b->norm2_rstd = first->norm2_rstd, b->fc = first->fc, b->act = first->act;
             b->norm2 = first->norm2, b->a = first->a, b->b = first->b;
-            /* The first earlier block with the same mixer lends it its buffers and plans. */
-            const strand_mixer *donor = NULL;
-            for (int k = 0; k < l && !donor; k++)
-                if (model->blocks[k].mixer.ops == b->mixer.ops) donor = &model->blocks[k].mixer;
-            STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard, donor));
             continue;
         }
         STRAND_ALLOC(b->norm1, TC, "activations");
@@ -258,7 +255,6 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
             STRAND_ALLOC(b->a, TC, "activations");
             STRAND_ALLOC(b->b, TC, "activations");
         }
-        STRAND_CALL(b->mixer.ops->setup(&b->mixer, shard, NULL));
     }
     STRAND_ALLOC(model->final_in, TC, "activations");
     STRAND_ALLOC(model->final_out, TC, "activations");
@@ -273,11 +269,27 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
     STRAND_ALLOC(model->d_fc, mlp_rows * model->F, "gradient scratch");
     STRAND_ALLOC(model->d_act, mlp_rows * H, "gradient scratch");
     STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
+    return STRAND_OK;
+}
+
+int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard) {
+    /* A failed allocation on one rank must not leave the others inside a mixer's collective setup. */
+    STRAND_CALL(strand_agree(shard->grid->sp_comm, model_build(model, config, shard)));
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_mixer *mixer = &model->blocks[l].mixer;
+        /* With recompute, the first earlier block with the same mixer lends its buffers and plans. */
+        const strand_mixer *donor = NULL;
+        for (int k = 0; model->recompute && k < l && !donor; k++)
+            if (model->blocks[k].mixer.ops == mixer->ops) donor = &model->blocks[k].mixer;
+        /* Agreed block by block: a setup that fails on one rank after its own collectives must not
+         * leave the others in the next block's. */
+        STRAND_CALL(strand_agree(shard->grid->sp_comm, mixer->ops->setup(mixer, shard, donor)));
+    }
     /* Last, after every collective of the mixers' setup: a full or missing scratch directory is
      * one node's problem, and the caller agrees on the status. */
     if (config->offload[0] && model->n_layers > OFFLOAD_SLOTS)
         STRAND_CALL(strand_offload_create(&model->offload, config->offload, shard->grid->world_rank,
-                                          model->n_layers, TC));
+                                          model->n_layers, model->max_T * model->C));
     return STRAND_OK;
 }
 

@@ -4,12 +4,10 @@
 
 #include <hdf5.h>
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #ifdef STRAND_REAL_DOUBLE
@@ -104,8 +102,11 @@ static void *offload_thread(void *arg) {
 }
 
 static int open_file(strand_offload *off, const char *dir, int rank) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        STRAND_FAIL(STRAND_ERR_IO, "train.offload: cannot create directory %s: %s", dir, strerror(errno));
+    if (strand_make_dirs(dir) != STRAND_OK) {
+        char reason[1024];
+        snprintf(reason, sizeof reason, "%s", strand_error_message());
+        STRAND_FAIL(STRAND_ERR_IO, "train.offload: %s", reason);
+    }
     char host[256] = "host";
     gethostname(host, sizeof host - 1);
     int n = snprintf(off->path, sizeof off->path, "%s/strand-offload-%s-%ld-r%d.h5", dir, host,

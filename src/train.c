@@ -56,21 +56,6 @@ typedef struct {
     char ckpt_dir[STRAND_CKPT_PATH_BYTES];
 } trainer;
 
-static int make_dirs(const char *path) {
-    char buffer[1024];
-    snprintf(buffer, sizeof buffer, "%s", path);
-    for (char *p = buffer + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
-            STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buffer, 0775) != 0 && errno != EEXIST)
-        STRAND_FAIL(STRAND_ERR_IO, "cannot create directory %s: %s", buffer, strerror(errno));
-    return STRAND_OK;
-}
-
 /* Write text to path atomically (temporary file, then rename). */
 static int write_text_file(const char *dir, const char *name, const char *text) {
     char path[1200], tmp[1210];
@@ -87,7 +72,7 @@ static int write_text_file(const char *dir, const char *name, const char *text) 
 /* Set-up steps that only rank 0 performs (run directory, resolved config). */
 static int prepare_run_dir(trainer *t, const strand_train_options *options) {
     if (!t->rank0 || options->no_run_dir) return STRAND_OK;
-    STRAND_CALL(make_dirs(t->config.run_dir));
+    STRAND_CALL(strand_make_dirs(t->config.run_dir));
     char text[16384];
     size_t n = strand_config_format(&t->config, text, sizeof text);
     if (n >= sizeof text) STRAND_FAIL(STRAND_ERR_INTERNAL, "resolved config does not fit its buffer");

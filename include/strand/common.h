@@ -94,6 +94,8 @@ void strand_free(void *ptr);
 
 /* Wall-clock seconds (monotonic). */
 double strand_now(void);
+/* mkdir -p: create path and its missing parents (serial; existing directories are fine). */
+int strand_make_dirs(const char *path);
 /* Peak resident memory of this process in bytes (from getrusage). */
 int64_t strand_peak_rss_bytes(void);
 

@@ -26,6 +26,9 @@ double strand_comm_seconds(void);
 void strand_comm_add_seconds(double seconds);
 
 /* Sum a real array over a communicator in place (one call). */
+/* ||a - b|| / ||b|| (or ||a - b|| when b = 0) over the n values of every rank of comm, for tests
+ * and benchmarks; NaN when the all-reduce fails. Collective. */
+double strand_relative_error(MPI_Comm comm, const real_t *a, const real_t *b, int64_t n);
 int strand_allreduce_sum(MPI_Comm comm, real_t *data, int64_t count);
 int strand_allreduce_sum_double(MPI_Comm comm, double *data, int count);
 

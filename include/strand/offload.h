@@ -24,7 +24,7 @@
 
 typedef struct strand_offload strand_offload;
 
-/* Create DIR when missing (one level), the rank's file and the thread. Local (no MPI). The file
+/* Create DIR (and its parents) when missing, the rank's file and the thread. Local (no MPI). The file
  * is unlinked as soon as it is open: it needs no cleanup, even after kill -9. */
 int strand_offload_create(strand_offload **offload, const char *dir, int rank, int n_slots,
                           int64_t slot_values);

@@ -81,17 +81,6 @@ static void fill_random(real_t *x, const strand_shard *shard, int C, uint64_t st
     }
 }
 
-static double rel_error(MPI_Comm comm, const real_t *a, const real_t *b, int64_t n) {
-    double s[2] = {0.0, 0.0};
-    for (int64_t i = 0; i < n; i++) {
-        const double d = (double)a[i] - (double)b[i];
-        s[0] += d * d;
-        s[1] += (double)b[i] * (double)b[i];
-    }
-    MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, comm);
-    return s[1] > 0 ? sqrt(s[0] / s[1]) : sqrt(s[0]);
-}
-
 typedef struct {
     double forward, backward, both, fft, ref, plan, error;
     int64_t bytes, N;
@@ -191,8 +180,9 @@ static int time_bare_conv(const bench_args *args, const strand_shard *shard, int
         STRAND_CALL_GOTO(status, done, strand_fftconv_direct(shard, C, b->y_ref, b->u, b->k));
         STRAND_CALL_GOTO(status, done,
                          strand_fftconv_direct_backward(shard, C, b->du_ref, b->dk_ref, b->dy, b->u, b->k));
-        res->error = fmax(rel_error(comm, b->y, b->y_ref, n),
-                          fmax(rel_error(comm, b->du, b->du_ref, n), rel_error(comm, b->dk, b->dk_ref, n)));
+        res->error = fmax(strand_relative_error(comm, b->y, b->y_ref, n),
+                          fmax(strand_relative_error(comm, b->du, b->du_ref, n),
+                               strand_relative_error(comm, b->dk, b->dk_ref, n)));
     }
 done:
     strand_fftconv_free(conv);

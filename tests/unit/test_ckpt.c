@@ -6,6 +6,7 @@
  *   test_ckpt bench DIR LAYERS D       write and read bandwidth of a d_model D model with LAYERS
  *                                      blocks (no training), one JSON line */
 #define _POSIX_C_SOURCE 200809L
+#include "test_tmpdir.h"
 #include "test_util.h"
 
 #include "strand/ckpt.h"
@@ -25,24 +26,6 @@
 
 static int world_rank, world_size;
 static char tmpdir[256];
-
-static void make_tmpdir(void) {
-    if (world_rank == 0) {
-        const char *base = getenv("TMPDIR");
-        snprintf(tmpdir, sizeof tmpdir, "%s/strand_test_ckpt_XXXXXX", base && *base ? base : "/tmp");
-        if (!mkdtemp(tmpdir)) tmpdir[0] = '\0';
-    }
-    MPI_Bcast(tmpdir, sizeof tmpdir, MPI_CHAR, 0, MPI_COMM_WORLD);
-}
-
-static void remove_tmpdir(void) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank == 0 && tmpdir[0]) {
-        char command[512];
-        snprintf(command, sizeof command, "rm -rf '%s'", tmpdir);
-        if (system(command) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-    }
-}
 
 /* A small model-like table: shapes that do not divide evenly over 2, 3 or 4 ranks, vectors,
  * a single-row matrix and a tensor with fewer rows than ranks. */
@@ -531,13 +514,13 @@ int main(int argc, char **argv) {
         return rc;
     }
     strand_config_defaults(&config);
-    make_tmpdir();
+    test_tmpdir_make(tmpdir, (int)sizeof tmpdir, "ckpt");
     CHECK(tmpdir[0] != '\0');
     test_crc();
     test_round_trip_and_reshard();
     test_refusals();
     test_latest_and_prune();
-    remove_tmpdir();
+    test_tmpdir_remove(tmpdir);
     int failures = test_failures;
     MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (world_rank == 0) rc = test_finish("test_ckpt");

@@ -38,18 +38,6 @@ static void fill_local(real_t *local, const strand_shard *shard, int C, uint64_t
     }
 }
 
-/* ||a - b|| / ||b|| over the whole window (all ranks). */
-static double rel_error(MPI_Comm comm, const real_t *a, const real_t *b, int64_t n) {
-    double s[2] = {0.0, 0.0};
-    for (int64_t i = 0; i < n; i++) {
-        const double d = (double)a[i] - (double)b[i];
-        s[0] += d * d;
-        s[1] += (double)b[i] * (double)b[i];
-    }
-    MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, comm);
-    return s[1] > 0 ? sqrt(s[0] / s[1]) : sqrt(s[0]);
-}
-
 typedef struct {
     real_t *u, *k, *dy, *y, *du, *dk, *y_ref, *du_ref, *dk_ref, *y_other, *du_other, *dk_other, *du_null,
         *dk_null, *y_changed;
@@ -91,9 +79,9 @@ static void check_case(const strand_grid *grid, int64_t L, int C, int layout) {
             a.du[i] -= 1;
             a.dk[i] -= 1;
         }
-        const double ey = rel_error(grid->sp_comm, a.y, a.y_ref, n);
-        const double eu = rel_error(grid->sp_comm, a.du, a.du_ref, n);
-        const double ek = rel_error(grid->sp_comm, a.dk, a.dk_ref, n);
+        const double ey = strand_relative_error(grid->sp_comm, a.y, a.y_ref, n);
+        const double eu = strand_relative_error(grid->sp_comm, a.du, a.du_ref, n);
+        const double ek = strand_relative_error(grid->sp_comm, a.dk, a.dk_ref, n);
         const double e = fmax(ey, fmax(eu, ek));
         if (e > worst_error) worst_error = e;
         CHECK_MSG(e < TOL, "%s %s L=%lld C=%d ranks=%d: rel errors y %.3g du %.3g dk %.3g",
@@ -108,8 +96,8 @@ static void check_case(const strand_grid *grid, int64_t L, int C, int layout) {
         memset(a.dk_null, 0, sizeof(real_t) * (size_t)n);
         CHECK(strand_fftconv_backward(conv, a.du_null, NULL, a.dy) == STRAND_OK);
         CHECK(strand_fftconv_backward(conv, NULL, a.dk_null, a.dy) == STRAND_OK);
-        CHECK(rel_error(grid->sp_comm, a.du_null, a.du, n) < TOL);
-        CHECK(rel_error(grid->sp_comm, a.dk_null, a.dk, n) < TOL);
+        CHECK(strand_relative_error(grid->sp_comm, a.du_null, a.du, n) < TOL);
+        CHECK(strand_relative_error(grid->sp_comm, a.dk_null, a.dk, n) < TOL);
 
         if (si == 0) {
             memcpy(a.y_other, a.y, sizeof(real_t) * (size_t)n);
@@ -117,9 +105,9 @@ static void check_case(const strand_grid *grid, int64_t L, int C, int layout) {
             memcpy(a.dk_other, a.dk, sizeof(real_t) * (size_t)n);
         } else {
             /* The two strategies agree with each other. */
-            const double d = fmax(rel_error(grid->sp_comm, a.y, a.y_other, n),
-                                  fmax(rel_error(grid->sp_comm, a.du, a.du_other, n),
-                                       rel_error(grid->sp_comm, a.dk, a.dk_other, n)));
+            const double d = fmax(strand_relative_error(grid->sp_comm, a.y, a.y_other, n),
+                                  fmax(strand_relative_error(grid->sp_comm, a.du, a.du_other, n),
+                                       strand_relative_error(grid->sp_comm, a.dk, a.dk_other, n)));
             CHECK_MSG(d < TOL, "strategies disagree (%s L=%lld C=%d): %.3g", lname, (long long)L, C, d);
         }
 

@@ -6,6 +6,7 @@
  *   test_train loader FASTA     each rank's piece, gathered, is the window; reverse-complement
  *                               windows are the complement of the reversed window */
 #define _POSIX_C_SOURCE 200809L
+#include "test_tmpdir.h"
 #include "test_util.h"
 
 #include "strand/config.h"
@@ -19,24 +20,6 @@
 
 static int world_rank, world_size;
 static char tmpdir[256];
-
-/* Rank 0 makes a temporary directory; everyone learns its name. */
-static void make_tmpdir(void) {
-    if (world_rank == 0) {
-        snprintf(tmpdir, sizeof tmpdir, "/tmp/strand_test_train_XXXXXX");
-        if (!mkdtemp(tmpdir)) tmpdir[0] = '\0';
-    }
-    MPI_Bcast(tmpdir, sizeof tmpdir, MPI_CHAR, 0, MPI_COMM_WORLD);
-}
-
-static void remove_tmpdir(void) {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank == 0 && tmpdir[0]) {
-        char command[512];
-        snprintf(command, sizeof command, "rm -rf '%s'", tmpdir);
-        if (system(command) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
-    }
-}
 
 /* Rank 0 converts FASTA to a dataset; returns the agreed status. */
 static int prep(const char *fasta, const char *out, double val_fraction) {
@@ -239,7 +222,7 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-    make_tmpdir();
+    test_tmpdir_make(tmpdir, (int)sizeof tmpdir, "train");
     const char *mode = argc > 1 ? argv[1] : "";
     if (strcmp(mode, "sharding") == 0 && argc > 2)
         test_sharding(argv[2]);
@@ -251,7 +234,7 @@ int main(int argc, char **argv) {
         test_loader(argv[2]);
     else
         fprintf(stderr, "usage: test_train sharding|learning|nan|loader [FASTA]\n");
-    remove_tmpdir();
+    test_tmpdir_remove(tmpdir);
     int status = test_finish("test_train");
     int any = 0;
     MPI_Allreduce(&status, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
