@@ -4,6 +4,8 @@
 #include "strand/ckpt.h"
 
 #include "strand/dataset.h"
+#include "strand/filesum.h"
+#include "strand/optim.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,13 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define STRAND_CRC_PCLMUL 1
-#endif
 
 #ifdef STRAND_REAL_DOUBLE
 #define FILE_REAL H5T_IEEE_F64LE
@@ -31,7 +30,9 @@
 #define MEMORY_REAL H5T_NATIVE_FLOAT
 #endif
 
-enum { MAX_SETS = 3 };
+/* The HDF5 user block holds the whole-file checksum; HDF5 wants it no smaller than the file's
+ * alignment (1 MiB, see file_access). */
+enum { MAX_SETS = 3, CKPT_USER_BLOCK = 1 << 20 };
 static const char *const CKPT_GROUPS[MAX_SETS] = {"/params", "/optim/m", "/optim/v"};
 
 /* Configuration keys that may differ between a checkpoint and the run that resumes it: they
@@ -90,72 +91,6 @@ static void tensor_slice(const strand_param_info *p, int world, int rank, int64_
                          int64_t *cols) {
     strand_split_range(p->shape[0], world, rank, row0, rows);
     *cols = p->size / p->shape[0];
-}
-
-/* ---- CRC-32 ----
- * The checksum of every tensor is zlib's CRC-32 so that anyone can check it (Python's
- * zlib.crc32). zlib computes it at about 2 GB/s, slower than the disk, so x86 CPUs with
- * carry-less multiply fold 64 bytes per step instead (the method of Intel's "Fast CRC
- * Computation Using PCLMULQDQ", constants for the reflected polynomial 0xEDB88320). */
-
-static uint32_t crc32_zlib(uint32_t crc, const unsigned char *p, size_t bytes) {
-    while (bytes > 0) {
-        uInt n = bytes > (1u << 30) ? (1u << 30) : (uInt)bytes;
-        crc = (uint32_t)crc32(crc, p, n);
-        p += n;
-        bytes -= n;
-    }
-    return crc;
-}
-
-#ifdef STRAND_CRC_PCLMUL
-__attribute__((target("pclmul,sse4.1"))) static __m128i fold16(__m128i x, __m128i k) {
-    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
-}
-
-/* bytes >= 64 and a multiple of 16. */
-__attribute__((target("pclmul,sse4.1"))) static uint32_t crc32_pclmul(uint32_t crc, const unsigned char *p,
-                                                                      size_t bytes) {
-    const __m128i k12 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4),
-                  k34 = _mm_set_epi64x(0xccaa009e, 0x1751997d0);
-    const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124), poly = _mm_set_epi64x(0x1f7011641, 0x1db710641);
-    const __m128i low32 = _mm_set_epi32(0, 0, 0, -1);
-    __m128i x1 = _mm_loadu_si128((const __m128i *)p), x2 = _mm_loadu_si128((const __m128i *)(p + 16));
-    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 32)), x4 = _mm_loadu_si128((const __m128i *)(p + 48));
-    x1 = _mm_xor_si128(x1, _mm_cvtsi32_si128((int)~crc));
-    for (p += 64, bytes -= 64; bytes >= 64; p += 64, bytes -= 64) {
-        x1 = _mm_xor_si128(fold16(x1, k12), _mm_loadu_si128((const __m128i *)p));
-        x2 = _mm_xor_si128(fold16(x2, k12), _mm_loadu_si128((const __m128i *)(p + 16)));
-        x3 = _mm_xor_si128(fold16(x3, k12), _mm_loadu_si128((const __m128i *)(p + 32)));
-        x4 = _mm_xor_si128(fold16(x4, k12), _mm_loadu_si128((const __m128i *)(p + 48)));
-    }
-    x1 = _mm_xor_si128(fold16(x1, k34), x2);
-    x1 = _mm_xor_si128(fold16(x1, k34), x3);
-    x1 = _mm_xor_si128(fold16(x1, k34), x4);
-    for (; bytes >= 16; p += 16, bytes -= 16)
-        x1 = _mm_xor_si128(fold16(x1, k34), _mm_loadu_si128((const __m128i *)p));
-    /* 128 -> 64 bits, then 64 -> 32 with a Barrett reduction. */
-    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), _mm_clmulepi64_si128(k34, x1, 0x01));
-    x1 = _mm_xor_si128(_mm_srli_si128(x1, 4), _mm_clmulepi64_si128(_mm_and_si128(x1, low32), k5, 0x00));
-    __m128i t = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, low32), poly, 0x10), low32);
-    x1 = _mm_xor_si128(x1, _mm_clmulepi64_si128(t, poly, 0x00));
-    return ~(uint32_t)_mm_extract_epi32(x1, 1);
-}
-#endif
-
-uint32_t strand_crc32(uint32_t crc, const void *data, size_t bytes) {
-    const unsigned char *p = data;
-#ifdef STRAND_CRC_PCLMUL
-    static int usable = -1;
-    if (usable < 0) usable = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-    if (usable && bytes >= 64) {
-        const size_t bulk = bytes & ~(size_t)15;
-        crc = crc32_pclmul(crc, p, bulk);
-        p += bulk;
-        bytes -= bulk;
-    }
-#endif
-    return crc32_zlib(crc, p, bytes);
 }
 
 /* The CRC of a whole tensor from the CRCs of its rank slices, in rank order. */
@@ -337,9 +272,9 @@ static int write_tensor_sets(hid_t file, const char *path, const strand_param_ta
     int rank, world;
     STRAND_CALL(comm_info(comm, &rank, &world));
     const int n = table->count * n_sets;
-    uint32_t *local = calloc((size_t)n, sizeof *local);
-    uint32_t *all = calloc((size_t)n * (size_t)world, sizeof *all);
-    hid_t *datasets = malloc(sizeof *datasets * (size_t)n);
+    uint32_t *local = strand_alloc((size_t)n * sizeof *local, "checksums");
+    uint32_t *all = strand_alloc((size_t)n * (size_t)world * sizeof *all, "checksums");
+    hid_t *datasets = strand_alloc(sizeof *datasets * (size_t)n, "dataset handles");
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE),
           dxpl = H5Pcreate(H5P_DATASET_XFER);
     int status = STRAND_OK;
@@ -384,9 +319,9 @@ done:
     if (fd >= 0) close(fd);
     for (int k = 0; datasets && k < n; k++)
         strand_h5_close(&datasets[k]);
-    free(datasets);
-    free(local);
-    free(all);
+    strand_free(datasets);
+    strand_free(local);
+    strand_free(all);
     strand_h5_close(&lcpl);
     strand_h5_close(&dcpl);
     strand_h5_close(&dxpl);
@@ -434,35 +369,175 @@ static int write_ckpt_attributes(hid_t file, const char *path, const strand_ckpt
     return STRAND_OK;
 }
 
-/* Collective create of the temporary file; the handle is valid on every rank or on none. */
-static int create_file(const char *tmp, MPI_Comm comm, hid_t *file) {
-    hid_t fapl = H5I_INVALID_HID;
-    *file = H5I_INVALID_HID;
-    strand_h5_quiet();
-    int status = file_access(comm, tmp, &fapl);
+/* Before the collective create: rank 0 makes the temporary file with a token in it, and every
+ * other rank must open that same file for writing and read the token back. A directory that is
+ * missing, read-only or another file system on some node is refused here, naming the rank,
+ * instead of hanging inside H5Fcreate (MPI-IO opens the file on every rank). */
+static int probe_shared_file(const char *tmp, MPI_Comm comm) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    char token[128] = "";
+    int status = STRAND_OK;
+    if (rank == 0) {
+        char host[64] = "?";
+        gethostname(host, sizeof host);
+        host[sizeof host - 1] = '\0';
+        snprintf(token, sizeof token, "strand probe %s %ld %.9f", host, (long)getpid(), strand_now());
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) {
+            status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot create %s: %s", tmp,
+                                      strerror(errno));
+        } else {
+            const size_t n = strlen(token);
+            if (write(fd, token, n) != (ssize_t)n)
+                status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot write %s: %s", tmp,
+                                          strerror(errno));
+            if (close(fd) != 0 && status == STRAND_OK)
+                status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot write %s: %s", tmp,
+                                          strerror(errno));
+        }
+    }
     STRAND_CALL(strand_agree(comm, status));
-    *file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    strand_h5_close(&fapl);
-    status = *file < 0 ? strand_h5_error(__FILE__, __LINE__, tmp, "cannot create the file") : STRAND_OK;
+    STRAND_CALL_MPI(MPI_Bcast(token, (int)sizeof token, MPI_CHAR, 0, comm));
+    if (rank != 0) {
+        int world_rank = 0;
+        MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+        char seen[128] = "";
+        int fd = open(tmp, O_RDWR);
+        if (fd < 0) {
+            status =
+                strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__,
+                                 "rank %d cannot open %s for writing: %s (the directory must be writable "
+                                 "and shared by every rank)",
+                                 world_rank, tmp, strerror(errno));
+        } else {
+            const ssize_t n = pread(fd, seen, sizeof seen - 1, 0);
+            close(fd);
+            if (n < 0 || strcmp(seen, token) != 0)
+                status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__,
+                                          "rank %d sees another file at %s than rank 0 (the directory must "
+                                          "be on a file system shared by every rank)",
+                                          world_rank, tmp);
+        }
+    }
     status = strand_agree(comm, status);
-    if (status != STRAND_OK) strand_h5_close(file);
+    if (status != STRAND_OK && rank == 0) unlink(tmp);
     return status;
 }
 
-/* Flush and close (collective), then on rank 0: fsync, the test hook's pause, rename, fsync of
- * the directory. Only a complete file ever carries the final name. */
+/* Reserve the file's disk space before any of it is written. A write that fails on one rank for
+ * a full disk leaves HDF5's collective metadata flush (at flush or close) waiting on the others
+ * forever; with the space reserved, a full disk is refused here, before HDF5 writes anything.
+ * Where the file system cannot reserve (no fallocate), the free space is checked instead. */
+static int reserve_space(const char *tmp, int64_t bytes) {
+    int fd = open(tmp, O_RDWR);
+    if (fd < 0) STRAND_FAIL(STRAND_ERR_IO, "cannot open %s: %s", tmp, strerror(errno));
+    int status = STRAND_OK;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes) != 0) {
+        const int e = errno;
+        struct statvfs fs;
+        if (e == EOPNOTSUPP || e == ENOSYS) {
+            if (fstatvfs(fd, &fs) == 0 && (double)fs.f_bavail * (double)fs.f_frsize < (double)bytes)
+                status = strand_error_set(
+                    STRAND_ERR_IO, __FILE__, __LINE__,
+                    "%s: not enough space for a checkpoint of about %.1f MB (%.1f MB free)", tmp,
+                    (double)bytes / 1e6, (double)fs.f_bavail * (double)fs.f_frsize / 1e6);
+        } else {
+            status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__,
+                                      "%s: cannot reserve %.1f MB for the file: %s", tmp, (double)bytes / 1e6,
+                                      strerror(e));
+        }
+    }
+    close(fd);
+    return status;
+}
+
+/* Give up a temporary file that every rank has open: free its space first (the close still
+ * flushes HDF5's metadata collectively, which must not fail on one rank only), close it on every
+ * rank, then remove it. The caller's status stays the first error. */
+static int abandon_file(hid_t *file, const char *tmp, MPI_Comm comm, int status) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    char message[1024];
+    snprintf(message, sizeof message, "%s", strand_error_message());
+    if (rank == 0 && truncate(tmp, 0) != 0) { /* nothing more to free */
+    }
+    MPI_Barrier(comm);
+    strand_h5_close(file);
+    H5Eclear2(H5E_DEFAULT);
+    if (rank == 0) unlink(tmp);
+    return strand_error_set(status, __FILE__, __LINE__, "%s", message);
+}
+
+/* Collective create of the temporary file with room for `bytes`; the handle is valid on every
+ * rank or on none. */
+static int create_file(const char *tmp, int64_t bytes, MPI_Comm comm, hid_t *file) {
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
+    hid_t fapl = H5I_INVALID_HID, fcpl = H5I_INVALID_HID;
+    *file = H5I_INVALID_HID;
+    strand_h5_quiet();
+    STRAND_CALL(probe_shared_file(tmp, comm));
+    int status = file_access(comm, tmp, &fapl);
+    if (status == STRAND_OK) {
+        fcpl = H5Pcreate(H5P_FILE_CREATE);
+        status = fcpl < 0 ? strand_h5_error(__FILE__, __LINE__, tmp, "cannot create file properties")
+                          : strand_filesum_reserve(fcpl, CKPT_USER_BLOCK, tmp);
+    }
+    status = strand_agree(comm, status);
+    if (status == STRAND_OK) {
+        *file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+        status = *file < 0 ? strand_h5_error(__FILE__, __LINE__, tmp, "cannot create the file") : STRAND_OK;
+        status = strand_agree(comm, status);
+    }
+    strand_h5_close(&fapl);
+    strand_h5_close(&fcpl);
+    if (status != STRAND_OK) {
+        strand_h5_close(file);
+        if (rank == 0) unlink(tmp);
+        return status;
+    }
+    status = strand_agree(comm, rank == 0 ? reserve_space(tmp, bytes) : STRAND_OK);
+    return status == STRAND_OK ? status : abandon_file(file, tmp, comm, status);
+}
+
+/* Disk space a file of these tensor sets takes at most: the data, the 1 MiB alignment of large
+ * tensors, the user block, and HDF5's object headers and attributes (well under 8 KiB a dataset). */
+static int64_t file_bytes_bound(const strand_param_table *table, int n_sets, int64_t extra_bytes, int world) {
+    int64_t bytes = CKPT_USER_BLOCK + 65536;
+    for (int i = 0; i < table->count; i++) {
+        const int64_t data = table->items[i].size * (int64_t)sizeof(real_t);
+        bytes += (int64_t)n_sets * (data + (data >= (1 << 20) ? (1 << 20) : 0) + 8192);
+    }
+    return bytes + extra_bytes + (int64_t)world * 64;
+}
+
+/* Flush and close (collective), checksum the file into its header (collective), then on rank 0:
+ * drop the unused reservation, the test hook's pause, rename, fsync of the directory. Only a
+ * complete, sealed file ever carries the final name. */
 static int publish_file(hid_t *file, const char *tmp, const char *final_path, int64_t step, MPI_Comm comm) {
     int rank, world;
     STRAND_CALL(comm_info(comm, &rank, &world));
     int status = H5Fflush(*file, H5F_SCOPE_GLOBAL) < 0
                      ? strand_h5_error(__FILE__, __LINE__, tmp, "cannot flush the file")
                      : STRAND_OK;
-    if (H5Fclose(*file) < 0 && status == STRAND_OK)
-        status = strand_h5_error(__FILE__, __LINE__, tmp, "cannot close the file");
+    status = strand_agree(comm, status);
+    if (status != STRAND_OK) return abandon_file(file, tmp, comm, status);
+    if (H5Fclose(*file) < 0) status = strand_h5_error(__FILE__, __LINE__, tmp, "cannot close the file");
     *file = H5I_INVALID_HID;
-    STRAND_CALL(strand_agree(comm, status));
+    status = strand_agree(comm, status);
+    if (status == STRAND_OK && rank == 0) {
+        /* The reservation past the end of the file is no longer needed. */
+        struct stat st;
+        if (stat(tmp, &st) == 0 && truncate(tmp, st.st_size) != 0) { /* best effort */
+        }
+    }
+    if (status == STRAND_OK) status = strand_filesum_seal_parallel(tmp, CKPT_USER_BLOCK, comm);
+    if (status != STRAND_OK) {
+        if (rank == 0) unlink(tmp);
+        return status;
+    }
     if (rank == 0) {
-        status = fsync_path(tmp, 0);
         const char *sleep_env = getenv("STRAND_FAULT_CKPT_SLEEP");
         const char *step_env = getenv("STRAND_FAULT_CKPT_STEP");
         if (status == STRAND_OK && sleep_env && (!step_env || atoll(step_env) == step)) {
@@ -478,6 +553,7 @@ static int publish_file(hid_t *file, const char *tmp, const char *final_path, in
             dir_of(final_path, dir, sizeof dir);
             status = fsync_path(dir, 1);
         }
+        if (status != STRAND_OK) unlink(tmp);
     }
     return strand_agree(comm, status);
 }
@@ -511,13 +587,15 @@ static int list_checkpoints(const char *dir, int64_t **steps, int *count) {
         if (step < 0) continue;
         if (*count == capacity) {
             capacity = capacity ? 2 * capacity : 16;
-            int64_t *grown = realloc(*steps, sizeof **steps * (size_t)capacity);
+            int64_t *grown = strand_alloc(sizeof **steps * (size_t)capacity, "checkpoint list");
             if (!grown) {
                 closedir(d);
-                free(*steps);
+                strand_free(*steps);
                 *steps = NULL;
                 STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory listing %s", dir);
             }
+            if (*count > 0) memcpy(grown, *steps, sizeof **steps * (size_t)*count);
+            strand_free(*steps);
             *steps = grown;
         }
         (*steps)[(*count)++] = step;
@@ -554,11 +632,11 @@ static int prune(const char *dir, int keep) {
     for (int i = keep; i < count; i++) {
         snprintf(path, sizeof path, "%s/ckpt-%" PRId64 ".h5", dir, steps[i]);
         if (unlink(path) != 0 && errno != ENOENT) {
-            free(steps);
+            strand_free(steps);
             STRAND_FAIL(STRAND_ERR_IO, "cannot remove old checkpoint %s: %s", path, strerror(errno));
         }
     }
-    free(steps);
+    strand_free(steps);
     return STRAND_OK;
 }
 
@@ -661,6 +739,8 @@ int strand_ckpt_read_carry(const char *path, real_t *carry, int64_t count, MPI_C
     int rank, world;
     STRAND_CALL(comm_info(comm, &rank, &world));
     hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify_parallel(path, comm, &sum));
     int status = strand_agree(comm, file_access(comm, path, &fapl));
     if (status == STRAND_OK) {
         strand_h5_quiet();
@@ -723,8 +803,13 @@ int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const stran
     if (status == STRAND_OK && rank == 0) status = strand_make_dirs(dir);
     STRAND_CALL(strand_agree(comm, status));
 
+    int64_t carry_bytes = state->carry ? state->carry_count * (int64_t)sizeof(real_t) : 0;
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &carry_bytes, 1, MPI_INT64_T, MPI_MAX, comm));
+    const int64_t bytes =
+        file_bytes_bound(state->table, MAX_SETS,
+                         (int64_t)world * (carry_bytes + 16) + (int64_t)sizeof meta->config_text, world);
     hid_t file;
-    STRAND_CALL(create_file(tmp, comm, &file));
+    STRAND_CALL(create_file(tmp, bytes, comm, &file));
     status = strand_agree(comm, write_ckpt_attributes(file, tmp, meta));
     if (status == STRAND_OK) {
         const tensor_set sets[MAX_SETS] = {
@@ -732,10 +817,7 @@ int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const stran
         status = write_tensor_sets(file, tmp, state->table, sets, MAX_SETS, comm);
     }
     if (status == STRAND_OK) status = write_carry(file, tmp, state, comm);
-    if (status != STRAND_OK) {
-        strand_h5_close(&file);
-        return status;
-    }
+    if (status != STRAND_OK) return abandon_file(&file, tmp, comm, status);
     STRAND_CALL(publish_file(&file, tmp, final_path, meta->step, comm));
     if (rank == 0) status = prune(dir, keep);
     STRAND_CALL(strand_agree(comm, status));
@@ -748,8 +830,11 @@ int strand_grads_write(const char *path, const strand_grads_meta *meta, const st
     char tmp[STRAND_CKPT_PATH_BYTES + 8];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
         STRAND_FAIL(STRAND_ERR_INPUT, "output file name too long: %s", path);
+    int rank, world;
+    STRAND_CALL(comm_info(comm, &rank, &world));
     hid_t file;
-    STRAND_CALL(create_file(tmp, comm, &file));
+    STRAND_CALL(create_file(tmp, file_bytes_bound(table, 1, (int64_t)strlen(config_text) + 65536, world),
+                            comm, &file));
     const int64_t version = STRAND_CKPT_FORMAT_VERSION;
     int status = write_string(file, "kind", STRAND_GRADS_KIND, tmp);
     if (status == STRAND_OK) status = strand_h5_write_int_attribute(file, "format_version", version, tmp);
@@ -775,10 +860,7 @@ int strand_grads_write(const char *path, const strand_grads_meta *meta, const st
         const tensor_set sets[1] = {{"/grads", (real_t *)grads}};
         status = write_tensor_sets(file, tmp, table, sets, 1, comm);
     }
-    if (status != STRAND_OK) {
-        strand_h5_close(&file);
-        return status;
-    }
+    if (status != STRAND_OK) return abandon_file(&file, tmp, comm, status);
     return publish_file(&file, tmp, path, -1, comm);
 }
 
@@ -861,6 +943,68 @@ static int read_header(hid_t file, const char *path, const char *want_kind, stra
     return STRAND_OK;
 }
 
+static int parse_config_text(const char *text, strand_config *config);
+
+/* What must hold between the training state's numbers (a bit flipped in one of them, in a file
+ * without a whole-file checksum, would otherwise change the continuation silently): AdamW has
+ * made one update per step, every step consumed the same tokens, the schedule's learning rate is
+ * the step's, the losses are finite once a step is done, the grid is a grid. */
+static int check_meta_invariants(const char *path, const strand_ckpt_meta *meta) {
+#define INVARIANT(cond, ...)                                                                                 \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, __VA_ARGS__);                    \
+            goto done;                                                                                       \
+        }                                                                                                    \
+    } while (0)
+    strand_config *config = strand_alloc(sizeof *config, "checkpoint configuration");
+    if (!config) return STRAND_ERR_NOMEM;
+    int status = parse_config_text(meta->config_text, config);
+    if (status != STRAND_OK) {
+        char message[1024];
+        snprintf(message, sizeof message, "%s", strand_error_message());
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: %s", path, message);
+        goto done;
+    }
+    const char *bad = "inconsistent training state (corrupt checkpoint)";
+    INVARIANT(meta->dp >= 1 && meta->sp >= 1 && meta->world == meta->dp * meta->sp && meta->accum_steps >= 1,
+              "%s: %s: grid written_dp %d x written_sp %d != written_world %d, or accum_steps %d < 1", path,
+              bad, meta->dp, meta->sp, meta->world, meta->accum_steps);
+    INVARIANT(meta->total_steps == config->steps && meta->seed == config->seed &&
+                  meta->accum_steps == config->accum_steps,
+              "%s: %s: total_steps %" PRId64 ", rng_seed %" PRIu64 " or accum_steps %d differ from its "
+              "configuration (train.steps %" PRId64 ", train.seed %" PRIu64 ", train.accum_steps %d)",
+              path, bad, meta->total_steps, meta->seed, meta->accum_steps, config->steps, config->seed,
+              config->accum_steps);
+    INVARIANT(meta->step <= meta->total_steps, "%s: %s: step %" PRId64 " is past total_steps %" PRId64, path,
+              bad, meta->step, meta->total_steps);
+    INVARIANT(meta->adam_t == meta->step,
+              "%s: %s: adam_t %" PRId64 " != step %" PRId64 " (one AdamW update a step)", path, bad,
+              meta->adam_t, meta->step);
+    const int64_t tokens = meta->step * (int64_t)meta->dp * meta->accum_steps * config->seq_len;
+    INVARIANT(
+        meta->tokens_seen == tokens,
+        "%s: %s: tokens_seen %" PRId64 " != step %" PRId64 " x %d windows x %" PRId64 " tokens = %" PRId64,
+        path, bad, meta->tokens_seen, meta->step, meta->dp * meta->accum_steps, config->seq_len, tokens);
+    const int done = meta->step > 0;
+    INVARIANT(done ? isfinite(meta->first_loss) && isfinite(meta->last_loss)
+                   : isnan(meta->first_loss) && isnan(meta->last_loss),
+              "%s: %s: first_loss %g, last_loss %g after %" PRId64 " steps", path, bad, meta->first_loss,
+              meta->last_loss, meta->step);
+    INVARIANT(isfinite(meta->elapsed_s) && meta->elapsed_s >= 0, "%s: %s: elapsed_s %g", path, bad,
+              meta->elapsed_s);
+    if (done) {
+        const double lr = strand_lr_at(config, meta->step - 1);
+        INVARIANT(fabs(meta->lr - lr) <= 1e-12 * fabs(lr) + 1e-300,
+                  "%s: %s: lr %.17g is not the schedule's %.17g at step %" PRId64, path, bad, meta->lr, lr,
+                  meta->step);
+    }
+done:
+    strand_free(config);
+    return status;
+#undef INVARIANT
+}
+
 static int read_ckpt_meta(hid_t file, const char *path, strand_ckpt_meta *meta) {
     memset(meta, 0, sizeof *meta);
     STRAND_CALL(read_header(file, path, STRAND_CKPT_KIND, meta));
@@ -891,7 +1035,7 @@ static int read_ckpt_meta(hid_t file, const char *path, strand_ckpt_meta *meta) 
     meta->accum_steps = (int)v;
     STRAND_CALL(require_int(file, path, "parameters", &meta->parameters));
     STRAND_CALL(require_string(file, path, "config", meta->config_text, sizeof meta->config_text));
-    return STRAND_OK;
+    return check_meta_invariants(path, meta);
 }
 
 /* The dataset at `name` must exist, be a float of this build's size and have the tensor's shape. */
@@ -1036,8 +1180,8 @@ static int resumable_key(const char *key) {
 /* Every key that changes the math must match (both sides formatted by this strand). */
 static int check_config(const char *path, const strand_ckpt_meta *meta, const strand_config *config,
                         int64_t windows_per_step) {
-    strand_config *theirs = malloc(sizeof *theirs);
-    char *a = malloc(STRAND_CKPT_CONFIG_BYTES), *b = malloc(STRAND_CKPT_CONFIG_BYTES);
+    strand_config *theirs = strand_alloc(sizeof *theirs, "a configuration");
+    char *a = strand_alloc(STRAND_CKPT_CONFIG_BYTES, "configuration text"), *b = strand_alloc(STRAND_CKPT_CONFIG_BYTES, "configuration text");
     int status = STRAND_OK;
     if (!theirs || !a || !b) {
         status =
@@ -1083,14 +1227,17 @@ static int check_config(const char *path, const strand_ckpt_meta *meta, const st
                                   windows_per_step);
     }
 done:
-    free(theirs);
-    free(a);
-    free(b);
+    strand_free(theirs);
+    strand_free(a);
+    strand_free(b);
     return status;
 }
 
 static int check_serial(const char *path, const strand_param_table *table, const strand_config *config,
                         int64_t windows_per_step, strand_ckpt_meta *meta) {
+    /* Every byte is verified before HDF5 parses any of it. */
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify(path, &sum));
     hid_t file;
     STRAND_CALL(open_serial(path, &file));
     int status = read_ckpt_meta(file, path, meta);
@@ -1110,6 +1257,7 @@ static int check_serial(const char *path, const strand_param_table *table, const
         }
     }
     if (status == STRAND_OK && config) status = check_config(path, meta, config, windows_per_step);
+    meta->file_checksummed = sum.present;
     strand_h5_close(&file);
     return status;
 }
@@ -1148,7 +1296,7 @@ static int find_serial(const char *path, int required, const strand_param_table 
     int count;
     STRAND_CALL(list_checkpoints(dir, &steps, &count));
     if (count == 0) {
-        free(steps);
+        strand_free(steps);
         if (required) STRAND_FAIL(STRAND_ERR_INPUT, "%s: no checkpoint (ckpt-<step>.h5) in %s", path, dir);
         return STRAND_OK;
     }
@@ -1166,7 +1314,7 @@ static int find_serial(const char *path, int required, const strand_param_table 
             if (first_error[0]) fprintf(stderr, "strand: note: using %s\n", candidate);
             snprintf(path_out, path_size, "%s", candidate);
             *found = 1;
-            free(steps);
+            strand_free(steps);
             return STRAND_OK;
         }
         if (!first_error[0]) {
@@ -1175,7 +1323,7 @@ static int find_serial(const char *path, int required, const strand_param_table 
         }
         fprintf(stderr, "strand: note: skipping %s\n", strand_error_message());
     }
-    free(steps);
+    strand_free(steps);
     /* Never fall back to a fresh start over checkpoints that exist: it would prune them. */
     STRAND_FAIL(first_code, "%s (no checkpoint in %s loads)", first_error, dir);
 }
@@ -1251,18 +1399,22 @@ int strand_ckpt_read(const char *path, const strand_ckpt_state *state, MPI_Comm 
             STRAND_FAIL(STRAND_ERR_INPUT, "%s/%s: too large to read (rows or row length above 2^31)",
                         table->items[i].layer, table->items[i].name);
     const int n = table->count * MAX_SETS;
-    uint32_t *local = calloc((size_t)n, sizeof *local), *stored = calloc((size_t)n, sizeof *stored);
-    uint32_t *all = calloc((size_t)n * (size_t)world, sizeof *all);
-    int *counts = calloc((size_t)world, sizeof *counts), *displs = calloc((size_t)world, sizeof *displs);
+    uint32_t *local = strand_alloc((size_t)n * sizeof *local, "checksums"), *stored = strand_alloc((size_t)n * sizeof *stored, "checksums");
+    uint32_t *all = strand_alloc((size_t)n * (size_t)world * sizeof *all, "checksums");
+    int *counts = strand_alloc((size_t)world * sizeof *counts, "row counts"), *displs = strand_alloc((size_t)world * sizeof *displs, "row offsets");
     hid_t fapl = H5I_INVALID_HID, dxpl = H5Pcreate(H5P_DATASET_XFER), file = H5I_INVALID_HID;
     int status = STRAND_OK;
     if (!local || !stored || !all || !counts || !displs)
         status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "%s: out of memory", path);
     else if (dxpl < 0 || H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0)
         status = strand_h5_error(__FILE__, __LINE__, path, "cannot set up collective transfers");
-    else
-        status = file_access(comm, path, &fapl);
+    /* H5Pset_fapl_mpio duplicates the communicator: a collective every rank must reach. */
     STRAND_CALL_GOTO(status, done, strand_agree(comm, status));
+    STRAND_CALL_GOTO(status, done, strand_agree(comm, file_access(comm, path, &fapl)));
+    /* Every rank opens the file itself (collective H5Fopen): one that cannot, or that sees another
+     * copy, is named here instead of leaving the others inside HDF5. */
+    strand_filesum_info sum;
+    STRAND_CALL_GOTO(status, done, strand_filesum_verify_parallel(path, comm, &sum));
     file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     status = file < 0 ? strand_h5_error(__FILE__, __LINE__, path, "cannot open the checkpoint") : STRAND_OK;
     STRAND_CALL_GOTO(status, done, strand_agree(comm, status));
@@ -1297,11 +1449,11 @@ done:
     strand_h5_close(&file);
     strand_h5_close(&fapl);
     strand_h5_close(&dxpl);
-    free(local);
-    free(stored);
-    free(all);
-    free(counts);
-    free(displs);
+    strand_free(local);
+    strand_free(stored);
+    strand_free(all);
+    strand_free(counts);
+    strand_free(displs);
     return strand_agree(comm, status);
 }
 
@@ -1381,9 +1533,11 @@ static void print_config_summary(const char *text) {
 }
 
 int strand_ckpt_print_info(const char *path) {
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify(path, &sum));
     hid_t file;
     STRAND_CALL(open_serial(path, &file));
-    strand_ckpt_meta *meta = calloc(1, sizeof *meta);
+    strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "checkpoint metadata");
     if (!meta) {
         strand_h5_close(&file);
         STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory reading %s", path);
@@ -1396,6 +1550,11 @@ int strand_ckpt_print_info(const char *path) {
             printf("strand checkpoint: %s\n", path);
             printf("  format %" PRId64 ", written by strand %s, real type %s\n", meta->format_version,
                    meta->strand_version, meta->real_type);
+            if (sum.present)
+                printf("  file checksum: CRC-32 of all %" PRId64 " bytes verified\n",
+                       sum.length + STRAND_FILESUM_BLOCK);
+            else
+                printf("  file checksum: none (written by an older strand; tensors' CRC-32 only)\n");
             printf("  step %" PRId64 " of %" PRId64 " (next step %" PRId64 "), tokens seen %" PRId64
                    ", AdamW t %" PRId64 ", lr %.6g\n",
                    meta->step, meta->total_steps, meta->step + 1, meta->tokens_seen, meta->adam_t, meta->lr);
@@ -1433,6 +1592,6 @@ int strand_ckpt_print_info(const char *path) {
         status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s: not a strand checkpoint", path);
     }
     strand_h5_close(&file);
-    free(meta);
+    strand_free(meta);
     return status;
 }

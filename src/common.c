@@ -16,11 +16,41 @@ enum { ERROR_MESSAGE_BYTES = 1024 };
 static _Thread_local char error_message[ERROR_MESSAGE_BYTES];
 static _Thread_local char error_where[256];
 
+size_t strand_one_line(char *out, size_t size, const char *text) {
+    static const char hex[] = "0123456789abcdef";
+    size_t end = strlen(text);
+    /* A trailing line break (HDF5's messages end with one) carries nothing. */
+    while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '\r'))
+        end--;
+    size_t n = 0;
+    for (size_t i = 0; i < end && n + 1 < size; i++) {
+        const unsigned char c = (unsigned char)text[i];
+        char escape[5] = {c, '\0'};
+        if (c == '\n' || c == '\r' || c == '\t') {
+            escape[0] = '\\';
+            escape[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            escape[2] = '\0';
+        } else if (c < 0x20 || c == 0x7f) {
+            escape[0] = '\\', escape[1] = 'x', escape[2] = hex[c >> 4], escape[3] = hex[c & 15];
+            escape[4] = '\0';
+        }
+        const size_t length = strlen(escape);
+        if (n + length >= size) break; /* cut whole escapes only */
+        memcpy(out + n, escape, length);
+        n += length;
+    }
+    if (size) out[n] = '\0';
+    return n;
+}
+
 int strand_error_set(int code, const char *file, int line, const char *fmt, ...) {
+    char text[ERROR_MESSAGE_BYTES];
     va_list args;
     va_start(args, fmt);
-    vsnprintf(error_message, sizeof error_message, fmt, args);
+    vsnprintf(text, sizeof text, fmt, args);
     va_end(args);
+    /* Every error is printed as one line: quoted values and library texts may hold line breaks. */
+    strand_one_line(error_message, sizeof error_message, text);
     const char *base = strrchr(file, '/');
     snprintf(error_where, sizeof error_where, "%s:%d", base ? base + 1 : file, line);
     return code;
@@ -99,8 +129,45 @@ int strand_agree(MPI_Comm comm, int status) {
     return code;
 }
 
+/* The allocation fault hook: counts are per process; allocations come from the main thread and
+ * the offload thread, hence atomics. */
+static _Atomic int64_t fault_alloc_calls = 0, fault_alloc_fail_at = 0;
+static _Atomic int fault_alloc_from_env = 0;
+
+void strand_fault_alloc_arm(int64_t n) {
+    fault_alloc_from_env = 1; /* an explicit arming wins over the environment */
+    fault_alloc_calls = 0;
+    fault_alloc_fail_at = n;
+}
+
+int64_t strand_fault_alloc_calls(void) {
+    return fault_alloc_calls;
+}
+
+static int fault_alloc_now(void) {
+    if (!fault_alloc_from_env) {
+        fault_alloc_from_env = 1;
+        const char *n = getenv("STRAND_FAULT_ALLOC"), *rank = getenv("STRAND_FAULT_RANK");
+        int world_rank = 0, initialized = 0;
+        MPI_Initialized(&initialized);
+        if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+        if (n && (!rank || atoi(rank) == world_rank)) fault_alloc_fail_at = atoll(n);
+    }
+    const int64_t call = ++fault_alloc_calls;
+    return fault_alloc_fail_at > 0 && call == fault_alloc_fail_at;
+}
+
+int strand_fault_alloc_injected(size_t bytes, const char *what) {
+    if (!fault_alloc_now()) return 0;
+    strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__,
+                     "out of memory allocating %zu bytes for %s (injected fault)", bytes,
+                     what ? what : "a buffer");
+    return 1;
+}
+
 void *strand_alloc(size_t bytes, const char *what) {
     void *ptr = NULL;
+    if (strand_fault_alloc_injected(bytes, what)) return NULL;
     size_t rounded = (bytes + 63) / 64 * 64;
     if (rounded == 0) rounded = 64;
     if (posix_memalign(&ptr, 64, rounded) != 0 || !ptr) {

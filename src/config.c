@@ -1246,10 +1246,84 @@ static int load_stream(strand_config *config, FILE *file, const char *path) {
     return STRAND_OK;
 }
 
-int strand_config_load_file(strand_config *config, const char *path) {
+enum { CONFIG_FILE_MAX_BYTES = 16 << 20 };
+
+/* Read a whole config file into memory, refusing a NUL byte: libinih would end the line there
+ * and silently take "d_model = 16\0 99" as 16. Chunk by chunk, so that a stream of zeros is
+ * refused at its first byte. *text is malloc'ed and zero-terminated. */
+static int read_config_file(const char *path, char **text, size_t *length) {
+    char cut[256];
     FILE *file = fopen(path, "r");
     if (!file) STRAND_FAIL(STRAND_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
-    return load_stream(config, file, path);
+    size_t used = 0, capacity = 0;
+    char *buffer = NULL;
+    int status = STRAND_OK, line = 1;
+    size_t line_start = 0;
+    for (;;) {
+        if (capacity - used < 4096 + 1) {
+            capacity = capacity ? 2 * capacity : 8192;
+            char *grown = realloc(buffer, capacity);
+            if (!grown) {
+                status =
+                    strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__,
+                                     "out of memory reading config file %s", shown(path, cut, sizeof cut));
+                break;
+            }
+            buffer = grown;
+        }
+        errno = 0;
+        const size_t got = fread(buffer + used, 1, 4096, file);
+        const char *nul = memchr(buffer + used, '\0', got);
+        for (size_t i = used; i < (nul ? (size_t)(nul - buffer) : used + got); i++)
+            if (buffer[i] == '\n') line++, line_start = i + 1;
+        if (nul) {
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "%s:%d: contains a NUL byte (column %zu)", shown(path, cut, sizeof cut),
+                                      line, (size_t)(nul - buffer) - line_start + 1);
+            break;
+        }
+        used += got;
+        if (got < 4096) {
+            if (ferror(file))
+                status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot read config file %s: %s",
+                                          shown(path, cut, sizeof cut), strerror(errno ? errno : EIO));
+            break;
+        }
+        if (used > CONFIG_FILE_MAX_BYTES) {
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "config file %s is larger than %d MiB: not a configuration file",
+                                      shown(path, cut, sizeof cut), CONFIG_FILE_MAX_BYTES >> 20);
+            break;
+        }
+    }
+    fclose(file);
+    if (status != STRAND_OK) {
+        free(buffer);
+        return status;
+    }
+    buffer[used] = '\0';
+    *text = buffer;
+    *length = used;
+    return STRAND_OK;
+}
+
+int strand_config_load_file(strand_config *config, const char *path) {
+    char *text = NULL;
+    size_t length = 0;
+    STRAND_CALL(read_config_file(path, &text, &length));
+    if (length == 0) { /* an empty file sets nothing (fmemopen refuses a size of 0) */
+        free(text);
+        return STRAND_OK;
+    }
+    /* The text stays alive until load_stream has closed the stream. */
+    FILE *file = fmemopen(text, length, "r");
+    if (!file) {
+        free(text);
+        STRAND_FAIL(STRAND_ERR_NOMEM, "cannot read config file %s: %s", path, strerror(errno));
+    }
+    const int status = load_stream(config, file, path);
+    free(text);
+    return status;
 }
 
 int strand_config_load_text(strand_config *config, const char *text, const char *name) {
@@ -1258,11 +1332,34 @@ int strand_config_load_text(strand_config *config, const char *text, const char 
     return load_stream(config, file, name);
 }
 
+/* Pairs of keys where the first is a minimum of the second. Checked whatever the mixers, so a
+ * configuration is valid or not on its own. */
+static const struct {
+    size_t low, high;
+    const char *low_name, *high_name, *why;
+} ordered_pairs[] = {
+    {offsetof(strand_config, s4d_dt_min), offsetof(strand_config, s4d_dt_max), "s4d.dt_min", "s4d.dt_max",
+     "initial step sizes are drawn log-uniformly between them"},
+    {offsetof(strand_config, hyena_decay_fast), offsetof(strand_config, hyena_decay_slow), "hyena.decay_fast",
+     "hyena.decay_slow", "the fastest decay is the smaller fraction of the grid"},
+};
+
 int strand_config_validate(const strand_config *config) {
     char err[ERR_BYTES];
     for (int i = 0; i < KEY_COUNT; i++) {
         int status = check_stored(config, &keys[i], err, sizeof err);
         if (status != STRAND_OK) STRAND_FAIL(status, "%s", err);
+    }
+    for (size_t i = 0; i < sizeof ordered_pairs / sizeof ordered_pairs[0]; i++) {
+        double low, high;
+        memcpy(&low, (const char *)config + ordered_pairs[i].low, sizeof low);
+        memcpy(&high, (const char *)config + ordered_pairs[i].high, sizeof high);
+        if (low <= high) continue;
+        char a[48], b[48];
+        format_double(low, a, sizeof a);
+        format_double(high, b, sizeof b);
+        STRAND_FAIL(STRAND_ERR_CONFIG, "%s = %s must not exceed %s = %s (%s)", ordered_pairs[i].low_name, a,
+                    ordered_pairs[i].high_name, b, ordered_pairs[i].why);
     }
     return STRAND_OK;
 }

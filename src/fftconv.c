@@ -289,6 +289,7 @@ void strand_fftconv_free(strand_fftconv *cv) {
 }
 
 static void *fft_alloc(size_t bytes, const char *what) {
+    if (strand_fault_alloc_injected(bytes, what)) return NULL;
     void *p = FFTW(malloc)(bytes ? bytes : 16);
     if (!p) {
         strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for %s (%zu bytes)", what,
@@ -481,8 +482,6 @@ static int setup_common(strand_fftconv *cv, const strand_shard *shard, int C) {
     cv->L = shard->window;
     cv->T = shard->T;
     cv->N = strand_fftconv_size_for(cv->L);
-    STRAND_CALL_MPI(MPI_Comm_dup(shard->grid->sp_comm, &cv->comm));
-    STRAND_CALL_MPI(MPI_Comm_set_errhandler(cv->comm, MPI_ERRORS_RETURN));
     STRAND_ALLOC(cv->piece_start, sp * STRAND_MAX_PIECES, "fftconv table");
     STRAND_ALLOC(cv->piece_length, sp * STRAND_MAX_PIECES, "fftconv table");
     STRAND_ALLOC(cv->n_pieces, sp, "fftconv table");
@@ -516,17 +515,27 @@ int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int 
         FFTW_MPI(init)();
         fftw_initialised = 1;
     }
-    strand_fftconv *cv = strand_alloc(sizeof *cv, "fftconv");
-    int status = cv ? STRAND_OK : STRAND_ERR_NOMEM;
+    /* The communicator first, on every rank: a rank whose allocation below fails must not skip
+     * this collective while the others wait in it. */
+    MPI_Comm comm = MPI_COMM_NULL;
+    int status = MPI_Comm_dup(shard->grid->sp_comm, &comm) == MPI_SUCCESS &&
+                         MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN) == MPI_SUCCESS
+                     ? STRAND_OK
+                     : strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "fftconv: MPI_Comm_dup failed");
+    strand_fftconv *cv = status == STRAND_OK ? strand_alloc(sizeof *cv, "fftconv") : NULL;
+    if (status == STRAND_OK && !cv) status = STRAND_ERR_NOMEM;
     if (cv) {
-        cv->comm = MPI_COMM_NULL;
+        cv->comm = comm;
         cv->row = MPI_DATATYPE_NULL;
         status = setup_common(cv, shard, C);
     }
     /* Everything below is collective: agree before each step that some rank could fail alone. */
     status = strand_agree(shard->grid->sp_comm, status);
     if (status != STRAND_OK) {
-        strand_fftconv_free(cv);
+        if (cv)
+            strand_fftconv_free(cv); /* frees comm */
+        else if (comm != MPI_COMM_NULL)
+            MPI_Comm_free(&comm);
         return status;
     }
     cv->strategy = strategy == STRAND_CONV_AUTO ? choose_strategy(cv) : strategy;

@@ -2,19 +2,21 @@
 #define _POSIX_C_SOURCE 200809L
 #include "strand/metrics.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
 
-int strand_metrics_open(strand_metrics *metrics, const char *run_dir, int progress_mode) {
+int strand_metrics_open(strand_metrics *metrics, const char *run_dir, int progress_mode, int append) {
     memset(metrics, 0, sizeof *metrics);
     metrics->terminal = progress_mode == STRAND_PROGRESS_BAR ||
                         (progress_mode == STRAND_PROGRESS_AUTO && isatty(STDOUT_FILENO));
     if (!run_dir) return STRAND_OK;
-    char path[1200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    metrics->jsonl = fopen(path, "w");
-    if (!metrics->jsonl) STRAND_FAIL(STRAND_ERR_IO, "cannot create %s", path);
+    snprintf(metrics->path, sizeof metrics->path, "%s/metrics.jsonl", run_dir);
+    metrics->jsonl = fopen(metrics->path, append ? "a" : "w");
+    if (!metrics->jsonl)
+        STRAND_FAIL(STRAND_ERR_IO, "cannot %s %s: %s", append ? "append to" : "create", metrics->path,
+                    strerror(errno));
     return STRAND_OK;
 }
 
@@ -29,6 +31,7 @@ static void json_number(FILE *f, const char *key, double value, int last) {
 int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) {
     if (!metrics->jsonl) return STRAND_OK;
     FILE *f = metrics->jsonl;
+    errno = 0; /* what the first failing write leaves here is the reason */
     fprintf(f, "{\"step\":%lld,", (long long)m->step);
     json_number(f, "loss", m->loss, 0);
     json_number(f, "bpb", m->bpb, 0);
@@ -44,7 +47,9 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
     fprintf(f, "\"peak_rss_bytes\":%lld,", (long long)m->peak_rss_bytes);
     json_number(f, "elapsed_s", m->elapsed_seconds, 1);
     fputs("}\n", f);
-    if (fflush(f) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot write metrics.jsonl");
+    const int failed = ferror(f) || fflush(f) != 0;
+    if (failed)
+        STRAND_FAIL(STRAND_ERR_IO, "cannot write %s: %s", metrics->path, strerror(errno ? errno : EIO));
     return STRAND_OK;
 }
 

@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "strand/sample.h"
 
+#include "strand/consistency.h"
+
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
 #include "strand/model.h"
@@ -123,6 +125,20 @@ static int meet_rank0(MPI_Comm world, int rank) {
 
 static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const strand_sample_options *o,
                       char *out) {
+    /* Every rank must sample the same thing: a different option on one rank would leave the
+     * ranks in different collectives. */
+    char text[4][64];
+    snprintf(text[0], sizeof text[0], "%lld", (long long)o->length);
+    snprintf(text[1], sizeof text[1], "%llu", (unsigned long long)o->seed);
+    snprintf(text[2], sizeof text[2], "%.17g", o->temperature);
+    snprintf(text[3], sizeof text[3], "%d", o->mode);
+    STRAND_CALL(strand_consistency_config(world, config));
+    STRAND_CALL(strand_consistency_value(world, "--checkpoint", o->checkpoint));
+    STRAND_CALL(strand_consistency_value(world, "--prompt", o->prompt));
+    STRAND_CALL(strand_consistency_value(world, "--length", text[0]));
+    STRAND_CALL(strand_consistency_value(world, "--seed", text[1]));
+    STRAND_CALL(strand_consistency_value(world, "--temperature", text[2]));
+    STRAND_CALL(strand_consistency_value(world, "--mode", text[3]));
     const int64_t P = (int64_t)strlen(o->prompt), L = P + o->length;
     if (P < 1) STRAND_FAIL(STRAND_ERR_INPUT, "--prompt is empty: give at least one base");
     if (!(o->temperature > 0)) STRAND_FAIL(STRAND_ERR_INPUT, "--temperature must be > 0");

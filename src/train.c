@@ -8,6 +8,7 @@
 #include "strand/train.h"
 
 #include "strand/ckpt.h"
+#include "strand/consistency.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
 #include "strand/loader.h"
@@ -15,6 +16,7 @@
 #include "strand/model.h"
 #include "strand/offload.h"
 #include "strand/optim.h"
+#include "strand/run_lock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -25,14 +27,34 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static const double LN2 = 0.69314718055994530942;
 
-/* Set by the signal handler, read once per step and agreed through the step's loss all-reduce. */
+/* Set by the signal handler, read once per step and agreed through the step's loss all-reduce,
+ * and once before and once after the final validation. Later signals land here too: they are
+ * absorbed, never fatal. */
 static volatile sig_atomic_t preempt_requested = 0;
 
 static void on_preempt_signal(int signal_number) {
     preempt_requested = signal_number;
+}
+
+void strand_train_catch_signals(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_preempt_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART; /* MPI and file I/O carry on; the flag is read at step ends */
+    sigaction(SIGUSR1, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+}
+
+/* Sleep for a test hook, whole even when a signal arrives (nanosleep returns early then). */
+static void fault_sleep(double seconds) {
+    struct timespec left = {(time_t)seconds, (long)((seconds - floor(seconds)) * 1e9)};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
 }
 
 typedef struct {
@@ -54,7 +76,30 @@ typedef struct {
     double first_loss, last_loss;
     int64_t last_checkpoint_step; /* -1: none written or loaded */
     char ckpt_dir[STRAND_CKPT_PATH_BYTES];
+    int handle_signals;   /* options->handle_signals: preempt_requested counts */
+    strand_run_lock lock; /* rank 0's lock on run.dir, held until training ends */
 } trainer;
+
+static int preempt_pending(const trainer *t) {
+    return t->handle_signals && preempt_requested != 0;
+}
+
+/* Finish a temporary file and rename it over `path`: flush, fsync, close, rename. Closes f. On any
+ * failure (write_error: the errno of a failed write before, or 0) the temporary file is removed
+ * and the message names the failing call and its reason. */
+static int commit_file(FILE *f, int write_error, const char *tmp, const char *path) {
+    const char *call = write_error ? "write" : NULL;
+    int error = write_error;
+    if (!call && fflush(f) != 0) call = "fflush", error = errno;
+    /* EINVAL: a file that cannot be synced (a device): nothing to make durable. */
+    if (!call && fsync(fileno(f)) != 0 && errno != EINVAL) call = "fsync", error = errno;
+    if (fclose(f) != 0 && !call) call = "fclose", error = errno;
+    if (!call && rename(tmp, path) != 0) call = "rename", error = errno;
+    if (!call) return STRAND_OK;
+    unlink(tmp);
+    STRAND_FAIL(STRAND_ERR_IO, "cannot write %s: %s (%s of %s)", path, strerror(error ? error : EIO), call,
+                tmp);
+}
 
 /* Write text to path atomically (temporary file, then rename). */
 static int write_text_file(const char *dir, const char *name, const char *text) {
@@ -63,10 +108,8 @@ static int write_text_file(const char *dir, const char *name, const char *text) 
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) STRAND_FAIL(STRAND_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    int ok = fputs(text, f) >= 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot write %s", path);
-    return STRAND_OK;
+    const int write_error = fputs(text, f) < 0 ? (errno ? errno : EIO) : 0;
+    return commit_file(f, write_error, tmp, path);
 }
 
 /* Set-up steps that only rank 0 performs (run directory, resolved config). */
@@ -101,32 +144,32 @@ static int rewrite_metrics(const char *run_dir, int64_t keep_steps) {
     size_t capacity = 0;
     ssize_t length;
     int64_t last = 0;
-    int ok = 1;
+    int write_error = 0;
+    errno = 0;
     while (in && (length = getline(&line, &capacity, in)) > 0) {
         /* A torn last line (killed mid-write) has no newline: drop it. */
         if (line[length - 1] != '\n' || strncmp(line, "{\"step\":", 8) != 0) continue;
         int64_t step = strtoll(line + 8, NULL, 10);
         if (step <= last || step > keep_steps) continue;
-        ok = ok && fputs(line, out) >= 0;
+        if (!write_error && fputs(line, out) < 0) write_error = errno ? errno : EIO;
         last = step;
     }
     free(line);
+    const int read_error = in && ferror(in) ? (errno ? errno : EIO) : 0;
     if (in) fclose(in);
-    ok = (fclose(out) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot rewrite %s", path);
-    return STRAND_OK;
+    if (read_error) {
+        fclose(out);
+        unlink(tmp);
+        STRAND_FAIL(STRAND_ERR_IO, "cannot read %s: %s", path, strerror(read_error));
+    }
+    return commit_file(out, write_error, tmp, path);
 }
 
 static int open_metrics(trainer *t, const strand_train_options *options) {
     const char *dir = t->rank0 && !options->no_run_dir ? t->config.run_dir : NULL;
-    if (!dir || t->start_step == 0) return strand_metrics_open(&t->metrics, dir, options->progress);
+    if (!dir || t->start_step == 0) return strand_metrics_open(&t->metrics, dir, options->progress, 0);
     STRAND_CALL(rewrite_metrics(dir, t->start_step));
-    STRAND_CALL(strand_metrics_open(&t->metrics, NULL, options->progress));
-    char path[1200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    t->metrics.jsonl = fopen(path, "a");
-    if (!t->metrics.jsonl) STRAND_FAIL(STRAND_ERR_IO, "cannot append to %s: %s", path, strerror(errno));
-    return STRAND_OK;
+    return strand_metrics_open(&t->metrics, dir, options->progress, 1);
 }
 
 /* Other models keep contiguous pieces (cheaper halos). */
@@ -141,11 +184,18 @@ int strand_train_layout(const strand_config *c) {
 /* Buffers, loader, model (initialised from the seed) and optimizer. */
 static int setup(trainer *t) {
     const strand_config *c = &t->config;
-    STRAND_CALL(strand_shard_init(&t->shard, &t->grid, c->seq_len, strand_train_layout(c)));
-    STRAND_ALLOC(t->inputs, t->shard.T, "token buffer");
-    STRAND_ALLOC(t->targets, t->shard.T, "target buffer");
-    STRAND_ALLOC(t->read_buffer, t->shard.T + 1, "read buffer");
-    STRAND_CALL(strand_loader_init(&t->loader, &t->dataset, c->seq_len, c->seed, c->rc_augment));
+    /* Local steps are agreed before strand_model_create, whose agreements are collective: a rank
+     * that failed here must not wait in another collective than the others. */
+    int status = strand_shard_init(&t->shard, &t->grid, c->seq_len, strand_train_layout(c));
+    if (status == STRAND_OK) {
+        t->inputs = strand_alloc(t->shard.T, "token buffer");
+        t->targets = strand_alloc(t->shard.T, "target buffer");
+        t->read_buffer = strand_alloc(t->shard.T + 1, "read buffer");
+        if (!t->inputs || !t->targets || !t->read_buffer) status = STRAND_ERR_NOMEM;
+    }
+    if (status == STRAND_OK)
+        status = strand_loader_init(&t->loader, &t->dataset, c->seq_len, c->seed, c->rc_augment);
+    STRAND_CALL(strand_agree(t->grid.world, status));
     STRAND_CALL(strand_model_create(&t->model, c, &t->shard));
     strand_model_init_params(&t->model, c->seed);
     STRAND_CALL(strand_adamw_create(&t->opt, t->model.table.total));
@@ -293,6 +343,9 @@ static int evaluate_windows(trainer *t, double sums[2], double *by_position) {
 
 static int evaluate(trainer *t, double *val_loss, int64_t *windows) {
     double sums[2] = {0, 0}; /* loss sum, tokens */
+    /* Test hook: a slow final validation, so that tests can signal during it. */
+    const char *eval_sleep = getenv("STRAND_FAULT_EVAL_SLEEP");
+    if (eval_sleep && t->rank0) fault_sleep(atof(eval_sleep));
     STRAND_CALL(strand_agree(t->grid.world, evaluate_windows(t, sums, NULL)));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, 2));
     *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
@@ -361,23 +414,22 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
     /* Test hook: behave as if SIGUSR1 arrived during step N (on STRAND_FAULT_RANK only, if set). */
     const char *preempt_env = getenv("STRAND_FAULT_PREEMPT_STEP");
     int64_t fault_preempt_step = -1;
+    int fault_preempted = 0;
     if (preempt_env && (!fault_rank || atoi(fault_rank) == t->grid.world_rank))
         fault_preempt_step = atoll(preempt_env);
     for (int64_t step = t->start_step; step < c->steps; step++) {
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
         const double offload_before = offload_seconds(&t->model);
         double io = 0, loss_sum = 0;
-        if (step_sleep > 0 && t->rank0) {
-            struct timespec ts = {(time_t)step_sleep, (long)((step_sleep - floor(step_sleep)) * 1e9)};
-            nanosleep(&ts, NULL);
-        }
+        if (step_sleep > 0 && t->rank0) fault_sleep(step_sleep);
         STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io));
         if (step + 1 == fault_nan_step) loss_sum = NAN; /* fault injection: this rank alone sees a NaN */
-        if (step + 1 == fault_preempt_step) preempt_requested = SIGUSR1;
+        if (step + 1 == fault_preempt_step) fault_preempted = 1;
         /* One all-reduce for the whole gradient, one for the loss; the latter also carries the
          * preemption vote and rank 0's pending failure, so stopping costs no extra collective. */
         STRAND_CALL(strand_allreduce_sum(t->grid.world, model->grads, model->table.total));
-        double reduced[3] = {loss_sum, preempt_requested ? 1.0 : 0.0, pending != STRAND_OK ? 1.0 : 0.0};
+        double reduced[3] = {loss_sum, preempt_pending(t) || fault_preempted ? 1.0 : 0.0,
+                             pending != STRAND_OK ? 1.0 : 0.0};
         STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 3));
         if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
         const double step_loss = reduced[0] / tokens_per_step;
@@ -472,20 +524,48 @@ static void trainer_free(trainer *t) {
     strand_free(t->meta);
     strand_shard_free(&t->shard);
     strand_grid_free(&t->grid);
+    strand_run_lock_release(&t->lock); /* last: the run directory is no longer touched */
 }
 
-/* Grid, dataset and model: what training and strand grad share. */
-static int start(trainer *t, MPI_Comm world) {
+/* Grid, dataset and model: what training, strand eval and strand grad share. Every rank must hold
+ * the same configuration and dataset tables (agreed here, before the first collective that
+ * depends on them). With lock_dir, rank 0 locks that run directory before the dataset opens. */
+static int start(trainer *t, MPI_Comm world, const char *lock_dir) {
     STRAND_CALL(strand_agree(world, strand_config_validate(&t->config)));
+    STRAND_CALL(strand_consistency_config(world, &t->config));
     STRAND_CALL(strand_agree(world, strand_grid_init(&t->grid, world, t->config.sp, t->config.dp)));
     t->rank0 = t->grid.world_rank == 0;
+    if (lock_dir)
+        STRAND_CALL(
+            strand_agree(t->grid.world, t->rank0 ? strand_run_lock_acquire(&t->lock, lock_dir) : STRAND_OK));
     STRAND_CALL(strand_dataset_open(&t->dataset, t->config.data_path, t->grid.world));
+    STRAND_CALL(strand_consistency_dataset(t->grid.world, &t->dataset));
     STRAND_CALL(strand_agree(t->grid.world, setup(t)));
     return STRAND_OK;
 }
 
+/* A preemption signal that arrived after the last step's vote (during that step, its checkpoint
+ * or the final validation): every rank learns of it here. The run then stops as preempted, so
+ * that the validation is redone on resume; only when the checkpoint of the last step exists
+ * (otherwise stopping would lose the run, and it finishes instead). */
+static int stop_for_signal(trainer *t, strand_train_result *result) {
+    int any = preempt_pending(t);
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, t->grid.world));
+    if (any && t->last_checkpoint_step == t->config.steps)
+        result->preempted = result->preempted_in_validation = 1;
+    return STRAND_OK;
+}
+
 static int run(trainer *t, MPI_Comm world, const strand_train_options *options, strand_train_result *result) {
-    STRAND_CALL(start(t, world));
+    /* The lock comes before the resume: a second job must not read or write the first's files. */
+    STRAND_CALL(start(t, world, options->no_run_dir ? NULL : t->config.run_dir));
+    /* Another --resume (or --no-resume) on one rank would start the ranks at different steps. */
+    char resume[STRAND_CKPT_PATH_BYTES + 16];
+    snprintf(resume, sizeof resume, "%s%s", options->resume ? "--resume " : "",
+             options->resume           ? options->resume
+             : options->no_auto_resume ? "--no-resume"
+                                       : "(neither)");
+    STRAND_CALL(strand_consistency_value(t->grid.world, "--resume/--no-resume", resume));
     strand_ckpt_dir(t->config.run_dir, t->ckpt_dir, sizeof t->ckpt_dir);
     result->parameters = t->model.table.total;
     /* Resume before anything in the run directory changes: a refused checkpoint leaves it as it was. */
@@ -504,6 +584,8 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     /* The loop's own failures are either agreed inside or identical on every rank (NaN). */
     STRAND_CALL(strand_agree(t->grid.world, train_loop(t, options, result)));
     if (result->preempted) return STRAND_OK; /* no evaluation, no summary: the run is not over */
+    STRAND_CALL(stop_for_signal(t, result));
+    if (result->preempted) return STRAND_OK;
     double val_loss = NAN;
     result->val_bpb = NAN;
     if (t->config.eval_windows > 0 && t->loader.val_starts == 0 && t->rank0 && !options->quiet) {
@@ -517,6 +599,8 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     if (t->config.eval_windows > 0) {
         STRAND_CALL(evaluate(t, &val_loss, &result->val_windows));
         result->val_bpb = val_loss / LN2;
+        STRAND_CALL(stop_for_signal(t, result));
+        if (result->preempted) return STRAND_OK; /* the summary waits for a whole validation */
     }
     long long peak = (long long)strand_peak_rss_bytes();
     STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_LONG_LONG, MPI_MAX, t->grid.world));
@@ -546,6 +630,7 @@ static void trainer_init(trainer *t, const strand_config *config) {
     t->config = *config;
     t->first_loss = t->last_loss = NAN;
     t->last_checkpoint_step = -1;
+    strand_run_lock_init(&t->lock);
 }
 
 int strand_train(const strand_config *config, MPI_Comm world, const strand_train_options *options,
@@ -555,22 +640,11 @@ int strand_train(const strand_config *config, MPI_Comm world, const strand_train
     trainer t;
     trainer_init(&t, config);
     memset(result, 0, sizeof *result);
-    struct sigaction old_usr1, old_term;
-    preempt_requested = 0; /* a previous run in this process (or its test hook) does not carry over */
-    if (options->handle_signals) {
-        struct sigaction action;
-        memset(&action, 0, sizeof action);
-        action.sa_handler = on_preempt_signal;
-        sigemptyset(&action.sa_mask);
-        action.sa_flags = SA_RESTART; /* MPI and file I/O carry on; the flag is read at step ends */
-        sigaction(SIGUSR1, &action, &old_usr1);
-        sigaction(SIGTERM, &action, &old_term);
-    }
+    /* The handlers stay installed after the return: a second signal on the way out (or after a
+     * successful end) must not kill the process and turn exit 75 or 0 into a death by signal. */
+    t.handle_signals = options->handle_signals;
+    if (options->handle_signals) strand_train_catch_signals();
     int status = run(&t, world, options, result);
-    if (options->handle_signals) {
-        sigaction(SIGUSR1, &old_usr1, NULL);
-        sigaction(SIGTERM, &old_term, NULL);
-    }
     trainer_free(&t);
     return status;
 }
@@ -581,6 +655,13 @@ static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
                     strand_grad_result *result) {
     /* The header first: the checkpoint's windows per step fix train.accum_steps at this grid. */
     STRAND_CALL(strand_agree(world, strand_config_validate(&t->config)));
+    /* Before the grid below: another parallel.dp on one rank would fail on that rank alone. */
+    STRAND_CALL(strand_consistency_config(world, &t->config));
+    char step_text[32];
+    snprintf(step_text, sizeof step_text, "%lld", (long long)step);
+    STRAND_CALL(strand_consistency_value(world, "--checkpoint", checkpoint));
+    STRAND_CALL(strand_consistency_value(world, "--step", step_text));
+    STRAND_CALL(strand_consistency_value(world, "--out", out));
     strand_ckpt_meta *header = strand_alloc(sizeof *header, "checkpoint metadata");
     if (!header) return strand_agree(world, STRAND_ERR_NOMEM);
     int status = strand_ckpt_check(checkpoint, NULL, NULL, 0, world, header);
@@ -597,7 +678,7 @@ static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
     t->config.accum_steps = (int)(windows / t->grid.dp_size);
     strand_grid_free(&t->grid);
     t->grid.world = t->grid.sp_comm = t->grid.dp_comm = MPI_COMM_NULL;
-    STRAND_CALL(start(t, world));
+    STRAND_CALL(start(t, world, NULL));
     STRAND_CALL(strand_ckpt_check(checkpoint, &t->model.table, &t->config, windows_per_step(t), t->grid.world,
                                   t->meta));
     STRAND_CALL(load_checkpoint(t, checkpoint));
@@ -649,19 +730,20 @@ static int write_position_csv(const char *path, const double *by_position, int64
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) STRAND_FAIL(STRAND_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    fprintf(f, "position_start,position_end,loss_nats,bits_per_base\n");
-    for (int64_t start = 0; start < length; start += bin) {
+    errno = 0;
+    int write_error = 0;
+    if (fprintf(f, "position_start,position_end,loss_nats,bits_per_base\n") < 0)
+        write_error = errno ? errno : EIO;
+    for (int64_t start = 0; start < length && !write_error; start += bin) {
         const int64_t end = start + bin < length ? start + bin : length;
         double sum = 0;
         for (int64_t p = start; p < end; p++)
             sum += by_position[p];
         const double mean = sum / ((double)(end - start) * (double)windows);
-        fprintf(f, "%lld,%lld,%.9g,%.9g\n", (long long)start, (long long)end, mean, mean / LN2);
+        if (fprintf(f, "%lld,%lld,%.9g,%.9g\n", (long long)start, (long long)end, mean, mean / LN2) < 0)
+            write_error = errno ? errno : EIO;
     }
-    int ok = !ferror(f);
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot write %s", path);
-    return STRAND_OK;
+    return commit_file(f, write_error, tmp, path);
 }
 
 static int sum_over_world(MPI_Comm comm, double *values, int64_t n) {
@@ -676,7 +758,8 @@ static int sum_over_world(MPI_Comm comm, double *values, int64_t n) {
 static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t windows,
                     const char *per_position, int64_t bin, strand_eval_result *result) {
     t->config.eval_windows = windows;
-    STRAND_CALL(start(t, world));
+    STRAND_CALL(start(t, world, NULL));
+    STRAND_CALL(strand_consistency_value(t->grid.world, "--checkpoint", checkpoint));
     STRAND_CALL(strand_ckpt_check(checkpoint, &t->model.table, &t->config, 0, t->grid.world, t->meta));
     STRAND_CALL(load_checkpoint(t, checkpoint));
     if (t->loader.val_starts == 0)

@@ -24,3 +24,13 @@ target_include_directories(test_long_range PRIVATE ${STRAND_TEST_DIR}/unit)
 add_test(NAME long_range_np2 COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:test_long_range> hyena s4d)
 set_tests_properties(long_range_np2 PROPERTIES ENVIRONMENT "${STRAND_TEST_ENV}" TIMEOUT 600 LABELS "mpi;learning;slow")
 strand_add_script_test(NAME eval_checkpoint COMMAND bash ${STRAND_TEST_DIR}/cli/test_eval.sh TIMEOUT 300)
+# Ranks given different configurations or dataset contents are refused with the first difference.
+strand_add_script_test(NAME train_rank_consistency COMMAND bash ${STRAND_TEST_DIR}/cli/test_rank_consistency.sh TIMEOUT 600)
+# One job per run.dir (an flock on <run.dir>/.lock); a stale lock of a killed job does not block.
+strand_add_script_test(NAME train_run_lock COMMAND bash ${STRAND_TEST_DIR}/cli/test_run_lock.sh TIMEOUT 600)
+# Preemption signals: a second signal keeps exit 75; a signal during the final validation preempts.
+strand_add_script_test(NAME train_signals COMMAND bash ${STRAND_TEST_DIR}/cli/test_signals.sh TIMEOUT 600)
+# Run-directory write failures name the reason and leave no temporary file.
+strand_add_script_test(NAME train_write_errors COMMAND bash ${STRAND_TEST_DIR}/cli/test_write_errors.sh TIMEOUT 600)
+# Every error is one line; NUL bytes in config files and inverted min/max pairs are refused.
+strand_add_script_test(NAME train_error_text COMMAND bash ${STRAND_TEST_DIR}/cli/test_error_text.sh TIMEOUT 300)

@@ -1,4 +1,5 @@
 # Data pipeline: SHA-256, FASTA parsing, strand prep and the dataset reader, the prep/info CLI.
 strand_add_test(NAME test_fasta SOURCES ${STRAND_TEST_DIR}/unit/test_fasta.c LABELS data)
-strand_add_mpi_test(NAME test_dataset SOURCES ${STRAND_TEST_DIR}/unit/test_dataset.c RANKS 1 2 3 4 LABELS data)
+strand_add_mpi_test(NAME test_dataset SOURCES ${STRAND_TEST_DIR}/unit/test_dataset.c RANKS 1 2 3 4 LABELS data
+                    ARGS ${STRAND_TEST_DIR}/data/fixtures/old_strand_dataset.h5.gz)
 strand_add_script_test(NAME test_prep_cli COMMAND bash ${STRAND_TEST_DIR}/data/test_prep_cli.sh LABELS data)

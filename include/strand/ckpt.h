@@ -9,6 +9,7 @@
 #define STRAND_CKPT_H
 
 #include "strand/config.h"
+#include "strand/crc32.h"
 #include "strand/model.h"
 
 #include <stdint.h>
@@ -43,6 +44,7 @@ typedef struct {
     int accum_steps;     /* train.accum_steps it was written with */
     int64_t parameters;  /* elements in all parameter tensors */
     int n_tensors;       /* parameter tensors */
+    int file_checksummed; /* the file carries a whole-file checksum (filesum.h); 0 for older files */
     char config_text[STRAND_CKPT_CONFIG_BYTES]; /* resolved configuration (strand_config_format) */
 } strand_ckpt_meta;
 
@@ -121,9 +123,6 @@ typedef struct {
 int strand_grads_write(const char *path, const strand_grads_meta *meta, const strand_param_table *table,
                        const real_t *grads, const char *config_text, MPI_Comm comm);
 
-/* zlib's CRC-32 (as Python's zlib.crc32) continued from `crc` (0 to start), with carry-less
- * multiplication where the CPU has it. The checksum of every tensor in a checkpoint. */
-uint32_t strand_crc32(uint32_t crc, const void *data, size_t bytes);
 
 /* ---- serial helpers for strand info ---- */
 /* *kind: 1 for a checkpoint, 2 for a gradient file, 0 for another HDF5 file. Fails only when the

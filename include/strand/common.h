@@ -41,6 +41,10 @@ enum strand_status {
 /* Record an error message (printf-style) with its source location and return `code`. */
 int strand_error_set(int code, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Copy text into out[size] as one line: newline, CR and tab become the escapes \n, \r and \t,
+ * other control characters \xHH, and trailing line breaks are dropped. Returns the length.
+ * strand_error_set applies it to every message, so every error prints as one line. */
+size_t strand_one_line(char *out, size_t size, const char *text);
 /* The last recorded message, without source location ("" when none). */
 const char *strand_error_message(void);
 /* The source location of the last message ("file:line"). */
@@ -79,13 +83,23 @@ void strand_abort_internal(const char *file, int line, const char *expr);
 
 /* Agree on a status across `comm` (collective). Returns STRAND_OK on every rank when all ranks
  * passed STRAND_OK. Otherwise every rank returns the lowest failing rank's code, and its message
- * becomes the message on every rank (prefixed with "rank R: " where R differs from the caller). */
+ * becomes the message on every rank; strand_error_where() names the failing world rank ("rank R") on
+ * the others. A failure only some ranks can see should name its rank in the message itself. */
 int strand_agree(MPI_Comm comm, int status);
 
 /* Checked allocation: returns NULL and records STRAND_ERR_NOMEM on failure. Memory is zeroed and
  * 64-byte aligned. Free with strand_free. */
 void *strand_alloc(size_t bytes, const char *what);
 void strand_free(void *ptr);
+/* Test hook (fault injection): make the n-th strand_alloc call from now on fail (n >= 1; 0
+ * disarms), on this process only. The environment arms it at the first allocation:
+ * STRAND_FAULT_ALLOC=n, on world rank STRAND_FAULT_RANK only when that is set. */
+void strand_fault_alloc_arm(int64_t n);
+/* strand_alloc calls since the hook was last armed (armed or not). */
+int64_t strand_fault_alloc_calls(void);
+/* For allocators other than strand_alloc (FFTW's aligned buffers): counts as one allocation of
+ * the hook; returns 1, with the error recorded, when this one is to fail. */
+int strand_fault_alloc_injected(size_t bytes, const char *what);
 #define STRAND_ALLOC(ptr, count, what)                                                                       \
     do {                                                                                                     \
         (ptr) = strand_alloc((size_t)(count) * sizeof(*(ptr)), (what));                                      \

@@ -20,6 +20,11 @@ enum strand_token {
     STRAND_TOKEN_SEP = 7, /* record separator, reserved */
     STRAND_VOCAB_SIZE = 8,
 };
+/* Fill value of /tokens: not a token, so data HDF5 cannot find (a damaged chunk index) reads as
+ * invalid instead of as A. Also pads the last chunk. */
+#define STRAND_TOKEN_FILL 255
+/* Longest record name in bytes: what strand prep accepts and what readers keep whole. */
+#define STRAND_RECORD_NAME_MAX 255
 #define STRAND_TOKENIZER_NAME "nucleotide"
 #define STRAND_TOKENIZER_VERSION 1
 #define STRAND_DATASET_FORMAT_VERSION 1
@@ -62,10 +67,13 @@ typedef struct {
     hid_t file, tokens; /* HDF5 handles */
     int64_t n_tokens;
     int64_t n_records;
-    char (*record_names)[128]; /* n_records names (truncated to 127 chars) */
+    char (*record_names)[STRAND_RECORD_NAME_MAX + 1]; /* n_records names, NUL-terminated */
     int64_t *record_offsets, *record_lengths;
     strand_token_range *train, *val; /* split ranges in /tokens coordinates */
     int64_t n_train, n_val;
+    int file_checksummed;   /* the whole file is covered by a checksum (filesum.h; 0: an older file) */
+    int tokens_checksummed; /* /tokens' chunks carry Fletcher32 checksums (0: an older file) */
+    int tokens_fill;        /* /tokens' fill value, or -1 when it has none */
     char path[1024];
 } strand_dataset;
 

@@ -20,16 +20,19 @@ typedef struct {
 
 typedef struct {
     FILE *jsonl;
-    int terminal; /* stdout is a terminal: redraw one live line */
+    char path[1200]; /* of jsonl, for messages */
+    int terminal;    /* stdout is a terminal: redraw one live line */
     int pending_newline;
 } strand_metrics;
 
 enum strand_progress_mode { STRAND_PROGRESS_AUTO = 0, STRAND_PROGRESS_PLAIN = 1, STRAND_PROGRESS_BAR = 2 };
 
-/* Open <run_dir>/metrics.jsonl for writing (rank 0 only; other ranks pass run_dir NULL).
- * AUTO draws the bar when stdout is a terminal. mpirun gives ranks a pseudo-terminal even when
- * its own output goes to a file, so scripts that log should ask for PLAIN. */
-int strand_metrics_open(strand_metrics *metrics, const char *run_dir, int progress_mode);
+/* Open <run_dir>/metrics.jsonl for writing, truncated or, with append, for appending (rank 0
+ * only; other ranks pass run_dir NULL). AUTO draws the bar when stdout is a terminal. mpirun
+ * gives ranks a pseudo-terminal even when its own output goes to a file, so scripts that log
+ * should ask for PLAIN. */
+int strand_metrics_open(strand_metrics *metrics, const char *run_dir, int progress_mode, int append);
+/* Append one line and flush it; a failure names the file and the reason (strerror). */
 int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m);
 /* Print the progress line; `log_line` forces a permanent line (else only the live bar moves). */
 void strand_metrics_progress(strand_metrics *metrics, const strand_step_metrics *m, int log_line);

@@ -14,9 +14,10 @@ typedef struct {
     int64_t peak_rss_bytes; /* the largest peak resident memory of any rank, over the whole run */
     double seconds;         /* training time, over all resumed runs */
     int64_t parameters;
-    int64_t start_step; /* steps already done when this run started (0 unless resumed) */
-    int64_t end_step;   /* steps done when this run stopped */
-    int preempted;      /* stopped early by SIGUSR1/SIGTERM after writing a checkpoint */
+    int64_t start_step;          /* steps already done when this run started (0 unless resumed) */
+    int64_t end_step;            /* steps done when this run stopped */
+    int preempted;               /* stopped early by SIGUSR1/SIGTERM after writing a checkpoint */
+    int preempted_in_validation; /* ... after the last step: the final validation is redone on resume */
     char resumed_from[STRAND_CKPT_PATH_BYTES]; /* "" when the run started fresh */
     char checkpoint[STRAND_CKPT_PATH_BYTES];   /* the last checkpoint written ("" when none) */
 } strand_train_result;
@@ -31,16 +32,28 @@ typedef struct {
     const char *resume;
     int no_auto_resume;
     /* Catch SIGUSR1 and SIGTERM: all ranks agree at the next step boundary, write a checkpoint
-     * and return with result->preempted set (strand train then exits STRAND_EXIT_PREEMPTED). */
+     * and return with result->preempted set (strand train then exits STRAND_EXIT_PREEMPTED). A
+     * signal after the last step's vote (during it, its checkpoint or the final validation) stops
+     * the run as preempted too, before summary.json, so that the resumed run redoes the
+     * validation from the last step's checkpoint. The handlers stay installed after strand_train
+     * returns (strand_train_catch_signals): later signals are absorbed until the process exits. */
     int handle_signals;
 } strand_train_options;
+
+/* Install strand's SIGUSR1/SIGTERM handlers for the rest of the process: a signal is recorded,
+ * never fatal. strand train calls it first thing, so that a signal during start-up is kept for
+ * the first step boundary. Idempotent. */
+void strand_train_catch_signals(void);
 
 /* The layout (enum strand_layout_kind) a configuration runs with: parallel.layout, or for auto
  * zigzag when the model has full attention and contiguous otherwise. */
 int strand_train_layout(const strand_config *config);
 
 /* Train on `world` with the given configuration. Collective; returns the same status on every
- * rank. */
+ * rank. Every rank must be given the same configuration (train.offload's directory excepted) and
+ * see the same dataset tables: checked before anything else, the first difference named. Unless
+ * options->no_run_dir, rank 0 holds an exclusive lock on run.dir (run_lock.h) from before the
+ * resume until the return; a second job on the same run.dir is refused. */
 int strand_train(const strand_config *config, MPI_Comm world, const strand_train_options *options,
                  strand_train_result *result);
 

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
+#include "strand/filesum.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +17,9 @@ static const char info_usage[] =
     "it was written at, and every tensor with its shape; or a gradient file (strand grad).\n";
 
 static int describe(const char *path) {
+    /* Every stored byte is verified before HDF5 parses any of it. */
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify(path, &sum));
     int is_dataset = 0;
     STRAND_CALL(strand_dataset_probe(path, &is_dataset));
     if (is_dataset) return strand_dataset_print_info(path);

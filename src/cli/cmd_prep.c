@@ -23,7 +23,9 @@ static const char prep_usage[] =
     "  --verbose            print one line per record\n"
     "  --quiet              print nothing on success\n"
     "Sequence letters: ACGT -> tokens 0-3, IUPAC codes RYSWKMBDHVN -> N (4), either case; lines\n"
-    "starting with ';' are comments. Any other character is an error naming file:line:column.\n";
+    "starting with ';' are comments. Any other character is an error naming file:line:column.\n"
+    "Line ends LF or CRLF (CR alone is refused). Record names: up to 255 bytes. No input may be\n"
+    "PATH or PATH.tmp.\n";
 
 static int prep_usage_error(const char *fmt, const char *what) {
     char message[512];

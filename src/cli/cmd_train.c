@@ -1,5 +1,6 @@
 /* strand train: parse options and configuration, then run the training loop (resuming from a
  * checkpoint when asked or when the run directory has one). */
+#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
 #include "strand/config.h"
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { MAX_DRY_RUN_RANKS = 64 };
 
@@ -29,7 +31,12 @@ static void train_usage(FILE *out) {
             "(every checkpoint.every steps and at the end) to run.dir. When run.dir holds a\n"
             "checkpoint, training resumes from the latest one.\n\n"
             "On SIGUSR1 or SIGTERM the ranks agree at the next step, write a checkpoint and exit\n"
-            "with status 75 (preempted: start the same command again to resume).\n\n"
+            "with status 75 (preempted: start the same command again to resume). A signal during\n"
+            "the final validation also exits 75 (the validation is redone on resume); signals after\n"
+            "the first are absorbed.\n\n"
+            "Every rank must be given the same configuration and options (the first difference is\n"
+            "named). One job per run.dir: rank 0 locks <run.dir>/.lock, and a second job on the same\n"
+            "run.dir is refused, naming the holder's host and pid.\n\n"
             "options:\n"
             "  --config FILE        INI configuration (sections [model] [train] [data] [parallel] [run])\n"
             "  --set KEY=VALUE      override one key, e.g. --set train.lr=3e-4 (repeatable; applied after\n"
@@ -234,6 +241,9 @@ int cmd_train(int argc, char **argv) {
         cli_error(name, "--ranks only applies to --dry-run");
         return CLI_USAGE;
     }
+    /* From here to the exit a SIGUSR1/SIGTERM is recorded, never fatal: one during start-up
+     * preempts at the first step, and later ones cannot turn exit 75 into a death by signal. */
+    if (!dry) strand_train_catch_signals();
     /* The file may be missing on one node only: agree before going on. */
     int status = config_path ? strand_config_load_file(&config, config_path) : STRAND_OK;
     for (int i = 1; i < argc && status == STRAND_OK; i++) {
@@ -250,16 +260,35 @@ int cmd_train(int argc, char **argv) {
     }
     options.handle_signals = 1;
     strand_train_result result;
-    if (strand_train(&config, MPI_COMM_WORLD, &options, &result) != STRAND_OK) return cli_report(name);
-    if (result.preempted) {
+    int code = CLI_OK;
+    if (strand_train(&config, MPI_COMM_WORLD, &options, &result) != STRAND_OK) {
+        code = cli_report(name);
+    } else if (result.preempted) {
         if (cli_world_rank() == 0) {
-            printf("preempted after step %lld of %lld: checkpoint %s written; run the same command again to "
-                   "resume (exit %d)\n",
-                   (long long)result.end_step, (long long)result.steps, result.checkpoint,
-                   STRAND_EXIT_PREEMPTED);
+            /* After the last step: its checkpoint was written before the validation started, or
+             * the run resumed from it. */
+            const char *checkpoint = result.checkpoint[0] ? result.checkpoint : result.resumed_from;
+            if (result.preempted_in_validation)
+                printf(
+                    "preempted during the final validation after step %lld of %lld: checkpoint %s holds the "
+                    "trained model; run the same command again to redo the validation and finish (exit %d)\n",
+                    (long long)result.end_step, (long long)result.steps, checkpoint, STRAND_EXIT_PREEMPTED);
+            else
+                printf(
+                    "preempted after step %lld of %lld: checkpoint %s written; run the same command again to "
+                    "resume (exit %d)\n",
+                    (long long)result.end_step, (long long)result.steps, checkpoint, STRAND_EXIT_PREEMPTED);
             fflush(stdout);
         }
-        return STRAND_EXIT_PREEMPTED;
+        code = STRAND_EXIT_PREEMPTED;
     }
-    return CLI_OK;
+    /* Test hook: stay a while between training and the exit, so that tests can signal there. */
+    const char *exit_sleep = getenv("STRAND_FAULT_EXIT_SLEEP");
+    if (exit_sleep) {
+        const double seconds = atof(exit_sleep);
+        struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+        while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+        }
+    }
+    return code;
 }

@@ -32,12 +32,14 @@ int cli_world_rank(void) {
 
 void cli_error(const char *name, const char *fmt, ...) {
     if (cli_world_rank() != 0) return;
+    char text[2048], line[4096];
     va_list args;
     va_start(args, fmt);
-    fprintf(stderr, "strand %s: error: ", name);
-    vfprintf(stderr, fmt, args);
-    fputc('\n', stderr);
+    vsnprintf(text, sizeof text, fmt, args);
     va_end(args);
+    /* One line whatever the message quotes (an argument with a newline, say). */
+    strand_one_line(line, sizeof line, text);
+    fprintf(stderr, "strand %s: error: %s\n", name, line);
     fflush(stderr);
 }
 
@@ -83,7 +85,9 @@ int main(int argc, char **argv) {
         if (found) {
             status = found->run(argc - 1, argv + 1);
         } else if (rank == 0) {
-            fprintf(stderr, "strand: error: unknown command '%s' (commands:", argv[1]);
+            char shown[512];
+            strand_one_line(shown, sizeof shown, argv[1]);
+            fprintf(stderr, "strand: error: unknown command '%s' (commands:", shown);
             for (int i = 0; i < N_COMMANDS; i++)
                 fprintf(stderr, " %s", commands[i].name);
             fprintf(stderr, "; see strand --help)\n");

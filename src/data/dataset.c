@@ -3,6 +3,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "strand/dataset.h"
 
+#include "strand/filesum.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -304,8 +306,24 @@ static int read_int64(hid_t file, const char *name, const char *path, int64_t *o
     return status;
 }
 
-/* Read a 1-D string dataset of `count` names into names (truncated to 127 bytes). */
-static int read_names(hid_t file, const char *name, const char *path, char (*names)[128], int64_t count) {
+/* from into to[width]: cut to fit, or with `whole` refused when it does not fit. */
+static int copy_string(char *to, size_t width, const char *from, int whole, const char *path,
+                       const char *name, int64_t index) {
+    size_t length = strlen(from);
+    if (whole && length >= width)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: %s entry %" PRId64 " is %zu bytes, longer than the %zu-byte limit",
+                    path, name, index, length, width - 1);
+    if (length >= width) length = width - 1;
+    memcpy(to, from, length);
+    to[length] = '\0';
+    return STRAND_OK;
+}
+
+/* Read a 1-D string dataset of `count` strings into out, `width` bytes per string. Longer strings
+ * are cut to width - 1 bytes, or, with `whole`, refused: record names must never be cut, or two
+ * names sharing their first bytes would become one. */
+static int read_strings(hid_t file, const char *name, const char *path, char *out, size_t width,
+                        int64_t count, int whole) {
     hid_t dataset, file_type = H5I_INVALID_HID, memory_type = H5I_INVALID_HID, space = H5I_INVALID_HID;
     int rank = 0;
     hsize_t dims[2];
@@ -326,8 +344,9 @@ static int read_names(hid_t file, const char *name, const char *path, char (*nam
         if (H5Tset_size(memory_type, H5T_VARIABLE) < 0 ||
             H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, variable) < 0)
             goto fail;
-        for (int64_t i = 0; i < count; i++)
-            snprintf(names[i], 128, "%s", variable[i] ? variable[i] : "");
+        for (int64_t i = 0; i < count && status == STRAND_OK; i++)
+            status = copy_string(out + (size_t)i * width, width, variable[i] ? variable[i] : "", whole, path,
+                                 name, i);
         H5Dvlen_reclaim(memory_type, space, H5P_DEFAULT, variable);
     } else {
         size_t size = H5Tget_size(file_type) + 1;
@@ -336,8 +355,9 @@ static int read_names(hid_t file, const char *name, const char *path, char (*nam
         if (H5Tset_size(memory_type, size) < 0 || H5Tset_strpad(memory_type, H5T_STR_NULLTERM) < 0 ||
             H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, fixed) < 0)
             goto fail;
-        for (int64_t i = 0; i < count; i++)
-            snprintf(names[i], 128, "%s", fixed + (size_t)i * size);
+        for (int64_t i = 0; i < count && status == STRAND_OK; i++)
+            status =
+                copy_string(out + (size_t)i * width, width, fixed + (size_t)i * size, whole, path, name, i);
     }
     goto done;
 nomem:
@@ -345,7 +365,7 @@ nomem:
         strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "%s: out of memory reading %s", path, name);
     goto done;
 fail:
-    status = strand_h5_error(__FILE__, __LINE__, path, "cannot read the record names");
+    status = strand_h5_error(__FILE__, __LINE__, path, "cannot read a table of strings");
 done:
     free(fixed);
     free(variable);
@@ -382,6 +402,34 @@ static int load_split(strand_dataset *ds, const char *name, strand_token_range *
     _Static_assert(sizeof(strand_token_range) == 2 * sizeof(int64_t), "range is two int64");
     STRAND_CALL(read_int64(ds->file, name, ds->path, (int64_t *)*ranges, 2 * *n));
     return check_ranges(ds, name, &(*ranges)[0].offset, &(*ranges)[0].length, *n, 2);
+}
+
+/* What /tokens' storage says about its integrity: Fletcher32 in its filter pipeline (strand prep
+ * writes it; older files have deflate alone) and its fill value, what HDF5 returns for data it
+ * cannot find. */
+static int load_tokens_storage(strand_dataset *ds) {
+    hid_t dcpl = H5Dget_create_plist(ds->tokens);
+    if (dcpl < 0) STRAND_H5_FAIL(ds->path, "cannot read the storage properties of /tokens");
+    int status = STRAND_OK, n_filters = H5Pget_nfilters(dcpl);
+    ds->tokens_checksummed = 0;
+    ds->tokens_fill = -1;
+    for (int k = 0; k < n_filters; k++) {
+        unsigned flags = 0;
+        size_t n_values = 0;
+        if (H5Pget_filter2(dcpl, (unsigned)k, &flags, &n_values, NULL, 0, NULL, NULL) ==
+            H5Z_FILTER_FLETCHER32)
+            ds->tokens_checksummed = 1;
+    }
+    H5D_fill_value_t defined = H5D_FILL_VALUE_UNDEFINED;
+    uint8_t fill = 0;
+    if (n_filters < 0 || H5Pfill_value_defined(dcpl, &defined) < 0)
+        status =
+            strand_h5_error(__FILE__, __LINE__, ds->path, "cannot read the storage properties of /tokens");
+    else if (defined != H5D_FILL_VALUE_UNDEFINED && H5Pget_fill_value(dcpl, H5T_NATIVE_UINT8, &fill) >= 0)
+        ds->tokens_fill = fill;
+    H5Eclear2(H5E_DEFAULT);
+    strand_h5_close(&dcpl);
+    return status;
 }
 
 /* Validate an open file and read its tables into `ds` (ds->file set, ds->path set). */
@@ -422,6 +470,7 @@ static int load(strand_dataset *ds) {
     if (rank != 1 || type_size != 1)
         STRAND_FAIL(STRAND_ERR_INPUT, "%s: /tokens must be a 1-D array of 8-bit integers", path);
     ds->n_tokens = (int64_t)dims[0];
+    STRAND_CALL(load_tokens_storage(ds));
 
     hid_t names;
     STRAND_CALL(open_table(ds->file, "/records/name", path, &names, &rank, dims, 0));
@@ -431,7 +480,8 @@ static int load(strand_dataset *ds) {
     STRAND_ALLOC(ds->record_names, ds->n_records, "record names");
     STRAND_ALLOC(ds->record_offsets, ds->n_records, "record offsets");
     STRAND_ALLOC(ds->record_lengths, ds->n_records, "record lengths");
-    STRAND_CALL(read_names(ds->file, "/records/name", path, ds->record_names, ds->n_records));
+    STRAND_CALL(read_strings(ds->file, "/records/name", path, ds->record_names[0], sizeof ds->record_names[0],
+                             ds->n_records, 1));
     const char *columns[2] = {"/records/offset", "/records/length"};
     int64_t *targets[2] = {ds->record_offsets, ds->record_lengths};
     for (int c = 0; c < 2; c++) {
@@ -472,7 +522,12 @@ int strand_dataset_open(strand_dataset *ds, const char *path, MPI_Comm comm) {
     }
     snprintf(ds->path, sizeof ds->path, "%s", path);
     strand_h5_quiet();
-    STRAND_CALL(strand_agree(comm, rank == 0 ? precheck(path) : STRAND_OK));
+    /* Every rank opens the file itself before the collective H5Fopen: a file missing, unreadable
+     * or another copy on one node is named here, and every byte is verified before HDF5 parses
+     * it (each rank checksums a slice). */
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify_parallel(path, comm, &sum));
+    STRAND_CALL(strand_agree(comm, precheck(path)));
 
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     int status = STRAND_OK;
@@ -487,6 +542,7 @@ int strand_dataset_open(strand_dataset *ds, const char *path, MPI_Comm comm) {
      * the others in a later collective call. */
     status = strand_agree(comm, status);
     if (status == STRAND_OK) status = strand_agree(comm, load(ds));
+    ds->file_checksummed = sum.present;
     if (status != STRAND_OK) {
         strand_dataset_close(ds); /* collective H5Fclose on every rank that opened; keeps the message */
         return status;
@@ -506,24 +562,81 @@ int strand_dataset_open(strand_dataset *ds, const char *path, MPI_Comm comm) {
     return STRAND_OK;
 }
 
+/* Tokens [offset, offset + count) into out. On failure returns -1 with HDF5's innermost message
+ * in detail[256] (taken before the cleanup calls, which clear HDF5's error stack). */
+static int read_span(const strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out, char *detail) {
+    hsize_t start = (hsize_t)offset, n = (hsize_t)count;
+    hid_t file_space = H5Dget_space(ds->tokens);
+    hid_t memory_space = H5Screate_simple(1, &n, NULL);
+    /* Default transfer properties are independent I/O, also under the MPI-IO driver; they verify
+     * Fletcher32 checksums. */
+    int failed = file_space < 0 || memory_space < 0 ||
+                 H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &n, NULL) < 0 ||
+                 H5Dread(ds->tokens, H5T_NATIVE_UINT8, memory_space, file_space, H5P_DEFAULT, out) < 0;
+    detail[0] = '\0';
+    if (failed) H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, detail);
+    H5Eclear2(H5E_DEFAULT);
+    strand_h5_close(&memory_space);
+    strand_h5_close(&file_space);
+    return failed ? -1 : 0;
+}
+
+/* A read failed with `detail`: name the first chunk that cannot be read on its own (a failed
+ * checksum, a broken zlib stream), or the whole range when none does. */
+static int read_failure(const strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out,
+                        const char *detail) {
+    hsize_t chunk = 0;
+    hid_t dcpl = H5Dget_create_plist(ds->tokens);
+    int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 1, &chunk) == 1;
+    strand_h5_close(&dcpl);
+    H5Eclear2(H5E_DEFAULT);
+    for (int64_t c = chunked && chunk > 0 ? offset / (int64_t)chunk : 0; chunked && chunk > 0; c++) {
+        int64_t first = c * (int64_t)chunk, end = first + (int64_t)chunk;
+        if (first >= offset + count) break;
+        int64_t from = first > offset ? first : offset, to = end < offset + count ? end : offset + count;
+        char why[256];
+        if (read_span(ds, from, to - from, out + (from - offset), why) != 0)
+            STRAND_FAIL(
+                STRAND_ERR_IO,
+                "%s: /tokens chunk %" PRId64 " (tokens [%" PRId64 ", %" PRId64 ")) cannot be read (HDF5: %s)",
+                ds->path, c, first, end < ds->n_tokens ? end : ds->n_tokens, why[0] ? why : "no detail");
+    }
+    STRAND_FAIL(STRAND_ERR_IO, "%s: cannot read tokens [%" PRId64 ", %" PRId64 ") of /tokens (HDF5: %s)",
+                ds->path, offset, offset + count, detail[0] ? detail : "no detail");
+}
+
+/* Every value must be a token: anything else (corruption, or the fill value where HDF5 has no
+ * data) would index past the model's embedding table. One max over the buffer, which the
+ * compiler vectorises; the position is looked for only when something is wrong. */
+static int check_tokens(const strand_dataset *ds, int64_t offset, const uint8_t *tokens, int64_t count) {
+    uint8_t largest = 0;
+    for (int64_t i = 0; i < count; i++)
+        largest = tokens[i] > largest ? tokens[i] : largest;
+    if (largest < STRAND_VOCAB_SIZE) return STRAND_OK;
+    int64_t i = 0;
+    while (tokens[i] < STRAND_VOCAB_SIZE)
+        i++;
+    if (tokens[i] == ds->tokens_fill)
+        STRAND_FAIL(STRAND_ERR_INPUT,
+                    "%s: /tokens offset %" PRId64 ": value %u is not a token but the fill value of /tokens, "
+                    "which HDF5 returns where it finds no data (a damaged chunk index, or /tokens grown past "
+                    "what prep wrote): the dataset is corrupt",
+                    ds->path, offset + i, tokens[i]);
+    STRAND_FAIL(STRAND_ERR_INPUT,
+                "%s: /tokens offset %" PRId64
+                ": value %u is not a token (the vocabulary is 0..%d): the dataset is corrupt",
+                ds->path, offset + i, tokens[i], STRAND_VOCAB_SIZE - 1);
+}
+
 int strand_dataset_read(strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out) {
     if (offset < 0 || count < 0 || offset > ds->n_tokens || count > ds->n_tokens - offset)
         STRAND_FAIL(STRAND_ERR_INPUT,
                     "%s: read of tokens [%" PRId64 ", %" PRId64 ") outside [0, %" PRId64 ")", ds->path,
                     offset, offset + count, ds->n_tokens);
     if (count == 0) return STRAND_OK;
-    hsize_t start = (hsize_t)offset, n = (hsize_t)count;
-    hid_t file_space = H5Dget_space(ds->tokens);
-    hid_t memory_space = H5Screate_simple(1, &n, NULL);
-    int status = STRAND_OK;
-    /* Default transfer properties are independent I/O, also under the MPI-IO driver. */
-    if (file_space < 0 || memory_space < 0 ||
-        H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &n, NULL) < 0 ||
-        H5Dread(ds->tokens, H5T_NATIVE_UINT8, memory_space, file_space, H5P_DEFAULT, out) < 0)
-        status = strand_h5_error(__FILE__, __LINE__, ds->path, "cannot read /tokens");
-    strand_h5_close(&memory_space);
-    strand_h5_close(&file_space);
-    return status;
+    char detail[256];
+    if (read_span(ds, offset, count, out, detail) != 0) return read_failure(ds, offset, count, out, detail);
+    return check_tokens(ds, offset, out, count);
 }
 
 void strand_dataset_close(strand_dataset *ds) {
@@ -589,7 +702,7 @@ static int print_sources(const strand_dataset *ds) {
     STRAND_CALL(open_table(ds->file, "/sources/path", ds->path, &dataset, &rank, dims, 0));
     strand_h5_close(&dataset);
     int64_t n = (int64_t)dims[0];
-    char(*paths)[128] = NULL, (*hashes)[128] = NULL;
+    char(*paths)[1024] = NULL, (*hashes)[128] = NULL;
     int64_t *sizes = NULL;
     int status = STRAND_OK;
     paths = strand_alloc((size_t)n * sizeof *paths, "source paths");
@@ -599,8 +712,10 @@ static int print_sources(const strand_dataset *ds) {
         status = STRAND_ERR_NOMEM;
         goto done;
     }
-    STRAND_CALL_GOTO(status, done, read_names(ds->file, "/sources/path", ds->path, paths, n));
-    STRAND_CALL_GOTO(status, done, read_names(ds->file, "/sources/sha256", ds->path, hashes, n));
+    STRAND_CALL_GOTO(status, done,
+                     read_strings(ds->file, "/sources/path", ds->path, paths[0], sizeof paths[0], n, 0));
+    STRAND_CALL_GOTO(status, done,
+                     read_strings(ds->file, "/sources/sha256", ds->path, hashes[0], sizeof hashes[0], n, 0));
     STRAND_CALL_GOTO(status, done, read_int64(ds->file, "/sources/size", ds->path, sizes, n));
     printf("sources: %" PRId64 "\n", n);
     for (int64_t i = 0; i < n; i++) {
@@ -669,6 +784,8 @@ int strand_dataset_print_info(const char *path) {
            created_by);
     printf("tokenizer: %s version %d, alphabet %s, vocabulary %d, special tokens %s\n", STRAND_TOKENIZER_NAME,
            STRAND_TOKENIZER_VERSION, alphabet, STRAND_VOCAB_SIZE, special);
+    printf("tokens: %s\n", ds.tokens_checksummed ? "Fletcher32 checksums per chunk"
+                                                 : "no per-chunk checksums (written by an older strand)");
     print_count("records: ", ds.n_records);
     print_count(", tokens: ", ds.n_tokens);
     printf("\n");

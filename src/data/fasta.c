@@ -40,6 +40,8 @@ static const uint8_t token_table[256] = {
 };
 #undef X
 // clang-format on
+/* prep's limit on names and the reader's name buffers are one constant. */
+_Static_assert(STRAND_FASTA_NAME_MAX == STRAND_RECORD_NAME_MAX, "one limit on record names");
 _Static_assert(STRAND_TOKEN_A == 0 && STRAND_TOKEN_C == 1 && STRAND_TOKEN_G == 2 && STRAND_TOKEN_T == 3 &&
                    STRAND_TOKEN_N == 4,
                "token_table assumes these token ids");
@@ -197,11 +199,11 @@ typedef struct {
     enum parse_state state;
     int64_t line;    /* 1-based line number of the current byte */
     int64_t column0; /* bytes of the current line seen in earlier blocks */
-    int pending_cr;  /* the previous block ended in '\r' inside a sequence line */
+    int pending_cr;  /* the previous block ended in '\r' (inside a sequence, header or comment line) */
     int in_record;
     int64_t record_line;
     int64_t record_tokens;
-    char name[STRAND_FASTA_NAME_MAX + 1];
+    char name[STRAND_RECORD_NAME_MAX + 1];
     size_t name_len;
     uint8_t *tokens; /* tokens of the current block not yet passed on */
     size_t n_tokens;
@@ -249,7 +251,16 @@ static int begin_record(parser *p) {
     return STRAND_OK;
 }
 
+/* Old Mac files end lines with '\r' alone: said as such, wherever the first one is. */
+static int lone_cr(const parser *p, int64_t column) {
+    STRAND_FAIL(STRAND_ERR_INPUT,
+                "%s:%lld:%lld: carriage return without a line feed: CR-only line ends are not supported "
+                "(convert with tr '\\r' '\\n')",
+                p->path, (long long)p->line, (long long)column);
+}
+
 static int bad_character(const parser *p, unsigned char c, int64_t column) {
+    if (c == '\r') return lone_cr(p, column);
     char shown[8];
     describe_byte(c, shown);
     if (!p->in_record)
@@ -293,6 +304,24 @@ static int sequence_segment(parser *p, const uint8_t *text, size_t length, int l
     return STRAND_OK;
 }
 
+/* One segment of a header's rest or of a comment line: text[0, length) holds no '\n' and is
+ * ignored, but a '\r' in it must end the line. Without this check a file with CR-only line ends
+ * would be one long header line, refused as a record without sequence. */
+static int skipped_segment(parser *p, const uint8_t *text, size_t length, int line_ends) {
+    if (p->pending_cr) {
+        if (length > 0) return lone_cr(p, p->column0);
+        p->pending_cr = 0;
+    }
+    const uint8_t *cr = memchr(text, '\r', length);
+    if (cr) {
+        size_t k = (size_t)(cr - text);
+        if (k + 1 < length) return lone_cr(p, p->column0 + (int64_t)k + 1);
+        if (!line_ends) p->pending_cr = 1;
+    }
+    p->column0 += (int64_t)length;
+    return STRAND_OK;
+}
+
 static int parse_block(parser *p, const uint8_t *text, size_t n) {
     size_t i = 0;
     while (i < n) {
@@ -327,9 +356,9 @@ static int parse_block(parser *p, const uint8_t *text, size_t n) {
                                 "%s:%lld:%lld: unexpected character '%s' (0x%02X) in record name", p->path,
                                 (long long)p->line, (long long)(p->column0 + 1), shown, c);
                 }
-                if (p->name_len == STRAND_FASTA_NAME_MAX)
+                if (p->name_len == STRAND_RECORD_NAME_MAX)
                     STRAND_FAIL(STRAND_ERR_INPUT, "%s:%lld: record name longer than %d characters", p->path,
-                                (long long)p->line, STRAND_FASTA_NAME_MAX);
+                                (long long)p->line, STRAND_RECORD_NAME_MAX);
                 p->name[p->name_len++] = (char)c;
                 p->column0++;
                 i++;
@@ -343,14 +372,15 @@ static int parse_block(parser *p, const uint8_t *text, size_t n) {
         case IN_HEADER_REST:
         case IN_COMMENT: {
             const uint8_t *newline = memchr(text + i, '\n', n - i);
-            if (!newline) {
-                i = n;
-                break;
+            size_t end = newline ? (size_t)(newline - text) : n;
+            STRAND_CALL(skipped_segment(p, text + i, end - i, newline != NULL));
+            i = end;
+            if (newline) {
+                p->line++;
+                p->column0 = 0;
+                p->state = AT_LINE_START;
+                i = end + 1;
             }
-            i = (size_t)(newline - text) + 1;
-            p->line++;
-            p->column0 = 0;
-            p->state = AT_LINE_START;
             break;
         }
         case IN_SEQUENCE: {

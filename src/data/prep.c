@@ -4,9 +4,10 @@
  * and appended to the extendible /tokens dataset, so memory does not depend on the genome size. Only
  * the record table (one entry per FASTA record) is kept in memory. Everything is written to
  * "<output>.tmp", which is renamed over the output only once the file is complete and closed. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* POSIX 2008 with realpath() */
 #include "strand/dataset.h"
 #include "strand/fasta.h"
+#include "strand/filesum.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,12 +30,14 @@ enum {
  * H5Dwrite_chunk: this lets worker threads compress while the main thread parses (HDF5 itself is
  * called from the main thread only), and lets us choose zlib's Huffman-only strategy, which on
  * DNA is both faster and smaller than deflate level 1 (single-letter statistics are nearly all
- * there is to gain). The result is a standard zlib stream, read back by HDF5's deflate filter. */
+ * there is to gain). Each chunk is a standard zlib stream followed by its Fletcher32 checksum,
+ * exactly what HDF5's deflate and fletcher32 filters write, so any HDF5 reader verifies and
+ * inflates it. */
 typedef enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE } slot_state;
 
 typedef struct {
-    uint8_t *raw;    /* CHUNK_TOKENS tokens (the last chunk is zero-padded) */
-    uint8_t *packed; /* its zlib stream */
+    uint8_t *raw;    /* CHUNK_TOKENS tokens (the last chunk is padded with STRAND_TOKEN_FILL) */
+    uint8_t *packed; /* its zlib stream and Fletcher32 checksum */
     size_t valid;    /* tokens of raw that belong to the dataset */
     size_t packed_bytes;
     int64_t index; /* chunk number */
@@ -78,14 +81,48 @@ typedef struct {
 
 /* ---- chunk compression ---- */
 
+enum { CHECKSUM_BYTES = 4 };
+
+/* HDF5's Fletcher32 (H5_checksum_fletcher32 in H5checksum.c): 16-bit words read big-endian, both
+ * sums start at 0 and are folded (end-around carry) every 360 words, before they can overflow; an
+ * odd last byte is the high byte of one more word. */
+static uint32_t fletcher32(const uint8_t *data, size_t bytes) {
+    uint32_t sum1 = 0, sum2 = 0;
+    for (size_t words = bytes / 2; words > 0;) {
+        size_t run = words < 360 ? words : 360;
+        words -= run;
+        for (size_t k = 0; k < run; k++, data += 2) {
+            sum1 += (uint32_t)data[0] << 8 | data[1];
+            sum2 += sum1;
+        }
+        sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+        sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+    }
+    if (bytes % 2) {
+        sum1 += (uint32_t)data[0] << 8;
+        sum2 += sum1;
+        sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+        sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+    }
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+    return sum2 << 16 | sum1;
+}
+
+/* Compress a chunk and append its checksum as HDF5's fletcher32 filter stores it: little-endian
+ * (UINT32ENCODE in H5Zfletcher32.c). `capacity` includes the checksum's 4 bytes. */
 static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity) {
     if (deflateReset(z) != Z_OK) return -1;
     z->next_in = slot->raw;
     z->avail_in = CHUNK_TOKENS;
     z->next_out = slot->packed;
-    z->avail_out = (uInt)capacity;
+    z->avail_out = (uInt)(capacity - CHECKSUM_BYTES);
     if (deflate(z, Z_FINISH) != Z_STREAM_END) return -1;
-    slot->packed_bytes = capacity - z->avail_out;
+    size_t bytes = capacity - CHECKSUM_BYTES - z->avail_out;
+    uint32_t sum = fletcher32(slot->packed, bytes);
+    for (int k = 0; k < CHECKSUM_BYTES; k++)
+        slot->packed[bytes + (size_t)k] = (uint8_t)(sum >> (8 * k));
+    slot->packed_bytes = bytes + CHECKSUM_BYTES;
     return 0;
 }
 
@@ -123,7 +160,7 @@ static void *compress_worker(void *arg) {
 }
 
 static int compressor_start(compressor *c, const char *path) {
-    c->packed_capacity = compressBound(CHUNK_TOKENS);
+    c->packed_capacity = compressBound(CHUNK_TOKENS) + CHECKSUM_BYTES;
     for (int i = 0; i < N_SLOTS; i++) {
         c->slots[i].raw = malloc(CHUNK_TOKENS);
         c->slots[i].packed = malloc(c->packed_capacity);
@@ -208,7 +245,8 @@ static int submit_chunk(prep_writer *w) {
     compressor *c = &w->zip;
     chunk_slot *slot = &c->slots[w->fill_chunk % N_SLOTS];
     slot->valid = w->fill;
-    if (w->fill < CHUNK_TOKENS) memset(slot->raw + w->fill, 0, CHUNK_TOKENS - w->fill);
+    /* Padding with the fill value: should /tokens ever grow past n_tokens, it reads as invalid. */
+    if (w->fill < CHUNK_TOKENS) memset(slot->raw + w->fill, STRAND_TOKEN_FILL, CHUNK_TOKENS - w->fill);
     if (c->n_threads == 0) {
         slot->failed = deflate_chunk(&c->inline_z, slot, c->packed_capacity) != 0;
         slot->state = SLOT_DONE;
@@ -521,6 +559,56 @@ static int write_root_attributes(hid_t file, const char *path) {
 
 /* ---- driver ---- */
 
+/* `path` made absolute with its directory's symlinks and ".." resolved (malloc'd), for a file that
+ * may not exist yet; NULL when even its directory cannot be resolved. */
+static char *resolved_path(const char *path) {
+    char *whole = realpath(path, NULL);
+    if (whole) return whole;
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    char *real = dir ? realpath(dir, NULL) : NULL;
+    free(dir);
+    if (!real) return NULL;
+    const char *base = slash ? slash + 1 : path;
+    size_t bytes = strlen(real) + strlen(base) + 2;
+    char *joined = malloc(bytes);
+    if (joined) snprintf(joined, bytes, "%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", base);
+    free(real);
+    return joined;
+}
+
+/* Do `a` and `b` name one file? By device and inode when both exist (this sees through symlinks,
+ * hard links and "dir/.."), else by resolved path (a file that prep is about to create). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    int has_a = stat(a, &sa) == 0, has_b = stat(b, &sb) == 0;
+    if (has_a && has_b) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (has_a || has_b) return 0;
+    char *ra = resolved_path(a), *rb = resolved_path(b);
+    int same = ra && rb ? strcmp(ra, rb) == 0 : strcmp(a, b) == 0;
+    free(ra);
+    free(rb);
+    return same;
+}
+
+/* prep truncates "<output>.tmp", renames it over the output and deletes it on failure: an input
+ * that is either of them would be destroyed. Checked before anything is created. */
+static int check_inputs_not_written(const strand_prep_options *options, const char *tmp_path) {
+    for (int i = 0; i < options->n_inputs; i++) {
+        const char *input = options->inputs[i];
+        if (same_file(input, options->output))
+            STRAND_FAIL(STRAND_ERR_INPUT,
+                        "input %s and the output %s are the same file: prep would overwrite its input", input,
+                        options->output);
+        if (same_file(input, tmp_path))
+            STRAND_FAIL(STRAND_ERR_INPUT,
+                        "input %s and the temporary file %s (where prep writes the output until it is "
+                        "complete) are the same file: prep would overwrite its input",
+                        input, tmp_path);
+    }
+    return STRAND_OK;
+}
+
 static int check_options(const strand_prep_options *options) {
     if (!options->output || !options->output[0]) STRAND_FAIL(STRAND_ERR_INPUT, "no output file given");
     if (options->n_inputs < 1 || !options->inputs)
@@ -529,33 +617,42 @@ static int check_options(const strand_prep_options *options) {
         STRAND_FAIL(STRAND_ERR_INPUT, "validation fraction %g is outside [0, 1)", options->val_fraction);
     if (options->n_val_records < 0 || (options->n_val_records > 0 && !options->val_records))
         STRAND_FAIL(STRAND_ERR_INPUT, "bad validation record list");
-    /* Renaming the result over an input would destroy it. */
-    struct stat out;
-    if (stat(options->output, &out) == 0) {
-        for (int i = 0; i < options->n_inputs; i++) {
-            struct stat in;
-            if (stat(options->inputs[i], &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
-                STRAND_FAIL(STRAND_ERR_INPUT, "output %s is also an input", options->output);
-        }
+    /* Said now, not after reading every input: no record can have such a name. */
+    for (int v = 0; v < options->n_val_records; v++) {
+        size_t length = strlen(options->val_records[v]);
+        if (length > STRAND_RECORD_NAME_MAX)
+            STRAND_FAIL(STRAND_ERR_INPUT,
+                        "--val-records: a name of %zu bytes is longer than the longest record name (%d "
+                        "bytes): %.40s...",
+                        length, STRAND_RECORD_NAME_MAX, options->val_records[v]);
     }
     return STRAND_OK;
 }
 
 static int create_output(prep_writer *w) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), fcpl = H5Pcreate(H5P_FILE_CREATE);
+    if (fapl < 0 || fcpl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
         strand_h5_close(&fapl);
+        strand_h5_close(&fcpl);
         STRAND_H5_FAIL(w->path, "cannot set file access properties");
     }
-    w->file = H5Fcreate(w->path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* Room for the whole-file checksum header, written once the file is closed. */
+    int status = strand_filesum_reserve(fcpl, STRAND_FILESUM_BLOCK, w->path);
+    if (status == STRAND_OK) w->file = H5Fcreate(w->path, H5F_ACC_TRUNC, fcpl, fapl);
     strand_h5_close(&fapl);
+    strand_h5_close(&fcpl);
+    STRAND_CALL(status);
     if (w->file < 0) STRAND_H5_FAIL(w->path, "cannot create the output file (does its directory exist?)");
     if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0)
         STRAND_FAIL(STRAND_ERR_IO, "%s: this HDF5 library has no deflate filter", w->path);
+    if (H5Zfilter_avail(H5Z_FILTER_FLETCHER32) <= 0)
+        STRAND_FAIL(STRAND_ERR_IO, "%s: this HDF5 library has no fletcher32 filter", w->path);
+    /* The pipeline deflate_chunk() reproduces: deflate, then Fletcher32 over the compressed bytes. */
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = CHUNK_TOKENS;
+    const uint8_t fill = STRAND_TOKEN_FILL;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    int status = STRAND_OK;
     if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_deflate(dcpl, 1) < 0 ||
+        H5Pset_fletcher32(dcpl) < 0 || H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &fill) < 0 ||
         (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
         status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot create /tokens");
     strand_h5_close(&dcpl);
@@ -582,6 +679,7 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     }
     snprintf(tmp_path, path_bytes, "%s.tmp", options->output);
     w.path = tmp_path;
+    STRAND_CALL_GOTO(status, done, check_inputs_not_written(options, tmp_path));
     created = 1; /* from here a (partial) tmp file may exist */
     STRAND_CALL_GOTO(status, done, create_output(&w));
     STRAND_CALL_GOTO(status, done, compressor_start(&w.zip, w.path));
@@ -607,6 +705,7 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
         status = strand_h5_error(__FILE__, __LINE__, w.path, "cannot finish writing the file (disk full?)");
         goto done;
     }
+    STRAND_CALL_GOTO(status, done, strand_filesum_seal(tmp_path, STRAND_FILESUM_BLOCK));
     if (rename(tmp_path, options->output) != 0) {
         status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot rename %s to %s: %s", tmp_path,
                                   options->output, strerror(errno));

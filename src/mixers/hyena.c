@@ -274,8 +274,10 @@ static int hyena_setup(strand_mixer *mixer, const strand_shard *shard, const str
         hyena_borrow(s, donor->state);
         return strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K);
     }
-    STRAND_CALL(strand_agree(shard->grid->sp_comm, hyena_alloc(s, T, C)));
-    STRAND_CALL(strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K));
+    /* Agreed before strand_fftconv_create, which is collective. */
+    int status = hyena_alloc(s, T, C);
+    if (status == STRAND_OK) status = strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K);
+    STRAND_CALL(strand_agree(shard->grid->sp_comm, status));
 
     /* Positional features of this rank's positions on the grid fixed by Lmax. */
     for (int64_t i = 0; i < T; i++)

@@ -233,7 +233,7 @@ head -c 4096 /dev/urandom | dd of="$work/corrupt.h5" conv=notrunc status=none
 refused corrupt "corrupt.h5: not an HDF5 file or corrupt" --resume "$work/corrupt.h5"
 cp "$ck" "$work/truncated.h5"
 truncate -s $(($(stat -c %s "$ck") / 2)) "$work/truncated.h5"
-refused truncated "truncated.h5: corrupt or truncated" --resume "$work/truncated.h5"
+refused truncated "truncated.h5: the file has [0-9]* bytes, its checksum header says [0-9]* .truncated" --resume "$work/truncated.h5"
 refused missing "nothere.h5: No such file" --resume "$work/nothere.h5"
 # A run directory whose only checkpoint is corrupt is refused, not silently restarted at step 0.
 mkdir -p "$work/refused-autocorrupt/checkpoints"

@@ -79,11 +79,58 @@ check_bad empty_record.fa "empty_record.fa:1: record empty has no sequence"
 check_bad no_records.fa "no_records.fa: no FASTA records"
 check_bad truncated.fa.gz "truncated.fa.gz: truncated gzip stream"
 check_bad does_not_exist.fa "does_not_exist.fa: no such file"
+check_bad cr_only.fa "cr_only.fa:1:23: carriage return without a line feed: CR-only line ends are not supported (convert with tr '\\r' '\\n')"
 run 1 "$STRAND" prep --in "$lambda" --out "$work/bad.h5" --val-records NC_001416.1
 one_error_line prep
 expect_in "$work/err" "--val-records: no record named NC_001416.1"
 run 1 "$STRAND" prep --in "$lambda" --out "$work/no/such/dir/x.h5"
 one_error_line prep
+
+# --- an input that is a file prep writes (the output, or the output's temporary file) is refused
+# before anything is created, however it is named; the input survives byte for byte
+cp "$fixtures/good_crlf_iupac.fa" "$work/g.tmp"
+mkdir -p "$work/sub"
+ln -s "$work/g.tmp" "$work/g_link.fa"
+for case in "$work/g.tmp|$work/g" "$work/g.tmp|$work/sub/../g" "$work/g_link.fa|$work/g" "$work/g.tmp|$work/g.tmp"; do
+    input=${case%|*} output=${case#*|}
+    run 1 "$STRAND" prep --in "$input" --out "$output"
+    one_error_line prep
+    expect_in "$work/err" "input $input and the"
+    expect_in "$work/err" "are the same file: prep would overwrite its input"
+    checks=$((checks + 1))
+    cmp -s "$fixtures/good_crlf_iupac.fa" "$work/g.tmp" || fail "prep --in $input --out $output changed its input"
+done
+[ ! -e "$work/g" ] || fail "an output was created for an input prep would overwrite"
+
+# --- record names are kept whole up to 255 bytes: two that share their first 127 stay apart
+long=$(printf 'x%.0s' $(seq 1 127))
+printf '>%s_one\nACGT\n>%s_two\nGG\n' "$long" "$long" >"$work/long.fa"
+run 0 "$STRAND" prep --in "$work/long.fa" --out "$work/long.h5" --val-records "${long}_two"
+expect_in "$work/out" "2 records, 6 tokens (train 4, val 2)"
+run 0 "$STRAND" info "$work/long.h5"
+expect_in "$work/out" "${long}_one"
+expect_in "$work/out" "${long}_two"
+
+# --- /tokens integrity: Fletcher32 per chunk, read by HDF5's own tools; older datasets still read
+run 0 "$STRAND" info "$work/lambda.h5"
+expect_in "$work/out" "tokens: Fletcher32 checksums per chunk"
+gzip -dc "$fixtures/old_strand_dataset.h5.gz" >"$work/old.h5"
+run 0 "$STRAND" info "$work/old.h5"
+expect_in "$work/out" "tokens: no per-chunk checksums (written by an older strand)"
+expect_in "$work/out" "records: 1, tokens: 25"
+expect_in "$work/out" "composition: A 0.1200  C 0.1200  G 0.1200  T 0.1200  N 0.5200"
+checks=$((checks + 1))
+[ "$(head -c 8 "$work/lambda.h5")" = STRANDFS ] || fail "no whole-file checksum header at the start of lambda.h5"
+if command -v h5dump >/dev/null; then
+    run 0 h5dump -H "$work/lambda.h5" # HDF5 skips the user block that holds the header
+    expect_in "$work/out" 'DATASET "tokens"'
+    run 0 h5dump -p -H -d /tokens "$work/lambda.h5"
+    expect_in "$work/out" "COMPRESSION DEFLATE { LEVEL 1 }"
+    expect_in "$work/out" "CHECKSUM FLETCHER32"
+    run 0 h5dump -d /tokens -y -o "$work/tokens.txt" "$work/lambda.h5" # every chunk verified and inflated
+    checks=$((checks + 1))
+    [ "$(tr -cd '0-9' <"$work/tokens.txt" | wc -c)" -eq 48502 ] || fail "h5dump did not read 48502 tokens"
+fi
 
 # --- usage errors: status 2, naming the problem
 run 2 "$STRAND" prep --in "$lambda" --out "$work/u.h5" --bogus

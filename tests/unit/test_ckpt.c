@@ -10,9 +10,11 @@
 #include "test_util.h"
 
 #include "strand/ckpt.h"
+#include "strand/optim.h"
 #include "strand/config.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
+#include "strand/filesum.h"
 #include "strand/layout.h"
 #include "strand/model.h"
 
@@ -82,9 +84,10 @@ static void make_meta(strand_ckpt_meta *meta, const strand_param_table *table, i
     MPI_Comm_size(comm, &size);
     strand_ckpt_meta_init(meta, &config, table);
     meta->step = step;
-    meta->tokens_seen = step * 1000;
+    /* Consistent with the configuration: strand_ckpt_check refuses state that is not. */
+    meta->tokens_seen = step * config.accum_steps * config.seq_len;
     meta->adam_t = step;
-    meta->lr = 1e-3 * (double)step;
+    meta->lr = step > 0 ? strand_lr_at(&config, step - 1) : 0;
     meta->first_loss = 2.5;
     meta->last_loss = 1.25;
     meta->elapsed_s = 3.5;
@@ -142,9 +145,9 @@ static void round_trip(const char *label, MPI_Comm writer, MPI_Comm reader, cons
         CHECK(status == STRAND_OK);
         CHECK_MSG(same_tensors(&src, &dst), "%s: tensors differ after the round trip", label);
         CHECK(meta_in.step == step);
-        CHECK(meta_in.tokens_seen == step * 1000);
+        CHECK(meta_in.tokens_seen == step * config.seq_len);
         CHECK(meta_in.adam_t == step);
-        CHECK(meta_in.lr == 1e-3 * (double)step);
+        CHECK(meta_in.lr == strand_lr_at(&config, step - 1));
         CHECK(meta_in.first_loss == 2.5 && meta_in.last_loss == 1.25 && meta_in.elapsed_s == 3.5);
         CHECK(meta_in.seed == config.seed);
         CHECK(strcmp(meta_in.real_type, STRAND_REAL_NAME) == 0);
@@ -211,6 +214,9 @@ static void edit_file(const char *path, const char *what) {
             CHECK(strand_h5_write_string_attribute(file, "real_type", "bfloat16", path) == STRAND_OK);
         }
         H5Fclose(file);
+        /* As a tool that rewrites the file and its checksum would: the checks behind the
+         * whole-file checksum must still refuse. */
+        CHECK(strand_filesum_seal(path, 1 << 20) == STRAND_OK);
     }
     MPI_Barrier(MPI_COMM_WORLD);
 }
@@ -262,6 +268,19 @@ static void expect_refusal(const char *label, const char *path, int variant, con
               strand_error_message(), needle);
     if (world_rank == 0) fprintf(stderr, "refused (%s): %s\n", label, strand_error_message());
     release(&dst);
+}
+
+/* The same edit without the new checksum: refused before HDF5 reads it. */
+static void expect_unsealed_refusal(const char *label, const char *good, const char *path, const char *what) {
+    copy_file(good, path);
+    if (world_rank == 0) {
+        hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+        CHECK(file >= 0);
+        CHECK(strand_h5_write_int_attribute(file, what, 12345, path) == STRAND_OK);
+        H5Fclose(file);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    expect_refusal(label, path, 0, NULL, 0, "checksum");
 }
 
 static void test_refusals(void) {
@@ -318,18 +337,24 @@ static void test_refusals(void) {
         hid_t dataset = H5Dopen2(file, "/optim/m/block0.mixer/weight", H5P_DEFAULT);
         haddr_t at = H5Dget_offset(dataset);
         CHECK(at != HADDR_UNDEF);
-        offset = (long)at + 100;
+        offset = (long)at + 100; /* H5Dget_offset counts the user block */
         H5Dclose(dataset);
         H5Fclose(file);
     }
     MPI_Bcast(&offset, 1, MPI_LONG, 0, MPI_COMM_WORLD);
     damage(path, offset, 16);
-    expect_refusal("random bytes in data", path, 0, NULL, 0, "does not match its crc32");
+    expect_refusal("random bytes in data", path, 0, NULL, 0, "do not match the file's checksum");
+    if (world_rank == 0) CHECK(strand_filesum_seal(path, 1 << 20) == STRAND_OK);
+    MPI_Barrier(MPI_COMM_WORLD);
+    expect_refusal("random bytes in data, resealed", path, 0, NULL, 0, "does not match its crc32");
 
     snprintf(path, sizeof path, "%s/noise.h5", dir);
     copy_file(good, path);
     damage(path, 0, 4096);
     expect_refusal("random bytes in the header", path, 0, NULL, 0, "noise.h5");
+
+    snprintf(path, sizeof path, "%s/unsealed.h5", dir);
+    expect_unsealed_refusal("attribute added without a new checksum", good, path, "extra_attribute");
 
     snprintf(path, sizeof path, "%s/nothere.h5", dir);
     expect_refusal("missing file", path, 0, NULL, 0, "no such file");

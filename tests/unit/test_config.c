@@ -481,6 +481,81 @@ static void test_long_values(void) {
     CHECK(contains(strand_error_message(), "too long (1100 bytes; at most 1023)"));
 }
 
+/* Write `size` bytes (NULs included) to a new temp file; returns its path (static storage). */
+static const char *write_temp_bytes(const char *name, const char *bytes, size_t size) {
+    STRAND_ASSERT(temp_files < 32);
+    char *path = temp_paths[temp_files++];
+    snprintf(path, 128, "%s/%s", temp_dir, name);
+    FILE *file = fopen(path, "wb");
+    STRAND_ASSERT(file != NULL);
+    STRAND_ASSERT(fwrite(bytes, 1, size, file) == size);
+    fclose(file);
+    return path;
+}
+
+/* libinih stops a line at a NUL byte, so "d_model = 16\0 99" would read as 16: refused with file,
+ * line and column, and nothing is changed. */
+static void test_nul_bytes(void) {
+    strand_config c, before;
+    strand_config_defaults(&c);
+    memcpy(&before, &c, sizeof c);
+    static const char text[] = "[model]\nd_model = 16\0 99\n[train]\nsteps = 5\n";
+    const char *path = write_temp_bytes("nul.ini", text, sizeof text - 1);
+    char expected[256];
+    snprintf(expected, sizeof expected, "%s:2: contains a NUL byte (column 13)", path);
+    CHECK_FAILS(strand_config_load_file(&c, path), STRAND_ERR_INPUT, expected);
+    CHECK(memcmp(&c, &before, sizeof c) == 0);
+
+    /* A NUL on the last line, after a line longer than inih's buffer. */
+    char big[1400];
+    int n = snprintf(big, sizeof big, "[data]\npath = /%0600d\n[train]\nlr = 1e-3", 5);
+    big[n] = '\0';
+    memcpy(big + n, "\0x\n", 3);
+    path = write_temp_bytes("nul_last.ini", big, (size_t)n + 3);
+    snprintf(expected, sizeof expected, "%s:4: contains a NUL byte (column 10)", path);
+    CHECK_FAILS(strand_config_load_file(&c, path), STRAND_ERR_INPUT, expected);
+
+    /* The same file without the NUL still loads. */
+    path = write_temp_bytes("no_nul.ini", text, strlen(text));
+    CHECK_OK(strand_config_load_file(&c, path));
+    CHECK(c.d_model == 16);
+}
+
+/* Ordered pairs of the key table: each minimum may not exceed its maximum, whatever the mixers. */
+static void test_ordered_pairs(void) {
+    strand_config c;
+    strand_config_defaults(&c);
+    c.hyena_decay_fast = 2;
+    CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG,
+                "hyena.decay_fast = 2 must not exceed hyena.decay_slow = 1.5");
+    c.hyena_decay_fast = 1.5; /* equal: every channel decays alike */
+    CHECK_OK(strand_config_validate(&c));
+
+    strand_config_defaults(&c);
+    CHECK_OK(strand_config_set(&c, "s4d.dt_min=0.5"));
+    CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG,
+                "s4d.dt_min = 0.5 must not exceed s4d.dt_max = 0.1");
+    c.s4d_dt_max = 0.5;
+    CHECK_OK(strand_config_validate(&c));
+}
+
+/* Every recorded error is one line: control characters are written as escapes (\n, \r, \t,
+ * \xHH) and a trailing line break (HDF5 messages end with one) is dropped. */
+static void test_error_one_line(void) {
+    strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__,
+                     "H5Fopen failed\nmajor: File accessibility\r\tminor: x%c\n", '\x01');
+    CHECK_MSG(
+        strcmp(strand_error_message(), "H5Fopen failed\\nmajor: File accessibility\\r\\tminor: x\\x01") == 0,
+        "message '%s'", strand_error_message());
+    strand_config c;
+    strand_config_defaults(&c);
+    CHECK_FAILS(strand_config_set(&c, "run.dir=a\nb"), STRAND_ERR_INPUT,
+                "run.dir = a\\nb: contains a control character");
+    CHECK(!strchr(strand_error_message(), '\n'));
+    CHECK_FAILS(strand_config_set(&c, "train.l\nr=1"), STRAND_ERR_CONFIG, "unknown config key 'train.l\\nr'");
+    CHECK(!strchr(strand_error_message(), '\n'));
+}
+
 static void test_reference(void) {
     char *text = NULL;
     size_t length = 0;
@@ -540,6 +615,9 @@ int main(void) {
     test_round_trip();
     test_long_values();
     test_reference();
+    test_nul_bytes();
+    test_ordered_pairs();
+    test_error_one_line();
 
     for (int i = 0; i < temp_files; i++)
         unlink(temp_paths[i]);
