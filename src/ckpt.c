@@ -1181,7 +1181,8 @@ static int resumable_key(const char *key) {
 static int check_config(const char *path, const strand_ckpt_meta *meta, const strand_config *config,
                         int64_t windows_per_step) {
     strand_config *theirs = strand_alloc(sizeof *theirs, "a configuration");
-    char *a = strand_alloc(STRAND_CKPT_CONFIG_BYTES, "configuration text"), *b = strand_alloc(STRAND_CKPT_CONFIG_BYTES, "configuration text");
+    char *a = strand_alloc(STRAND_CKPT_CONFIG_BYTES, "configuration text"),
+         *b = strand_alloc(STRAND_CKPT_CONFIG_BYTES, "configuration text");
     int status = STRAND_OK;
     if (!theirs || !a || !b) {
         status =
@@ -1399,9 +1400,11 @@ int strand_ckpt_read(const char *path, const strand_ckpt_state *state, MPI_Comm 
             STRAND_FAIL(STRAND_ERR_INPUT, "%s/%s: too large to read (rows or row length above 2^31)",
                         table->items[i].layer, table->items[i].name);
     const int n = table->count * MAX_SETS;
-    uint32_t *local = strand_alloc((size_t)n * sizeof *local, "checksums"), *stored = strand_alloc((size_t)n * sizeof *stored, "checksums");
+    uint32_t *local = strand_alloc((size_t)n * sizeof *local, "checksums"),
+             *stored = strand_alloc((size_t)n * sizeof *stored, "checksums");
     uint32_t *all = strand_alloc((size_t)n * (size_t)world * sizeof *all, "checksums");
-    int *counts = strand_alloc((size_t)world * sizeof *counts, "row counts"), *displs = strand_alloc((size_t)world * sizeof *displs, "row offsets");
+    int *counts = strand_alloc((size_t)world * sizeof *counts, "row counts"),
+        *displs = strand_alloc((size_t)world * sizeof *displs, "row offsets");
     hid_t fapl = H5I_INVALID_HID, dxpl = H5Pcreate(H5P_DATASET_XFER), file = H5I_INVALID_HID;
     int status = STRAND_OK;
     if (!local || !stored || !all || !counts || !displs)
@@ -1568,6 +1571,12 @@ int strand_ckpt_print_info(const char *path) {
             status = print_group(file, path, "/params", &list);
             if (status == STRAND_OK)
                 printf("  parameters: %" PRId64 " in %d tensors\n", list.elements, list.count);
+            /* The shapes must add up to the recorded count: a damaged shape is not a summary. */
+            if (status == STRAND_OK && list.elements != meta->parameters)
+                status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                          "%s: the tensors' shapes add up to %" PRId64
+                                          " parameters, the checkpoint records %" PRId64 " (corrupt)",
+                                          path, list.elements, meta->parameters);
         }
     } else if (status == STRAND_OK && kind == 2) {
         status = read_header(file, path, STRAND_GRADS_KIND, meta);

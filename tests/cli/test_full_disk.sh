@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A full disk during a checkpoint write: run.dir on a 3 MiB tmpfs that holds one checkpoint.
+# A full disk during a checkpoint write: run.dir on a small tmpfs that holds one checkpoint.
 # The run must stop within the timeout with exit 1 and one error line saying the disk is full
 # (before the fix the ranks hung in HDF5's collective close), leave no temporary file, and keep
 # every earlier checkpoint intact: each still verifies, and the run resumes from the newest one
@@ -16,9 +16,9 @@ cli_cleanup() {
 cli_prep "$work/lambda.h5"
 cat >"$work/tiny.ini" <<INI
 [model]
-d_model = 64
+d_model = 128
 layers = conv,conv
-mlp_hidden = 128
+mlp_hidden = 256
 [train]
 seq_len = 256
 steps = 20
@@ -32,7 +32,10 @@ keep = 10
 path = $work/lambda.h5
 INI
 mkdir -p "$work/small"
-mount -t tmpfs -o size=3m none "$work/small"
+# Room for one checkpoint and not two (the tensors take twice the bytes in the double build).
+size=5m
+[ "${STRAND_REAL:-float}" = double ] && size=9m
+mount -t tmpfs -o "size=$size" none "$work/small"
 rc=0
 timeout 60 "$STRAND_MPIEXEC" --oversubscribe -n 2 "$STRAND" train --config "$work/tiny.ini" \
     --set "run.dir=$work/small/run" --quiet >"$work/out" 2>"$work/err" || rc=$?

@@ -223,7 +223,7 @@ static void edit_file(const char *path, const char *what) {
 
 static void copy_file(const char *from, const char *to) {
     if (world_rank == 0) {
-        char command[1200];
+        char command[1600];
         snprintf(command, sizeof command, "cp '%s' '%s'", from, to);
         CHECK(system(command) == 0);
     }
@@ -268,6 +268,28 @@ static void expect_refusal(const char *label, const char *path, int variant, con
               strand_error_message(), needle);
     if (world_rank == 0) fprintf(stderr, "refused (%s): %s\n", label, strand_error_message());
     release(&dst);
+}
+
+/* Flip one bit of a scalar root attribute in place (its stored bytes, as a disk would), with or
+ * without rewriting the whole-file checksum to match. first_loss becomes NaN (its sign and
+ * exponent bits set) so that the invariants can see it. */
+static void flip_attribute_bit(const char *path, const char *name, int reseal) {
+    hid_t file = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t attribute = H5Aopen(file, name, H5P_DEFAULT);
+    hid_t type = H5Aget_type(attribute);
+    CHECK(file >= 0 && attribute >= 0 && type >= 0);
+    unsigned char bytes[8] = {0};
+    const size_t size = H5Tget_size(type);
+    CHECK(size <= sizeof bytes && H5Aread(attribute, type, bytes) >= 0);
+    if (strcmp(name, "first_loss") == 0)
+        memset(bytes + 6, 0xff, 2);
+    else
+        bytes[0] ^= 0x04;
+    CHECK(H5Awrite(attribute, type, bytes) >= 0);
+    H5Tclose(type);
+    H5Aclose(attribute);
+    H5Fclose(file);
+    if (reseal) CHECK(strand_filesum_seal(path, 1 << 20) == STRAND_OK);
 }
 
 /* The same edit without the new checksum: refused before HDF5 reads it. */
@@ -355,6 +377,30 @@ static void test_refusals(void) {
 
     snprintf(path, sizeof path, "%s/unsealed.h5", dir);
     expect_unsealed_refusal("attribute added without a new checksum", good, path, "extra_attribute");
+
+    /* One bit flipped in a training-state attribute: refused by the file's checksum, and, in a
+     * file whose checksum was rewritten to match, by the invariants between the numbers. */
+    static const struct {
+        const char *name, *needle;
+    } state_bits[] = {{"adam_t", "adam_t"},
+                      {"tokens_seen", "tokens_seen"},
+                      {"step", "data_cursor 5 does not match step 1"},
+                      {"data_cursor", "data_cursor"},
+                      {"total_steps", "total_steps"},
+                      {"first_loss", "first_loss"}};
+    for (size_t i = 0; i < sizeof state_bits / sizeof *state_bits; i++) {
+        const char *name = state_bits[i].name;
+        for (int resealed = 0; resealed < 2; resealed++) {
+            char label[128];
+            snprintf(path, sizeof path, "%s/bit-%s-%d.h5", dir, name, resealed);
+            snprintf(label, sizeof label, "a bit of %s flipped%s", name,
+                     resealed ? ", checksum rewritten" : "");
+            copy_file(good, path);
+            if (world_rank == 0) flip_attribute_bit(path, name, resealed);
+            MPI_Barrier(MPI_COMM_WORLD);
+            expect_refusal(label, path, 0, NULL, 0, resealed ? state_bits[i].needle : "checksum");
+        }
+    }
 
     snprintf(path, sizeof path, "%s/nothere.h5", dir);
     expect_refusal("missing file", path, 0, NULL, 0, "no such file");
