@@ -740,7 +740,7 @@ int strand_ckpt_read_carry(const char *path, real_t *carry, int64_t count, MPI_C
     STRAND_CALL(comm_info(comm, &rank, &world));
     hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
     strand_filesum_info sum;
-    STRAND_CALL(strand_filesum_verify_parallel(path, comm, &sum));
+    STRAND_CALL(strand_filesum_same_everywhere(path, comm, &sum));
     int status = strand_agree(comm, file_access(comm, path, &fapl));
     if (status == STRAND_OK) {
         strand_h5_quiet();
@@ -1234,11 +1234,16 @@ done:
     return status;
 }
 
+/* verified: the caller has just verified the whole file (in parallel); otherwise it is verified
+ * here, serially, before HDF5 parses any of it. */
 static int check_serial(const char *path, const strand_param_table *table, const strand_config *config,
-                        int64_t windows_per_step, strand_ckpt_meta *meta) {
-    /* Every byte is verified before HDF5 parses any of it. */
+                        int64_t windows_per_step, strand_ckpt_meta *meta,
+                        const strand_filesum_info *verified) {
     strand_filesum_info sum;
-    STRAND_CALL(strand_filesum_verify(path, &sum));
+    if (verified)
+        sum = *verified;
+    else
+        STRAND_CALL(strand_filesum_verify(path, &sum));
     hid_t file;
     STRAND_CALL(open_serial(path, &file));
     int status = read_ckpt_meta(file, path, meta);
@@ -1267,7 +1272,11 @@ int strand_ckpt_check(const char *path, const strand_param_table *table, const s
                       int64_t windows_per_step, MPI_Comm comm, strand_ckpt_meta *meta) {
     int rank, world;
     STRAND_CALL(comm_info(comm, &rank, &world));
-    int status = rank == 0 ? check_serial(path, table, config, windows_per_step, meta) : STRAND_OK;
+    /* Every rank checksums its slice of the file: the whole file is verified at the speed of all
+     * ranks together before rank 0's HDF5 parses it (and a rank that cannot see it is named). */
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify_parallel(path, comm, &sum));
+    int status = rank == 0 ? check_serial(path, table, config, windows_per_step, meta, &sum) : STRAND_OK;
     STRAND_CALL(strand_agree(comm, status));
     STRAND_CALL_MPI(MPI_Bcast(meta, (int)sizeof *meta, MPI_BYTE, 0, comm));
     return STRAND_OK;
@@ -1285,7 +1294,7 @@ static int find_serial(const char *path, int required, const strand_param_table 
         STRAND_FAIL(STRAND_ERR_INPUT, "%s: %s", path, strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) {
-        STRAND_CALL(check_serial(path, table, config, windows_per_step, meta));
+        STRAND_CALL(check_serial(path, table, config, windows_per_step, meta, NULL));
         snprintf(path_out, path_size, "%s", path);
         *found = 1;
         return STRAND_OK;
@@ -1306,7 +1315,7 @@ static int find_serial(const char *path, int required, const strand_param_table 
     for (int i = 0; i < count; i++) {
         char candidate[STRAND_CKPT_PATH_BYTES + 32];
         snprintf(candidate, sizeof candidate, "%s/ckpt-%" PRId64 ".h5", dir, steps[i]);
-        int status = check_serial(candidate, table, config, windows_per_step, meta);
+        int status = check_serial(candidate, table, config, windows_per_step, meta, NULL);
         if (status == STRAND_OK && meta->step != steps[i])
             status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
                                       "%s: step attribute %" PRId64 " does not match the file name",
@@ -1415,9 +1424,10 @@ int strand_ckpt_read(const char *path, const strand_ckpt_state *state, MPI_Comm 
     STRAND_CALL_GOTO(status, done, strand_agree(comm, status));
     STRAND_CALL_GOTO(status, done, strand_agree(comm, file_access(comm, path, &fapl)));
     /* Every rank opens the file itself (collective H5Fopen): one that cannot, or that sees another
-     * copy, is named here instead of leaving the others inside HDF5. */
+     * copy than the one strand_ckpt_check/find verified, is named here instead of leaving the
+     * others inside HDF5. */
     strand_filesum_info sum;
-    STRAND_CALL_GOTO(status, done, strand_filesum_verify_parallel(path, comm, &sum));
+    STRAND_CALL_GOTO(status, done, strand_filesum_same_everywhere(path, comm, &sum));
     file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     status = file < 0 ? strand_h5_error(__FILE__, __LINE__, path, "cannot open the checkpoint") : STRAND_OK;
     STRAND_CALL_GOTO(status, done, strand_agree(comm, status));

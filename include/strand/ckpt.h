@@ -30,20 +30,20 @@ enum {
 typedef struct {
     int64_t format_version;
     char strand_version[32];
-    char real_type[16];  /* "float" or "double" */
-    int64_t step;        /* optimizer steps done; also the data cursor: the next step's index */
-    int64_t total_steps; /* train.steps */
-    int64_t tokens_seen; /* training tokens consumed up to `step` */
-    int64_t adam_t;      /* AdamW updates done (bias correction) */
-    double lr;           /* schedule state: the learning rate of the last step done */
-    uint64_t seed;       /* RNG state: every random draw is a pure function of (seed, step, index) */
-    double first_loss;   /* mean training loss (nats/token) of step 1; NaN when unknown */
-    double last_loss;    /* of step `step` */
-    double elapsed_s;    /* training seconds up to `step`, over all resumed runs */
-    int dp, sp, world;   /* the grid it was written at */
-    int accum_steps;     /* train.accum_steps it was written with */
-    int64_t parameters;  /* elements in all parameter tensors */
-    int n_tensors;       /* parameter tensors */
+    char real_type[16];   /* "float" or "double" */
+    int64_t step;         /* optimizer steps done; also the data cursor: the next step's index */
+    int64_t total_steps;  /* train.steps */
+    int64_t tokens_seen;  /* training tokens consumed up to `step` */
+    int64_t adam_t;       /* AdamW updates done (bias correction) */
+    double lr;            /* schedule state: the learning rate of the last step done */
+    uint64_t seed;        /* RNG state: every random draw is a pure function of (seed, step, index) */
+    double first_loss;    /* mean training loss (nats/token) of step 1; NaN when unknown */
+    double last_loss;     /* of step `step` */
+    double elapsed_s;     /* training seconds up to `step`, over all resumed runs */
+    int dp, sp, world;    /* the grid it was written at */
+    int accum_steps;      /* train.accum_steps it was written with */
+    int64_t parameters;   /* elements in all parameter tensors */
+    int n_tensors;        /* parameter tensors */
     int file_checksummed; /* the file carries a whole-file checksum (filesum.h); 0 for older files */
     char config_text[STRAND_CKPT_CONFIG_BYTES]; /* resolved configuration (strand_config_format) */
 } strand_ckpt_meta;
@@ -84,8 +84,9 @@ int strand_ckpt_check(const char *path, const strand_param_table *table, const s
 
 /* Read the tensors of a checkpoint that passed strand_ckpt_check with the same table, at any
  * world size: every rank reads its rows of each tensor (collective) and the rows are all-gathered.
- * Checksums are verified. On failure the arrays' contents are unspecified: the caller must not
- * use them (strand_train stops). */
+ * The tensors' checksums are verified; the whole file was verified by strand_ckpt_check or
+ * strand_ckpt_find, and every rank must see that same file (its header is compared). On failure
+ * the arrays' contents are unspecified: the caller must not use them (strand_train stops). */
 int strand_ckpt_read(const char *path, const strand_ckpt_state *state, MPI_Comm comm);
 
 /* Read this rank's carried mixer state (count values) into carry when the checkpoint has one
@@ -122,7 +123,6 @@ typedef struct {
 /* Write gradients as /grads/<layer>/<name> (natural shapes), atomically like a checkpoint. */
 int strand_grads_write(const char *path, const strand_grads_meta *meta, const strand_param_table *table,
                        const real_t *grads, const char *config_text, MPI_Comm comm);
-
 
 /* ---- serial helpers for strand info ---- */
 /* *kind: 1 for a checkpoint, 2 for a gradient file, 0 for another HDF5 file. Fails only when the

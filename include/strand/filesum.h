@@ -54,4 +54,9 @@ int strand_filesum_verify(const char *path, strand_filesum_info *info);
  * the file on different nodes). Agreed: the same status on every rank. */
 int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_filesum_info *info);
 
+/* Collective, cheap: every rank opens the file and reads its header; refuses (agreed) when some
+ * rank cannot, or sees another size or header than rank 0. For a file verified just before
+ * (the header carries the content's CRC, so the same header means the same verified file). */
+int strand_filesum_same_everywhere(const char *path, MPI_Comm comm, strand_filesum_info *info);
+
 #endif

@@ -331,3 +331,13 @@ int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_files
     close(fd);
     return strand_agree(comm, status);
 }
+
+int strand_filesum_same_everywhere(const char *path, MPI_Comm comm, strand_filesum_info *info) {
+    memset(info, 0, sizeof *info);
+    int fd;
+    int64_t size = 0;
+    unsigned char block[STRAND_FILESUM_BLOCK];
+    STRAND_CALL(open_everywhere(path, comm, O_RDONLY, &fd, &size, block));
+    close(fd);
+    return strand_agree(comm, decode_header(path, block, size, info));
+}

@@ -517,7 +517,11 @@ static int bench(const char *dir, int layers, int d_model) {
         model.grads[i] = (real_t)(i % 1000) * (real_t)1e-6, v[i] = (real_t)(i % 777) * (real_t)1e-9;
     strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "meta");
     strand_ckpt_meta_init(meta, &c, &model.table);
-    meta->step = 1;
+    /* A consistent training state after one step (the reader checks it). */
+    meta->step = meta->adam_t = 1;
+    meta->tokens_seen = (int64_t)c.accum_steps * c.seq_len;
+    meta->lr = strand_lr_at(&c, 0);
+    meta->first_loss = meta->last_loss = 2.0;
     meta->dp = 1, meta->sp = meta->world = world_size;
     strand_ckpt_state state = {.table = &model.table, .params = model.params, .m = model.grads, .v = v};
     char path[STRAND_CKPT_PATH_BYTES];
