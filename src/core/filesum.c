@@ -313,7 +313,8 @@ int strand_filesum_seal_parallel(const char *path, int64_t user_block, MPI_Comm 
     return strand_agree(comm, status);
 }
 
-int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_filesum_info *info) {
+/* Every rank opens the file and reads its header; with `content`, the ranks also checksum it. */
+static int verify_everywhere(const char *path, MPI_Comm comm, strand_filesum_info *info, int content) {
     memset(info, 0, sizeof *info);
     int fd;
     int64_t size = 0;
@@ -322,9 +323,9 @@ int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_files
     /* Same block and size everywhere: the decoding is the same on every rank. */
     int status = decode_header(path, block, size, info);
     uint32_t crc = 0;
-    if (status == STRAND_OK && info->present)
+    if (status == STRAND_OK && info->present && content)
         status = checksum_parallel(fd, path, STRAND_FILESUM_BLOCK, size, comm, &crc);
-    if (status == STRAND_OK && info->present && crc != info->crc)
+    if (status == STRAND_OK && info->present && content && crc != info->crc)
         status =
             strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
                              "%s: contents do not match the file's checksum (the file is corrupt)", path);
@@ -332,12 +333,10 @@ int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_files
     return strand_agree(comm, status);
 }
 
+int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_filesum_info *info) {
+    return verify_everywhere(path, comm, info, 1);
+}
+
 int strand_filesum_same_everywhere(const char *path, MPI_Comm comm, strand_filesum_info *info) {
-    memset(info, 0, sizeof *info);
-    int fd;
-    int64_t size = 0;
-    unsigned char block[STRAND_FILESUM_BLOCK];
-    STRAND_CALL(open_everywhere(path, comm, O_RDONLY, &fd, &size, block));
-    close(fd);
-    return strand_agree(comm, decode_header(path, block, size, info));
+    return verify_everywhere(path, comm, info, 0);
 }
