@@ -770,7 +770,9 @@ static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
     const int64_t L = t->config.seq_len;
     double *by_position = NULL;
     if (per_position) {
-        STRAND_ALLOC(by_position, L, "per-position losses");
+        /* Agreed: the evaluation below is collective. */
+        by_position = strand_alloc(sizeof *by_position * (size_t)L, "per-position losses");
+        STRAND_CALL(strand_agree(t->grid.world, by_position ? STRAND_OK : STRAND_ERR_NOMEM));
     }
     double sums[2] = {0, 0};
     int status = strand_agree(t->grid.world, evaluate_windows(t, sums, by_position));

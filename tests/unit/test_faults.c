@@ -91,9 +91,10 @@ static int run_train(const strand_config *config, const char *dir) {
 }
 
 static int run_eval(const strand_config *config, const char *dir) {
-    (void)dir;
+    char csv[1100];
+    snprintf(csv, sizeof csv, "%s/by_position.csv", dir);
     strand_eval_result result;
-    return strand_train_eval(config, MPI_COMM_WORLD, checkpoint, 2, NULL, 1, &result);
+    return strand_train_eval(config, MPI_COMM_WORLD, checkpoint, 2, csv, 8, &result);
 }
 
 static int run_grad(const strand_config *config, const char *dir) {
