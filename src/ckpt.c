@@ -540,11 +540,8 @@ static int publish_file(hid_t *file, const char *tmp, const char *final_path, in
     if (rank == 0) {
         const char *sleep_env = getenv("STRAND_FAULT_CKPT_SLEEP");
         const char *step_env = getenv("STRAND_FAULT_CKPT_STEP");
-        if (status == STRAND_OK && sleep_env && (!step_env || atoll(step_env) == step)) {
-            double seconds = atof(sleep_env);
-            struct timespec ts = {(time_t)seconds, (long)((seconds - floor(seconds)) * 1e9)};
-            nanosleep(&ts, NULL);
-        }
+        if (status == STRAND_OK && sleep_env && (!step_env || atoll(step_env) == step))
+            strand_sleep(atof(sleep_env));
         if (status == STRAND_OK && rename(tmp, final_path) != 0)
             status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot rename %s to %s: %s", tmp,
                                       final_path, strerror(errno));
@@ -1263,7 +1260,6 @@ static int check_serial(const char *path, const strand_param_table *table, const
         }
     }
     if (status == STRAND_OK && config) status = check_config(path, meta, config, windows_per_step);
-    meta->file_checksummed = sum.present;
     strand_h5_close(&file);
     return status;
 }
@@ -1563,11 +1559,9 @@ int strand_ckpt_print_info(const char *path) {
             printf("strand checkpoint: %s\n", path);
             printf("  format %" PRId64 ", written by strand %s, real type %s\n", meta->format_version,
                    meta->strand_version, meta->real_type);
-            if (sum.present)
-                printf("  file checksum: CRC-32 of all %" PRId64 " bytes verified\n",
-                       sum.length + STRAND_FILESUM_BLOCK);
-            else
-                printf("  file checksum: none (written by an older strand; tensors' CRC-32 only)\n");
+            char checksum[160];
+            strand_filesum_describe(&sum, checksum, sizeof checksum);
+            printf("  file checksum: %s\n", checksum);
             printf("  step %" PRId64 " of %" PRId64 " (next step %" PRId64 "), tokens seen %" PRId64
                    ", AdamW t %" PRId64 ", lr %.6g\n",
                    meta->step, meta->total_steps, meta->step + 1, meta->tokens_seen, meta->adam_t, meta->lr);

@@ -88,6 +88,18 @@ void strand_abort_internal(const char *file, int line, const char *expr) {
     abort();
 }
 
+int strand_world_rank_of(MPI_Comm comm, int rank) {
+    MPI_Group group, world_group;
+    int world_rank = rank;
+    if (MPI_Comm_group(comm, &group) != MPI_SUCCESS) return rank;
+    if (MPI_Comm_group(MPI_COMM_WORLD, &world_group) == MPI_SUCCESS) {
+        MPI_Group_translate_ranks(group, 1, &rank, world_group, &world_rank);
+        MPI_Group_free(&world_group);
+    }
+    MPI_Group_free(&group);
+    return world_rank;
+}
+
 int strand_agree(MPI_Comm comm, int status) {
     int rank = 0, size = 1;
     MPI_Comm_rank(comm, &rank);
@@ -111,16 +123,8 @@ int strand_agree(MPI_Comm comm, int status) {
     if (rank != first) {
         memcpy(&code, buffer, sizeof code);
         buffer[sizeof buffer - 1] = '\0';
-        int world_rank = first;
         /* Name the failing rank by its world rank so the line is the same on every communicator. */
-        MPI_Group group, world_group;
-        if (MPI_Comm_group(comm, &group) == MPI_SUCCESS &&
-            MPI_Comm_group(MPI_COMM_WORLD, &world_group) == MPI_SUCCESS) {
-            MPI_Group_translate_ranks(group, 1, &first, world_group, &world_rank);
-            MPI_Group_free(&group);
-            MPI_Group_free(&world_group);
-        }
-        (void)world_rank;
+        const int world_rank = strand_world_rank_of(comm, first);
         memcpy(error_message, buffer + sizeof code, sizeof error_message);
         error_message[sizeof error_message - 1] = '\0';
         snprintf(error_where, sizeof error_where, "rank %d", world_rank);
@@ -187,6 +191,12 @@ double strand_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void strand_sleep(double seconds) {
+    struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
 }
 
 int64_t strand_peak_rss_bytes(void) {

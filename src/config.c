@@ -1250,18 +1250,19 @@ enum { CONFIG_FILE_MAX_BYTES = 16 << 20 };
 
 /* Read a whole config file into memory, refusing a NUL byte: libinih would end the line there
  * and silently take "d_model = 16\0 99" as 16. Chunk by chunk, so that a stream of zeros is
- * refused at its first byte. *text is malloc'ed and zero-terminated. */
-static int read_config_file(const char *path, char **text, size_t *length) {
+ * refused at its first chunk. *text is malloc'ed and zero-terminated. */
+static int read_config_file(const char *path, char **text) {
+    enum { CHUNK = 4096 };
     char cut[256];
     FILE *file = fopen(path, "r");
     if (!file) STRAND_FAIL(STRAND_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
     size_t used = 0, capacity = 0;
     char *buffer = NULL;
-    int status = STRAND_OK, line = 1;
-    size_t line_start = 0;
+    const char *nul = NULL;
+    int status = STRAND_OK;
     for (;;) {
-        if (capacity - used < 4096 + 1) {
-            capacity = capacity ? 2 * capacity : 8192;
+        if (capacity - used < CHUNK + 1) {
+            capacity = capacity ? 2 * capacity : 2 * CHUNK;
             char *grown = realloc(buffer, capacity);
             if (!grown) {
                 status =
@@ -1272,19 +1273,11 @@ static int read_config_file(const char *path, char **text, size_t *length) {
             buffer = grown;
         }
         errno = 0;
-        const size_t got = fread(buffer + used, 1, 4096, file);
-        const char *nul = memchr(buffer + used, '\0', got);
-        for (size_t i = used; i < (nul ? (size_t)(nul - buffer) : used + got); i++)
-            if (buffer[i] == '\n') line++, line_start = i + 1;
-        if (nul) {
-            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
-                                      "%s:%d: contains a NUL byte (column %zu)", shown(path, cut, sizeof cut),
-                                      line, (size_t)(nul - buffer) - line_start + 1);
-            break;
-        }
+        const size_t got = fread(buffer + used, 1, CHUNK, file);
+        nul = memchr(buffer + used, '\0', got);
         used += got;
-        if (got < 4096) {
-            if (ferror(file))
+        if (nul || got < CHUNK) {
+            if (!nul && ferror(file))
                 status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot read config file %s: %s",
                                           shown(path, cut, sizeof cut), strerror(errno ? errno : EIO));
             break;
@@ -1297,36 +1290,34 @@ static int read_config_file(const char *path, char **text, size_t *length) {
         }
     }
     fclose(file);
+    if (status == STRAND_OK && nul) {
+        int line = 1;
+        const char *line_start = buffer;
+        for (const char *p = buffer; p < nul; p++)
+            if (*p == '\n') line++, line_start = p + 1;
+        status =
+            strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__, "%s:%d: contains a NUL byte (column %zu)",
+                             shown(path, cut, sizeof cut), line, (size_t)(nul - line_start) + 1);
+    }
     if (status != STRAND_OK) {
         free(buffer);
         return status;
     }
     buffer[used] = '\0';
     *text = buffer;
-    *length = used;
     return STRAND_OK;
 }
 
 int strand_config_load_file(strand_config *config, const char *path) {
     char *text = NULL;
-    size_t length = 0;
-    STRAND_CALL(read_config_file(path, &text, &length));
-    if (length == 0) { /* an empty file sets nothing (fmemopen refuses a size of 0) */
-        free(text);
-        return STRAND_OK;
-    }
-    /* The text stays alive until load_stream has closed the stream. */
-    FILE *file = fmemopen(text, length, "r");
-    if (!file) {
-        free(text);
-        STRAND_FAIL(STRAND_ERR_NOMEM, "cannot read config file %s: %s", path, strerror(errno));
-    }
-    const int status = load_stream(config, file, path);
+    STRAND_CALL(read_config_file(path, &text));
+    const int status = strand_config_load_text(config, text, path);
     free(text);
     return status;
 }
 
 int strand_config_load_text(strand_config *config, const char *text, const char *name) {
+    if (!text[0]) return STRAND_OK; /* nothing to set (and fmemopen refuses a size of 0) */
     FILE *file = fmemopen((void *)text, strlen(text), "r");
     if (!file) STRAND_FAIL(STRAND_ERR_NOMEM, "cannot read the configuration text of %s", name);
     return load_stream(config, file, name);

@@ -5,6 +5,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "strand/consistency.h"
 
+#include "strand/crc32.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,36 +14,29 @@
 
 enum { SHOWN_BYTES = 240 };
 
-uint64_t strand_hash_bytes(uint64_t hash, const void *bytes, size_t size) {
-    const unsigned char *p = bytes;
-    for (size_t i = 0; i < size; i++) {
-        hash ^= p[i];
-        hash *= UINT64_C(0x100000001b3);
-    }
-    return hash;
-}
-
-static uint64_t hash_int64(uint64_t hash, int64_t value) {
-    return strand_hash_bytes(hash, &value, sizeof value);
+/* CRC-32 of a table's values: tables that differ are told apart (exactly, where the file has a
+ * whole-file checksum: its header is compared first, see filesum.h). */
+static uint64_t hash_int64(uint32_t crc, int64_t value) {
+    return strand_crc32(crc, &value, sizeof value);
 }
 
 static uint64_t hash_ranges(const strand_token_range *ranges, int64_t n) {
-    uint64_t hash = hash_int64(STRAND_HASH_SEED, n);
+    uint32_t hash = (uint32_t)hash_int64(0, n);
     for (int64_t i = 0; i < n; i++) {
-        hash = hash_int64(hash, ranges[i].offset);
-        hash = hash_int64(hash, ranges[i].length);
+        hash = (uint32_t)hash_int64(hash, ranges[i].offset);
+        hash = (uint32_t)hash_int64(hash, ranges[i].length);
     }
     return hash;
 }
 
 static uint64_t hash_records(const strand_dataset *d) {
-    uint64_t hash = hash_int64(STRAND_HASH_SEED, d->n_records);
+    uint32_t hash = (uint32_t)hash_int64(0, d->n_records);
     for (int64_t i = 0; i < d->n_records; i++) {
-        const size_t length = strnlen(d->record_names[i], sizeof d->record_names[i]);
-        hash = strand_hash_bytes(hash, d->record_names[i], length);
-        hash = strand_hash_bytes(hash, "", 1); /* "ab","c" differs from "a","bc" */
-        hash = hash_int64(hash, d->record_offsets[i]);
-        hash = hash_int64(hash, d->record_lengths[i]);
+        /* With its terminating zero: "ab","c" differs from "a","bc". */
+        const size_t length = strnlen(d->record_names[i], sizeof d->record_names[i] - 1) + 1;
+        hash = strand_crc32(hash, d->record_names[i], length);
+        hash = (uint32_t)hash_int64(hash, d->record_offsets[i]);
+        hash = (uint32_t)hash_int64(hash, d->record_lengths[i]);
     }
     return hash;
 }
@@ -79,14 +74,10 @@ static void dataset_summary(const strand_dataset *d, uint64_t s[D_N]) {
     s[D_VAL_HASH] = hash_ranges(d->val, d->n_val);
 }
 
-uint64_t strand_dataset_tables_hash(const strand_dataset *dataset) {
-    uint64_t s[D_N];
-    dataset_summary(dataset, s);
-    return strand_hash_bytes(STRAND_HASH_SEED, s, sizeof s);
-}
-
-char *strand_consistency_config_text(const strand_config *config) {
-    strand_config *normal = malloc(sizeof *normal);
+/* The text the configuration check compares (see consistency.h): the build, then the resolved
+ * configuration with train.offload's directory normalised. strand_alloc'ed, or NULL. */
+static char *config_text(const strand_config *config) {
+    strand_config *normal = strand_alloc(sizeof *normal, "a configuration");
     if (!normal) return NULL;
     memcpy(normal, config, sizeof *normal);
     /* Per-rank: only on or off must agree (see consistency.h). */
@@ -95,26 +86,13 @@ char *strand_consistency_config_text(const strand_config *config) {
     const int head =
         snprintf(build, sizeof build, "build = strand %s %s\n", STRAND_VERSION, STRAND_REAL_NAME);
     const size_t body = strand_config_format(normal, NULL, 0);
-    char *text = malloc((size_t)head + body + 1);
+    char *text = strand_alloc((size_t)head + body + 1, "configuration text");
     if (text) {
         memcpy(text, build, (size_t)head);
         strand_config_format(normal, text + head, body + 1);
     }
-    free(normal);
+    strand_free(normal);
     return text;
-}
-
-/* `rank` of comm as a rank of MPI_COMM_WORLD (what messages name). */
-static int world_rank_of(MPI_Comm comm, int rank) {
-    MPI_Group group, world_group;
-    int world_rank = rank;
-    if (MPI_Comm_group(comm, &group) != MPI_SUCCESS) return rank;
-    if (MPI_Comm_group(MPI_COMM_WORLD, &world_group) == MPI_SUCCESS) {
-        MPI_Group_translate_ranks(group, 1, &rank, world_group, &world_rank);
-        MPI_Group_free(&world_group);
-    }
-    MPI_Group_free(&group);
-    return world_rank;
 }
 
 /* The lowest rank whose `count` values differ from rank 0's (size when none); rank 0's values are
@@ -130,16 +108,14 @@ static int first_differing(MPI_Comm comm, const uint64_t *mine, uint64_t *zero, 
     return STRAND_OK;
 }
 
-/* Broadcast root's text; *out is malloc'ed on every rank (root's is a copy of text). */
+/* Broadcast root's text; *out is strand_alloc'ed on every rank (root's is a copy of text). */
 static int broadcast_text(MPI_Comm comm, int root, const char *text, char **out) {
     int rank = 0;
     STRAND_CALL_MPI(MPI_Comm_rank(comm, &rank));
     uint64_t length = rank == root ? strlen(text) : 0;
     STRAND_CALL_MPI(MPI_Bcast(&length, 1, MPI_UINT64_T, root, comm));
-    *out = malloc(length + 1);
-    STRAND_CALL(strand_agree(comm, *out ? STRAND_OK
-                                        : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__,
-                                                           "out of memory comparing configurations")));
+    *out = strand_alloc(length + 1, "text compared across ranks");
+    STRAND_CALL(strand_agree(comm, *out ? STRAND_OK : STRAND_ERR_NOMEM));
     if (rank == root) memcpy(*out, text, length);
     for (uint64_t done = 0; done < length;) {
         const int n = length - done < (1u << 30) ? (int)(length - done) : (1 << 30);
@@ -217,56 +193,50 @@ static int config_difference(const char *zero, const char *theirs, int other) {
                 other);
 }
 
+/* Rank 0's text and the lowest rank whose text differs (size when none), compared exactly; when
+ * one differs, its text too. Both strand_alloc'ed on every rank (free with strand_free). */
+static int compare_texts(MPI_Comm comm, const char *text, char **zero, char **other, int *first) {
+    int rank = 0, size = 1;
+    *zero = *other = NULL;
+    STRAND_CALL_MPI(MPI_Comm_rank(comm, &rank));
+    STRAND_CALL_MPI(MPI_Comm_size(comm, &size));
+    STRAND_CALL(broadcast_text(comm, 0, text, zero));
+    int differs = strcmp(*zero, text) != 0 ? rank : size;
+    STRAND_CALL_MPI(MPI_Allreduce(&differs, first, 1, MPI_INT, MPI_MIN, comm));
+    if (*first < size) STRAND_CALL(broadcast_text(comm, *first, text, other));
+    return STRAND_OK;
+}
+
 int strand_consistency_config(MPI_Comm comm, const strand_config *config) {
-    char *text = strand_consistency_config_text(config);
-    int status = text ? STRAND_OK
-                      : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__,
-                                         "out of memory comparing configurations");
-    status = strand_agree(comm, status);
-    if (status != STRAND_OK) {
-        free(text);
-        return status;
-    }
-    const uint64_t mine = strand_hash_bytes(STRAND_HASH_SEED, text, strlen(text));
-    uint64_t zero = 0;
-    int first = 0, size = 1;
-    MPI_Comm_size(comm, &size);
-    status = first_differing(comm, &mine, &zero, 1, &first);
-    if (status == STRAND_OK && first < size) {
-        char *text_zero = NULL, *text_other = NULL;
-        status = broadcast_text(comm, 0, text, &text_zero);
-        if (status == STRAND_OK) status = broadcast_text(comm, first, text, &text_other);
-        /* Every rank holds both texts, so every rank records the same message. */
-        if (status == STRAND_OK)
-            status = config_difference(text_zero, text_other, world_rank_of(comm, first));
-        free(text_zero);
-        free(text_other);
-    }
-    free(text);
+    char *text = config_text(config);
+    int status = strand_agree(comm, text ? STRAND_OK : STRAND_ERR_NOMEM);
+    char *text_zero = NULL, *text_other = NULL;
+    int first = 0;
+    if (status == STRAND_OK) status = compare_texts(comm, text, &text_zero, &text_other, &first);
+    /* Every rank holds both texts, so every rank records the same message. */
+    if (status == STRAND_OK && text_other)
+        status = config_difference(text_zero, text_other, strand_world_rank_of(comm, first));
+    strand_free(text_zero);
+    strand_free(text_other);
+    strand_free(text);
     return status;
 }
 
 int strand_consistency_value(MPI_Comm comm, const char *name, const char *value) {
-    const uint64_t mine = strand_hash_bytes(STRAND_HASH_SEED, value, strlen(value));
-    uint64_t zero = 0;
-    int first = 0, size = 1;
-    MPI_Comm_size(comm, &size);
-    STRAND_CALL(first_differing(comm, &mine, &zero, 1, &first));
-    if (first == size) return STRAND_OK;
     char *value_zero = NULL, *value_other = NULL;
-    int status = broadcast_text(comm, 0, value, &value_zero);
-    if (status == STRAND_OK) status = broadcast_text(comm, first, value, &value_other);
-    if (status == STRAND_OK) {
+    int first = 0;
+    int status = compare_texts(comm, value, &value_zero, &value_other, &first);
+    if (status == STRAND_OK && value_other) {
         char a[SHOWN_BYTES + 8], b[SHOWN_BYTES + 8];
         show_value(value_zero, strlen(value_zero), a, sizeof a);
         show_value(value_other, strlen(value_other), b, sizeof b);
         status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
                                   "%s differs between ranks: %s on rank 0, %s on rank %d (every rank must be "
                                   "given the same command line)",
-                                  name, a, b, world_rank_of(comm, first));
+                                  name, a, b, strand_world_rank_of(comm, first));
     }
-    free(value_zero);
-    free(value_other);
+    strand_free(value_zero);
+    strand_free(value_other);
     return status;
 }
 
@@ -284,7 +254,7 @@ int strand_consistency_dataset(MPI_Comm comm, const strand_dataset *dataset) {
     if (first == size) return STRAND_OK;
     memcpy(other, mine, sizeof other);
     STRAND_CALL_MPI(MPI_Bcast(other, D_N, MPI_UINT64_T, first, comm));
-    const int r = world_rank_of(comm, first);
+    const int r = strand_world_rank_of(comm, first);
     char what[160], a[96], b[96];
     if (zero[D_TOKENS] != other[D_TOKENS]) {
         snprintf(what, sizeof what, "n_tokens");

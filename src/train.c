@@ -50,13 +50,6 @@ void strand_train_catch_signals(void) {
     sigaction(SIGTERM, &action, NULL);
 }
 
-/* Sleep for a test hook, whole even when a signal arrives (nanosleep returns early then). */
-static void fault_sleep(double seconds) {
-    struct timespec left = {(time_t)seconds, (long)((seconds - floor(seconds)) * 1e9)};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
-    }
-}
-
 typedef struct {
     strand_config config;
     strand_grid grid;
@@ -345,7 +338,7 @@ static int evaluate(trainer *t, double *val_loss, int64_t *windows) {
     double sums[2] = {0, 0}; /* loss sum, tokens */
     /* Test hook: a slow final validation, so that tests can signal during it. */
     const char *eval_sleep = getenv("STRAND_FAULT_EVAL_SLEEP");
-    if (eval_sleep && t->rank0) fault_sleep(atof(eval_sleep));
+    if (eval_sleep && t->rank0) strand_sleep(atof(eval_sleep));
     STRAND_CALL(strand_agree(t->grid.world, evaluate_windows(t, sums, NULL)));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, 2));
     *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
@@ -421,7 +414,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
         const double offload_before = offload_seconds(&t->model);
         double io = 0, loss_sum = 0;
-        if (step_sleep > 0 && t->rank0) fault_sleep(step_sleep);
+        if (step_sleep > 0 && t->rank0) strand_sleep(step_sleep);
         STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io));
         if (step + 1 == fault_nan_step) loss_sum = NAN; /* fault injection: this rank alone sees a NaN */
         if (step + 1 == fault_preempt_step) fault_preempted = 1;
@@ -653,34 +646,22 @@ int strand_train(const strand_config *config, MPI_Comm world, const strand_train
 
 static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t step, const char *out,
                     strand_grad_result *result) {
-    /* The header first: the checkpoint's windows per step fix train.accum_steps at this grid. */
-    STRAND_CALL(strand_agree(world, strand_config_validate(&t->config)));
-    /* Before the grid below: another parallel.dp on one rank would fail on that rank alone. */
-    STRAND_CALL(strand_consistency_config(world, &t->config));
     char step_text[32];
     snprintf(step_text, sizeof step_text, "%lld", (long long)step);
     STRAND_CALL(strand_consistency_value(world, "--checkpoint", checkpoint));
     STRAND_CALL(strand_consistency_value(world, "--step", step_text));
     STRAND_CALL(strand_consistency_value(world, "--out", out));
-    strand_ckpt_meta *header = strand_alloc(sizeof *header, "checkpoint metadata");
-    if (!header) return strand_agree(world, STRAND_ERR_NOMEM);
-    int status = strand_ckpt_check(checkpoint, NULL, NULL, 0, world, header);
-    const int64_t windows = (int64_t)header->dp * header->accum_steps;
-    const int64_t ckpt_step = header->step;
-    strand_free(header);
-    STRAND_CALL(status);
-    STRAND_CALL(strand_agree(world, strand_grid_init(&t->grid, world, t->config.sp, t->config.dp)));
-    if (windows % t->grid.dp_size != 0)
+    /* Nothing start() builds depends on train.accum_steps: the checkpoint is checked once, against
+     * the model, and its windows per step then fix train.accum_steps at this grid. */
+    STRAND_CALL(start(t, world, NULL));
+    STRAND_CALL(strand_ckpt_check(checkpoint, &t->model.table, &t->config, 0, t->grid.world, t->meta));
+    const int64_t windows = (int64_t)t->meta->dp * t->meta->accum_steps, ckpt_step = t->meta->step;
+    if (windows % t->grid.dp_size != 0) /* the same on every rank */
         STRAND_FAIL(STRAND_ERR_INPUT,
                     "%s takes %lld windows per step, which dp = %d cannot split evenly (choose parallel.dp "
                     "dividing %lld)",
                     checkpoint, (long long)windows, t->grid.dp_size, (long long)windows);
     t->config.accum_steps = (int)(windows / t->grid.dp_size);
-    strand_grid_free(&t->grid);
-    t->grid.world = t->grid.sp_comm = t->grid.dp_comm = MPI_COMM_NULL;
-    STRAND_CALL(start(t, world, NULL));
-    STRAND_CALL(strand_ckpt_check(checkpoint, &t->model.table, &t->config, windows_per_step(t), t->grid.world,
-                                  t->meta));
     STRAND_CALL(load_checkpoint(t, checkpoint));
     if (step == 0) step = ckpt_step + 1;
     if (step < 1 || step > t->config.steps)

@@ -44,7 +44,6 @@ typedef struct {
     int accum_steps;      /* train.accum_steps it was written with */
     int64_t parameters;   /* elements in all parameter tensors */
     int n_tensors;        /* parameter tensors */
-    int file_checksummed; /* the file carries a whole-file checksum (filesum.h); 0 for older files */
     char config_text[STRAND_CKPT_CONFIG_BYTES]; /* resolved configuration (strand_config_format) */
 } strand_ckpt_meta;
 

@@ -86,6 +86,8 @@ void strand_abort_internal(const char *file, int line, const char *expr);
  * becomes the message on every rank; strand_error_where() names the failing world rank ("rank R") on
  * the others. A failure only some ranks can see should name its rank in the message itself. */
 int strand_agree(MPI_Comm comm, int status);
+/* `rank` of comm as a rank of MPI_COMM_WORLD: what messages name. */
+int strand_world_rank_of(MPI_Comm comm, int rank);
 
 /* Checked allocation: returns NULL and records STRAND_ERR_NOMEM on failure. Memory is zeroed and
  * 64-byte aligned. Free with strand_free. */
@@ -108,6 +110,8 @@ int strand_fault_alloc_injected(size_t bytes, const char *what);
 
 /* Wall-clock seconds (monotonic). */
 double strand_now(void);
+/* Sleep `seconds`, all of them even when a signal arrives (test hooks that slow a run down). */
+void strand_sleep(double seconds);
 /* mkdir -p: create path and its missing parents (serial; existing directories are fine). */
 int strand_make_dirs(const char *path);
 /* Peak resident memory of this process in bytes (from getrusage). */

@@ -54,6 +54,9 @@ int strand_filesum_verify(const char *path, strand_filesum_info *info);
  * the file on different nodes). Agreed: the same status on every rank. */
 int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_filesum_info *info);
 
+/* "CRC-32 of all N bytes verified" or that the file has none, for `strand info`. */
+void strand_filesum_describe(const strand_filesum_info *info, char *out, size_t size);
+
 /* Collective, cheap: every rank opens the file and reads its header; refuses (agreed) when some
  * rank cannot, or sees another size or header than rank 0. For a file verified just before
  * (the header carries the content's CRC, so the same header means the same verified file). */

@@ -1,6 +1,5 @@
 /* strand train: parse options and configuration, then run the training loop (resuming from a
  * checkpoint when asked or when the run directory has one). */
-#define _POSIX_C_SOURCE 200809L
 #include "cli.h"
 
 #include "strand/config.h"
@@ -16,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { MAX_DRY_RUN_RANKS = 64 };
 
@@ -284,11 +282,6 @@ int cmd_train(int argc, char **argv) {
     }
     /* Test hook: stay a while between training and the exit, so that tests can signal there. */
     const char *exit_sleep = getenv("STRAND_FAULT_EXIT_SLEEP");
-    if (exit_sleep) {
-        const double seconds = atof(exit_sleep);
-        struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
-        while (nanosleep(&left, &left) != 0 && errno == EINTR) {
-        }
-    }
+    if (exit_sleep) strand_sleep(atof(exit_sleep));
     return code;
 }

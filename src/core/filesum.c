@@ -340,3 +340,10 @@ int strand_filesum_verify_parallel(const char *path, MPI_Comm comm, strand_files
 int strand_filesum_same_everywhere(const char *path, MPI_Comm comm, strand_filesum_info *info) {
     return verify_everywhere(path, comm, info, 0);
 }
+
+void strand_filesum_describe(const strand_filesum_info *info, char *out, size_t size) {
+    if (info->present)
+        snprintf(out, size, "CRC-32 of all %" PRId64 " bytes verified", info->length + STRAND_FILESUM_BLOCK);
+    else
+        snprintf(out, size, "none (written by an older strand, or rewritten by h5repack): not verified");
+}

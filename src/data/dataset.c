@@ -760,11 +760,14 @@ int strand_dataset_print_info(const char *path) {
     reset(&ds);
     if (strlen(path) >= sizeof ds.path) STRAND_FAIL(STRAND_ERR_INPUT, "dataset path too long");
     snprintf(ds.path, sizeof ds.path, "%s", path);
+    strand_filesum_info sum; /* every byte verified before HDF5 parses the file */
+    STRAND_CALL(strand_filesum_verify(path, &sum));
     STRAND_CALL(precheck(path));
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) STRAND_H5_FAIL(path, "cannot create file access properties");
     int status = STRAND_OK;
     STRAND_CALL_GOTO(status, done, open_with(&ds, path, fapl));
+    ds.file_checksummed = sum.present;
     char created_by[128], special[128], alphabet[64];
     int found = 0;
     STRAND_CALL_GOTO(
@@ -786,6 +789,9 @@ int strand_dataset_print_info(const char *path) {
            STRAND_TOKENIZER_VERSION, alphabet, STRAND_VOCAB_SIZE, special);
     printf("tokens: %s\n", ds.tokens_checksummed ? "Fletcher32 checksums per chunk"
                                                  : "no per-chunk checksums (written by an older strand)");
+    char checksum[160];
+    strand_filesum_describe(&sum, checksum, sizeof checksum);
+    printf("file checksum: %s\n", checksum);
     print_count("records: ", ds.n_records);
     print_count(", tokens: ", ds.n_tokens);
     printf("\n");

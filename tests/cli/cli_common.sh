@@ -1,4 +1,5 @@
 # Set-up shared by the CLI tests (sourced after `set -euo pipefail`):
+#   cli_tiny_ini ...  a small model configuration (below)
 #   cli_begin TAG     a fresh $work directory (removed on exit, after cli_cleanup if the test
 #                     defines it), the failure count and fail/ok
 #   cli_prep OUT      the bundled lambda phage genome prepped to OUT (5% validation)
@@ -7,7 +8,9 @@
 failures=0
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
 ok() { echo "ok   $*"; }
+cli_pids=() # background jobs a test started: killed on exit
 cli_exit() {
+    for p in "${cli_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     if declare -F cli_cleanup >/dev/null; then cli_cleanup; fi
     rm -rf "$work"
 }
@@ -32,4 +35,13 @@ cli_need_root() {
         echo "skip: needs root and unshare -m"
         exit 77
     fi
+}
+# cli_tiny_ini OUT DATASET < SECTIONS: the small conv model the CLI tests train on DATASET, with
+# the [train] (and other) sections read from standard input.
+cli_tiny_ini() {
+    {
+        printf '[model]\nd_model = 16\nlayers = conv,conv\nmlp_hidden = 32\n'
+        cat
+        printf '[data]\npath = %s\n' "$2"
+    } >"$1"
 }

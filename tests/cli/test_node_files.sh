@@ -15,11 +15,7 @@ cli_begin nodes
 
 mkdir -p "$work/data"
 cli_prep "$work/data/lambda.h5"
-cat >"$work/tiny.ini" <<INI
-[model]
-d_model = 16
-layers = conv,conv
-mlp_hidden = 32
+cli_tiny_ini "$work/tiny.ini" "$work/data/lambda.h5" <<INI
 [train]
 seq_len = 256
 steps = 10
@@ -28,8 +24,6 @@ log_every = 5
 eval_windows = 1
 [checkpoint]
 every = 5
-[data]
-path = $work/data/lambda.h5
 INI
 
 # two_ranks NAME SETUP RUN_DIR [train args]: rank 0 plain, rank 1 after SETUP (shell commands run

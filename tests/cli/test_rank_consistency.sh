@@ -16,18 +16,12 @@ fasta="$STRAND_SOURCE_DIR/data/lambda_phage_NC_001416.fa.gz"
 "$STRAND" prep --quiet --in "$fasta" --out "$work/a.h5" --val-fraction 0.1 >/dev/null
 "$STRAND" prep --quiet --in "$fasta" --out "$work/b.h5" --val-fraction 0.2 >/dev/null
 
-cat >"$work/tiny.ini" <<INI
-[model]
-d_model = 16
-layers = conv,conv
-mlp_hidden = 32
+cli_tiny_ini "$work/tiny.ini" "$work/a.h5" <<INI
 [train]
 seq_len = 128
 steps = 10
 log_every = 5
 eval_windows = 2
-[data]
-path = $work/a.h5
 INI
 
 # mpmd NAME [rank-0 args] -- [rank-1 args]: strand train at 2 ranks, rank 1 with extra arguments.

@@ -12,17 +12,9 @@ set -euo pipefail
 : "${STRAND:?}" "${STRAND_SOURCE_DIR:?}" "${STRAND_MPIEXEC:?}"
 source "$(dirname "${BASH_SOURCE[0]}")/cli_common.sh"
 cli_begin lock
-pids=()
-cli_cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-}
 
 cli_prep "$work/lambda.h5"
-cat >"$work/tiny.ini" <<INI
-[model]
-d_model = 16
-layers = conv,conv
-mlp_hidden = 32
+cli_tiny_ini "$work/tiny.ini" "$work/lambda.h5" <<INI
 [train]
 seq_len = 128
 steps = 30
@@ -30,8 +22,6 @@ log_every = 5
 eval_windows = 2
 [checkpoint]
 every = 5
-[data]
-path = $work/lambda.h5
 INI
 steps_once() { [ "$(sed -E 's/^\{"step":([0-9]+),.*/\1/' "$1" | tr '\n' ' ')" = "$(seq -s ' ' 1 "$2") " ]; }
 # wait_lines FILE N: until FILE has N lines (at most 20 s)
@@ -48,7 +38,7 @@ run=$work/busy
 STRAND_FAULT_STEP_SLEEP=0.3 timeout 120 "$STRAND_MPIEXEC" --oversubscribe -n 2 "$STRAND" train \
     --config "$work/tiny.ini" --set "run.dir=$run" --quiet >"$work/first.out" 2>"$work/first.err" &
 first=$!
-pids+=("$first")
+cli_pids+=("$first")
 wait_lines "$run/metrics.jsonl" 3 || fail "busy: the first job did not start training"
 lines_before=$(wc -l <"$run/metrics.jsonl")
 # The ranks of the first job (children of its mpirun); the named pid must be one of them.
@@ -89,7 +79,7 @@ run=$work/killed
 STRAND_FAULT_STEP_SLEEP=0.2 timeout 120 "$STRAND_MPIEXEC" --oversubscribe -n 2 "$STRAND" train \
     --config "$work/tiny.ini" --set "run.dir=$run" --quiet >"$work/killed.out" 2>"$work/killed.err" &
 job=$!
-pids+=("$job")
+cli_pids+=("$job")
 wait_lines "$run/metrics.jsonl" 7 || fail "kill -9: the job did not reach step 7"
 mpirun_pid=$(pgrep -P "$job" | head -n 1 || true)
 ranks=$(pgrep -P "${mpirun_pid:-$job}" | tr '\n' ' ' || true)

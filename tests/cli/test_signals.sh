@@ -12,24 +12,14 @@ set -euo pipefail
 : "${STRAND:?}" "${STRAND_SOURCE_DIR:?}" "${STRAND_MPIEXEC:?}"
 source "$(dirname "${BASH_SOURCE[0]}")/cli_common.sh"
 cli_begin signals
-pids=()
-cli_cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-}
 
 cli_prep "$work/lambda.h5"
-cat >"$work/tiny.ini" <<INI
-[model]
-d_model = 16
-layers = conv,conv
-mlp_hidden = 32
+cli_tiny_ini "$work/tiny.ini" "$work/lambda.h5" <<INI
 [train]
 seq_len = 128
 steps = 20
 log_every = 5
 eval_windows = 2
-[data]
-path = $work/lambda.h5
 INI
 steps_once() { [ "$(sed -E 's/^\{"step":([0-9]+),.*/\1/' "$1" | tr '\n' ' ')" = "$(seq -s ' ' 1 "$2") " ]; }
 # wait_for CONDITION...: poll (at most 30 s) until the command succeeds
@@ -48,7 +38,7 @@ start() {
     env "$@" timeout 120 "$STRAND_MPIEXEC" --oversubscribe -n 2 "$STRAND" train --config "$work/tiny.ini" \
         --set "run.dir=$work/$name" --quiet >"$work/$name.out" 2>"$work/$name.err" &
     job=$!
-    pids+=("$job")
+    cli_pids+=("$job")
 }
 mpirun_of() { pgrep -P "$1" | head -n 1; }
 ranks_of() { pgrep -P "$(mpirun_of "$1")" | tr '\n' ' '; }
@@ -140,7 +130,7 @@ rc=0
         exec bash "$STRAND_SOURCE_DIR/jobs/train.sbatch"
 ) >"$work/sbatch.out" 2>"$work/sbatch.err" &
 job=$!
-pids+=("$job")
+cli_pids+=("$job")
 wait_for has_lines "$work/sb/metrics.jsonl" 3 || fail "sbatch: training did not start"
 kill -USR1 "$job" || true
 wait_for grep -q "^preempted after step" "$work/sbatch.out" || fail "sbatch: no preemption message"

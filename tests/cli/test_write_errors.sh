@@ -10,18 +10,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/cli_common.sh"
 cli_begin write
 
 cli_prep "$work/lambda.h5"
-cat >"$work/tiny.ini" <<INI
-[model]
-d_model = 16
-layers = conv,conv
-mlp_hidden = 32
+cli_tiny_ini "$work/tiny.ini" "$work/lambda.h5" <<INI
 [train]
 seq_len = 128
 steps = 6
 log_every = 2
 eval_windows = 1
-[data]
-path = $work/lambda.h5
 INI
 train() { # train RUN_DIR [args...]: 2 ranks; sets rc; stderr in RUN_DIR.err
     local dir=$1
