@@ -9,7 +9,6 @@
 #define STRAND_CKPT_H
 
 #include "strand/config.h"
-#include "strand/crc32.h"
 #include "strand/model.h"
 
 #include <stdint.h>

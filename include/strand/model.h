@@ -62,7 +62,7 @@ typedef struct {
     int (*backward)(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout, const real_t *in,
                     const real_t *params, const strand_shard *shard);
     void (*destroy)(strand_mixer *mixer);
-    /* ---- incremental decoding (generation; src/model_step.c). Optional: NULL when a mixer has
+    /* ---- incremental decoding (generation; src/model/model_step.c). Optional: NULL when a mixer has
      * none. Single-rank, no communication; independent of setup's buffers (which may be borrowed
      * from, or lent to, another block under train.recompute = block). */
     /* A decoding state for one sequence of at most max_len positions. params are the values every

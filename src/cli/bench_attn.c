@@ -5,8 +5,8 @@
 
 #include "strand/dist.h"
 #include "strand/layout.h"
-#include "strand/ring_attn.h"
-#include "strand/rng.h"
+#include "kernels/ring_attn.h"
+#include "core/rng.h"
 
 #include <cblas.h>
 #include <math.h>

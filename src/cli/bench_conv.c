@@ -5,10 +5,10 @@
 
 #include "strand/config.h"
 #include "strand/dist.h"
-#include "strand/fftconv.h"
+#include "kernels/fftconv.h"
 #include "strand/layout.h"
 #include "strand/model.h"
-#include "strand/rng.h"
+#include "core/rng.h"
 
 #include <math.h>
 #include <stdio.h>

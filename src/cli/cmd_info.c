@@ -3,7 +3,7 @@
 #include "cli.h"
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
-#include "strand/filesum.h"
+#include "core/filesum.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -4,10 +4,10 @@
 
 #include "strand/config.h"
 #include "strand/dist.h"
-#include "strand/fftconv.h"
+#include "kernels/fftconv.h"
 #include "strand/layout.h"
 #include "strand/memory_model.h"
-#include "strand/metrics.h"
+#include "train/metrics.h"
 #include "strand/train.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* zlib's CRC-32 with carry-less multiplication where the CPU has it. */
-#include "strand/crc32.h"
+#include "core/crc32.h"
 
 #include <zlib.h>
 #if defined(__x86_64__) && defined(__GNUC__)

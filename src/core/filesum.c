@@ -1,8 +1,8 @@
-/* Whole-file checksums in the HDF5 user block (see include/strand/filesum.h). */
+/* Whole-file checksums in the HDF5 user block (see filesum.h). */
 #define _POSIX_C_SOURCE 200809L
-#include "strand/filesum.h"
+#include "core/filesum.h"
 
-#include "strand/crc32.h"
+#include "core/crc32.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -3,7 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "strand/dataset.h"
 
-#include "strand/filesum.h"
+#include "core/filesum.h"
 
 #include <errno.h>
 #include <inttypes.h>

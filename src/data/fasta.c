@@ -1,11 +1,11 @@
 /* Streaming FASTA(.gz) parser: block reads, SHA-256 of the raw bytes, zlib inflate, and a
  * line-at-a-time state machine with a 256-entry token table. */
 #define _POSIX_C_SOURCE 200809L
-#include "strand/fasta.h"
+#include "data/fasta.h"
 
 #include "strand/common.h"
 #include "strand/dataset.h"
-#include "strand/sha256.h"
+#include "data/sha256.h"
 
 #include <errno.h>
 #include <stdio.h>

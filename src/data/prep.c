@@ -6,8 +6,8 @@
  * "<output>.tmp", which is renamed over the output only once the file is complete and closed. */
 #define _XOPEN_SOURCE 700 /* POSIX 2008 with realpath() */
 #include "strand/dataset.h"
-#include "strand/fasta.h"
-#include "strand/filesum.h"
+#include "data/fasta.h"
+#include "core/filesum.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,6 +1,6 @@
 /* SHA-256 after FIPS 180-4 section 6.2: a portable implementation, fast enough that hashing
  * is not the bottleneck of strand prep. */
-#include "strand/sha256.h"
+#include "data/sha256.h"
 
 #include <string.h>
 

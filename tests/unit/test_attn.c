@@ -13,7 +13,7 @@
 #include "strand/config.h"
 #include "strand/dist.h"
 #include "strand/model.h"
-#include "strand/ring_attn.h"
+#include "kernels/ring_attn.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,11 +10,12 @@
 #include "test_util.h"
 
 #include "strand/ckpt.h"
-#include "strand/optim.h"
+#include "core/crc32.h"
+#include "train/optim.h"
 #include "strand/config.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
-#include "strand/filesum.h"
+#include "core/filesum.h"
 #include "strand/layout.h"
 #include "strand/model.h"
 

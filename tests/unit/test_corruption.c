@@ -8,10 +8,11 @@
 #include "test_util.h"
 
 #include "strand/ckpt.h"
+#include "core/crc32.h"
 #include "strand/config.h"
 #include "strand/dataset.h"
-#include "strand/filesum.h"
-#include "strand/optim.h"
+#include "core/filesum.h"
+#include "train/optim.h"
 
 #include <stdlib.h>
 #include <string.h>

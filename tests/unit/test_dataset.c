@@ -9,8 +9,8 @@
  * usage: test_dataset OLD_DATASET.h5.gz (tests/data/fixtures/old_strand_dataset.h5.gz) */
 #define _POSIX_C_SOURCE 200809L
 #include "strand/dataset.h"
-#include "strand/filesum.h"
-#include "strand/loader.h"
+#include "core/filesum.h"
+#include "data/loader.h"
 #include "test_util.h"
 
 #include <math.h>

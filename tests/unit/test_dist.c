@@ -5,7 +5,7 @@
 #include "test_util.h"
 
 #include "strand/dist.h"
-#include "strand/halo.h"
+#include "parallel/halo.h"
 
 #include <stdlib.h>
 #include <string.h>

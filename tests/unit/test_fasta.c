@@ -3,8 +3,8 @@
  * refusal with its file:line:column message. */
 #define _POSIX_C_SOURCE 200809L
 #include "strand/dataset.h"
-#include "strand/fasta.h"
-#include "strand/sha256.h"
+#include "data/fasta.h"
+#include "data/sha256.h"
 #include "test_util.h"
 
 #include <stdlib.h>

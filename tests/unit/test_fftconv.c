@@ -6,7 +6,7 @@
 #include "test_util.h"
 
 #include "strand/dist.h"
-#include "strand/fftconv.h"
+#include "kernels/fftconv.h"
 #include "strand/layout.h"
 
 #include <stdlib.h>

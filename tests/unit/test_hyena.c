@@ -15,12 +15,12 @@
 #include "strand/dist.h"
 #include "strand/layout.h"
 #include "strand/model.h"
-#include "strand/rng.h"
+#include "core/rng.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Test hook defined in src/mixers/hyena.c: the filter h (T,C) at this rank's positions. */
+/* Test hook defined in src/model/mixers/hyena.c: the filter h (T,C) at this rank's positions. */
 int strand_hyena_filter(strand_mixer *mixer, real_t *h, const real_t *params);
 
 #ifdef STRAND_REAL_DOUBLE

@@ -5,7 +5,7 @@
  * Gradient metric (gradcheck.h): per element |a - n| / max(|a|, |n|, floor * largest gradient)
  * with floor = 1e-3 (double) and norm-wise ||a - n|| / max(||a||, ||n||); both must be below
  * GRADCHECK_TOL: 1e-6 in the double build, 1e-2 in the float build (step 1e-2, floor 1e-2). */
-#include "strand/layers.h"
+#include "kernels/layers.h"
 
 #include "gradcheck.h"
 #include "test_util.h"

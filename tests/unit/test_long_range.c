@@ -13,8 +13,8 @@
 #include "strand/dataset.h"
 #include "strand/dist.h"
 #include "strand/model.h"
-#include "strand/optim.h"
-#include "strand/rng.h"
+#include "train/optim.h"
+#include "core/rng.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,7 +10,7 @@
 #include "strand/dataset.h"
 #include "strand/dist.h"
 #include "strand/model.h"
-#include "strand/offload.h"
+#include "parallel/offload.h"
 
 #include <math.h>
 #include <stdio.h>

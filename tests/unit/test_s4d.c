@@ -9,9 +9,9 @@
 
 #include "strand/config.h"
 #include "strand/dist.h"
-#include "strand/fftconv.h"
+#include "kernels/fftconv.h"
 #include "strand/model.h"
-#include "strand/s4d.h"
+#include "model/mixers/s4d.h"
 
 #include <complex.h>
 #include <stdlib.h>

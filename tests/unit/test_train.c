@@ -11,7 +11,7 @@
 
 #include "strand/config.h"
 #include "strand/dataset.h"
-#include "strand/loader.h"
+#include "data/loader.h"
 #include "strand/train.h"
 
 #include <stdlib.h>

@@ -2,9 +2,9 @@
  * block_forward in model.c on a single row, with the same layer functions at T = 1. */
 #include "strand/model_step.h"
 
-#include "model_internal.h"
+#include "model/model_internal.h"
 
-#include "strand/layers.h"
+#include "kernels/layers.h"
 
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /* Mixer "conv": causal depthwise short convolution whose window crosses rank boundaries
  * (the halo exchange lives in shortconv.c). */
-#include "strand/layers.h"
+#include "kernels/layers.h"
 #include "strand/model.h"
-#include "strand/shortconv.h"
+#include "kernels/shortconv.h"
 
 #include <math.h>
 #include <string.h>

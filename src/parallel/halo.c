@@ -1,5 +1,5 @@
 /* Layout-aware halo exchange (see halo.h). */
-#include "strand/halo.h"
+#include "parallel/halo.h"
 
 #include <string.h>
 

@@ -28,7 +28,7 @@
  * Memory (N ~ 2L, T ~ L/SP): the saved spectra of u and k (kept so backward needs no forward
  * transform of u and k again) take about 8 T C reals per rank on both paths; with the work buffers
  * and the exchange staging the total is about 16-20 T C reals per rank, independent of SP. */
-#include "strand/fftconv.h"
+#include "kernels/fftconv.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
 /* metrics.jsonl and the progress line. */
 #define _POSIX_C_SOURCE 200809L
-#include "strand/metrics.h"
+#include "train/metrics.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 /* The run directory's lock (see run_lock.h). */
 #define _GNU_SOURCE /* O_CLOEXEC, flock */
-#include "strand/run_lock.h"
+#include "train/run_lock.h"
 
 #include <errno.h>
 #include <fcntl.h>

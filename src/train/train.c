@@ -8,15 +8,15 @@
 #include "strand/train.h"
 
 #include "strand/ckpt.h"
-#include "strand/consistency.h"
+#include "parallel/consistency.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
-#include "strand/loader.h"
-#include "strand/metrics.h"
+#include "data/loader.h"
+#include "train/metrics.h"
 #include "strand/model.h"
-#include "strand/offload.h"
-#include "strand/optim.h"
-#include "strand/run_lock.h"
+#include "parallel/offload.h"
+#include "train/optim.h"
+#include "train/run_lock.h"
 
 #include <errno.h>
 #include <inttypes.h>

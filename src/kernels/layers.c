@@ -3,9 +3,9 @@
  * Shapes are given as comments, e.g. // (T,C). Backward passes add into their gradients and skip
  * NULL ones. Reductions over T (bias and weight gradients, norm statistics, softmax sums) are
  * accumulated in double so that float builds do not lose precision on long shards. */
-#include "strand/layers.h"
+#include "kernels/layers.h"
 
-#include "fastmath.h"
+#include "kernels/fastmath.h"
 
 #include <cblas.h>
 #include <limits.h>

@@ -41,11 +41,11 @@
  *   scratch:            3C (h and x1 v in forward, gradients in backward) + 2W (filter gradients).
  *   Total 11C + (2 depth + 2) W + 1 + 2K, e.g. C = 256, W = 64, depth 2, K = 8: 3217 values.
  * Backward overwrites the saved conv output with its gradient, so it runs once per forward. */
-#include "strand/fftconv.h"
-#include "strand/layers.h"
+#include "kernels/fftconv.h"
+#include "kernels/layers.h"
 #include "strand/model.h"
-#include "strand/rng.h"
-#include "strand/shortconv.h"
+#include "core/rng.h"
+#include "kernels/shortconv.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -10,11 +10,11 @@
  *   dh/ddt = C B e^x S0 + W A S1
  * and for a real parameter r of a complex w: d(2 Re h)/d(Re w) = 2 Re h', d/d(Im w) = -2 Im h'.
  * Chain rules: dA/dlog_a_re = Re A (= -exp(log_a_re)), dA/da_im = i, ddt/dlog_dt = dt. */
-#include "strand/s4d.h"
+#include "model/mixers/s4d.h"
 
-#include "strand/fftconv.h"
-#include "strand/layers.h"
-#include "strand/rng.h"
+#include "kernels/fftconv.h"
+#include "kernels/layers.h"
+#include "core/rng.h"
 
 #include <complex.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* Window selection and the per-rank hyperslab read. */
-#include "strand/loader.h"
+#include "data/loader.h"
 
-#include "strand/rng.h"
+#include "core/rng.h"
 
 #include <string.h>
 

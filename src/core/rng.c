@@ -1,5 +1,5 @@
 /* Counter-based random numbers built on a 64-bit mixer. */
-#include "strand/rng.h"
+#include "core/rng.h"
 
 #include <math.h>
 

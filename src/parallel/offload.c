@@ -1,6 +1,6 @@
 /* Activation offload to a per-rank HDF5 file, moved by one background thread (see offload.h). */
 #define _DEFAULT_SOURCE /* gethostname */
-#include "strand/offload.h"
+#include "parallel/offload.h"
 
 #include <hdf5.h>
 

@@ -3,13 +3,13 @@
 #define _POSIX_C_SOURCE 200809L /* nanosleep */
 #include "strand/sample.h"
 
-#include "strand/consistency.h"
+#include "parallel/consistency.h"
 
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
 #include "strand/model.h"
 #include "strand/model_step.h"
-#include "strand/rng.h"
+#include "core/rng.h"
 #include "strand/train.h"
 
 #include <ctype.h>

@@ -1,6 +1,6 @@
 /* AdamW, clipping and the learning-rate schedule. */
 #define _DEFAULT_SOURCE
-#include "strand/optim.h"
+#include "train/optim.h"
 
 #include <math.h>
 

@@ -1,8 +1,8 @@
 /* Ring attention kernel: blockwise (flash-style) causal attention whose K/V blocks travel around
- * the SP ring while the local block is computed. See include/strand/ring_attn.h for the schedule. */
-#include "strand/ring_attn.h"
+ * the SP ring while the local block is computed. See ring_attn.h for the schedule. */
+#include "kernels/ring_attn.h"
 
-#include "fastmath.h"
+#include "kernels/fastmath.h"
 
 #include <cblas.h>
 #include <limits.h>

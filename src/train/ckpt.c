@@ -2,10 +2,11 @@
  * that names the exact mismatch, resharding reads and the scan for the latest checkpoint. */
 #define _GNU_SOURCE /* sync_file_range */
 #include "strand/ckpt.h"
+#include "core/crc32.h"
 
 #include "strand/dataset.h"
-#include "strand/filesum.h"
-#include "strand/optim.h"
+#include "core/filesum.h"
+#include "train/optim.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,12 +1,12 @@
 /* Mixer "attn": multi-head causal self-attention, exact, over the sequence-sharded window.
  *
  *   q (T,H*E) = x W_q^T, [k | v] (T,2*G*E) = x W_kv^T, RoPE on q and k at global positions,
- *   y (T,H*E) = ring attention (src/ring_attn.c), out (T,C) = y W_o^T
+ *   y (T,H*E) = ring attention (src/kernels/ring_attn.c), out (T,C) = y W_o^T
  * with E = C/H and G key/value heads shared by H/G query heads each (GQA). attn.window bounds the
  * span; attn.segment_memory adds the previous window's keys and values (see ring_attn.h). */
-#include "strand/layers.h"
+#include "kernels/layers.h"
 #include "strand/model.h"
-#include "strand/ring_attn.h"
+#include "kernels/ring_attn.h"
 
 #include <math.h>
 #include <string.h>

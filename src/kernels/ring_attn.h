@@ -85,7 +85,7 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
                               const real_t *kv, const int64_t *kv_pos, const real_t *mem_kv,
                               const int64_t *mem_pos);
 
-/* ---- the "attn" mixer's segment memory (src/mixers/attn.c) ----
+/* ---- the "attn" mixer's segment memory (src/model/mixers/attn.c) ----
  * With attn.segment_memory, every forward saves this window's keys and values (before RoPE) and the
  * next forward attends to them as the previous window (positions -L..-1, RoPE re-applied there, no
  * gradient). The trainer must feed the SP group consecutive windows of one record (window i+1

@@ -2,12 +2,12 @@
  * backward pass written by hand in reverse order of the forward. */
 #include "strand/model.h"
 
-#include "model_internal.h"
+#include "model/model_internal.h"
 
 #include "strand/dataset.h"
-#include "strand/layers.h"
-#include "strand/offload.h"
-#include "strand/rng.h"
+#include "kernels/layers.h"
+#include "parallel/offload.h"
+#include "core/rng.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Short causal depthwise convolution across rank boundaries (see shortconv.h). */
-#include "strand/shortconv.h"
+#include "kernels/shortconv.h"
 
-#include "strand/layers.h"
+#include "kernels/layers.h"
 
 #include <string.h>
 

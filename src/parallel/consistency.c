@@ -3,9 +3,9 @@
  * all-reduce; only then are the two ranks' texts (or table summaries) broadcast, so that every
  * rank builds the same message naming the first difference. */
 #define _POSIX_C_SOURCE 200809L
-#include "strand/consistency.h"
+#include "parallel/consistency.h"
 
-#include "strand/crc32.h"
+#include "core/crc32.h"
 
 #include <inttypes.h>
 #include <stdio.h>

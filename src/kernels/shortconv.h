@@ -4,7 +4,7 @@
 #ifndef STRAND_SHORTCONV_H
 #define STRAND_SHORTCONV_H
 
-#include "strand/halo.h"
+#include "parallel/halo.h"
 
 typedef struct {
     int K, C;

@@ -6,10 +6,10 @@
 
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
-#include "strand/fftconv.h"
+#include "kernels/fftconv.h"
 #include "strand/layout.h"
 #include "strand/model.h"
-#include "strand/ring_attn.h"
+#include "kernels/ring_attn.h"
 #include "strand/train.h"
 
 #include <errno.h>
