@@ -50,7 +50,7 @@ typedef struct {
 typedef struct {
     const strand_param_table *table;
     real_t *params, *m, *v; /* table->total each */
-    /* State some mixers carry from one step to the next (attn.segment_memory), this rank's part
+    /* State some mixers carry from one step to the next (STRAND_MIXER_CARRIES_STATE), this rank's part
      * (strand_model_carry_save); NULL or count 0 when there is none. Written to /carry; read by
      * strand_ckpt_read_carry, not strand_ckpt_read. */
     const real_t *carry;

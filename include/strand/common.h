@@ -38,17 +38,16 @@ enum strand_status {
     STRAND_ERR_INTERNAL = 8,
 };
 
-/* Record an error message (printf-style) with its source location and return `code`. */
+/* Record an error message (printf-style) and return `code`. file and line (STRAND_FAIL passes them)
+ * are not kept: messages are for users and carry no source location. */
 int strand_error_set(int code, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Copy text into out[size] as one line: newline, CR and tab become the escapes \n, \r and \t,
  * other control characters \xHH, and trailing line breaks are dropped. Returns the length.
  * strand_error_set applies it to every message, so every error prints as one line. */
 size_t strand_one_line(char *out, size_t size, const char *text);
-/* The last recorded message, without source location ("" when none). */
+/* The last recorded message ("" when none). */
 const char *strand_error_message(void);
-/* The source location of the last message ("file:line"). */
-const char *strand_error_where(void);
 void strand_error_clear(void);
 
 #define STRAND_FAIL(code, ...) return strand_error_set((code), __FILE__, __LINE__, __VA_ARGS__)
@@ -83,8 +82,9 @@ void strand_abort_internal(const char *file, int line, const char *expr);
 
 /* Agree on a status across `comm` (collective). Returns STRAND_OK on every rank when all ranks
  * passed STRAND_OK. Otherwise every rank returns the lowest failing rank's code, and its message
- * becomes the message on every rank; strand_error_where() names the failing world rank ("rank R") on
- * the others. A failure only some ranks can see should name its rank in the message itself. */
+ * becomes the message on every rank, unchanged: nothing says which rank it came from (the CLI
+ * prints it once, on world rank 0, as "strand CMD: error: MESSAGE"). A failure only some ranks
+ * can see should name its rank in the message itself. */
 int strand_agree(MPI_Comm comm, int status);
 /* `rank` of comm as a rank of MPI_COMM_WORLD: what messages name. */
 int strand_world_rank_of(MPI_Comm comm, int rank);

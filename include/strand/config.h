@@ -1,26 +1,87 @@
 /* Run configuration: INI file (libinih) in sections, every key overridable from the command line
- * with --set section.key=value. The key table in config.c is the single source of truth: names,
- * types, defaults, ranges and help text (README's config reference is generated from it by
+ * with --set section.key=value. The key rows (config.c for the generic sections, each mixer's file
+ * for its own) are the single source of truth: names, types, defaults, ranges, help text and
+ * whether a key may change on resume (README's config reference is generated from them by
  * `strand train --help-config`). Unknown keys are errors that suggest the nearest valid key. */
 #ifndef STRAND_CONFIG_H
 #define STRAND_CONFIG_H
 
 #include "strand/common.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
 enum { STRAND_CONFIG_STRING_BYTES = 256 };
 
+/* Enumerated keys are parsed once into these (the index of the value in the key's list). */
+enum strand_norm_kind { STRAND_NORM_RMSNORM, STRAND_NORM_LAYERNORM };
+enum strand_norm_position { STRAND_NORM_PRE, STRAND_NORM_POST };
+enum strand_mlp_kind { STRAND_MLP_GELU, STRAND_MLP_SWIGLU };
+enum strand_recompute_kind { STRAND_RECOMPUTE_NONE, STRAND_RECOMPUTE_BLOCK };
+enum strand_layout_choice { STRAND_LAYOUT_CHOICE_AUTO, STRAND_LAYOUT_CHOICE_CONTIGUOUS, STRAND_LAYOUT_CHOICE_ZIGZAG };
+/* fft.strategy: the values of enum strand_conv_strategy (kernels/fftconv.h). */
+enum strand_fft_strategy { STRAND_FFT_STRATEGY_AUTO, STRAND_FFT_STRATEGY_FFTW_MPI, STRAND_FFT_STRATEGY_ALLTOALL };
+/* fft.planner: 0 estimate, 1 measure, 2 auto (measure up to a size), as fftconv's `measure`. */
+enum strand_fft_planner { STRAND_FFT_PLAN_ESTIMATE, STRAND_FFT_PLAN_MEASURE, STRAND_FFT_PLAN_AUTO };
+
+/* ---- key rows ----
+ * One row per key: the generic sections' rows live in config.c, each mixer's in its own file (its
+ * ops table, model.h), with offsets into that mixer's options struct. Every consumer (parsing,
+ * validation, formatting, --help-config, the resume check) reads these rows. */
+typedef enum {
+    STRAND_KEY_INT,    /* int */
+    STRAND_KEY_INT64,  /* int64_t */
+    STRAND_KEY_UINT64, /* uint64_t */
+    STRAND_KEY_DOUBLE, /* double */
+    STRAND_KEY_BOOL,   /* int, 0 or 1 */
+    STRAND_KEY_STRING, /* char[size] */
+    STRAND_KEY_ENUM,   /* int: index into values */
+    STRAND_KEY_LAYERS, /* char[size]: comma-separated mixer names */
+} strand_key_type;
+
+enum {
+    STRAND_KEY_MIN_OPEN = 1u << 0,  /* double minimum is exclusive */
+    STRAND_KEY_MAX_OPEN = 1u << 1,  /* double maximum is exclusive */
+    STRAND_KEY_RESUMABLE = 1u << 2, /* may differ from the checkpoint's value on resume */
+    /* 0 means "the window" (train.seq_len): code that changes seq_len for another purpose
+     * (sampling) pins such keys first with strand_config_pin_window_keys. */
+    STRAND_KEY_ZERO_IS_WINDOW = 1u << 3,
+};
+
+typedef struct {
+    const char *section;
+    const char *name;
+    strand_key_type type;
+    size_t offset;   /* in strand_config, or in the mixer's options struct for a mixer's row */
+    size_t size;     /* field bytes (string capacity for strings) */
+    const char *def; /* default, as it would be written in the file */
+    int64_t imin, imax;
+    double dmin, dmax;
+    unsigned flags;
+    const char *const *values; /* STRAND_KEY_ENUM: allowed values, NULL-terminated */
+    const char *help;
+} strand_config_key;
+
+#define STRAND_KEY_FIELD(type, field) .offset = offsetof(type, field), .size = sizeof(((type *)0)->field)
+
+/* Each registered mixer keeps its options (its own struct, declared in its file) in one of these
+ * blocks, indexed by its place in the registry; plain bytes, so the configuration stays one value
+ * that copies with `=`. */
+enum { STRAND_MAX_MIXERS = 24, STRAND_MIXER_OPTION_BYTES = 192 };
+typedef union {
+    max_align_t align;
+    unsigned char bytes[STRAND_MIXER_OPTION_BYTES];
+} strand_mixer_options_block;
+
 typedef struct {
     /* [model] */
     int d_model;
     char layers[STRAND_CONFIG_STRING_BYTES]; /* comma-separated mixer names, one per block */
-    char norm[16];                           /* rmsnorm | layernorm */
-    char norm_position[16];                  /* pre | post */
-    char mlp[16];                            /* gelu | swiglu */
+    int norm;                                /* enum strand_norm_kind */
+    int norm_position;                       /* enum strand_norm_position */
+    int mlp;                                 /* enum strand_mlp_kind */
     int mlp_hidden;                          /* hidden width of the MLP (0 = 4*d_model, 8/3*d for swiglu) */
-    int conv_kernel;                         /* short causal conv kernel, 2..8 */
     int tie_embeddings;                      /* bool */
     double init_std;
     double norm_eps;
@@ -40,50 +101,32 @@ typedef struct {
     int64_t log_every;
     int64_t eval_windows; /* validation windows at the end of training (0 = none) */
 
-    /* [conv]: distributed FFT long convolution (hyena, s4d) */
-    char conv_strategy[16]; /* auto | fftw-mpi | alltoall */
-    char conv_planner[16];  /* estimate | measure */
-    char conv_wisdom[1024]; /* FFTW wisdom file ("" = $HOME/.cache/strand/fftw-<precision>.wisdom) */
-
-    /* [s4d] */
-    int s4d_state;     /* N: N/2 complex modes per channel */
-    char s4d_init[16]; /* lin | inv | legs */
-    double s4d_dt_min, s4d_dt_max;
-
-    /* [hyena] */
-    int hyena_filter_width; /* hidden width of the implicit filter FFN */
-    int hyena_filter_depth; /* hidden sine layers of the filter FFN */
-    int hyena_frequencies;  /* positional features: t plus cos/sin of this many frequencies */
-    double hyena_sine_freq; /* initial frequency w of the sine activations */
-    int64_t hyena_max_len;  /* filter position grid length (0 = train.seq_len) */
-    int hyena_short_kernel; /* short causal conv after the input projection */
-    double hyena_decay_fast, hyena_decay_slow; /* exponential window decay range */
-
-    /* [attn] */
-    int attn_heads;
-    int attn_kv_heads;       /* 0 = attn.heads; must divide attn.heads */
-    int64_t attn_window;     /* sliding window in tokens (0 = full causal) */
-    int attn_segment_memory; /* bool: Transformer-XL memory of the previous window */
-    double attn_rope_base;
+    /* [fft]: the distributed FFT long convolution (mixers that are long convolutions) */
+    int fft_strategy;      /* enum strand_fft_strategy */
+    int fft_planner;       /* enum strand_fft_planner */
+    char fft_wisdom[1024]; /* FFTW wisdom file ("" = $HOME/.cache/strand/fftw-<precision>.wisdom) */
 
     /* [checkpoint] */
     int64_t ckpt_every; /* steps between checkpoints (0 = only at the end and on preemption) */
     int ckpt_keep;      /* complete checkpoints kept */
 
     /* [train] activation memory */
-    char recompute[16]; /* none | block */
+    int recompute;      /* enum strand_recompute_kind */
     char offload[1024]; /* per-rank HDF5 offload directory ("" = off) */
 
     /* [data] */
     char data_path[1024];
 
     /* [parallel] */
-    int sp;          /* 0 = world size / dp */
-    int dp;          /* 0 = world size / sp */
-    char layout[16]; /* auto | contiguous | zigzag */
+    int sp;     /* 0 = world size / dp */
+    int dp;     /* 0 = world size / sp */
+    int layout; /* enum strand_layout_choice */
 
     /* [run] */
     char run_dir[1024];
+
+    /* every registered mixer's options (strand_mixer_options in model.h) */
+    strand_mixer_options_block mixer_options[STRAND_MAX_MIXERS];
 } strand_config;
 
 /* Defaults for every key. */
@@ -95,7 +138,9 @@ int strand_config_load_file(strand_config *config, const char *path);
 int strand_config_load_text(strand_config *config, const char *text, const char *name);
 /* Apply one "section.key=value" override. */
 int strand_config_set(strand_config *config, const char *assignment);
-/* Check ranges and cross-key constraints that do not need the world size. */
+/* Check ranges, then the cross-key constraints that do not need the world size (the model's, then
+ * each mixer's own validate, for every mixer whatever model.layers names, so a configuration is
+ * valid or not on its own). */
 int strand_config_validate(const strand_config *config);
 /* Resolved configuration as INI text (every key, in sections); loading it back gives the same
  * values. snprintf-style: returns the length of the whole text (excluding the terminating zero)
@@ -104,6 +149,10 @@ size_t strand_config_format(const strand_config *config, char *buffer, size_t si
 /* model.mlp_hidden resolved: the configured width, or for 0 the default of config->mlp (4*d_model
  * for gelu, 8/3*d_model rounded up to a multiple of 8 for swiglu). */
 int strand_config_mlp_hidden(const strand_config *config);
+/* Set every STRAND_KEY_ZERO_IS_WINDOW key that is 0 to train.seq_len (before seq_len changes). */
+void strand_config_pin_window_keys(strand_config *config);
+/* The row of "section.key" (NULL when there is none). */
+const strand_config_key *strand_config_find_key(const char *full_name);
 /* Print the reference of every key (name, type, default, range, meaning) as a Markdown table. */
 void strand_config_print_reference(FILE *out);
 

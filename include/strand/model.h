@@ -10,6 +10,7 @@
 #include "strand/config.h"
 #include "strand/dist.h"
 #include "strand/layout.h"
+#include "strand/plan.h"
 
 #include <stdint.h>
 
@@ -38,20 +39,60 @@ int strand_params_declare(strand_param_table *table, const char *layer, const ch
                           int64_t d1, int init, double init_std, int decay, int *index);
 void strand_params_free(strand_param_table *table);
 
-/* ---- mixer interface ---- */
+/* ---- mixer interface ----
+ * A mixer is one file (src/model/mixers/<name>.c) that defines a strand_mixer_ops and one line in
+ * the registry (src/model/model.c). Its ops table carries everything the rest of strand asks about
+ * it: its configuration keys, what it needs of the layout, its memory, and its passes. */
+
+/* Capability flags (strand_mixer_ops.capabilities, given the mixer's options). */
+enum {
+    /* Causal work grows along the window (full attention): prefers the zigzag layout. */
+    STRAND_MIXER_BALANCED_LAYOUT = 1u << 0,
+    /* A distributed FFT long convolution (uses the [fft] keys; --dry-run shows the strategy). */
+    STRAND_MIXER_LONG_CONV = 1u << 1,
+    /* Carries state from one window into the next (reset when the next does not continue it);
+     * a recomputed forward would advance it twice, so train.recompute = block is refused. */
+    STRAND_MIXER_CARRIES_STATE = 1u << 2,
+    /* Has an incremental (one position at a time) mode: step_init, step, step_free. */
+    STRAND_MIXER_STEP = 1u << 3,
+    /* Needs the window in contiguous global order on each rank (a recurrence along positions). */
+    STRAND_MIXER_CONTIGUOUS = 1u << 4,
+};
+
 typedef struct strand_mixer strand_mixer;
 typedef struct {
     const char *name;
+    const char *summary;      /* one line for --help-config and the README */
+    const char *forward_cost; /* of forward over a window of L positions, e.g. "O(L log L C)" */
+    const char *step_cost;    /* of one incremental step at position t, e.g. "O(K C)" (STRAND_MIXER_STEP) */
+    /* ---- configuration ---- its options struct (at most STRAND_MIXER_OPTION_BYTES) and key rows
+     * with offsets into it; the section of each row is its own (usually the mixer's name). */
+    size_t options_size;
+    const strand_config_key *keys;
+    int key_count;
+    /* Cross-key checks (NULL: none). Run by strand_config_validate for every registered mixer:
+     * checks among its own keys always (a configuration is valid or not on its own), checks
+     * against other sections (heads divide model.d_model) when `used` (model.layers names it). */
+    int (*validate)(const strand_config *config, const void *options, int used);
+    /* Capability flags (STRAND_MIXER_*) for these options. */
+    unsigned (*capabilities)(const void *options);
+    /* Test configurations for the conformance suite: NULL-terminated list of strings, each a
+     * ';'-separated list of section.key=value overrides on top of the defaults ("" = defaults). */
+    const char *const *test_configs;
+
+    /* ---- passes ---- */
     /* Declare parameters in the table (layer name given) and size the state. */
     int (*create)(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                   const char *layer);
-    /* Allocate saved activations, plans and workspaces for this shard shape (the window, its
-     * layout and every rank's piece are fixed for the model's lifetime). With a donor (a set-up
-     * mixer of the same ops and configuration; train.recompute = block), borrow the donor's
-     * activations, scratch and long-convolution plans instead of allocating them: the model
-     * re-runs a block's forward right before its backward, so one set serves every such block.
-     * The donor must outlive the borrower. */
-    int (*setup)(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor);
+    /* Declare every buffer this shard shape needs into the plan (plan.h): saved activations and
+     * scratch as STRAND_PLAN_SHARED (one set serves all blocks of this mixer under train.recompute
+     * = block), tables and carried state not. Pure: no communication, no allocation, so that
+     * --dry-run runs it for a grid that does not exist (shard->grid->sp_comm is MPI_COMM_NULL
+     * then). The pointers it declares are set when the plan is allocated, before setup. */
+    int (*plan)(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan);
+    /* After allocation: fill tables, build plans, exchange what other ranks need (collective
+     * over the SP group). NULL: nothing to do. */
+    int (*setup)(strand_mixer *mixer, const strand_shard *shard);
     /* Fill the parameters declared with STRAND_INIT_BY_LAYER (NULL when there are none).
      * Must be a pure function of (seed, parameter values' positions), like the table's init. */
     void (*init_params)(strand_mixer *mixer, real_t *params, uint64_t seed);
@@ -62,11 +103,11 @@ typedef struct {
     int (*backward)(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout, const real_t *in,
                     const real_t *params, const strand_shard *shard);
     void (*destroy)(strand_mixer *mixer);
-    /* ---- incremental decoding (generation; src/model/model_step.c). Optional: NULL when a mixer has
-     * none. Single-rank, no communication; independent of setup's buffers (which may be borrowed
-     * from, or lent to, another block under train.recompute = block). */
+    /* ---- incremental decoding (generation; src/model/model_step.c). With STRAND_MIXER_STEP.
+     * Single-rank, no communication; independent of the planned buffers (which may be shared
+     * with another block under train.recompute = block). */
     /* A decoding state for one sequence of at most max_len positions. params are the values every
-     * later step uses (a mixer may precompute from them, e.g. hyena's filter): do not change them
+     * later step uses (a mixer may precompute from them, e.g. an implicit filter): do not change them
      * in between. *state is set before anything can fail: pass it to step_free either way. */
     int (*step_init)(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
     /* out (C) = row `position` of forward() over the sequence whose rows 0..position-1 were fed
@@ -75,27 +116,38 @@ typedef struct {
     int (*step)(const strand_mixer *mixer, void *state, const real_t *params, const real_t *in, real_t *out,
                 int64_t position);
     void (*step_free)(void *state); /* NULL is accepted */
-    /* ---- state carried from one forward to the next (attn.segment_memory), so that a checkpoint
-     * resumes bit-exactly. Optional: NULL when a mixer carries nothing. Values on this rank. */
+    /* ---- state carried from one window into the next (STRAND_MIXER_CARRIES_STATE), so that a
+     * checkpoint resumes bit-exactly. NULL when a mixer carries nothing. Values on this rank. */
     int64_t (*carry_count)(const strand_mixer *mixer);
     void (*carry_save)(const strand_mixer *mixer, real_t *out);
     void (*carry_load)(strand_mixer *mixer, const real_t *in);
+    /* Forget the carried state: the next window does not continue the previous one. */
+    void (*reset)(strand_mixer *mixer);
 } strand_mixer_ops;
 
 struct strand_mixer {
     const strand_mixer_ops *ops;
     int C;
-    void *state; /* owned by the mixer */
+    const void *options; /* this mixer's options inside the model's configuration */
+    void *state;         /* owned by the mixer */
 };
 
-/* The registry's index-th mixer name, NULL past the end (for listing them). */
+/* The registry's index-th mixer, NULL past the end (for listing them). */
+const strand_mixer_ops *strand_mixer_at(int index);
+/* The registry's index-th mixer name, NULL past the end. */
 const char *strand_mixer_name(int index);
 /* Look a mixer up by name (NULL when unknown). */
 const strand_mixer_ops *strand_mixer_find(const char *name);
-extern const strand_mixer_ops strand_mixer_conv;
-extern const strand_mixer_ops strand_mixer_s4d;
-extern const strand_mixer_ops strand_mixer_hyena;
-extern const strand_mixer_ops strand_mixer_attn;
+/* A mixer's options inside a configuration (its block of config->mixer_options). */
+const void *strand_mixer_options(const strand_config *config, const strand_mixer_ops *ops);
+/* A mixer outside a model (tests, benchmarks): set it up as a model would and create it (its
+ * parameters go to `table`), then plan, allocate (in `plan`, which the caller frees after
+ * destroy) and set it up for the shard (collective over the SP group). */
+int strand_mixer_create(strand_mixer *mixer, const strand_mixer_ops *ops, int C, const strand_config *config,
+                        strand_param_table *table, const char *layer);
+int strand_mixer_setup_alone(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan);
+/* The capability flags of the mixers model.layers names, or-ed (unknown names are skipped). */
+unsigned strand_model_capabilities(const strand_config *config);
 
 /* ---- the model ---- */
 /* Rows per chunk of the MLP's backward (its scratch is this many rows, not the shard's). */
@@ -116,6 +168,7 @@ typedef struct {
     int64_t max_T;
     int64_t mlp_chunk_rows; /* rows per MLP backward chunk (a test may lower it; never raise it) */
     strand_param_table table;
+    strand_plan plan;       /* every buffer below, and the mixers', declared then allocated at once */
     real_t *params, *grads; /* table.total each */
     int wte, head, final_weight, final_bias;
     strand_block *blocks;
@@ -126,11 +179,19 @@ typedef struct {
     const uint8_t *targets; /* of the last forward */
 } strand_model;
 
-/* Split model.layers ("conv,conv,hyena") into at most max names; returns the count, or -1 when
+/* Split model.layers ("a,b,b") into at most max names; returns the count, or -1 when
  * an entry is empty or 32 characters or longer. */
 int strand_model_split_layers(const char *list, char names[][32], int max);
-/* Build the model for this shard shape. Parameters are not initialised. */
+/* Build the model for this shard shape. Parameters are not initialised. Collective over the SP
+ * group. */
 int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard);
+/* The memory plan strand_model_create would allocate for this shard, without allocating it (the
+ * dry run): the same declarations through the same code. With shard->grid->sp_comm =
+ * MPI_COMM_NULL nothing communicates (FFTW-MPI's local sizes are then estimated); otherwise it is
+ * collective over the SP group. *parameters: elements of the flat parameter array. The caller
+ * frees *plan with strand_plan_free. */
+int strand_model_plan(const strand_config *config, const strand_shard *shard, strand_plan *plan,
+                      int64_t *parameters);
 /* Initialise every parameter from (seed, parameter index, element index). */
 void strand_model_init_params(strand_model *model, uint64_t seed);
 /* Forward over this rank's shard: tokens (T) in, targets (T) next tokens. Returns the sum of the
@@ -145,6 +206,8 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
 int64_t strand_model_carry_count(const strand_model *model);
 void strand_model_carry_save(const strand_model *model, real_t *out);
 void strand_model_carry_load(strand_model *model, const real_t *in);
+/* Forget every mixer's carried state: the next window does not continue the previous one. */
+void strand_model_reset(strand_model *model);
 void strand_model_free(strand_model *model);
 
 #endif

@@ -4,7 +4,7 @@
  * Feeding tokens 0..t-1 then token t gives the logits that strand_model_forward computes for
  * row t of the window (up to rounding), without re-running the earlier positions. Per token the
  * position-wise layers cost O(C (C + F)) per block plus O(C V) for the head, and each mixer its
- * own (conv O(K C); s4d O(C N); attn O(min(t, window) C); hyena O(t C); see their files).
+ * own (strand_mixer_ops.step_cost).
  * Single-rank: parameters are replicated, so no communication is needed; the model may have been
  * created for any shard (its forward buffers are not used). */
 #ifndef STRAND_MODEL_STEP_H
@@ -26,8 +26,8 @@ typedef struct {
 
 /* Prepare to decode one sequence of at most max_len positions with the model's current
  * parameters (they must not change until strand_model_step_free). Fails with STRAND_ERR_CONFIG
- * when a mixer has no incremental mode or cannot hold max_len positions (hyena beyond
- * hyena.max_len). Free with strand_model_step_free on success and on failure. */
+ * when a mixer has no incremental mode or cannot hold max_len positions (a filter grid shorter
+ * than max_len). Free with strand_model_step_free on success and on failure. */
 int strand_model_step_init(strand_model_step *step, const strand_model *model, int64_t max_len);
 /* Feed `token` at step->position (then advance it); step->logits (V) receive the logits for the
  * next position. */

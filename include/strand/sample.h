@@ -6,15 +6,12 @@
 
 enum strand_sample_mode {
     /* One position at a time through every mixer's step mode (model_step.h), on rank 0:
-     * the prompt is fed through the steps too (prefill). Per generated token: conv O(K C),
-     * s4d O(C N) (recurrent mode), attn O(min(t, window) C) (K/V cache), hyena O(t C) (filter
-     * evaluated once, direct sum over the cached history), plus O(C (C + F)) per block and O(C V)
-     * for the head. */
+     * the prompt is fed through the steps too (prefill). Per generated token: each mixer's
+     * step_cost (model.h), plus O(C (C + F)) per block and O(C V) for the head. */
     STRAND_SAMPLE_INCREMENTAL = 0,
     /* One whole-window causal forward per token, the window sharded over the ranks (positions
-     * after the current one hold padding, which a causal model never sees): O(L) for conv and s4d
-     * in convolution mode, O(L log L) for hyena (recomputed long convolution), O(L^2) for
-     * attention, per token. */
+     * after the current one hold padding, which a causal model never sees): each mixer's
+     * forward_cost per token. */
     STRAND_SAMPLE_RECOMPUTE = 1,
 };
 
@@ -28,12 +25,11 @@ typedef struct {
 } strand_sample_options;
 
 /* Generate options->length bases after the prompt with the model of a checkpoint (window of
- * L = prompt + length positions; hyena models at most hyena.max_len, or the training window when
- * that is 0). Incremental mode decodes on rank 0 and broadcasts the result (every rank reads the
+ * L = prompt + length positions; a key where 0 means the window keeps the training window's). Incremental mode decodes on rank 0 and broadcasts the result (every rank reads the
  * parameters); recompute mode shards the window over the SP ranks of `world` (dp = 1). The draw
  * for position t is a pure function of (seed, t) and of the logits at t-1, so the output depends
- * neither on the number of ranks nor on the mode beyond rounding. attn.segment_memory is ignored:
- * a sampled sequence is one window. out receives prompt + generated letters (length + prompt
+ * neither on the number of ranks nor on the mode beyond rounding. Carried state is reset before
+ * every forward: a sampled sequence is one window. out receives prompt + generated letters (length + prompt
  * length + 1 bytes) on every rank. Collective. */
 int strand_sample(const strand_config *config, MPI_Comm world, const strand_sample_options *options,
                   char *out);

@@ -5,6 +5,19 @@
 
 #include "strand/ckpt.h"
 #include "strand/config.h"
+#include "strand/plan.h"
+
+/* The trainer's own buffers beside the model's: AdamW's moments (mirroring the parameter array),
+ * the token windows and the checkpoint metadata scratch. */
+typedef struct {
+    real_t *adam_m, *adam_v;
+    uint8_t *inputs, *targets; /* T each: tokens and their next tokens */
+    uint8_t *read_buffer;      /* one piece + 1 */
+    strand_ckpt_meta *meta;
+} strand_train_buffers;
+
+/* Declare them into a plan (the dry run passes a dry plan and its own struct). */
+int strand_train_plan(strand_plan *plan, int64_t parameters, int64_t T, strand_train_buffers *buffers);
 
 typedef struct {
     int64_t steps;

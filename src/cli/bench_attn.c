@@ -1,4 +1,4 @@
-/* strand bench attn: time ring attention forward + backward on random Q, K, V sharded over the
+/* strand bench ring: time ring attention forward + backward on random Q, K, V sharded over the
  * MPI ranks, against a GEMM of the same precision measured in the same run, and (for L <= 4096)
  * check it against naive attention in double. Prints one JSON line on rank 0. */
 #include "cli.h"
@@ -6,6 +6,7 @@
 #include "strand/dist.h"
 #include "strand/layout.h"
 #include "kernels/ring_attn.h"
+#include "parallel/tags.h"
 #include "core/rng.h"
 
 #include <cblas.h>
@@ -33,7 +34,7 @@ typedef struct {
 static void usage(FILE *out) {
     fprintf(
         out,
-        "usage: mpirun -n P strand bench attn --length L --heads h --head-dim e [--kv-heads g]\n"
+        "usage: mpirun -n P strand bench ring --length L --heads h --head-dim e [--kv-heads g]\n"
         "                [--window W] [--repeat n] [--layout zigzag|contiguous] [--tile-q n] [--tile-k n]\n"
         "Times exact causal ring attention (forward + backward) on random Q, K, V of L tokens sharded\n"
         "over P ranks and prints one JSON line: median fwd_bwd_s over n runs after a warm-up; GFLOP/s\n"
@@ -64,7 +65,7 @@ static int parse(int argc, char **argv, bench_options *o) {
             return CLI_OK + 100;
         }
         if (i + 1 >= argc) {
-            cli_error("bench attn", "option '%s' needs a value", a);
+            cli_error("bench ring", "option '%s' needs a value", a);
             return CLI_USAGE;
         }
         const char *v = argv[++i];
@@ -96,22 +97,22 @@ static int parse(int argc, char **argv, bench_options *o) {
             else if (strcmp(a, "--tile-k") == 0)
                 o->tile_k = (int)x;
             else {
-                cli_error("bench attn", "unknown option '%s' (see --help)", a);
+                cli_error("bench ring", "unknown option '%s' (see --help)", a);
                 return CLI_USAGE;
             }
         }
         if (!ok) {
-            cli_error("bench attn", "bad value '%s' for %s", v, a);
+            cli_error("bench ring", "bad value '%s' for %s", v, a);
             return CLI_USAGE;
         }
     }
     if (o->length <= 0 || o->heads <= 0 || o->head_dim <= 0) {
-        cli_error("bench attn", "--length, --heads and --head-dim are required (see --help)");
+        cli_error("bench ring", "--length, --heads and --head-dim are required (see --help)");
         return CLI_USAGE;
     }
     if (o->kv_heads == 0) o->kv_heads = o->heads;
     if (o->heads % o->kv_heads != 0) {
-        cli_error("bench attn", "--kv-heads %d must divide --heads %d", o->kv_heads, o->heads);
+        cli_error("bench ring", "--kv-heads %d must divide --heads %d", o->kv_heads, o->heads);
         return CLI_USAGE;
     }
     if (o->layout < 0) o->layout = o->window > 0 ? STRAND_LAYOUT_CONTIGUOUS : STRAND_LAYOUT_ZIGZAG;
@@ -258,17 +259,19 @@ static int gather_rows(const strand_shard *shard, const real_t *local, int width
         if (!rows || !p) return STRAND_ERR_NOMEM;
         for (int r = 1; r < P; r++) {
             const int64_t n = shard->shard_lengths[r];
-            STRAND_CALL_MPI(MPI_Recv(p, (int)n, MPI_INT64_T, r, 1, grid->sp_comm, MPI_STATUS_IGNORE));
             STRAND_CALL_MPI(
-                MPI_Recv(rows, (int)(n * width), STRAND_MPI_REAL, r, 2, grid->sp_comm, MPI_STATUS_IGNORE));
+                MPI_Recv(p, (int)n, MPI_INT64_T, r, STRAND_TAG_BENCH_POS, grid->sp_comm, MPI_STATUS_IGNORE));
+            STRAND_CALL_MPI(MPI_Recv(rows, (int)(n * width), STRAND_MPI_REAL, r, STRAND_TAG_BENCH_ROWS,
+                                     grid->sp_comm, MPI_STATUS_IGNORE));
             for (int64_t i = 0; i < n; i++)
                 memcpy(global + p[i] * width, rows + i * width, sizeof(real_t) * (size_t)width);
         }
         strand_free(rows);
         strand_free(p);
     } else {
-        STRAND_CALL_MPI(MPI_Send(pos, (int)T, MPI_INT64_T, 0, 1, grid->sp_comm));
-        STRAND_CALL_MPI(MPI_Send(local, (int)(T * width), STRAND_MPI_REAL, 0, 2, grid->sp_comm));
+        STRAND_CALL_MPI(MPI_Send(pos, (int)T, MPI_INT64_T, 0, STRAND_TAG_BENCH_POS, grid->sp_comm));
+        STRAND_CALL_MPI(
+            MPI_Send(local, (int)(T * width), STRAND_MPI_REAL, 0, STRAND_TAG_BENCH_ROWS, grid->sp_comm));
     }
     return STRAND_OK;
 }
@@ -387,7 +390,7 @@ static int run(bench_state *b, const bench_options *o) {
         double gemm_mean = 0, wait_max = 0;
         for (int r = 0; r < P; r++)
             gemm_mean += gemms[r] / P, wait_max = fmax(wait_max, waits[r]);
-        printf("{\"bench\":\"attn\",\"precision\":\"%s\",\"ranks\":%d,\"layout\":\"%s\",\"length\":%lld,"
+        printf("{\"bench\":\"ring\",\"precision\":\"%s\",\"ranks\":%d,\"layout\":\"%s\",\"length\":%lld,"
                "\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"window\":%lld,\"repeat\":%d,\"tile_q\":%d,"
                "\"tile_k\":%d,\"ring_steps\":%d,\"fwd_bwd_s\":%.6g,\"fwd_s\":%.6g,\"bwd_s\":%.6g,"
                "\"gflop\":%.6g,\"gflops\":%.6g,\"gflops_per_rank\":%.6g,\"" GEMM_NAME
@@ -430,5 +433,5 @@ int bench_attn(int argc, char **argv) {
     memset(&b, 0, sizeof b);
     status = run(&b, &o);
     bench_free(&b);
-    return status == STRAND_OK ? CLI_OK : cli_report("bench attn");
+    return status == STRAND_OK ? CLI_OK : cli_report("bench ring");
 }

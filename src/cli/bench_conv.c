@@ -1,4 +1,4 @@
-/* strand bench conv: time the distributed long convolution (bare, or inside the s4d / hyena mixer)
+/* strand bench fftconv: time the distributed long convolution (bare, or inside a long-convolution mixer)
  * forward and backward under mpirun, with FFTW's own time for the same transforms measured in the
  * same run, and print one JSON line on rank 0. */
 #include "cli.h"
@@ -16,7 +16,7 @@
 #include <string.h>
 
 static const char bench_conv_usage[] =
-    "usage: mpirun -n N strand bench conv --length L --channels D [options]\n"
+    "usage: mpirun -n N strand bench fftconv --length L --channels D [options]\n"
     "\n"
     "Time the causal long convolution over a window of L tokens sharded across the N ranks:\n"
     "forward, backward and both, median over --repeat runs after one warm-up, the slowest rank\n"
@@ -29,7 +29,8 @@ static const char bench_conv_usage[] =
     "  --length L             window length in tokens (required)\n"
     "  --channels D           channels (required)\n"
     "  --strategy S           auto | fftw-mpi | alltoall (default auto)\n"
-    "  --layer NAME           conv (bare convolution, random kernel) | s4d | hyena (default conv)\n"
+    "  --layer NAME           bare (the convolution alone, random kernel), or a long-convolution mixer\n"
+    "                         (any with the long-convolution capability; default bare)\n"
     "  --layout NAME          contiguous | zigzag (default contiguous)\n"
     "  --repeat N             timed repetitions (default 5)\n"
     "  --measure              plan with FFTW_MEASURE (slow to plan, faster to run)\n"
@@ -213,11 +214,11 @@ static int time_mixer(const bench_args *args, const strand_shard *shard, const s
     strand_config config;
     strand_config_defaults(&config);
     char setting[1200];
-    snprintf(setting, sizeof setting, "conv.strategy=%s", args->strategy);
+    snprintf(setting, sizeof setting, "fft.strategy=%s", args->strategy);
     STRAND_CALL(strand_config_set(&config, setting));
-    STRAND_CALL(strand_config_set(&config, args->measure ? "conv.planner=measure" : "conv.planner=estimate"));
+    STRAND_CALL(strand_config_set(&config, args->measure ? "fft.planner=measure" : "fft.planner=estimate"));
     if (args->wisdom) {
-        snprintf(setting, sizeof setting, "conv.wisdom=%s", args->wisdom);
+        snprintf(setting, sizeof setting, "fft.wisdom=%s", args->wisdom);
         STRAND_CALL(strand_config_set(&config, setting));
     }
     snprintf(setting, sizeof setting, "model.d_model=%d", C);
@@ -227,13 +228,15 @@ static int time_mixer(const bench_args *args, const strand_shard *shard, const s
 
     strand_param_table table;
     memset(&table, 0, sizeof table);
-    strand_mixer mixer = {ops, C, NULL};
+    strand_mixer mixer;
+    strand_plan plan;
+    strand_plan_init(&plan, 0, 0);
     real_t *params = NULL, *grads = NULL;
     int status = STRAND_OK;
-    STRAND_CALL_GOTO(status, done, ops->create(&mixer, &config, &table, "bench.mixer"));
+    STRAND_CALL_GOTO(status, done, strand_mixer_create(&mixer, ops, C, &config, &table, "bench.mixer"));
     STRAND_CALL_GOTO(status, done, MPI_Barrier(comm) == MPI_SUCCESS ? STRAND_OK : STRAND_ERR_MPI);
     double t0 = strand_now();
-    STRAND_CALL_GOTO(status, done, ops->setup(&mixer, shard, NULL));
+    STRAND_CALL_GOTO(status, done, strand_mixer_setup_alone(&mixer, shard, &plan));
     res->plan = strand_now() - t0;
     params = strand_alloc(sizeof(real_t) * (size_t)(table.total > 0 ? table.total : 1), "bench parameters");
     grads = strand_alloc(sizeof(real_t) * (size_t)(table.total > 0 ? table.total : 1), "bench gradients");
@@ -262,6 +265,7 @@ static int time_mixer(const bench_args *args, const strand_shard *shard, const s
     res->both = median(b->t_both, args->repeat);
 done:
     if (mixer.state && ops->destroy) ops->destroy(&mixer);
+    strand_plan_free(&plan);
     strand_free(params);
     strand_free(grads);
     strand_params_free(&table);
@@ -296,8 +300,8 @@ static void print_number(const char *key, double value) {
 }
 
 int bench_conv(int argc, char **argv) {
-    const char *name = "bench conv";
-    bench_args args = {0, 0, 5, 0, 1, STRAND_LAYOUT_CONTIGUOUS, "auto", "conv", NULL};
+    const char *name = "bench fftconv";
+    bench_args args = {0, 0, 5, 0, 1, STRAND_LAYOUT_CONTIGUOUS, "auto", "bare", NULL};
     int rank = cli_world_rank();
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -318,7 +322,7 @@ int bench_conv(int argc, char **argv) {
                                 strcmp(opt, "--repeat") == 0 || strcmp(opt, "--layout") == 0 ||
                                 strcmp(opt, "--wisdom") == 0;
         if (!takes_value) {
-            cli_error(name, "unknown option '%s' (see strand bench conv --help)", opt);
+            cli_error(name, "unknown option '%s' (see strand bench fftconv --help)", opt);
             return CLI_USAGE;
         }
         if (i + 1 >= argc) {
@@ -361,20 +365,26 @@ int bench_conv(int argc, char **argv) {
         }
     }
     if (args.length <= 0 || args.channels <= 0) {
-        cli_error(name, "--length and --channels are required (see strand bench conv --help)");
+        cli_error(name, "--length and --channels are required (see strand bench fftconv --help)");
         return CLI_USAGE;
     }
-    const int bare = strcmp(args.layer, "conv") == 0;
+    const int bare = strcmp(args.layer, "bare") == 0;
     const strand_mixer_ops *ops = NULL;
     if (!bare) {
-        if (strcmp(args.layer, "s4d") != 0 && strcmp(args.layer, "hyena") != 0) {
-            cli_error(name, "--layer '%s': expected conv, s4d or hyena", args.layer);
-            return CLI_USAGE;
-        }
+        /* Any registered mixer that is a long convolution, with its default options. */
         ops = strand_mixer_find(args.layer);
-        if (!ops) {
-            cli_error(name, "mixer '%s' is not available in this build", args.layer);
-            return CLI_FAILURE;
+        strand_config defaults;
+        strand_config_defaults(&defaults);
+        if (!ops || !ops->capabilities ||
+            !(ops->capabilities(strand_mixer_options(&defaults, ops)) & STRAND_MIXER_LONG_CONV)) {
+            char names[256] = "bare";
+            for (int i = 0; strand_mixer_at(i); i++) {
+                const strand_mixer_ops *m = strand_mixer_at(i);
+                if (m->capabilities && (m->capabilities(strand_mixer_options(&defaults, m)) & STRAND_MIXER_LONG_CONV))
+                    snprintf(names + strlen(names), sizeof names - strlen(names), ", %s", m->name);
+            }
+            cli_error(name, "--layer '%s': expected one of %s", args.layer, names);
+            return CLI_USAGE;
         }
     }
     int strategy = STRAND_CONV_AUTO;
@@ -407,7 +417,7 @@ int bench_conv(int argc, char **argv) {
     int64_t rss = strand_peak_rss_bytes(), peak_rss = rss;
     if (status == STRAND_OK) MPI_Allreduce(&rss, &peak_rss, 1, MPI_INT64_T, MPI_MAX, grid.sp_comm);
     if (status == STRAND_OK && rank == 0) {
-        printf("{\"bench\":\"conv\",\"length\":%lld,\"channels\":%d,\"ranks\":%d,\"precision\":\"%s\","
+        printf("{\"bench\":\"fftconv\",\"length\":%lld,\"channels\":%d,\"ranks\":%d,\"precision\":\"%s\","
                "\"strategy\":\"%s\",\"layer\":\"%s\",\"layout\":\"%s\",\"transform_size\":%lld,\"repeat\":%d,"
                "\"planner\":\"%s\"",
                (long long)args.length, args.channels, grid.sp_size, STRAND_REAL_NAME,

@@ -12,8 +12,8 @@ typedef struct {
 } bench_entry;
 
 static const bench_entry benches[] = {
-    {"conv", bench_conv, "distributed FFT long convolution (bare, s4d or hyena), forward and backward"},
-    {"attn", bench_attn, "ring attention over the sequence-parallel group"},
+    {"fftconv", bench_conv, "distributed FFT long convolution (bare, or a long-convolution mixer), forward and backward"},
+    {"ring", bench_attn, "ring attention over the sequence-parallel group"},
 };
 enum { N_BENCHES = sizeof benches / sizeof *benches };
 

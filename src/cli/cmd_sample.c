@@ -15,25 +15,27 @@ static void sample_usage(FILE *out) {
                  "                                 [--set key=value ...]\n\n"
                  "Generates N bases after the prompt and prints prompt + generated bases as FASTA. The draw\n"
                  "for position t depends only on (seed, t) and the model's output, so both modes and any\n"
-                 "number of ranks give the same bases. A hyena model samples at most hyena.max_len\n"
-                 "positions (the training window when hyena.max_len = 0).\n\n"
+                 "number of ranks give the same bases. A mixer whose size depends on the training window\n"
+                 "(a key where 0 means train.seq_len) keeps the training window's.\n\n"
                  "modes:\n"
                  "  incremental (default)  rank 0 feeds one position at a time through each mixer's step\n"
-                 "                         mode; cost per token: conv O(K C), s4d O(C N) (recurrent),\n"
-                 "                         attn O(t C) (K/V cache; O(window C) with attn.window), hyena\n"
-                 "                         O(t C) (filter computed once, cached convolution), plus the\n"
-                 "                         MLPs and head.\n"
+                 "                         mode, plus the MLPs and head\n"
                  "  recompute              re-runs the causal forward over the whole window (sharded over\n"
-                 "                         the ranks) for every base: O(L) for conv and s4d, O(L log L) for\n"
-                 "                         hyena, O(L^2) for attention, per base.\n\n"
-                 "options:\n"
+                 "                         the ranks) for every base\n\n"
+                 "cost per base, by mixer (incremental; recompute):\n");
+    for (int i = 0; strand_mixer_at(i); i++) {
+        const strand_mixer_ops *ops = strand_mixer_at(i);
+        fprintf(out, "  %-8s %s; %s\n", ops->name, ops->step_cost ? ops->step_cost : "no step mode",
+                ops->forward_cost ? ops->forward_cost : "?");
+    }
+    fprintf(out, "\noptions:\n"
                  "  --checkpoint FILE    a checkpoint, or a run or checkpoints directory (its latest)\n"
                  "  --prompt TEXT        A, C, G, T or N (either case), at least one base\n"
                  "  --length N           bases to generate\n"
                  "  --seed S             random seed (default 1)\n"
                  "  --temperature T      softmax temperature > 0 (default 1)\n"
                  "  --mode M             incremental (default) or recompute\n"
-                 "  --set KEY=VALUE      override a key, e.g. --set conv.strategy=alltoall\n");
+                 "  --set KEY=VALUE      override a key, e.g. --set fft.strategy=alltoall\n");
 }
 
 int cmd_sample(int argc, char **argv) {

@@ -48,8 +48,11 @@ static void train_usage(FILE *out) {
             "                       output goes to a file: use plain in scripts\n"
             "  --dry-run            train nothing and write nothing: print the predicted peak memory of\n"
             "                       the most loaded rank (parameters, gradients, AdamW, activations,\n"
-            "                       FFT and ring workspaces, ...) for the configured grid; runs with or\n"
-            "                       without mpirun; the dataset is not opened\n"
+            "                       FFT and ring workspaces, ...) for the configured grid: the memory\n"
+            "                       plan training allocates, built by the same code but not\n"
+            "                       allocated (exact when run on the configured number of ranks);\n"
+            "                       runs with or without mpirun; the dataset is not opened\n"
+            "  --plan               with --dry-run: also list every buffer of the plan (rank 0's)\n"
             "  --ranks N,N,...      with --dry-run: also predict for SP = N (DP = 1) for each N, without\n"
             "                       running on N ranks\n"
             "  --help-config        print every configuration key with its default and meaning\n"
@@ -132,7 +135,35 @@ static void print_dry_run_line(const strand_memory_report *r) {
 
 /* Validate as training does (config, grid against the world), then predict for the configured grid
  * and for SP = each of ranks[]. Nothing is allocated at model size and nothing is written. */
-static int dry_run(const strand_config *config, const int *ranks, int n_ranks) {
+/* The configured grid on the ranks that run it: every rank plans its own shard (collectively), and
+ * the most loaded rank's report is returned on rank 0. */
+static int plan_here(const strand_config *config, strand_memory_report *out, int list) {
+    strand_grid grid;
+    STRAND_CALL(strand_agree(MPI_COMM_WORLD, strand_grid_init(&grid, MPI_COMM_WORLD, config->sp, config->dp)));
+    strand_shard shard;
+    int status = strand_agree(MPI_COMM_WORLD,
+                              strand_shard_init(&shard, &grid, config->seq_len, strand_train_layout(config)));
+    strand_plan plan;
+    memset(&plan, 0, sizeof plan);
+    if (status == STRAND_OK) status = strand_agree(MPI_COMM_WORLD, strand_memory_estimate_here(config, &shard, out, &plan));
+    if (status == STRAND_OK && list && grid.world_rank == 0) strand_plan_print(&plan);
+    strand_plan_free(&plan);
+    if (status == STRAND_OK) {
+        struct {
+            long long total;
+            int rank;
+        } mine = {(long long)out->total, grid.world_rank}, most;
+        status = MPI_Allreduce(&mine, &most, 1, MPI_LONG_INT, MPI_MAXLOC, MPI_COMM_WORLD) == MPI_SUCCESS &&
+                         MPI_Bcast(out, (int)sizeof *out, MPI_BYTE, most.rank, MPI_COMM_WORLD) == MPI_SUCCESS
+                     ? STRAND_OK
+                     : strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "dry run: MPI_Allreduce failed");
+    }
+    strand_shard_free(&shard);
+    strand_grid_free(&grid);
+    return status;
+}
+
+static int dry_run(const strand_config *config, const int *ranks, int n_ranks, int list) {
     const char *name = "train";
     int64_t baseline = 0;
     /* Measured first: the baseline is the process before any of strand's buffers. */
@@ -151,7 +182,9 @@ static int dry_run(const strand_config *config, const int *ranks, int n_ranks) {
         return cli_report(name);
     }
     strand_memory_report reports[1 + MAX_DRY_RUN_RANKS];
-    for (int i = 0; i <= n_ranks; i++) {
+    /* The configured grid is this world: planned exactly, on its ranks; --ranks grids estimated. */
+    if (plan_here(config, &reports[0], list) != STRAND_OK) return cli_report(name);
+    for (int i = 1; i <= n_ranks; i++) {
         /* Pure and identical on every rank, so failures need no vote. */
         if (strand_memory_estimate(config, i == 0 ? sp : ranks[i - 1], i == 0 ? dp : 1, &reports[i]) !=
             STRAND_OK) {
@@ -159,15 +192,17 @@ static int dry_run(const strand_config *config, const int *ranks, int n_ranks) {
             cli_error(name, "--ranks %d: %s", ranks[i - 1], strand_error_message());
             return CLI_FAILURE;
         }
-        strand_memory_set_baseline(&reports[i], (int64_t)worst);
     }
+    for (int i = 0; i <= n_ranks; i++)
+        strand_memory_set_baseline(&reports[i], (int64_t)worst);
     if (cli_world_rank() != 0) return CLI_OK;
     print_dry_run_header(config, &reports[0], (int64_t)worst);
     for (int i = 0; i <= n_ranks; i++)
         print_dry_run_row(&reports[i], i == 0 ? " (configured)" : "");
-    for (int i = 0; i <= n_ranks; i++)
+    for (int i = 1; i <= n_ranks; i++)
         if (reports[i].conv_strategy == STRAND_CONV_FFTW_MPI) {
-            printf("note: with fftw-mpi, FFTW-MPI's local size is estimated as ceil(N/sp) per column\n");
+            printf("note: with fftw-mpi, FFTW-MPI's local size is estimated as ceil(N/sp) per column for the "
+                   "--ranks grids\n");
             break;
         }
     for (int i = 0; i <= n_ranks; i++)
@@ -182,7 +217,7 @@ int cmd_train(int argc, char **argv) {
     strand_config_defaults(&config);
     strand_train_options options = {0};
     const char *config_path = NULL;
-    int dry = 0, n_ranks = 0, ranks[MAX_DRY_RUN_RANKS];
+    int dry = 0, list_plan = 0, n_ranks = 0, ranks[MAX_DRY_RUN_RANKS];
     const char *progress_env = getenv("STRAND_PROGRESS");
     if (progress_env && parse_progress(progress_env, &options.progress) != 0) {
         cli_error(name, "STRAND_PROGRESS = '%s': expected auto, bar or plain", progress_env);
@@ -221,6 +256,8 @@ int cmd_train(int argc, char **argv) {
             options.quiet = 1;
         } else if (strcmp(argv[i], "--dry-run") == 0) {
             dry = 1;
+        } else if (strcmp(argv[i], "--plan") == 0) {
+            list_plan = 1;
         } else if (strcmp(argv[i], "--ranks") == 0) {
             if (i + 1 >= argc || (n_ranks = parse_ranks(argv[i + 1], ranks)) < 0) {
                 cli_error(name,
@@ -239,6 +276,10 @@ int cmd_train(int argc, char **argv) {
         cli_error(name, "--ranks only applies to --dry-run");
         return CLI_USAGE;
     }
+    if (list_plan && !dry) {
+        cli_error(name, "--plan only applies to --dry-run");
+        return CLI_USAGE;
+    }
     /* From here to the exit a SIGUSR1/SIGTERM is recorded, never fatal: one during start-up
      * preempts at the first step, and later ones cannot turn exit 75 into a death by signal. */
     if (!dry) strand_train_catch_signals();
@@ -251,7 +292,7 @@ int cmd_train(int argc, char **argv) {
             status = strand_config_set(&config, argv[++i]);
     }
     if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
-    if (dry) return dry_run(&config, ranks, n_ranks);
+    if (dry) return dry_run(&config, ranks, n_ranks, list_plan);
     if (options.resume && options.no_auto_resume) {
         cli_error(name, "--resume and --no-resume exclude each other");
         return CLI_USAGE;

@@ -14,7 +14,6 @@
 enum { ERROR_MESSAGE_BYTES = 1024 };
 
 static _Thread_local char error_message[ERROR_MESSAGE_BYTES];
-static _Thread_local char error_where[256];
 
 size_t strand_one_line(char *out, size_t size, const char *text) {
     static const char hex[] = "0123456789abcdef";
@@ -51,8 +50,6 @@ int strand_error_set(int code, const char *file, int line, const char *fmt, ...)
     va_end(args);
     /* Every error is printed as one line: quoted values and library texts may hold line breaks. */
     strand_one_line(error_message, sizeof error_message, text);
-    const char *base = strrchr(file, '/');
-    snprintf(error_where, sizeof error_where, "%s:%d", base ? base + 1 : file, line);
     return code;
 }
 
@@ -60,13 +57,8 @@ const char *strand_error_message(void) {
     return error_message;
 }
 
-const char *strand_error_where(void) {
-    return error_where;
-}
-
 void strand_error_clear(void) {
     error_message[0] = '\0';
-    error_where[0] = '\0';
 }
 
 int strand_mpi_error(int mpi_code, const char *call, const char *file, int line) {
@@ -123,11 +115,8 @@ int strand_agree(MPI_Comm comm, int status) {
     if (rank != first) {
         memcpy(&code, buffer, sizeof code);
         buffer[sizeof buffer - 1] = '\0';
-        /* Name the failing rank by its world rank so the line is the same on every communicator. */
-        const int world_rank = strand_world_rank_of(comm, first);
         memcpy(error_message, buffer + sizeof code, sizeof error_message);
         error_message[sizeof error_message - 1] = '\0';
-        snprintf(error_where, sizeof error_where, "rank %d", world_rank);
         if (code == STRAND_OK) code = STRAND_ERR_PEER;
     }
     return code;

@@ -23,42 +23,23 @@
 #include <string.h>
 #include <strings.h>
 
-enum key_type { T_INT, T_INT64, T_UINT64, T_DOUBLE, T_BOOL, T_STRING, T_ENUM, T_LAYERS };
 
-enum {
-    MIN_OPEN = 1u << 0, /* double minimum is exclusive */
-    MAX_OPEN = 1u << 1, /* double maximum is exclusive */
-};
+typedef strand_config_key key_def;
 
-typedef struct {
-    const char *section;
-    const char *name;
-    enum key_type type;
-    size_t offset;
-    size_t size;     /* field bytes (string capacity for strings) */
-    const char *def; /* default, as it would be written in the file */
-    int64_t imin, imax;
-    double dmin, dmax;
-    unsigned flags;
-    const char *const *values; /* T_ENUM: allowed values, NULL-terminated */
-    const char *help;
-} key_def;
-
-#define FIELD(f) .offset = offsetof(strand_config, f), .size = sizeof(((strand_config *)0)->f)
+#define FIELD(f) STRAND_KEY_FIELD(strand_config, f)
 
 static const char *const norm_values[] = {"rmsnorm", "layernorm", NULL};
 static const char *const norm_position_values[] = {"pre", "post", NULL};
 static const char *const mlp_values[] = {"gelu", "swiglu", NULL};
 static const char *const layout_values[] = {"auto", "contiguous", "zigzag", NULL};
 static const char *const strategy_values[] = {"auto", "fftw-mpi", "alltoall", NULL};
-static const char *const planner_values[] = {"auto", "estimate", "measure", NULL};
-static const char *const s4d_init_values[] = {"lin", "inv", "legs", NULL};
+static const char *const planner_values[] = {"estimate", "measure", "auto", NULL}; /* enum strand_fft_planner */
 static const char *const recompute_values[] = {"none", "block", NULL};
 
 static const key_def keys[] = {
     {.section = "model",
      .name = "d_model",
-     .type = T_INT,
+     .type = STRAND_KEY_INT,
      FIELD(d_model),
      .def = "128",
      .imin = 8,
@@ -66,34 +47,34 @@ static const key_def keys[] = {
      .help = "Model width (embedding and residual stream)."},
     {.section = "model",
      .name = "layers",
-     .type = T_LAYERS,
+     .type = STRAND_KEY_LAYERS,
      FIELD(layers),
      .def = "conv,conv,conv,conv",
      .help = "Mixer of each block, comma-separated; the number of entries is the depth."},
     {.section = "model",
      .name = "norm",
-     .type = T_ENUM,
+     .type = STRAND_KEY_ENUM,
      FIELD(norm),
      .def = "rmsnorm",
      .values = norm_values,
      .help = "Normalization layer."},
     {.section = "model",
      .name = "norm_position",
-     .type = T_ENUM,
+     .type = STRAND_KEY_ENUM,
      FIELD(norm_position),
      .def = "pre",
      .values = norm_position_values,
      .help = "Normalize each sublayer's input (pre) or its residual sum (post)."},
     {.section = "model",
      .name = "mlp",
-     .type = T_ENUM,
+     .type = STRAND_KEY_ENUM,
      FIELD(mlp),
      .def = "gelu",
      .values = mlp_values,
      .help = "Feed-forward block."},
     {.section = "model",
      .name = "mlp_hidden",
-     .type = T_INT,
+     .type = STRAND_KEY_INT,
      FIELD(mlp_hidden),
      .def = "0",
      .imin = 0,
@@ -101,41 +82,33 @@ static const key_def keys[] = {
      .help =
          "MLP hidden width; 0 = 4*d_model for gelu, 8/3*d_model rounded up to a multiple of 8 for swiglu."},
     {.section = "model",
-     .name = "conv_kernel",
-     .type = T_INT,
-     FIELD(conv_kernel),
-     .def = "4",
-     .imin = 2,
-     .imax = 8,
-     .help = "Kernel width of the short causal convolution."},
-    {.section = "model",
      .name = "tie_embeddings",
-     .type = T_BOOL,
+     .type = STRAND_KEY_BOOL,
      FIELD(tie_embeddings),
      .def = "true",
      .help = "Share the input embedding with the output projection."},
     {.section = "model",
      .name = "init_std",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(init_std),
      .def = "0.02",
      .dmin = 0,
      .dmax = 1,
-     .flags = MIN_OPEN,
+     .flags = STRAND_KEY_MIN_OPEN,
      .help = "Standard deviation of the normal weight initialization."},
     {.section = "model",
      .name = "norm_eps",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(norm_eps),
      .def = "1e-5",
      .dmin = 0,
      .dmax = 0.1,
-     .flags = MIN_OPEN,
+     .flags = STRAND_KEY_MIN_OPEN,
      .help = "Epsilon inside the normalization."},
 
     {.section = "train",
      .name = "seq_len",
-     .type = T_INT64,
+     .type = STRAND_KEY_INT64,
      FIELD(seq_len),
      .def = "1024",
      .imin = 2,
@@ -143,7 +116,7 @@ static const key_def keys[] = {
      .help = "Tokens per training sequence, split across the sp ranks."},
     {.section = "train",
      .name = "steps",
-     .type = T_INT64,
+     .type = STRAND_KEY_INT64,
      FIELD(steps),
      .def = "300",
      .imin = 1,
@@ -151,24 +124,25 @@ static const key_def keys[] = {
      .help = "Optimizer steps."},
     {.section = "train",
      .name = "accum_steps",
-     .type = T_INT,
+     .type = STRAND_KEY_INT,
      FIELD(accum_steps),
      .def = "1",
      .imin = 1,
      .imax = 65536,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Micro-batches accumulated per optimizer step."},
     {.section = "train",
      .name = "lr",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(lr),
      .def = "3e-3",
      .dmin = 0,
      .dmax = 10,
-     .flags = MIN_OPEN,
+     .flags = STRAND_KEY_MIN_OPEN,
      .help = "Peak learning rate (AdamW)."},
     {.section = "train",
      .name = "min_lr_ratio",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(min_lr_ratio),
      .def = "0.1",
      .dmin = 0,
@@ -176,7 +150,7 @@ static const key_def keys[] = {
      .help = "The cosine schedule decays to lr * min_lr_ratio."},
     {.section = "train",
      .name = "warmup_steps",
-     .type = T_INT64,
+     .type = STRAND_KEY_INT64,
      FIELD(warmup_steps),
      .def = "20",
      .imin = 0,
@@ -184,7 +158,7 @@ static const key_def keys[] = {
      .help = "Linear warmup steps (a warmup longer than train.steps covers the whole run)."},
     {.section = "train",
      .name = "weight_decay",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(weight_decay),
      .def = "0.1",
      .dmin = 0,
@@ -192,34 +166,34 @@ static const key_def keys[] = {
      .help = "AdamW decoupled weight decay."},
     {.section = "train",
      .name = "beta1",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(beta1),
      .def = "0.9",
      .dmin = 0,
      .dmax = 1,
-     .flags = MAX_OPEN,
+     .flags = STRAND_KEY_MAX_OPEN,
      .help = "AdamW first-moment decay."},
     {.section = "train",
      .name = "beta2",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(beta2),
      .def = "0.95",
      .dmin = 0,
      .dmax = 1,
-     .flags = MAX_OPEN,
+     .flags = STRAND_KEY_MAX_OPEN,
      .help = "AdamW second-moment decay."},
     {.section = "train",
      .name = "adam_eps",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(adam_eps),
      .def = "1e-8",
      .dmin = 0,
      .dmax = 1,
-     .flags = MIN_OPEN,
+     .flags = STRAND_KEY_MIN_OPEN,
      .help = "AdamW epsilon."},
     {.section = "train",
      .name = "grad_clip",
-     .type = T_DOUBLE,
+     .type = STRAND_KEY_DOUBLE,
      FIELD(grad_clip),
      .def = "1.0",
      .dmin = 0,
@@ -227,271 +201,184 @@ static const key_def keys[] = {
      .help = "Clip the global gradient norm to this value; 0 = off."},
     {.section = "train",
      .name = "seed",
-     .type = T_UINT64,
+     .type = STRAND_KEY_UINT64,
      FIELD(seed),
      .def = "1234",
      .help = "Seed for initialization and data sampling."},
     {.section = "train",
      .name = "rc_augment",
-     .type = T_BOOL,
+     .type = STRAND_KEY_BOOL,
      FIELD(rc_augment),
      .def = "false",
      .help = "Reverse-complement training windows at random."},
     {.section = "train",
      .name = "log_every",
-     .type = T_INT64,
+     .type = STRAND_KEY_INT64,
      FIELD(log_every),
      .def = "10",
      .imin = 1,
      .imax = INT64_MAX,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Log training metrics every N steps."},
     {.section = "train",
      .name = "eval_windows",
-     .type = T_INT64,
+     .type = STRAND_KEY_INT64,
      FIELD(eval_windows),
      .def = "8",
      .imin = 0,
      .imax = 1000000,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Validation windows evaluated at the end of training; 0 = none."},
     {.section = "train",
      .name = "recompute",
-     .type = T_ENUM,
+     .type = STRAND_KEY_ENUM,
      FIELD(recompute),
      .def = "none",
      .values = recompute_values,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Activation memory: keep everything (none), or keep only block inputs and re-run each block's "
              "forward before its backward (block; blocks with the same mixer also share its buffers)."},
     {.section = "train",
      .name = "offload",
-     .type = T_STRING,
+     .type = STRAND_KEY_STRING,
      FIELD(offload),
      .def = "",
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Directory on local scratch for per-rank HDF5 offload of block inputs, moved by a "
              "background thread during forward and backward; implies recompute = block. Empty = off."},
 
-    {.section = "conv",
+    {.section = "fft",
      .name = "strategy",
-     .type = T_ENUM,
-     FIELD(conv_strategy),
+     .type = STRAND_KEY_ENUM,
+     FIELD(fft_strategy),
      .def = "auto",
      .values = strategy_values,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Distributed long convolution: fftw-mpi (distributed FFT), alltoall (channel transpose + local "
              "FFT), or auto by shape."},
-    {.section = "conv",
+    {.section = "fft",
      .name = "planner",
-     .type = T_ENUM,
-     FIELD(conv_planner),
+     .type = STRAND_KEY_ENUM,
+     FIELD(fft_planner),
      .def = "auto",
      .values = planner_values,
-     .help = "FFTW planning effort; measured plans are cached in conv.wisdom. auto measures transforms up "
+     .flags = STRAND_KEY_RESUMABLE,
+     .help = "FFTW planning effort; measured plans are cached in fft.wisdom. auto measures transforms up "
              "to 2^20 points and estimates longer ones (measuring a genome-length transform takes many "
              "minutes)."},
-    {.section = "conv",
+    {.section = "fft",
      .name = "wisdom",
-     .type = T_STRING,
-     FIELD(conv_wisdom),
+     .type = STRAND_KEY_STRING,
+     FIELD(fft_wisdom),
      .def = "",
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "FFTW wisdom file; empty = $HOME/.cache/strand/fftw-<precision>.wisdom."},
 
-    {.section = "s4d",
-     .name = "state",
-     .type = T_INT,
-     FIELD(s4d_state),
-     .def = "64",
-     .imin = 2,
-     .imax = 4096,
-     .help = "State size N per channel (N/2 complex modes; even)."},
-    {.section = "s4d",
-     .name = "init",
-     .type = T_ENUM,
-     FIELD(s4d_init),
-     .def = "lin",
-     .values = s4d_init_values,
-     .help = "Initialisation of A: S4D-Lin, S4D-Inv, or the HiPPO-LegS normal-part eigenvalues."},
-    {.section = "s4d",
-     .name = "dt_min",
-     .type = T_DOUBLE,
-     FIELD(s4d_dt_min),
-     .def = "1e-3",
-     .dmin = 0,
-     .dmax = 1,
-     .flags = MIN_OPEN,
-     .help = "Smallest initial step size (log-uniform between dt_min and dt_max)."},
-    {.section = "s4d",
-     .name = "dt_max",
-     .type = T_DOUBLE,
-     FIELD(s4d_dt_max),
-     .def = "1e-1",
-     .dmin = 0,
-     .dmax = 10,
-     .flags = MIN_OPEN,
-     .help = "Largest initial step size."},
-
-    {.section = "hyena",
-     .name = "filter_width",
-     .type = T_INT,
-     FIELD(hyena_filter_width),
-     .def = "64",
-     .imin = 2,
-     .imax = 4096,
-     .help = "Hidden width of the implicit long filter's FFN."},
-    {.section = "hyena",
-     .name = "filter_depth",
-     .type = T_INT,
-     FIELD(hyena_filter_depth),
-     .def = "2",
-     .imin = 1,
-     .imax = 8,
-     .help = "Hidden sine layers in the implicit filter's FFN."},
-    {.section = "hyena",
-     .name = "frequencies",
-     .type = T_INT,
-     FIELD(hyena_frequencies),
-     .def = "8",
-     .imin = 1,
-     .imax = 1024,
-     .help = "Positional features of the filter: t plus cos and sin of this many frequencies."},
-    {.section = "hyena",
-     .name = "sine_freq",
-     .type = T_DOUBLE,
-     FIELD(hyena_sine_freq),
-     .def = "10",
-     .dmin = 0,
-     .dmax = 1000,
-     .flags = MIN_OPEN,
-     .help = "Initial frequency w of the filter's sin(w x) activations (trainable)."},
-    {.section = "hyena",
-     .name = "max_len",
-     .type = T_INT64,
-     FIELD(hyena_max_len),
-     .def = "0",
-     .imin = 0,
-     .imax = INT64_C(1) << 40,
-     .help =
-         "Length of the filter's position grid; 0 = train.seq_len. Set it to the longest window ever used."},
-    {.section = "hyena",
-     .name = "short_kernel",
-     .type = T_INT,
-     FIELD(hyena_short_kernel),
-     .def = "3",
-     .imin = 2,
-     .imax = 8,
-     .help = "Short causal depthwise conv after the input projection."},
-    {.section = "hyena",
-     .name = "decay_fast",
-     .type = T_DOUBLE,
-     FIELD(hyena_decay_fast),
-     .def = "0.3",
-     .dmin = 0,
-     .dmax = 100,
-     .flags = MIN_OPEN,
-     .help = "Fastest decay of the filter's exponential window (fraction of the grid)."},
-    {.section = "hyena",
-     .name = "decay_slow",
-     .type = T_DOUBLE,
-     FIELD(hyena_decay_slow),
-     .def = "1.5",
-     .dmin = 0,
-     .dmax = 100,
-     .flags = MIN_OPEN,
-     .help = "Slowest decay of the filter's exponential window (fraction of the grid)."},
-
-    {.section = "attn",
-     .name = "heads",
-     .type = T_INT,
-     FIELD(attn_heads),
-     .def = "4",
-     .imin = 1,
-     .imax = 1024,
-     .help = "Attention heads (must divide model.d_model)."},
-    {.section = "attn",
-     .name = "kv_heads",
-     .type = T_INT,
-     FIELD(attn_kv_heads),
-     .def = "0",
-     .imin = 0,
-     .imax = 1024,
-     .help = "Key/value heads for grouped-query attention; 0 = attn.heads. Must divide attn.heads."},
-    {.section = "attn",
-     .name = "window",
-     .type = T_INT64,
-     FIELD(attn_window),
-     .def = "0",
-     .imin = 0,
-     .imax = INT64_C(1) << 40,
-     .help = "Sliding-window attention span in tokens; 0 = full causal attention."},
-    {.section = "attn",
-     .name = "segment_memory",
-     .type = T_BOOL,
-     FIELD(attn_segment_memory),
-     .def = "false",
-     .help = "Transformer-XL memory: attend to the previous window's keys and values (no gradient)."},
-    {.section = "attn",
-     .name = "rope_base",
-     .type = T_DOUBLE,
-     FIELD(attn_rope_base),
-     .def = "10000",
-     .dmin = 1,
-     .dmax = 1e12,
-     .help = "Base of the rotary position embedding's frequencies."},
+    /* every registered mixer's rows go here, in registry order */
+    {.section = NULL},
 
     {.section = "checkpoint",
      .name = "every",
-     .type = T_INT64,
+     .type = STRAND_KEY_INT64,
      FIELD(ckpt_every),
      .def = "0",
      .imin = 0,
      .imax = INT64_MAX,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Steps between checkpoints; 0 = only at the end and on preemption."},
     {.section = "checkpoint",
      .name = "keep",
-     .type = T_INT,
+     .type = STRAND_KEY_INT,
      FIELD(ckpt_keep),
      .def = "3",
      .imin = 1,
      .imax = 1000000,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Complete checkpoints kept in the run directory (older ones are removed)."},
 
     {.section = "data",
      .name = "path",
-     .type = T_STRING,
+     .type = STRAND_KEY_STRING,
      FIELD(data_path),
      .def = "data/lambda.h5",
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "HDF5 dataset file."},
 
     {.section = "parallel",
      .name = "sp",
-     .type = T_INT,
+     .type = STRAND_KEY_INT,
      FIELD(sp),
      .def = "0",
      .imin = 0,
      .imax = 1 << 20,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Sequence-parallel ranks per replica; 0 = world size / dp."},
     {.section = "parallel",
      .name = "dp",
-     .type = T_INT,
+     .type = STRAND_KEY_INT,
      FIELD(dp),
      .def = "0",
      .imin = 0,
      .imax = 1 << 20,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Data-parallel replicas; 0 = world size / sp."},
     {.section = "parallel",
      .name = "layout",
-     .type = T_ENUM,
+     .type = STRAND_KEY_ENUM,
      FIELD(layout),
      .def = "auto",
      .values = layout_values,
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Positions per rank: contiguous pieces, or zigzag (chunks r and 2*SP-1-r, balanced causal "
              "attention); auto = zigzag when the model has full (unwindowed) attention."},
 
     {.section = "run",
      .name = "dir",
-     .type = T_STRING,
+     .type = STRAND_KEY_STRING,
      FIELD(run_dir),
      .def = "runs/default",
+     .flags = STRAND_KEY_RESUMABLE,
      .help = "Run directory: resolved config.ini, metrics.jsonl and summary.json."},
 };
-enum { KEY_COUNT = sizeof keys / sizeof keys[0] };
+
+/* The generic rows, with every registered mixer's rows at the NULL marker (their offsets moved
+ * into the mixer's block of strand_config.mixer_options). Built once; the registry is static. */
+enum { MAX_KEYS = 512 };
+static key_def flat_keys[MAX_KEYS];
+static int flat_count;
+
+static void build_keys(void) {
+    int n = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (keys[i].section) {
+            flat_keys[n++] = keys[i];
+            continue;
+        }
+        for (int m = 0; strand_mixer_at(m); m++) {
+            const strand_mixer_ops *ops = strand_mixer_at(m);
+            /* A bad registry line is a bug: caught by the first test that reads a configuration. */
+            STRAND_ASSERT(m < STRAND_MAX_MIXERS && ops->options_size <= STRAND_MIXER_OPTION_BYTES);
+            const size_t base = offsetof(strand_config, mixer_options) + (size_t)m * sizeof(strand_mixer_options_block);
+            for (int k = 0; k < ops->key_count; k++) {
+                STRAND_ASSERT(n < MAX_KEYS && ops->keys[k].offset + ops->keys[k].size <= ops->options_size);
+                flat_keys[n] = ops->keys[k];
+                flat_keys[n].offset += base;
+                n++;
+            }
+        }
+    }
+    flat_count = n;
+}
+
+static const key_def *all_keys(void) {
+    if (!flat_count) build_keys();
+    return flat_keys;
+}
+
+static int flat_key_count(void) {
+    if (!flat_count) build_keys();
+    return flat_count;
+}
 
 /* Room for one error message before it is handed to strand_error_set (which keeps 1024 bytes). */
 enum { ERR_BYTES = 1024, SHOWN_VALUE_BYTES = 80 };
@@ -552,45 +439,69 @@ static const key_def *suggest_key(const char *typed) {
     const key_def *best = NULL;
     size_t best_distance = SIZE_MAX;
     bool bare = strchr(typed, '.') == NULL;
-    for (int i = 0; i < KEY_COUNT; i++) {
+    for (int i = 0; i < flat_key_count(); i++) {
         char name[128];
-        full_name(&keys[i], name, sizeof name);
+        full_name(&all_keys()[i], name, sizeof name);
         size_t distance = levenshtein(typed, name);
         if (bare) {
             /* "lr" on its own most likely means train.lr. */
-            size_t bare_distance = levenshtein(typed, keys[i].name);
+            size_t bare_distance = levenshtein(typed, all_keys()[i].name);
             if (bare_distance < distance) distance = bare_distance;
         }
         if (distance < best_distance) {
             best_distance = distance;
-            best = &keys[i];
+            best = &all_keys()[i];
         }
     }
     return best && close_enough(best_distance, typed) ? best : NULL;
 }
 
+/* Keys renamed since a checkpoint may have been written: the long convolution's section, which
+ * never configured the short-conv mixer of the same name, became [fft]. Old names still load. */
+static const struct {
+    const char *was, *now; /* "section.key" */
+} renamed_keys[] = {
+    {"conv.strategy", "fft.strategy"},
+    {"conv.planner", "fft.planner"},
+    {"conv.wisdom", "fft.wisdom"},
+};
+
+/* Whether `section` is the section part of the old name `was`. */
+static bool old_section(const char *was, const char *section) {
+    const size_t n = strlen(section);
+    return strncmp(was, section, n) == 0 && was[n] == '.';
+}
+
 static bool section_known(const char *section) {
-    for (int i = 0; i < KEY_COUNT; i++)
-        if (strcmp(keys[i].section, section) == 0) return true;
+    for (int i = 0; i < flat_key_count(); i++)
+        if (strcmp(all_keys()[i].section, section) == 0) return true;
+    for (size_t i = 0; i < sizeof renamed_keys / sizeof renamed_keys[0]; i++)
+        if (old_section(renamed_keys[i].was, section)) return true;
     return false;
 }
 
 static const char *suggest_section(const char *typed) {
     const char *best = NULL;
     size_t best_distance = SIZE_MAX;
-    for (int i = 0; i < KEY_COUNT; i++) {
-        size_t distance = levenshtein(typed, keys[i].section);
+    for (int i = 0; i < flat_key_count(); i++) {
+        size_t distance = levenshtein(typed, all_keys()[i].section);
         if (distance < best_distance) {
             best_distance = distance;
-            best = keys[i].section;
+            best = all_keys()[i].section;
         }
     }
     return best && close_enough(best_distance, typed) ? best : NULL;
 }
 
 static const key_def *find_key(const char *section, const char *name) {
-    for (int i = 0; i < KEY_COUNT; i++)
-        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0) return &keys[i];
+    for (int i = 0; i < flat_key_count(); i++)
+        if (strcmp(all_keys()[i].section, section) == 0 && strcmp(all_keys()[i].name, name) == 0)
+            return &all_keys()[i];
+    for (size_t i = 0; i < sizeof renamed_keys / sizeof renamed_keys[0]; i++) {
+        const char *was = renamed_keys[i].was;
+        if (old_section(was, section) && strcmp(was + strlen(section) + 1, name) == 0)
+            return strand_config_find_key(renamed_keys[i].now);
+    }
     return NULL;
 }
 
@@ -640,21 +551,21 @@ static int range_error(const key_def *key, const char *text, char *err, size_t s
 static void range_text(const key_def *key, char *buffer, size_t size) {
     char lo[48], hi[48];
     switch (key->type) {
-    case T_INT:
-    case T_INT64:
+    case STRAND_KEY_INT:
+    case STRAND_KEY_INT64:
         if (key->imax == INT64_MAX)
             snprintf(buffer, size, ">= %" PRId64, key->imin);
         else
             snprintf(buffer, size, ">= %" PRId64 " and <= %" PRId64, key->imin, key->imax);
         return;
-    case T_UINT64:
+    case STRAND_KEY_UINT64:
         snprintf(buffer, size, ">= 0 and <= %" PRIu64, UINT64_MAX);
         return;
-    case T_DOUBLE:
+    case STRAND_KEY_DOUBLE:
         format_double(key->dmin, lo, sizeof lo);
         format_double(key->dmax, hi, sizeof hi);
-        snprintf(buffer, size, "%s %s and %s %s", key->flags & MIN_OPEN ? ">" : ">=", lo,
-                 key->flags & MAX_OPEN ? "<" : "<=", hi);
+        snprintf(buffer, size, "%s %s and %s %s", key->flags & STRAND_KEY_MIN_OPEN ? ">" : ">=", lo,
+                 key->flags & STRAND_KEY_MAX_OPEN ? "<" : "<=", hi);
         return;
     default:
         snprintf(buffer, size, "valid");
@@ -667,8 +578,8 @@ static bool int_in_range(const key_def *key, int64_t value) {
 }
 
 static bool double_in_range(const key_def *key, double value) {
-    bool above = key->flags & MIN_OPEN ? value > key->dmin : value >= key->dmin;
-    bool below = key->flags & MAX_OPEN ? value < key->dmax : value <= key->dmax;
+    bool above = key->flags & STRAND_KEY_MIN_OPEN ? value > key->dmin : value >= key->dmin;
+    bool below = key->flags & STRAND_KEY_MAX_OPEN ? value < key->dmax : value <= key->dmax;
     return above && below;
 }
 
@@ -786,11 +697,11 @@ static int check_string(const key_def *key, const char *text, char *err, size_t 
     return STRAND_OK;
 }
 
-static int check_enum(const key_def *key, const char *text, const char **canonical, char *err, size_t size) {
+static int check_enum(const key_def *key, const char *text, int *index, char *err, size_t size) {
     char allowed[128] = "";
     for (const char *const *v = key->values; *v; v++) {
         if (strcasecmp(text, *v) == 0) {
-            *canonical = *v;
+            *index = (int)(v - key->values);
             return STRAND_OK;
         }
         size_t used = strlen(allowed);
@@ -799,6 +710,13 @@ static int check_enum(const key_def *key, const char *text, const char **canonic
     char what[192];
     snprintf(what, sizeof what, "must be one of %s", allowed);
     return value_error(STRAND_ERR_CONFIG, key, text, err, size, what);
+}
+
+static int enum_count(const key_def *key) {
+    int n = 0;
+    while (key->values[n])
+        n++;
+    return n;
 }
 
 /* The mixers model.layers accepts are the model's registry (model.c), listed for messages. */
@@ -864,12 +782,12 @@ static int apply_value(strand_config *config, const key_def *key, const char *te
     char *field = (char *)config + key->offset;
     int status = STRAND_OK;
     switch (key->type) {
-    case T_INT:
-    case T_INT64: {
+    case STRAND_KEY_INT:
+    case STRAND_KEY_INT64: {
         int64_t value = 0;
         status = parse_integer(key, text, &value, err, size);
         if (status != STRAND_OK) return status;
-        if (key->type == T_INT) {
+        if (key->type == STRAND_KEY_INT) {
             int narrow = (int)value;
             memcpy(field, &narrow, sizeof narrow);
         } else {
@@ -877,35 +795,35 @@ static int apply_value(strand_config *config, const key_def *key, const char *te
         }
         return STRAND_OK;
     }
-    case T_UINT64: {
+    case STRAND_KEY_UINT64: {
         uint64_t value = 0;
         status = parse_unsigned(key, text, &value, err, size);
         if (status == STRAND_OK) memcpy(field, &value, sizeof value);
         return status;
     }
-    case T_DOUBLE: {
+    case STRAND_KEY_DOUBLE: {
         double value = 0;
         status = parse_double(key, text, &value, err, size);
         if (status == STRAND_OK) memcpy(field, &value, sizeof value);
         return status;
     }
-    case T_BOOL: {
+    case STRAND_KEY_BOOL: {
         int value = 0;
         status = parse_bool(key, text, &value, err, size);
         if (status == STRAND_OK) memcpy(field, &value, sizeof value);
         return status;
     }
-    case T_STRING:
+    case STRAND_KEY_STRING:
         status = check_string(key, text, err, size);
         if (status == STRAND_OK) write_string(config, key, text);
         return status;
-    case T_ENUM: {
-        const char *canonical = NULL;
-        status = check_enum(key, text, &canonical, err, size);
-        if (status == STRAND_OK) write_string(config, key, canonical);
+    case STRAND_KEY_ENUM: {
+        int index = 0;
+        status = check_enum(key, text, &index, err, size);
+        if (status == STRAND_OK) memcpy(field, &index, sizeof index);
         return status;
     }
-    case T_LAYERS: {
+    case STRAND_KEY_LAYERS: {
         char normalized[STRAND_CONFIG_STRING_BYTES];
         status = check_string(key, text, err, size);
         if (status == STRAND_OK) status = check_layers(key, text, normalized, err, size);
@@ -920,39 +838,44 @@ static int apply_value(strand_config *config, const key_def *key, const char *te
 static void format_value(const strand_config *config, const key_def *key, char *buffer, size_t size) {
     const char *field = (const char *)config + key->offset;
     switch (key->type) {
-    case T_INT: {
+    case STRAND_KEY_INT: {
         int value;
         memcpy(&value, field, sizeof value);
         snprintf(buffer, size, "%d", value);
         return;
     }
-    case T_INT64: {
+    case STRAND_KEY_INT64: {
         int64_t value;
         memcpy(&value, field, sizeof value);
         snprintf(buffer, size, "%" PRId64, value);
         return;
     }
-    case T_UINT64: {
+    case STRAND_KEY_UINT64: {
         uint64_t value;
         memcpy(&value, field, sizeof value);
         snprintf(buffer, size, "%" PRIu64, value);
         return;
     }
-    case T_DOUBLE: {
+    case STRAND_KEY_DOUBLE: {
         double value;
         memcpy(&value, field, sizeof value);
         format_double(value, buffer, size);
         return;
     }
-    case T_BOOL: {
+    case STRAND_KEY_BOOL: {
         int value;
         memcpy(&value, field, sizeof value);
         snprintf(buffer, size, "%s", value ? "true" : "false");
         return;
     }
-    case T_STRING:
-    case T_ENUM:
-    case T_LAYERS:
+    case STRAND_KEY_ENUM: {
+        int index;
+        memcpy(&index, field, sizeof index);
+        snprintf(buffer, size, "%s", index >= 0 && index < enum_count(key) ? key->values[index] : "?");
+        return;
+    }
+    case STRAND_KEY_STRING:
+    case STRAND_KEY_LAYERS:
         /* Bounded: a programmatically filled field may lack its terminator (validate rejects it). */
         snprintf(buffer, size, "%.*s", (int)strnlen(field, key->size), field);
         return;
@@ -965,51 +888,48 @@ static int check_stored(const strand_config *config, const key_def *key, char *e
     char text[STRAND_CONFIG_STRING_BYTES * 4 + 8];
     format_value(config, key, text, sizeof text);
     switch (key->type) {
-    case T_INT: {
+    case STRAND_KEY_INT: {
         int value;
         memcpy(&value, field, sizeof value);
         return int_in_range(key, value) ? STRAND_OK : range_error(key, text, err, size);
     }
-    case T_INT64: {
+    case STRAND_KEY_INT64: {
         int64_t value;
         memcpy(&value, field, sizeof value);
         return int_in_range(key, value) ? STRAND_OK : range_error(key, text, err, size);
     }
-    case T_UINT64:
+    case STRAND_KEY_UINT64:
         return STRAND_OK;
-    case T_DOUBLE: {
+    case STRAND_KEY_DOUBLE: {
         double value;
         memcpy(&value, field, sizeof value);
         if (!isfinite(value))
             return value_error(STRAND_ERR_CONFIG, key, text, err, size, "must be a finite number");
         return double_in_range(key, value) ? STRAND_OK : range_error(key, text, err, size);
     }
-    case T_BOOL: {
+    case STRAND_KEY_BOOL: {
         int value;
         memcpy(&value, field, sizeof value);
         return value == 0 || value == 1
                    ? STRAND_OK
                    : value_error(STRAND_ERR_CONFIG, key, text, err, size, "must be 0 or 1");
     }
-    case T_STRING:
-    case T_ENUM:
-    case T_LAYERS: {
+    case STRAND_KEY_ENUM: {
+        int index;
+        memcpy(&index, field, sizeof index);
+        if (index >= 0 && index < enum_count(key)) return STRAND_OK;
+        char what[64];
+        snprintf(what, sizeof what, "has no value number %d", index);
+        return value_error(STRAND_ERR_CONFIG, key, text, err, size, what);
+    }
+    case STRAND_KEY_STRING:
+    case STRAND_KEY_LAYERS: {
         if (!memchr(field, '\0', key->size))
             return value_error(STRAND_ERR_CONFIG, key, text, err, size, "is not zero-terminated");
-        if (key->type == T_STRING) return check_string(key, field, err, size);
-        if (key->type == T_LAYERS) {
-            char normalized[STRAND_CONFIG_STRING_BYTES];
-            int status = check_string(key, field, err, size);
-            return status != STRAND_OK ? status : check_layers(key, field, normalized, err, size);
-        }
-        for (const char *const *v = key->values; *v; v++)
-            if (strcmp(field, *v) == 0) return STRAND_OK;
-        const char *canonical = NULL;
-        int status = check_enum(key, field, &canonical, err, size);
-        /* A different case of a valid name is still not what consumers compare against. */
-        return status != STRAND_OK
-                   ? status
-                   : value_error(STRAND_ERR_CONFIG, key, text, err, size, "must be written in lower case");
+        if (key->type == STRAND_KEY_STRING) return check_string(key, field, err, size);
+        char normalized[STRAND_CONFIG_STRING_BYTES];
+        int status = check_string(key, field, err, size);
+        return status != STRAND_OK ? status : check_layers(key, field, normalized, err, size);
     }
     }
     return STRAND_ERR_INTERNAL;
@@ -1020,9 +940,9 @@ static int check_stored(const strand_config *config, const key_def *key, char *e
 
 void strand_config_defaults(strand_config *config) {
     memset(config, 0, sizeof *config);
-    for (int i = 0; i < KEY_COUNT; i++) {
+    for (int i = 0; i < flat_key_count(); i++) {
         char err[ERR_BYTES];
-        int status = apply_value(config, &keys[i], keys[i].def, err, sizeof err);
+        int status = apply_value(config, &all_keys()[i], all_keys()[i].def, err, sizeof err);
         STRAND_ASSERT(status == STRAND_OK); /* a bad default is a bug in the table */
     }
 }
@@ -1323,41 +1243,85 @@ int strand_config_load_text(strand_config *config, const char *text, const char 
     return load_stream(config, file, name);
 }
 
-/* Pairs of keys where the first is a minimum of the second. Checked whatever the mixers, so a
- * configuration is valid or not on its own. */
-static const struct {
-    size_t low, high;
-    const char *low_name, *high_name, *why;
-} ordered_pairs[] = {
-    {offsetof(strand_config, s4d_dt_min), offsetof(strand_config, s4d_dt_max), "s4d.dt_min", "s4d.dt_max",
-     "initial step sizes are drawn log-uniformly between them"},
-    {offsetof(strand_config, hyena_decay_fast), offsetof(strand_config, hyena_decay_slow), "hyena.decay_fast",
-     "hyena.decay_slow", "the fastest decay is the smaller fraction of the grid"},
-};
-
-int strand_config_validate(const strand_config *config) {
-    char err[ERR_BYTES];
-    for (int i = 0; i < KEY_COUNT; i++) {
-        int status = check_stored(config, &keys[i], err, sizeof err);
-        if (status != STRAND_OK) STRAND_FAIL(status, "%s", err);
+/* Whether model.layers names this mixer. */
+static int layers_name(const strand_config *config, const char *name) {
+    const size_t n = strlen(name);
+    for (const char *p = config->layers; *p;) {
+        const char *end = strchr(p, ',');
+        const size_t length = end ? (size_t)(end - p) : strlen(p);
+        if (length == n && strncmp(p, name, n) == 0) return 1;
+        if (!end) break;
+        p = end + 1;
     }
-    for (size_t i = 0; i < sizeof ordered_pairs / sizeof ordered_pairs[0]; i++) {
-        double low, high;
-        memcpy(&low, (const char *)config + ordered_pairs[i].low, sizeof low);
-        memcpy(&high, (const char *)config + ordered_pairs[i].high, sizeof high);
-        if (low <= high) continue;
-        char a[48], b[48];
-        format_double(low, a, sizeof a);
-        format_double(high, b, sizeof b);
-        STRAND_FAIL(STRAND_ERR_CONFIG, "%s = %s must not exceed %s = %s (%s)", ordered_pairs[i].low_name, a,
-                    ordered_pairs[i].high_name, b, ordered_pairs[i].why);
+    return 0;
+}
+
+/* Cross-key checks of the generic sections. */
+static int validate_model(const strand_config *config) {
+    if (config->layout == STRAND_LAYOUT_CHOICE_ZIGZAG && (strand_model_capabilities(config) & STRAND_MIXER_CONTIGUOUS))
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "parallel.layout = zigzag: model.layers = %s has a mixer that needs each rank's positions in "
+                    "contiguous order; use parallel.layout = contiguous or auto",
+                    config->layers);
+    if (config->recompute == STRAND_RECOMPUTE_BLOCK || config->offload[0]) {
+        /* A carried state would be advanced twice by the recomputed forward. */
+        const unsigned caps = strand_model_capabilities(config);
+        if (caps & STRAND_MIXER_CARRIES_STATE)
+            STRAND_FAIL(STRAND_ERR_CONFIG,
+                        "train.recompute = block (or train.offload) cannot be combined with a mixer that "
+                        "carries state between windows (model.layers = %s): a recomputed forward would "
+                        "advance that state twice",
+                        config->layers);
     }
     return STRAND_OK;
 }
 
+int strand_config_validate(const strand_config *config) {
+    char err[ERR_BYTES];
+    for (int i = 0; i < flat_key_count(); i++) {
+        int status = check_stored(config, &all_keys()[i], err, sizeof err);
+        if (status != STRAND_OK) STRAND_FAIL(status, "%s", err);
+    }
+    STRAND_CALL(validate_model(config));
+    for (int m = 0; strand_mixer_at(m); m++) {
+        const strand_mixer_ops *ops = strand_mixer_at(m);
+        if (ops->validate)
+            STRAND_CALL(ops->validate(config, strand_mixer_options(config, ops), layers_name(config, ops->name)));
+    }
+    return STRAND_OK;
+}
+
+void strand_config_pin_window_keys(strand_config *config) {
+    for (int i = 0; i < flat_key_count(); i++) {
+        const key_def *key = &all_keys()[i];
+        if (!(key->flags & STRAND_KEY_ZERO_IS_WINDOW)) continue;
+        char *field = (char *)config + key->offset;
+        if (key->type == STRAND_KEY_INT64) {
+            int64_t value;
+            memcpy(&value, field, sizeof value);
+            if (value == 0) memcpy(field, &config->seq_len, sizeof value);
+        } else if (key->type == STRAND_KEY_INT) {
+            int value;
+            memcpy(&value, field, sizeof value);
+            const int window = config->seq_len > INT_MAX ? INT_MAX : (int)config->seq_len;
+            if (value == 0) memcpy(field, &window, sizeof value);
+        }
+    }
+}
+
+const strand_config_key *strand_config_find_key(const char *full) {
+    const char *dot = strchr(full, '.');
+    if (!dot) return NULL;
+    char section[64];
+    if ((size_t)(dot - full) >= sizeof section) return NULL;
+    memcpy(section, full, (size_t)(dot - full));
+    section[dot - full] = '\0';
+    return find_key(section, dot + 1);
+}
+
 int strand_config_mlp_hidden(const strand_config *config) {
     if (config->mlp_hidden > 0) return config->mlp_hidden;
-    if (strcmp(config->mlp, "swiglu") == 0) return 8 * ((config->d_model + 2) / 3); /* ceil(8d/3) up to 8 */
+    if (config->mlp == STRAND_MLP_SWIGLU) return 8 * ((config->d_model + 2) / 3); /* ceil(8d/3) up to 8 */
     return 4 * config->d_model;
 }
 
@@ -1381,85 +1345,93 @@ static void sink_put(text_sink *sink, const char *fmt, ...) {
 size_t strand_config_format(const strand_config *config, char *buffer, size_t size) {
     text_sink sink = {.buffer = buffer, .size = size, .length = 0};
     if (buffer && size) buffer[0] = '\0';
-    const char *section = NULL;
-    for (int i = 0; i < KEY_COUNT; i++) {
-        if (!section || strcmp(section, keys[i].section) != 0) {
-            sink_put(&sink, "%s[%s]\n", section ? "\n" : "", keys[i].section);
-            section = keys[i].section;
+    /* Sections in order of their first row; a mixer's row may sit in a generic section. */
+    const key_def *K = all_keys();
+    for (int i = 0; i < flat_key_count(); i++) {
+        int first = 1;
+        for (int j = 0; j < i && first; j++)
+            if (strcmp(K[j].section, K[i].section) == 0) first = 0;
+        if (!first) continue;
+        sink_put(&sink, "%s[%s]\n", i ? "\n" : "", K[i].section);
+        for (int j = i; j < flat_key_count(); j++) {
+            if (strcmp(K[j].section, K[i].section) != 0) continue;
+            char value[STRAND_CONFIG_STRING_BYTES * 4 + 8];
+            format_value(config, &K[j], value, sizeof value);
+            sink_put(&sink, "%s = %s\n", K[j].name, value);
         }
-        char value[STRAND_CONFIG_STRING_BYTES * 4 + 8];
-        format_value(config, &keys[i], value, sizeof value);
-        sink_put(&sink, "%s = %s\n", keys[i].name, value);
     }
     return sink.length;
 }
 
 static const char *type_name(const key_def *key) {
     switch (key->type) {
-    case T_INT:
-    case T_INT64:
+    case STRAND_KEY_INT:
+    case STRAND_KEY_INT64:
         return "int";
-    case T_UINT64:
+    case STRAND_KEY_UINT64:
         return "uint64";
-    case T_DOUBLE:
+    case STRAND_KEY_DOUBLE:
         return "float";
-    case T_BOOL:
+    case STRAND_KEY_BOOL:
         return "bool";
-    case T_STRING:
+    case STRAND_KEY_STRING:
         return "string";
-    case T_ENUM:
+    case STRAND_KEY_ENUM:
         return "enum";
-    case T_LAYERS:
+    case STRAND_KEY_LAYERS:
         return "list";
     }
     return "?";
 }
 
 void strand_config_print_reference(FILE *out) {
-    fprintf(out, "| key | type | default | range / values | meaning |\n");
-    fprintf(out, "|---|---|---|---|---|\n");
-    for (int i = 0; i < KEY_COUNT; i++) {
-        const key_def *key = &keys[i];
+    fprintf(out, "| key | type | default | range / values | on resume | meaning |\n");
+    fprintf(out, "|---|---|---|---|---|---|\n");
+    for (int i = 0; i < flat_key_count(); i++) {
+        const key_def *key = &all_keys()[i];
         char range[256] = "", lo[48], hi[48];
         switch (key->type) {
-        case T_INT:
-        case T_INT64:
+        case STRAND_KEY_INT:
+        case STRAND_KEY_INT64:
             if (key->imax == INT64_MAX)
                 snprintf(range, sizeof range, ">= %" PRId64, key->imin);
             else
                 snprintf(range, sizeof range, "%" PRId64 " to %" PRId64, key->imin, key->imax);
             break;
-        case T_UINT64:
+        case STRAND_KEY_UINT64:
             snprintf(range, sizeof range, "0 to 2^64 - 1");
             break;
-        case T_DOUBLE:
+        case STRAND_KEY_DOUBLE:
             format_double(key->dmin, lo, sizeof lo);
             format_double(key->dmax, hi, sizeof hi);
-            snprintf(range, sizeof range, "%s%s, %s%s", key->flags & MIN_OPEN ? "(" : "[", lo, hi,
-                     key->flags & MAX_OPEN ? ")" : "]");
+            snprintf(range, sizeof range, "%s%s, %s%s", key->flags & STRAND_KEY_MIN_OPEN ? "(" : "[", lo, hi,
+                     key->flags & STRAND_KEY_MAX_OPEN ? ")" : "]");
             break;
-        case T_BOOL:
+        case STRAND_KEY_BOOL:
             snprintf(range, sizeof range, "true, false");
             break;
-        case T_STRING:
+        case STRAND_KEY_STRING:
             snprintf(range, sizeof range, "path");
             break;
-        case T_ENUM:
+        case STRAND_KEY_ENUM:
             for (const char *const *v = key->values; *v; v++) {
                 size_t used = strlen(range);
                 snprintf(range + used, sizeof range - used, "%s`%s`", v == key->values ? "" : ", ", *v);
             }
             break;
-        case T_LAYERS: {
+        case STRAND_KEY_LAYERS: {
             char available[128];
             available_mixers(available, sizeof available);
             snprintf(range, sizeof range, "comma-separated mixers: `%s`", available);
             break;
         }
         }
-        fprintf(out, "| `%s.%s` | %s | `%s` | %s | %s |\n", key->section, key->name, type_name(key), key->def,
-                range, key->help);
+        fprintf(out, "| `%s.%s` | %s | `%s` | %s | %s | %s |\n", key->section, key->name, type_name(key),
+                key->def, range, key->flags & STRAND_KEY_RESUMABLE ? "may change" : "must match", key->help);
     }
+    fprintf(out, "\nMixers (`model.layers`):\n\n");
+    for (int m = 0; strand_mixer_at(m); m++)
+        fprintf(out, "- `%s`: %s\n", strand_mixer_at(m)->name, strand_mixer_at(m)->summary);
     fprintf(out,
             "\nA key given twice in a file takes its last value; `--set section.key=value` overrides the "
             "file.\n");

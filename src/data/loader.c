@@ -84,6 +84,11 @@ int strand_loader_val_window(const strand_loader *loader, int64_t k, int64_t n, 
     return 1;
 }
 
+int strand_loader_continues(const strand_loader *loader, const strand_window *previous, strand_window next) {
+    if (!previous || previous->reverse != next.reverse) return 0;
+    return next.offset == previous->offset + (next.reverse ? -loader->seq_len : loader->seq_len);
+}
+
 int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
                        uint8_t *tokens) {
     const int64_t n = count + 1;

@@ -31,6 +31,9 @@ strand_window strand_loader_train_window(const strand_loader *loader, int64_t st
 /* Validation window k of n, evenly spaced over the validation ranges; returns 0 when the split
  * has no room for a window. */
 int strand_loader_val_window(const strand_loader *loader, int64_t k, int64_t n, strand_window *window);
+/* Whether `next` continues `previous` (NULL: nothing before): it starts where previous ended, in
+ * the same reading direction (a reverse-complement window continues the one to its left). */
+int strand_loader_continues(const strand_loader *loader, const strand_window *previous, strand_window next);
 /* Read window positions [start, start + count] (count + 1 tokens: the inputs of the piece and the
  * target of its last position) into tokens. */
 int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,

@@ -7,9 +7,9 @@
 #define _XOPEN_SOURCE 700 /* POSIX 2008 with realpath() */
 #include "strand/dataset.h"
 #include "data/fasta.h"
+#include "core/atomic_file.h"
 #include "core/filesum.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <math.h>
@@ -706,11 +706,8 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
         goto done;
     }
     STRAND_CALL_GOTO(status, done, strand_filesum_seal(tmp_path, STRAND_FILESUM_BLOCK));
-    if (rename(tmp_path, options->output) != 0) {
-        status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot rename %s to %s: %s", tmp_path,
-                                  options->output, strerror(errno));
-        goto done;
-    }
+    /* Sealing synced the file: the rename and its directory are left. */
+    STRAND_CALL_GOTO(status, done, strand_atomic_rename(tmp_path, options->output));
     stats->n_records = w.n_records;
     stats->n_tokens = w.n_tokens;
     stats->seconds = strand_now() - start;

@@ -30,6 +30,8 @@
  * and the exchange staging the total is about 16-20 T C reals per rank, independent of SP. */
 #include "kernels/fftconv.h"
 
+#include "core/atomic_file.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -58,7 +60,11 @@ typedef struct {
 } run_t;
 
 struct strand_fftconv {
-    MPI_Comm comm; /* duplicate of the SP communicator */
+    MPI_Comm comm; /* duplicate of the SP communicator (MPI_COMM_NULL in a dry run's plan) */
+    int flags;     /* lifetime and sharing of the planned buffers */
+    strand_plan own; /* the buffers, when made by strand_fftconv_create */
+    const strand_fftconv_options *options;
+    strand_fftconv_options options_copy;
     int sp, rank, C, strategy;
     int64_t L, N, T;
     int64_t *piece_start, *piece_length;    /* (sp, STRAND_MAX_PIECES) of every rank */
@@ -220,9 +226,12 @@ static void wisdom_export(MPI_Comm comm, int rank, const char *path) {
     make_parent_dirs(path);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (!FFTW(export_wisdom_to_filename)(tmp) || rename(tmp, path) != 0) {
+    if (!FFTW(export_wisdom_to_filename)(tmp)) {
         fprintf(stderr, "strand: warning: could not write FFTW wisdom to %s: %s\n", path, strerror(errno));
         (void)unlink(tmp);
+    } else if (strand_atomic_publish(tmp, path) != STRAND_OK) {
+        fprintf(stderr, "strand: warning: could not write FFTW wisdom: %s\n", strand_error_message());
+        strand_error_clear(); /* a warning: no later failure may report this message as its own */
     }
 }
 
@@ -263,18 +272,7 @@ void strand_fftconv_free(strand_fftconv *cv) {
     if (cv->inv) FFTW(destroy_plan)(cv->inv);
     if (cv->r2c) FFTW(destroy_plan)(cv->r2c);
     if (cv->c2r) FFTW(destroy_plan)(cv->c2r);
-    FFTW(free)(cv->spec_u);
-    FFTW(free)(cv->spec_k);
-    FFTW(free)(cv->work);
-    FFTW(free)(cv->chan_in);
-    FFTW(free)(cv->chan_out);
-    FFTW(free)(cv->a_u);
-    FFTW(free)(cv->a_k);
-    FFTW(free)(cv->a_g);
-    FFTW(free)(cv->a_tmp);
-    strand_free(cv->row_tmp);
-    strand_free(cv->stage_send);
-    strand_free(cv->stage_recv);
+    strand_plan_free(&cv->own); /* planned buffers, when this conv made its own plan */
     int64_t *arrays64[] = {cv->piece_start,   cv->piece_length, cv->shard_T, cv->all_in_start, cv->all_in_n,
                            cv->all_out_start, cv->all_out_n,    cv->tb_send, cv->tb_recv,      cv->fb_send,
                            cv->fb_recv,       cv->c_start,      cv->c_count};
@@ -287,24 +285,6 @@ void strand_fftconv_free(strand_fftconv *cv) {
     if (cv->comm != MPI_COMM_NULL) MPI_Comm_free(&cv->comm);
     strand_free(cv);
 }
-
-static void *fft_alloc(size_t bytes, const char *what) {
-    if (strand_fault_alloc_injected(bytes, what)) return NULL;
-    void *p = FFTW(malloc)(bytes ? bytes : 16);
-    if (!p) {
-        strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for %s (%zu bytes)", what,
-                         bytes);
-        return NULL;
-    }
-    memset(p, 0, bytes);
-    return p;
-}
-
-#define FFT_ALLOC(ptr, count, what)                                                                          \
-    do {                                                                                                     \
-        (ptr) = fft_alloc((size_t)(count) * sizeof(*(ptr)), (what));                                         \
-        if (!(ptr)) return STRAND_ERR_NOMEM;                                                                 \
-    } while (0)
 
 /* Whether the alltoall exchanges' counts (in reals) fit in int on every rank: computed from
  * quantities every rank knows, so all ranks agree. */
@@ -331,9 +311,21 @@ static int choose_strategy(const strand_fftconv *cv) {
     return STRAND_CONV_FFTW_MPI;
 }
 
+/* FFTW-MPI's local sizes. Without a communicator (a dry run for a grid that does not exist) they
+ * are estimated as FFTW's block distribution, ceil(N/sp) complex values per rank; FFTW's real
+ * allocation can be a little larger. */
 static int setup_fftw_mpi_alloc(strand_fftconv *cv, int64_t *alloc_complex) {
     const int sp = cv->sp;
     const ptrdiff_t N = (ptrdiff_t)cv->N;
+    if (cv->comm == MPI_COMM_NULL) {
+        const int64_t block = (cv->N + sp - 1) / sp, start = min64(block * cv->rank, cv->N);
+        cv->in_start = cv->out_start = start;
+        cv->in_n = cv->out_n = cv->spec_n = min64(block, cv->N - start);
+        const int64_t align = 64 / (int64_t)sizeof(cplx);
+        cv->col_stride = (block + align - 1) / align * align;
+        *alloc_complex = cv->col_stride * 2 * cv->P;
+        return STRAND_OK;
+    }
     const unsigned scr_out = sp > 1 ? FFTW_MPI_SCRAMBLED_OUT : 0, scr_in = sp > 1 ? FFTW_MPI_SCRAMBLED_IN : 0;
     ptrdiff_t ni, is, no, os, ni2, is2, no2, os2;
     ptrdiff_t a = FFTW_MPI(local_size_many_1d)(N, 1, cv->comm, FFTW_FORWARD, scr_out, &ni, &is, &no, &os);
@@ -357,13 +349,11 @@ static int setup_fftw_mpi_alloc(strand_fftconv *cv, int64_t *alloc_complex) {
     return STRAND_OK;
 }
 
-static int setup_fftw_mpi(strand_fftconv *cv) {
+static int setup_fftw_mpi(strand_fftconv *cv, strand_plan *plan) {
     const int sp = cv->sp;
     if (2 * cv->N > INT_MAX)
         STRAND_FAIL(STRAND_ERR_CONFIG, "fftconv: transform size %lld is too large for MPI counts",
                     (long long)cv->N);
-    STRAND_CALL_MPI(MPI_Type_contiguous(cv->C, STRAND_MPI_REAL, &cv->row));
-    STRAND_CALL_MPI(MPI_Type_commit(&cv->row));
     int64_t alloc = 0;
     cv->P = (cv->C + 1) / 2;
     STRAND_CALL(setup_fftw_mpi_alloc(cv, &alloc));
@@ -373,7 +363,18 @@ static int setup_fftw_mpi(strand_fftconv *cv) {
     STRAND_ALLOC(cv->all_out_n, sp, "fftconv table");
     int64_t mine[4] = {cv->in_start, cv->in_n, cv->out_start, cv->out_n}, *all = NULL;
     STRAND_ALLOC(all, 4 * sp, "fftconv table");
-    int mpi = MPI_Allgather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, cv->comm);
+    int mpi = MPI_SUCCESS;
+    if (cv->comm != MPI_COMM_NULL) {
+        mpi = MPI_Allgather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, cv->comm);
+    } else {
+        /* the estimate of setup_fftw_mpi_alloc for every rank */
+        const int64_t block = (cv->N + sp - 1) / sp;
+        for (int r = 0; r < sp; r++) {
+            const int64_t start = min64(block * r, cv->N), n = min64(block, cv->N - start);
+            all[4 * r] = all[4 * r + 2] = start;
+            all[4 * r + 1] = all[4 * r + 3] = n;
+        }
+    }
     if (mpi == MPI_SUCCESS)
         for (int r = 0; r < sp; r++) {
             cv->all_in_start[r] = all[4 * r];
@@ -406,12 +407,13 @@ static int setup_fftw_mpi(strand_fftconv *cv) {
     for (int i = 0; i < 4; i++)
         if (sums[i] > stage_rows) stage_rows = sums[i];
     /* Up to two sets (u and k forward; du and dk backward) per exchange. */
-    STRAND_ALLOC(cv->stage_send, 2 * stage_rows * cv->C, "fftconv exchange buffer");
-    STRAND_ALLOC(cv->stage_recv, 2 * stage_rows * cv->C, "fftconv exchange buffer");
-    STRAND_ALLOC(cv->row_tmp, 2 * cv->P * TILE, "fftconv row tile");
-    FFT_ALLOC(cv->spec_u, alloc, "fftconv spectrum of u");
-    FFT_ALLOC(cv->spec_k, alloc, "fftconv spectrum of k");
-    FFT_ALLOC(cv->work, alloc, "fftconv work spectrum");
+    const int f = cv->flags;
+    STRAND_PLAN_ADD(plan, cv->stage_send, 2 * stage_rows * cv->C, f, "fftconv exchange buffer");
+    STRAND_PLAN_ADD(plan, cv->stage_recv, 2 * stage_rows * cv->C, f, "fftconv exchange buffer");
+    STRAND_PLAN_ADD(plan, cv->row_tmp, 2 * cv->P * TILE, f, "fftconv row tile");
+    STRAND_PLAN_ADD(plan, cv->spec_u, alloc, f, "fftconv spectrum of u");
+    STRAND_PLAN_ADD(plan, cv->spec_k, alloc, f, "fftconv spectrum of k");
+    STRAND_PLAN_ADD(plan, cv->work, alloc, f, "fftconv work spectrum");
     return STRAND_OK;
 }
 
@@ -433,12 +435,12 @@ static int plan_fftw_mpi(strand_fftconv *cv, unsigned planner) {
     return STRAND_OK;
 }
 
-static int setup_alltoall(strand_fftconv *cv) {
+static int setup_alltoall(strand_fftconv *cv, strand_plan *plan) {
     const int sp = cv->sp;
     if (!alltoall_fits(cv))
         STRAND_FAIL(STRAND_ERR_CONFIG,
                     "fftconv: the alltoall strategy would exchange more than INT_MAX values per rank "
-                    "(L = %lld, C = %d, %d ranks); use conv.strategy = fftw-mpi or more ranks",
+                    "(L = %lld, C = %d, %d ranks); use fft.strategy = fftw-mpi or more ranks",
                     (long long)cv->L, cv->C, sp);
     STRAND_ALLOC(cv->c_start, sp, "fftconv table");
     STRAND_ALLOC(cv->c_count, sp, "fftconv table");
@@ -447,15 +449,16 @@ static int setup_alltoall(strand_fftconv *cv) {
     cv->cc = (int)cv->c_count[cv->rank];
     cv->Nh = cv->N / 2 + 1;
     const int64_t stage = 2 * (cv->T * cv->C > cv->L * cv->cc ? cv->T * cv->C : cv->L * cv->cc);
-    STRAND_ALLOC(cv->stage_send, stage, "fftconv exchange buffer");
-    STRAND_ALLOC(cv->stage_recv, stage, "fftconv exchange buffer");
+    const int f = cv->flags;
+    STRAND_PLAN_ADD(plan, cv->stage_send, stage, f, "fftconv exchange buffer");
+    STRAND_PLAN_ADD(plan, cv->stage_recv, stage, f, "fftconv exchange buffer");
     const int64_t cc = cv->cc;
-    FFT_ALLOC(cv->chan_in, cc * cv->N, "fftconv channel block");
-    FFT_ALLOC(cv->chan_out, cc * cv->N, "fftconv channel block");
-    FFT_ALLOC(cv->a_u, cc * cv->Nh, "fftconv spectrum of u");
-    FFT_ALLOC(cv->a_k, cc * cv->Nh, "fftconv spectrum of k");
-    FFT_ALLOC(cv->a_g, cc * cv->Nh, "fftconv spectrum of dy");
-    FFT_ALLOC(cv->a_tmp, cc * cv->Nh, "fftconv product spectrum");
+    STRAND_PLAN_ADD(plan, cv->chan_in, cc * cv->N, f, "fftconv channel block");
+    STRAND_PLAN_ADD(plan, cv->chan_out, cc * cv->N, f, "fftconv channel block");
+    STRAND_PLAN_ADD(plan, cv->a_u, cc * cv->Nh, f, "fftconv spectrum of u");
+    STRAND_PLAN_ADD(plan, cv->a_k, cc * cv->Nh, f, "fftconv spectrum of k");
+    STRAND_PLAN_ADD(plan, cv->a_g, cc * cv->Nh, f, "fftconv spectrum of dy");
+    STRAND_PLAN_ADD(plan, cv->a_tmp, cc * cv->Nh, f, "fftconv product spectrum");
     return STRAND_OK;
 }
 
@@ -500,50 +503,78 @@ static int setup_common(strand_fftconv *cv, const strand_shard *shard, int C) {
     return STRAND_OK;
 }
 
-int strand_fftconv_planner(const char *name) {
-    return strcmp(name, "measure") == 0 ? 1 : strcmp(name, "auto") == 0 ? STRAND_PLAN_AUTO : 0;
+void strand_fftconv_options_from_config(const strand_config *config, strand_fftconv_options *options,
+                                        char *wisdom, size_t wisdom_size) {
+    /* enum strand_fft_strategy and strand_fft_planner are the values of the options' fields. */
+    options->strategy = config->fft_strategy;
+    options->measure = config->fft_planner;
+    options->wisdom = NULL;
+    wisdom[0] = '\0';
+    /* Wisdom only helps measured plans; "" means the per-user cache file. */
+    if (options->measure == 0) return;
+    const char *home = getenv("HOME");
+    if (config->fft_wisdom[0])
+        snprintf(wisdom, wisdom_size, "%s", config->fft_wisdom);
+    else if (home && home[0])
+        snprintf(wisdom, wisdom_size, "%s/.cache/strand/fftw-%s.wisdom", home, STRAND_REAL_NAME);
+    if (wisdom[0]) options->wisdom = wisdom;
 }
 
-int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int C,
-                          const strand_fftconv_options *options) {
+int strand_fftconv_plan(strand_fftconv **conv, const strand_shard *shard, int C,
+                        const strand_fftconv_options *options, int flags, strand_plan *plan) {
     *conv = NULL;
     if (C < 1) STRAND_FAIL(STRAND_ERR_CONFIG, "fftconv: channel count %d must be positive", C);
     const int strategy = options ? options->strategy : STRAND_CONV_AUTO;
     if (strategy != STRAND_CONV_AUTO && strategy != STRAND_CONV_FFTW_MPI && strategy != STRAND_CONV_ALLTOALL)
         STRAND_FAIL(STRAND_ERR_CONFIG, "fftconv: unknown strategy %d", strategy);
-    if (!fftw_initialised) {
+    const MPI_Comm sp_comm = shard->grid->sp_comm;
+    if (!fftw_initialised && sp_comm != MPI_COMM_NULL) {
         FFTW_MPI(init)();
         fftw_initialised = 1;
     }
     /* The communicator first, on every rank: a rank whose allocation below fails must not skip
      * this collective while the others wait in it. */
     MPI_Comm comm = MPI_COMM_NULL;
-    int status = MPI_Comm_dup(shard->grid->sp_comm, &comm) == MPI_SUCCESS &&
+    int status = STRAND_OK;
+    if (sp_comm != MPI_COMM_NULL)
+        status = MPI_Comm_dup(sp_comm, &comm) == MPI_SUCCESS &&
                          MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN) == MPI_SUCCESS
                      ? STRAND_OK
                      : strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "fftconv: MPI_Comm_dup failed");
     strand_fftconv *cv = status == STRAND_OK ? strand_alloc(sizeof *cv, "fftconv") : NULL;
     if (status == STRAND_OK && !cv) status = STRAND_ERR_NOMEM;
     if (cv) {
+        *conv = cv; /* the caller frees it whatever happens */
         cv->comm = comm;
         cv->row = MPI_DATATYPE_NULL;
+        cv->flags = flags;
+        if (options) cv->options_copy = *options;
+        cv->options = options ? &cv->options_copy : NULL;
         status = setup_common(cv, shard, C);
+    } else if (comm != MPI_COMM_NULL) {
+        MPI_Comm_free(&comm);
     }
-    /* Everything below is collective: agree before each step that some rank could fail alone. */
-    status = strand_agree(shard->grid->sp_comm, status);
-    if (status != STRAND_OK) {
-        if (cv)
-            strand_fftconv_free(cv); /* frees comm */
-        else if (comm != MPI_COMM_NULL)
-            MPI_Comm_free(&comm);
-        return status;
-    }
+    /* The FFTW-MPI sizes below are collective: agree before, as some rank could fail alone. */
+    if (sp_comm != MPI_COMM_NULL) status = strand_agree(sp_comm, status);
+    STRAND_CALL(status);
     cv->strategy = strategy == STRAND_CONV_AUTO ? choose_strategy(cv) : strategy;
-    status = cv->strategy == STRAND_CONV_ALLTOALL ? setup_alltoall(cv) : setup_fftw_mpi(cv);
-    status = strand_agree(cv->comm, status);
-    if (status != STRAND_OK) {
-        strand_fftconv_free(cv);
-        return status;
+    plan->conv_strategy = cv->strategy;
+    const int component = strand_plan_component(plan, STRAND_MEM_FFT);
+    status = cv->strategy == STRAND_CONV_ALLTOALL ? setup_alltoall(cv, plan) : setup_fftw_mpi(cv, plan);
+    strand_plan_component(plan, component);
+    return status;
+}
+
+int strand_fftconv_setup(strand_fftconv *cv, const strand_shard *shard) {
+    (void)shard;
+    const strand_fftconv_options *options = cv->options;
+    int status = STRAND_OK;
+    if (cv->strategy == STRAND_CONV_FFTW_MPI) {
+        status = MPI_Type_contiguous(cv->C, STRAND_MPI_REAL, &cv->row) == MPI_SUCCESS &&
+                         MPI_Type_commit(&cv->row) == MPI_SUCCESS
+                     ? STRAND_OK
+                     : strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "fftconv: MPI_Type_commit failed");
+        STRAND_CALL(strand_agree(cv->comm, status));
     }
     const int effort = options ? options->measure : 0;
     const int measure = effort == 1 || (effort == STRAND_PLAN_AUTO && cv->N <= STRAND_PLAN_AUTO_MEASURE_MAX);
@@ -553,12 +584,23 @@ int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int 
     status = cv->strategy == STRAND_CONV_ALLTOALL ? plan_alltoall(cv, planner) : plan_fftw_mpi(cv, planner);
     status = strand_agree(cv->comm, status);
     if (status == STRAND_OK && wisdom) wisdom_export(cv->comm, cv->rank, wisdom);
+    return status;
+}
+
+int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int C,
+                          const strand_fftconv_options *options) {
+    strand_plan plan;
+    strand_plan_init(&plan, 0, 0);
+    int status = strand_fftconv_plan(conv, shard, C, options, STRAND_LIFE_SCRATCH, &plan);
+    if (status == STRAND_OK) status = strand_agree(shard->grid->sp_comm, strand_plan_allocate(&plan));
+    if (*conv) (*conv)->own = plan;
+    else strand_plan_free(&plan);
+    if (status == STRAND_OK) status = strand_fftconv_setup(*conv, shard);
     if (status != STRAND_OK) {
-        strand_fftconv_free(cv);
-        return status;
+        strand_fftconv_free(*conv);
+        *conv = NULL;
     }
-    *conv = cv;
-    return STRAND_OK;
+    return status;
 }
 
 /* ---- FFTW_MPI path ---- */

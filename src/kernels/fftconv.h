@@ -19,15 +19,15 @@
 #ifndef STRAND_FFTCONV_H
 #define STRAND_FFTCONV_H
 
+#include "strand/config.h"
 #include "strand/layout.h"
+#include "strand/plan.h"
 
 enum strand_conv_strategy { STRAND_CONV_AUTO = 0, STRAND_CONV_FFTW_MPI = 1, STRAND_CONV_ALLTOALL = 2 };
 /* Planner effort AUTO measures up to this transform size and estimates beyond it: FFTW_MEASURE
  * took about 40 s at N = 2^21 and more than 15 minutes at N ~ 9.3M (a whole E. coli window), on 2
  * cores, the first time (later runs read the wisdom file). */
 enum { STRAND_PLAN_AUTO = 2, STRAND_PLAN_AUTO_MEASURE_MAX = 1 << 20 };
-/* conv.planner's text to a measure value: "estimate" 0, "measure" 1, "auto" STRAND_PLAN_AUTO. */
-int strand_fftconv_planner(const char *name);
 
 typedef struct strand_fftconv strand_fftconv;
 
@@ -37,10 +37,22 @@ typedef struct {
     const char *wisdom; /* wisdom file to read before planning and update after (NULL/"" = none) */
 } strand_fftconv_options;
 
+/* The options of the [fft] keys (strategy, planner, wisdom file; `wisdom` holds the resolved path). */
+void strand_fftconv_options_from_config(const strand_config *config, strand_fftconv_options *options,
+                                        char *wisdom, size_t wisdom_size);
+
 /* Plan a convolution of C channels over the window described by shard. Collective over the SP
  * group. */
 int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int C,
                           const strand_fftconv_options *options);
+/* The same in two steps, with the buffers in a model's plan (flags: their lifetime and sharing):
+ * declare (collective over the SP group when it exists; with sp_comm = MPI_COMM_NULL, a dry run,
+ * FFTW-MPI's local sizes are estimated), then after the plan is allocated, make FFTW's plans
+ * (collective). *conv is set as soon as it exists: strand_fftconv_free it whatever happens. The
+ * O(SP) tables stay the conv's own allocations. */
+int strand_fftconv_plan(strand_fftconv **conv, const strand_shard *shard, int C,
+                        const strand_fftconv_options *options, int flags, strand_plan *plan);
+int strand_fftconv_setup(strand_fftconv *conv, const strand_shard *shard);
 void strand_fftconv_free(strand_fftconv *conv);
 /* The strategy chosen (never AUTO) and its name ("fftw-mpi" / "alltoall"). */
 int strand_fftconv_strategy(const strand_fftconv *conv);

@@ -3,6 +3,7 @@
 #include "kernels/ring_attn.h"
 
 #include "kernels/fastmath.h"
+#include "parallel/tags.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -21,9 +22,8 @@
 #define R_LOG1P log1pf
 #endif
 
-enum { TAG_KV = 3101, TAG_POS = 3102, TAG_DKV = 3103, TAG_DKV_HOME = 3104 };
 enum { TILE_MASKED = 0, TILE_PARTIAL = 1, TILE_FULL = 2 };
-/* Defaults from strand bench attn at head dim 64, L = 16384: a 128 x 512 score tile (256 KiB)
+/* Defaults from strand bench ring at head dim 64, L = 16384: a 128 x 512 score tile (256 KiB)
  * and its gradient stay in L2; 96-256 rows and 256-512 keys were within the machine's noise. */
 enum { DEFAULT_TILE_Q = 128, DEFAULT_TILE_K = 512 };
 
@@ -352,9 +352,11 @@ static int ring_steps(const strand_shard *shard, int64_t window, int memory) {
     return need + 1;
 }
 
-int strand_ring_attn_init(strand_ring_attn *ra, const strand_shard *shard, int heads, int kv_heads,
-                          int head_dim, int64_t window, int memory, int tile_q, int tile_k) {
+int strand_ring_attn_plan(strand_ring_attn *ra, const strand_shard *shard, int heads, int kv_heads,
+                          int head_dim, int64_t window, int memory, int tile_q, int tile_k, int flags,
+                          strand_plan *plan) {
     memset(ra, 0, sizeof *ra);
+    const int component = strand_plan_component(plan, STRAND_MEM_RING);
     if (heads <= 0 || kv_heads <= 0 || head_dim <= 0 || heads % kv_heads != 0)
         STRAND_FAIL(STRAND_ERR_CONFIG, "ring attention: %d heads cannot share %d key/value heads", heads,
                     kv_heads);
@@ -376,14 +378,13 @@ int strand_ring_attn_init(strand_ring_attn *ra, const strand_shard *shard, int h
         if (narrow < ra->tile_k) ra->tile_k = (int)narrow;
     }
     const int P = ra->size;
-    STRAND_ALLOC(ra->rows, P, "ring attention rows");
-    STRAND_ALLOC(ra->mem_rows, P, "ring attention rows");
+    ra->memory = memory;
+    STRAND_PLAN_ADD(plan, ra->rows, P, flags, "ring attention rows");
+    STRAND_PLAN_ADD(plan, ra->mem_rows, P, flags, "ring attention rows");
     for (int r = 0; r < P; r++) {
-        ra->rows[r] = shard->shard_lengths[r];
-        ra->mem_rows[r] = memory ? shard->shard_lengths[r] : 0;
-        if (ra->rows[r] > ra->max_rows) ra->max_rows = ra->rows[r];
-        if (ra->rows[r] + ra->mem_rows[r] > ra->max_block_rows)
-            ra->max_block_rows = ra->rows[r] + ra->mem_rows[r];
+        const int64_t rows = shard->shard_lengths[r], mem_rows = memory ? rows : 0;
+        if (rows > ra->max_rows) ra->max_rows = rows;
+        if (rows + mem_rows > ra->max_block_rows) ra->max_block_rows = rows + mem_rows;
     }
     const int64_t kvw = 2 * (int64_t)kv_heads * head_dim;
     if (ra->max_block_rows * kvw > INT_MAX || (int64_t)heads * head_dim > INT_MAX / 2)
@@ -396,43 +397,51 @@ int strand_ring_attn_init(strand_ring_attn *ra, const strand_shard *shard, int h
     const int64_t nb = ra->max_block_rows > 0 ? ra->max_block_rows : 1;
     const int64_t nr = ra->max_rows > 0 ? ra->max_rows : 1;
     for (int i = 0; i < 2; i++) {
-        STRAND_ALLOC(ra->kv_buf[i], nb * kvw, "ring attention K/V buffer");
-        STRAND_ALLOC(ra->pos_buf[i], nb, "ring attention positions");
+        STRAND_PLAN_ADD(plan, ra->kv_buf[i], nb * kvw, flags, "ring attention K/V buffer");
+        STRAND_PLAN_ADD(plan, ra->pos_buf[i], nb, flags, "ring attention positions");
     }
     for (int i = 0; i < 3; i++)
-        STRAND_ALLOC(ra->dkv_buf[i], nr * kvw, "ring attention dK/dV buffer");
-    STRAND_ALLOC(ra->dkv_local, nr * kvw, "ring attention dK/dV buffer");
-    STRAND_ALLOC(ra->dkv_home, nr * kvw, "ring attention dK/dV buffer");
+        STRAND_PLAN_ADD(plan, ra->dkv_buf[i], nr * kvw, flags, "ring attention dK/dV buffer");
+    STRAND_PLAN_ADD(plan, ra->dkv_local, nr * kvw, flags, "ring attention dK/dV buffer");
+    STRAND_PLAN_ADD(plan, ra->dkv_home, nr * kvw, flags, "ring attention dK/dV buffer");
     /* Score tiles: rows padded to whole 64-key panels (the vectorised kernel writes them whole). */
     ra->ld_s = (ra->tile_k + 63) / 64 * 64;
-    STRAND_ALLOC(ra->s_tile, (int64_t)ra->tile_q * ra->ld_s, "attention tile");
-    STRAND_ALLOC(ra->p_tile, (int64_t)ra->tile_q * ra->ld_s, "attention tile");
-    STRAND_ALLOC(ra->k_panel, (int64_t)ra->ld_s * head_dim, "attention tile");
-    STRAND_ALLOC(ra->v_panel, (int64_t)ra->ld_s * head_dim, "attention tile");
-    STRAND_ALLOC(ra->acc, nr * head_dim, "attention accumulator");
-    STRAND_ALLOC(ra->row_m, nr, "attention accumulator");
-    STRAND_ALLOC(ra->row_l, nr, "attention accumulator");
-    STRAND_ALLOC(ra->delta, (int64_t)heads * nr, "attention delta");
-    STRAND_ALLOC(ra->q_tiles, nr, "attention tiles");
-    STRAND_ALLOC(ra->k_tiles, nb, "attention tiles");
+    STRAND_PLAN_ADD(plan, ra->s_tile, (int64_t)ra->tile_q * ra->ld_s, flags, "attention tile");
+    STRAND_PLAN_ADD(plan, ra->p_tile, (int64_t)ra->tile_q * ra->ld_s, flags, "attention tile");
+    STRAND_PLAN_ADD(plan, ra->k_panel, (int64_t)ra->ld_s * head_dim, flags, "attention tile");
+    STRAND_PLAN_ADD(plan, ra->v_panel, (int64_t)ra->ld_s * head_dim, flags, "attention tile");
+    STRAND_PLAN_ADD(plan, ra->acc, nr * head_dim, flags, "attention accumulator");
+    STRAND_PLAN_ADD(plan, ra->row_m, nr, flags, "attention accumulator");
+    STRAND_PLAN_ADD(plan, ra->row_l, nr, flags, "attention accumulator");
+    STRAND_PLAN_ADD(plan, ra->delta, (int64_t)heads * nr, flags, "attention delta");
+    STRAND_PLAN_ADD(plan, ra->q_tiles, nr, flags, "attention tiles");
+    STRAND_PLAN_ADD(plan, ra->k_tiles, nb, flags, "attention tiles");
+    strand_plan_component(plan, component);
     return STRAND_OK;
 }
 
-void strand_ring_attn_free(strand_ring_attn *ra) {
-    strand_free(ra->rows);
-    strand_free(ra->mem_rows);
-    for (int i = 0; i < 2; i++) {
-        strand_free(ra->kv_buf[i]);
-        strand_free(ra->pos_buf[i]);
+int strand_ring_attn_setup(strand_ring_attn *ra, const strand_shard *shard) {
+    for (int r = 0; r < ra->size; r++) {
+        ra->rows[r] = shard->shard_lengths[r];
+        ra->mem_rows[r] = ra->memory ? shard->shard_lengths[r] : 0;
     }
-    for (int i = 0; i < 3; i++)
-        strand_free(ra->dkv_buf[i]);
-    real_t *bufs[] = {ra->dkv_local, ra->dkv_home, ra->s_tile, ra->p_tile, ra->k_panel,
-                      ra->v_panel,   ra->acc,      ra->row_m,  ra->row_l,  ra->delta};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        strand_free(bufs[i]);
-    strand_free(ra->q_tiles);
-    strand_free(ra->k_tiles);
+    return STRAND_OK;
+}
+
+int strand_ring_attn_init(strand_ring_attn *ra, const strand_shard *shard, int heads, int kv_heads,
+                          int head_dim, int64_t window, int memory, int tile_q, int tile_k) {
+    strand_plan plan;
+    strand_plan_init(&plan, 0, 0);
+    int status = strand_ring_attn_plan(ra, shard, heads, kv_heads, head_dim, window, memory, tile_q, tile_k,
+                                       STRAND_LIFE_SCRATCH, &plan);
+    if (status == STRAND_OK) status = strand_plan_allocate(&plan);
+    ra->own = plan; /* freed by strand_ring_attn_free whatever happened */
+    if (status == STRAND_OK) status = strand_ring_attn_setup(ra, shard);
+    return status;
+}
+
+void strand_ring_attn_free(strand_ring_attn *ra) {
+    strand_plan_free(&ra->own);
     memset(ra, 0, sizeof *ra);
 }
 
@@ -599,12 +608,14 @@ static int post_shift(strand_ring_attn *ra, int s, int memory, MPI_Request req[4
     const int kvw = 2 * ra->kv_heads * ra->head_dim;
     const int64_t n_in = block_rows(ra, (r - s - 1 + 2 * P) % P, memory);
     const int64_t n_out = block_rows(ra, (r - s + P) % P, memory);
+    STRAND_CALL_MPI(MPI_Irecv(ra->kv_buf[nxt], (int)(n_in * kvw), STRAND_MPI_REAL, prev, STRAND_TAG_RING_KV,
+                              ra->comm, &req[0]));
     STRAND_CALL_MPI(
-        MPI_Irecv(ra->kv_buf[nxt], (int)(n_in * kvw), STRAND_MPI_REAL, prev, TAG_KV, ra->comm, &req[0]));
-    STRAND_CALL_MPI(MPI_Irecv(ra->pos_buf[nxt], (int)n_in, MPI_INT64_T, prev, TAG_POS, ra->comm, &req[1]));
+        MPI_Irecv(ra->pos_buf[nxt], (int)n_in, MPI_INT64_T, prev, STRAND_TAG_RING_POS, ra->comm, &req[1]));
+    STRAND_CALL_MPI(MPI_Isend(ra->kv_buf[cur], (int)(n_out * kvw), STRAND_MPI_REAL, next, STRAND_TAG_RING_KV,
+                              ra->comm, &req[2]));
     STRAND_CALL_MPI(
-        MPI_Isend(ra->kv_buf[cur], (int)(n_out * kvw), STRAND_MPI_REAL, next, TAG_KV, ra->comm, &req[2]));
-    STRAND_CALL_MPI(MPI_Isend(ra->pos_buf[cur], (int)n_out, MPI_INT64_T, next, TAG_POS, ra->comm, &req[3]));
+        MPI_Isend(ra->pos_buf[cur], (int)n_out, MPI_INT64_T, next, STRAND_TAG_RING_POS, ra->comm, &req[3]));
     return STRAND_OK;
 }
 
@@ -684,8 +695,8 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
              * last sent at step s-2, a whole step ago. */
             STRAND_CALL(wait_all(ra, 1, &dkv_send[dnext]));
             const int64_t n_in = ra->rows[(r - s - 1 + 2 * P) % P];
-            STRAND_CALL_MPI(MPI_Irecv(ra->dkv_buf[dnext], (int)(n_in * kvw), STRAND_MPI_REAL, prev, TAG_DKV,
-                                      ra->comm, &dkv_recv[dnext]));
+            STRAND_CALL_MPI(MPI_Irecv(ra->dkv_buf[dnext], (int)(n_in * kvw), STRAND_MPI_REAL, prev,
+                                      STRAND_TAG_RING_DKV, ra->comm, &dkv_recv[dnext]));
         }
         const int64_t n_cur = ra->rows[owner], n = block_rows(ra, owner, memory);
         const int64_t nkt = make_tiles(ra->k_tiles, ra->pos_buf[cur], n, n_cur, ra->tile_k);
@@ -701,8 +712,8 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
                 acc[i] += target[i];
         }
         if (s + 1 < steps)
-            STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[dcur], (int)(n_cur * kvw), STRAND_MPI_REAL, next, TAG_DKV,
-                                      ra->comm, &dkv_send[dcur]));
+            STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[dcur], (int)(n_cur * kvw), STRAND_MPI_REAL, next,
+                                      STRAND_TAG_RING_DKV, ra->comm, &dkv_send[dcur]));
         STRAND_CALL(wait_all(ra, nreq, req));
     }
     /* The last accumulator goes home in one message: to rank r - (steps-1), which is the next rank
@@ -714,10 +725,10 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
     } else {
         const int owner = (r - (steps - 1) + P) % P, source = (r + steps - 1) % P;
         MPI_Request home[2];
-        STRAND_CALL_MPI(MPI_Irecv(ra->dkv_home, (int)(T * kvw), STRAND_MPI_REAL, source, TAG_DKV_HOME,
-                                  ra->comm, &home[0]));
+        STRAND_CALL_MPI(MPI_Irecv(ra->dkv_home, (int)(T * kvw), STRAND_MPI_REAL, source,
+                                  STRAND_TAG_RING_DKV_HOME, ra->comm, &home[0]));
         STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[last], (int)(ra->rows[owner] * kvw), STRAND_MPI_REAL, owner,
-                                  TAG_DKV_HOME, ra->comm, &home[1]));
+                                  STRAND_TAG_RING_DKV_HOME, ra->comm, &home[1]));
         STRAND_CALL(wait_all(ra, 2, home));
         for (int64_t i = 0; i < T * kvw; i++)
             dkv[i] += ra->dkv_home[i];

@@ -32,6 +32,7 @@
 
 #include "strand/common.h"
 #include "strand/layout.h"
+#include "strand/plan.h"
 
 #include <stdint.h>
 
@@ -60,6 +61,8 @@ typedef struct {
     real_t *acc, *row_m, *row_l; /* (max_rows, E), (max_rows) x2: one block's online softmax */
     real_t *delta;               /* (H, max_rows) rowsum(dO * O) */
     strand_attn_tile *q_tiles, *k_tiles;
+    int memory;                /* a memory block of the same rows per rank */
+    strand_plan own;           /* the buffers, when made by strand_ring_attn_init */
     double wait_s, busy_s;     /* accumulated: inside MPI_Wait*, and the rest of the calls */
     int64_t masked_tiles_late; /* forward tiles that needed an element mask after step 0 (zigzag: 0) */
 } strand_ring_attn;
@@ -69,6 +72,12 @@ typedef struct {
  * window). tile_q, tile_k <= 0 choose defaults. Collective-free; allocates every workspace. */
 int strand_ring_attn_init(strand_ring_attn *ra, const strand_shard *shard, int heads, int kv_heads,
                           int head_dim, int64_t window, int memory, int tile_q, int tile_k);
+/* The same in two steps, with the buffers in a model's plan (flags: lifetime and sharing of every
+ * buffer, plan.h): declare, then after the plan is allocated, fill the row tables. */
+int strand_ring_attn_plan(strand_ring_attn *ra, const strand_shard *shard, int heads, int kv_heads,
+                          int head_dim, int64_t window, int memory, int tile_q, int tile_k, int flags,
+                          strand_plan *plan);
+int strand_ring_attn_setup(strand_ring_attn *ra, const strand_shard *shard);
 void strand_ring_attn_free(strand_ring_attn *ra);
 
 /* out (T,H*E) and lse (H,T) of attention of q (T,H*E) over the K/V of every rank's block
@@ -85,17 +94,14 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
                               const real_t *kv, const int64_t *kv_pos, const real_t *mem_kv,
                               const int64_t *mem_pos);
 
-/* ---- the "attn" mixer's segment memory (src/model/mixers/attn.c) ----
+/* ---- test hook of the attn mixer's segment memory (src/model/mixers/attn.c) ----
  * With attn.segment_memory, every forward saves this window's keys and values (before RoPE) and the
  * next forward attends to them as the previous window (positions -L..-1, RoPE re-applied there, no
- * gradient). The trainer must feed the SP group consecutive windows of one record (window i+1
- * starts where window i ended) and reset at record boundaries and after non-consecutive windows
- * (e.g. validation). These act on a mixer created as "attn" and ignore any other mixer. */
+ * gradient). The model resets it (the mixer's reset) whenever a window does not continue the
+ * previous one. frozen != 0: take the last forward's keys/values as the memory now and keep it fixed
+ * through later forwards (gradient checks); 0: roll it forward again after every forward. Ignores
+ * any other mixer. */
 struct strand_mixer;
-/* Forget the memory (the next forward attends to the current window only). */
-void strand_attn_memory_reset(struct strand_mixer *mixer);
-/* frozen != 0: take the last forward's keys/values as the memory now and keep it fixed through
- * later forwards (evaluation, gradient checks); 0: roll it forward again after every forward. */
 void strand_attn_memory_freeze(struct strand_mixer *mixer, int frozen);
 
 #endif

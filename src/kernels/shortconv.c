@@ -5,22 +5,34 @@
 
 #include <string.h>
 
-int strand_shortconv_create(strand_shortconv *conv, const strand_shard *shard, int C, int K) {
+int strand_shortconv_plan(strand_shortconv *conv, const strand_shard *shard, int C, int K, strand_plan *plan) {
     memset(conv, 0, sizeof *conv);
     conv->K = K;
     conv->C = C;
-    /* +1: a kernel of 1 has no halo, and strand_alloc(0) is not an allocation */
+    /* +1: a kernel of 1 has no halo */
     const int64_t rows = (int64_t)STRAND_MAX_PIECES * (K - 1) * C + 1;
-    STRAND_CALL(strand_halo_create(&conv->halo, shard, K - 1, C));
-    STRAND_ALLOC(conv->rows, rows, "short conv halo");
-    STRAND_ALLOC(conv->drows, rows, "short conv halo gradient");
+    STRAND_CALL(strand_halo_plan(&conv->halo, shard, K - 1, C, plan));
+    STRAND_PLAN_ADD(plan, conv->rows, rows, STRAND_LIFE_PERSISTENT, "short conv halo");
+    STRAND_PLAN_ADD(plan, conv->drows, rows, STRAND_LIFE_PERSISTENT, "short conv halo gradient");
     return STRAND_OK;
 }
 
+int strand_shortconv_setup(strand_shortconv *conv, const strand_shard *shard) {
+    return strand_halo_setup(&conv->halo, shard);
+}
+
+int strand_shortconv_create(strand_shortconv *conv, const strand_shard *shard, int C, int K) {
+    strand_plan plan;
+    strand_plan_init(&plan, 0, 0);
+    int status = strand_shortconv_plan(conv, shard, C, K, &plan);
+    if (status == STRAND_OK) status = strand_plan_allocate(&plan);
+    conv->own = plan; /* freed by strand_shortconv_free whatever happened */
+    if (status == STRAND_OK) status = strand_shortconv_setup(conv, shard);
+    return status;
+}
+
 void strand_shortconv_free(strand_shortconv *conv) {
-    strand_halo_free(&conv->halo);
-    strand_free(conv->rows);
-    strand_free(conv->drows);
+    strand_plan_free(&conv->own);
     memset(conv, 0, sizeof *conv);
 }
 

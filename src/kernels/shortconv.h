@@ -1,6 +1,6 @@
 /* Short causal depthwise convolution over a sharded window: the local conv1d_causal on each
  * piece plus the halo rows that cross rank boundaries (any layout). Used by the conv mixer and by
- * hyena's short convolution. */
+ * the short convolutions inside other mixers. */
 #ifndef STRAND_SHORTCONV_H
 #define STRAND_SHORTCONV_H
 
@@ -10,8 +10,14 @@ typedef struct {
     int K, C;
     strand_halo halo;
     real_t *rows, *drows; /* (n_pieces, K-1, C): the rows before each piece and their gradient */
+    strand_plan own;      /* the buffers, when made by strand_shortconv_create */
 } strand_shortconv;
 
+/* Declare the buffers (halo tables and rows; persistent: a block's halo rows are its own) into a
+ * plan, then after the plan is allocated, set up. */
+int strand_shortconv_plan(strand_shortconv *conv, const strand_shard *shard, int C, int K, strand_plan *plan);
+int strand_shortconv_setup(strand_shortconv *conv, const strand_shard *shard);
+/* Both with a plan of its own (for use outside a model). */
 int strand_shortconv_create(strand_shortconv *conv, const strand_shard *shard, int C, int K);
 void strand_shortconv_free(strand_shortconv *conv);
 /* out (T,C) = causal conv of in (T,C) with weight (C,K), bias (C). Keeps the halo for backward. */

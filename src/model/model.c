@@ -53,18 +53,59 @@ void strand_params_free(strand_param_table *table) {
 
 /* ---- mixer registry ---- */
 
-static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv, &strand_mixer_attn,
-                                                         &strand_mixer_hyena, &strand_mixer_s4d};
+extern const strand_mixer_ops strand_mixer_conv, strand_mixer_attn, strand_mixer_hyena, strand_mixer_s4d;
+
+/* The registry: a new mixer is its file plus one entry here. The order is the options' place in
+ * strand_config.mixer_options and the order of their sections in a written configuration. */
+static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv, &strand_mixer_attn, &strand_mixer_hyena, &strand_mixer_s4d};
+enum { MIXER_COUNT = sizeof mixer_registry / sizeof *mixer_registry };
+_Static_assert((int)MIXER_COUNT <= (int)STRAND_MAX_MIXERS, "raise STRAND_MAX_MIXERS");
+
+const strand_mixer_ops *strand_mixer_at(int index) {
+    return index >= 0 && index < MIXER_COUNT ? mixer_registry[index] : NULL;
+}
 
 const char *strand_mixer_name(int index) {
-    const int count = (int)(sizeof mixer_registry / sizeof *mixer_registry);
-    return index >= 0 && index < count ? mixer_registry[index]->name : NULL;
+    return index >= 0 && index < MIXER_COUNT ? mixer_registry[index]->name : NULL;
 }
 
 const strand_mixer_ops *strand_mixer_find(const char *name) {
-    for (size_t i = 0; i < sizeof mixer_registry / sizeof *mixer_registry; i++)
+    for (int i = 0; i < MIXER_COUNT; i++)
         if (strcmp(mixer_registry[i]->name, name) == 0) return mixer_registry[i];
     return NULL;
+}
+
+const void *strand_mixer_options(const strand_config *config, const strand_mixer_ops *ops) {
+    for (int i = 0; i < MIXER_COUNT; i++)
+        if (mixer_registry[i] == ops) return config->mixer_options[i].bytes;
+    return NULL;
+}
+
+int strand_mixer_create(strand_mixer *mixer, const strand_mixer_ops *ops, int C, const strand_config *config,
+                        strand_param_table *table, const char *layer) {
+    memset(mixer, 0, sizeof *mixer);
+    mixer->ops = ops;
+    mixer->C = C;
+    mixer->options = strand_mixer_options(config, ops);
+    return ops->create(mixer, config, table, layer);
+}
+
+int strand_mixer_setup_alone(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan) {
+    strand_plan_init(plan, 0, 0);
+    STRAND_CALL(strand_agree(shard->grid->sp_comm, mixer->ops->plan(mixer, shard, plan)));
+    STRAND_CALL(strand_agree(shard->grid->sp_comm, strand_plan_allocate(plan)));
+    return mixer->ops->setup ? mixer->ops->setup(mixer, shard) : STRAND_OK;
+}
+
+unsigned strand_model_capabilities(const strand_config *config) {
+    char names[256][32];
+    const int n = strand_model_split_layers(config->layers, names, 256);
+    unsigned caps = 0;
+    for (int l = 0; l < n; l++) {
+        const strand_mixer_ops *ops = strand_mixer_find(names[l]);
+        if (ops && ops->capabilities) caps |= ops->capabilities(strand_mixer_options(config, ops));
+    }
+    return caps;
 }
 
 /* ---- blocks ---- */
@@ -123,18 +164,6 @@ int strand_model_split_layers(const char *list, char names[][32], int max) {
  * while blocks l - 1 and l - 2 run. The last three inputs never leave memory. */
 enum { OFFLOAD_SLOTS = 3 };
 
-static int offload_alloc(strand_model *model) {
-    const int64_t TC = model->max_T * model->C;
-    const int slots = model->n_layers < OFFLOAD_SLOTS ? model->n_layers : OFFLOAD_SLOTS;
-    for (int i = 0; i < slots; i++)
-        STRAND_ALLOC(model->offload_slots[i], TC, "activations");
-    STRAND_ALLOC(model->write_tickets, model->n_layers, "offload tickets");
-    STRAND_ALLOC(model->read_tickets, model->n_layers, "offload tickets");
-    for (int l = 0; l < model->n_layers; l++)
-        model->write_tickets[l] = model->read_tickets[l] = -1;
-    return STRAND_OK;
-}
-
 /* Whether block l's input goes to the file (the last OFFLOAD_SLOTS stay in their buffers). */
 static int offloaded(const strand_model *model, int l) {
     return model->offload && l < model->n_layers - OFFLOAD_SLOTS;
@@ -145,28 +174,98 @@ static void keep_first(int *status, int next) {
     if (*status == STRAND_OK) *status = next;
 }
 
+/* The model's own buffers: parameters, gradients, each block's input and activations (one set
+ * of activations under recompute: the plan shares the "block" group's), head and scratch. */
+static int declare_buffers(strand_model *model, strand_plan *plan) {
+    const strand_config *config = &model->config;
+    const int64_t max_T = model->max_T, TC = max_T * model->C;
+    const int H = model->H, F = model->F;
+    const int64_t mlp_rows = model->mlp_chunk_rows;
+    strand_plan_group(plan, NULL, "model");
+    strand_plan_component(plan, STRAND_MEM_PARAMS);
+    STRAND_PLAN_ADD(plan, model->params, model->table.total, STRAND_LIFE_PERSISTENT, "parameters");
+    strand_plan_component(plan, STRAND_MEM_GRADS);
+    STRAND_PLAN_ADD(plan, model->grads, model->table.total, STRAND_LIFE_PERSISTENT, "gradients");
+    strand_plan_component(plan, STRAND_MEM_BLOCK_INPUTS);
+    if (config->offload[0]) {
+        const int slots = model->n_layers < OFFLOAD_SLOTS ? model->n_layers : OFFLOAD_SLOTS;
+        for (int i = 0; i < slots; i++)
+            STRAND_PLAN_ADD(plan, model->offload_slots[i], TC, STRAND_LIFE_SAVED, "offload slot");
+        STRAND_PLAN_ADD(plan, model->write_tickets, model->n_layers, STRAND_LIFE_PERSISTENT, "offload tickets");
+        STRAND_PLAN_ADD(plan, model->read_tickets, model->n_layers, STRAND_LIFE_PERSISTENT, "offload tickets");
+    } else {
+        for (int l = 0; l < model->n_layers; l++)
+            STRAND_PLAN_ADD(plan, model->blocks[l].rows.x, TC, STRAND_LIFE_SAVED, "block input");
+    }
+    strand_plan_component(plan, STRAND_MEM_ACTIVATIONS);
+    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED;
+    /* With recompute the MLP's hidden activations are rebuilt chunk by chunk in backward. */
+    const int64_t hidden_rows = model->recompute ? mlp_rows : max_T;
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_block_rows *r = &model->blocks[l].rows;
+        char owner[48];
+        snprintf(owner, sizeof owner, "block%d", l);
+        STRAND_CALL(strand_plan_group(plan, "block", owner));
+        r->hidden_chunk = model->recompute;
+        STRAND_PLAN_ADD(plan, r->norm1, TC, saved, "norm1");
+        STRAND_PLAN_ADD(plan, r->norm1_mean, max_T, saved, "norm1 mean");
+        STRAND_PLAN_ADD(plan, r->norm1_rstd, max_T, saved, "norm1 rstd");
+        STRAND_PLAN_ADD(plan, r->mix, TC, saved, "mixer output");
+        STRAND_PLAN_ADD(plan, r->h, TC, saved, "block middle");
+        STRAND_PLAN_ADD(plan, r->norm2_mean, max_T, saved, "norm2 mean");
+        STRAND_PLAN_ADD(plan, r->norm2_rstd, max_T, saved, "norm2 rstd");
+        STRAND_PLAN_ADD(plan, r->fc, hidden_rows * F, saved, "mlp fc");
+        STRAND_PLAN_ADD(plan, r->act, hidden_rows * H, saved, "mlp activation");
+        if (model->pre_norm) {
+            STRAND_PLAN_ADD(plan, r->norm2, TC, saved, "norm2");
+        } else {
+            STRAND_PLAN_ADD(plan, r->a, TC, saved, "residual sum");
+            STRAND_PLAN_ADD(plan, r->b, TC, saved, "mlp sum");
+        }
+    }
+    strand_plan_group(plan, NULL, "head");
+    strand_plan_component(plan, STRAND_MEM_HEAD);
+    STRAND_PLAN_ADD(plan, model->final_in, TC, STRAND_LIFE_SAVED, "final input");
+    STRAND_PLAN_ADD(plan, model->final_out, TC, STRAND_LIFE_SAVED, "final norm");
+    STRAND_PLAN_ADD(plan, model->final_mean, max_T, STRAND_LIFE_SAVED, "final norm mean");
+    STRAND_PLAN_ADD(plan, model->final_rstd, max_T, STRAND_LIFE_SAVED, "final norm rstd");
+    STRAND_PLAN_ADD(plan, model->logits, max_T * model->V, STRAND_LIFE_SAVED, "logits");
+    STRAND_PLAN_ADD(plan, model->probs, max_T * model->V, STRAND_LIFE_SAVED, "probabilities");
+    STRAND_PLAN_ADD(plan, model->losses, max_T, STRAND_LIFE_SAVED, "losses");
+    strand_plan_group(plan, NULL, "backward");
+    strand_plan_component(plan, STRAND_MEM_GRAD_SCRATCH);
+    STRAND_PLAN_ADD(plan, model->d_residual, TC, STRAND_LIFE_SCRATCH, "residual gradient");
+    STRAND_PLAN_ADD(plan, model->d_tmp1, TC, STRAND_LIFE_SCRATCH, "gradient scratch");
+    STRAND_PLAN_ADD(plan, model->d_tmp2, TC, STRAND_LIFE_SCRATCH, "gradient scratch");
+    STRAND_PLAN_ADD(plan, model->d_fc, mlp_rows * F, STRAND_LIFE_SCRATCH, "mlp fc gradient");
+    STRAND_PLAN_ADD(plan, model->d_act, mlp_rows * H, STRAND_LIFE_SCRATCH, "mlp activation gradient");
+    STRAND_PLAN_ADD(plan, model->d_logits, max_T * model->V, STRAND_LIFE_SCRATCH, "logits gradient");
+    strand_plan_component(plan, STRAND_MEM_MIXERS);
+    return STRAND_OK;
+}
+
 /* Everything of strand_model_create that involves no other rank: the parameter table, the
- * mixers' create, and every model-level buffer. */
+ * mixers' create, and the model's own buffers in the plan. */
 static int model_build(strand_model *model, const strand_config *config, const strand_shard *shard) {
     const int64_t max_T = shard->T;
-    memset(model, 0, sizeof *model);
     model->config = *config;
     model->C = config->d_model;
     model->V = STRAND_VOCAB_SIZE;
-    model->pre_norm = strcmp(config->norm_position, "post") != 0;
-    model->layer_norm = strcmp(config->norm, "layernorm") == 0;
-    model->swiglu = strcmp(config->mlp, "swiglu") == 0;
+    model->pre_norm = config->norm_position != STRAND_NORM_POST;
+    model->layer_norm = config->norm == STRAND_NORM_LAYERNORM;
+    model->swiglu = config->mlp == STRAND_MLP_SWIGLU;
     model->max_T = max_T;
     const int C = model->C;
     const int H = strand_config_mlp_hidden(config);
     /* Offloaded block inputs come back only to be re-run: offload implies recompute. */
-    model->recompute = strcmp(config->recompute, "block") == 0 || config->offload[0];
-    if (model->recompute && config->attn_segment_memory)
+    model->recompute = config->recompute == STRAND_RECOMPUTE_BLOCK || config->offload[0];
+    if (model->recompute && (strand_model_capabilities(config) & STRAND_MIXER_CARRIES_STATE))
         STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "train.recompute = block (or train.offload) cannot be combined with "
-                    "attn.segment_memory: a recomputed forward would advance the attention memory twice");
+                    "train.recompute = block (or train.offload) cannot be combined with a mixer that carries "
+                    "state between windows: a recomputed forward would advance that state twice");
     model->H = H;
     model->F = model->swiglu ? 2 * H : H;
+    model->mlp_chunk_rows = max_T < MLP_CHUNK_ROWS ? (max_T > 0 ? max_T : 1) : MLP_CHUNK_ROWS;
 
     char names[256][32];
     model->n_layers = strand_model_split_layers(config->layers, names, 256);
@@ -191,8 +290,9 @@ static int model_build(strand_model *model, const strand_config *config, const s
             STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers: unknown mixer '%s' for block %d", names[l], l);
         block->mixer.ops = ops;
         block->mixer.C = C;
+        block->mixer.options = strand_mixer_options(&model->config, ops);
         snprintf(layer, sizeof layer, "block%d.mixer", l);
-        STRAND_CALL(ops->create(&block->mixer, config, table, layer));
+        STRAND_CALL(ops->create(&block->mixer, &model->config, table, layer));
         snprintf(layer, sizeof layer, "block%d.norm2", l);
         STRAND_CALL(declare_norm(model, layer, &block->norm2_weight, &block->norm2_bias));
         snprintf(layer, sizeof layer, "block%d.mlp.fc", l);
@@ -213,77 +313,46 @@ static int model_build(strand_model *model, const strand_config *config, const s
     if (!config->tie_embeddings)
         STRAND_CALL(strand_params_declare(table, "head", "weight", model->V, C, STRAND_INIT_NORMAL, std, 1,
                                           &model->head));
+    return declare_buffers(model, &model->plan);
+}
 
-    STRAND_ALLOC(model->params, table->total, "parameters");
-    STRAND_ALLOC(model->grads, table->total, "gradients");
-
-    const int64_t mlp_rows = max_T < MLP_CHUNK_ROWS ? (max_T > 0 ? max_T : 1) : MLP_CHUNK_ROWS;
-    model->mlp_chunk_rows = mlp_rows;
-    /* Saved activations and scratch, sized once for the largest shard. */
-    const int64_t TC = max_T * C;
-    if (config->offload[0]) STRAND_CALL(offload_alloc(model));
+/* The parameter table, the model's buffers and every mixer's in model->plan. Mixers plan block by
+ * block, agreed: a long convolution's plan is collective when the grid exists. */
+static int model_plan(strand_model *model, const strand_config *config, const strand_shard *shard, int dry) {
+    memset(model, 0, sizeof *model);
+    strand_plan_init(&model->plan, dry, config->recompute == STRAND_RECOMPUTE_BLOCK || config->offload[0]);
+    const MPI_Comm comm = shard->grid->sp_comm;
+    int status = model_build(model, config, shard);
+    if (comm != MPI_COMM_NULL) status = strand_agree(comm, status);
+    STRAND_CALL(status);
     for (int l = 0; l < model->n_layers; l++) {
-        strand_block *b = &model->blocks[l];
-        if (config->offload[0])
-            b->x = model->offload_slots[l % OFFLOAD_SLOTS];
-        else
-            STRAND_ALLOC(b->x, TC, "activations");
-        if (model->recompute && l > 0) {
-            /* train.recompute = block: one set of block activations, refilled by re-running each
-             * block's forward just before its backward; only block inputs are kept per block. */
-            strand_block *first = &model->blocks[0];
-            b->norm1 = first->norm1, b->norm1_mean = first->norm1_mean, b->norm1_rstd = first->norm1_rstd;
-            b->mix = first->mix, b->h = first->h, b->norm2_mean = first->norm2_mean;
-            b->norm2_rstd = first->norm2_rstd, b->fc = first->fc, b->act = first->act;
-            b->norm2 = first->norm2, b->a = first->a, b->b = first->b;
-            continue;
-        }
-        STRAND_ALLOC(b->norm1, TC, "activations");
-        STRAND_ALLOC(b->norm1_mean, max_T, "activations");
-        STRAND_ALLOC(b->norm1_rstd, max_T, "activations");
-        STRAND_ALLOC(b->mix, TC, "activations");
-        STRAND_ALLOC(b->h, TC, "activations");
-        STRAND_ALLOC(b->norm2_mean, max_T, "activations");
-        STRAND_ALLOC(b->norm2_rstd, max_T, "activations");
-        /* With recompute the MLP's hidden activations are rebuilt chunk by chunk in backward. */
-        const int64_t hidden_rows = model->recompute ? mlp_rows : max_T;
-        STRAND_ALLOC(b->fc, hidden_rows * model->F, "activations");
-        STRAND_ALLOC(b->act, hidden_rows * H, "activations");
-        if (model->pre_norm) {
-            STRAND_ALLOC(b->norm2, TC, "activations");
-        } else {
-            STRAND_ALLOC(b->a, TC, "activations");
-            STRAND_ALLOC(b->b, TC, "activations");
-        }
+        strand_mixer *mixer = &model->blocks[l].mixer;
+        char owner[48];
+        snprintf(owner, sizeof owner, "block%d.mixer", l);
+        status = strand_plan_group(&model->plan, mixer->ops->name, owner);
+        strand_plan_component(&model->plan, STRAND_MEM_MIXERS);
+        if (status == STRAND_OK) status = mixer->ops->plan(mixer, shard, &model->plan);
+        if (comm != MPI_COMM_NULL) status = strand_agree(comm, status);
+        STRAND_CALL(status);
     }
-    STRAND_ALLOC(model->final_in, TC, "activations");
-    STRAND_ALLOC(model->final_out, TC, "activations");
-    STRAND_ALLOC(model->final_mean, max_T, "activations");
-    STRAND_ALLOC(model->final_rstd, max_T, "activations");
-    STRAND_ALLOC(model->logits, max_T * model->V, "logits");
-    STRAND_ALLOC(model->probs, max_T * model->V, "probabilities");
-    STRAND_ALLOC(model->losses, max_T, "losses");
-    STRAND_ALLOC(model->d_residual, TC, "gradient scratch");
-    STRAND_ALLOC(model->d_tmp1, TC, "gradient scratch");
-    STRAND_ALLOC(model->d_tmp2, TC, "gradient scratch");
-    STRAND_ALLOC(model->d_fc, mlp_rows * model->F, "gradient scratch");
-    STRAND_ALLOC(model->d_act, mlp_rows * H, "gradient scratch");
-    STRAND_ALLOC(model->d_logits, max_T * model->V, "gradient scratch");
     return STRAND_OK;
 }
 
 int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard) {
+    const MPI_Comm comm = shard->grid->sp_comm;
+    STRAND_CALL(model_plan(model, config, shard, 0));
     /* A failed allocation on one rank must not leave the others inside a mixer's collective setup. */
-    STRAND_CALL(strand_agree(shard->grid->sp_comm, model_build(model, config, shard)));
+    STRAND_CALL(strand_agree(comm, strand_plan_allocate(&model->plan)));
+    if (config->offload[0])
+        for (int l = 0; l < model->n_layers; l++) {
+            model->blocks[l].rows.x = model->offload_slots[l % OFFLOAD_SLOTS];
+            model->write_tickets[l] = model->read_tickets[l] = -1;
+        }
     for (int l = 0; l < model->n_layers; l++) {
         strand_mixer *mixer = &model->blocks[l].mixer;
-        /* With recompute, the first earlier block with the same mixer lends its buffers and plans. */
-        const strand_mixer *donor = NULL;
-        for (int k = 0; model->recompute && k < l && !donor; k++)
-            if (model->blocks[k].mixer.ops == mixer->ops) donor = &model->blocks[k].mixer;
         /* Agreed block by block: a setup that fails on one rank after its own collectives must not
          * leave the others in the next block's. */
-        STRAND_CALL(strand_agree(shard->grid->sp_comm, mixer->ops->setup(mixer, shard, donor)));
+        if (mixer->ops->setup) STRAND_CALL(strand_agree(comm, mixer->ops->setup(mixer, shard)));
     }
     /* Last, after every collective of the mixers' setup: a full or missing scratch directory is
      * one node's problem, and the caller agrees on the status. */
@@ -291,6 +360,17 @@ int strand_model_create(strand_model *model, const strand_config *config, const 
         STRAND_CALL(strand_offload_create(&model->offload, config->offload, shard->grid->world_rank,
                                           model->n_layers, model->max_T * model->C));
     return STRAND_OK;
+}
+
+int strand_model_plan(const strand_config *config, const strand_shard *shard, strand_plan *plan,
+                      int64_t *parameters) {
+    strand_model model;
+    int status = model_plan(&model, config, shard, 1);
+    *plan = model.plan; /* the model's copy is not freed below */
+    memset(&model.plan, 0, sizeof model.plan);
+    *parameters = model.table.total;
+    strand_model_free(&model);
+    return status;
 }
 
 void strand_model_init_params(strand_model *model, uint64_t seed) {
@@ -321,18 +401,18 @@ void strand_model_init_params(strand_model *model, uint64_t seed) {
 }
 
 /* The MLP's hidden rows of chunk r0: their place in the saved (T,F) and (T,H) arrays, or the one
- * chunk-sized buffer that recompute keeps. */
-static real_t *mlp_fc(const strand_model *model, const strand_block *b, int64_t r0) {
-    return model->recompute ? b->fc : b->fc + r0 * model->F;
+ * chunk-sized buffer that recompute (and decoding) keeps. */
+static real_t *mlp_fc(const strand_model *model, const strand_block_rows *r, int64_t r0) {
+    return r->hidden_chunk ? r->fc : r->fc + r0 * model->F;
 }
-static real_t *mlp_act(const strand_model *model, const strand_block *b, int64_t r0) {
-    return model->recompute ? b->act : b->act + r0 * model->H;
+static real_t *mlp_act(const strand_model *model, const strand_block_rows *r, int64_t r0) {
+    return r->hidden_chunk ? r->act : r->act + r0 * model->H;
 }
 
 /* fc, act of rows [r0, r0 + n) from the MLP's input. */
-static void mlp_hidden_forward(strand_model *model, strand_block *b, const real_t *in, int64_t r0,
-                               int64_t n) {
-    real_t *fc = mlp_fc(model, b, r0), *act = mlp_act(model, b, r0);
+static void mlp_hidden_forward(const strand_model *model, const strand_block *b, const strand_block_rows *r,
+                               const real_t *in, int64_t r0, int64_t n) {
+    real_t *fc = mlp_fc(model, r, r0), *act = mlp_act(model, r, r0);
     linear_forward(fc, in + r0 * model->C, PARAM(model, b->fc_weight), PARAM(model, b->fc_bias), n, model->C,
                    model->F);
     if (model->swiglu)
@@ -343,12 +423,13 @@ static void mlp_hidden_forward(strand_model *model, strand_block *b, const real_
 
 /* out (T,C) = mlp(in (T,C)), in chunks of mlp_chunk_rows rows (the same chunks as backward, so a
  * recomputed chunk equals the forward's bit for bit). */
-static void mlp_forward(strand_model *model, strand_block *b, real_t *out, const real_t *in, int64_t T) {
+static void mlp_forward(const strand_model *model, const strand_block *b, const strand_block_rows *r,
+                        real_t *out, const real_t *in, int64_t T) {
     const int64_t chunk = model->mlp_chunk_rows;
     for (int64_t r0 = 0; r0 < T; r0 += chunk) {
         const int64_t n = T - r0 < chunk ? T - r0 : chunk;
-        mlp_hidden_forward(model, b, in, r0, n);
-        linear_forward(out + r0 * model->C, mlp_act(model, b, r0), PARAM(model, b->proj_weight),
+        mlp_hidden_forward(model, b, r, in, r0, n);
+        linear_forward(out + r0 * model->C, mlp_act(model, r, r0), PARAM(model, b->proj_weight),
                        PARAM(model, b->proj_bias), n, model->H, model->C);
     }
 }
@@ -360,54 +441,71 @@ static void mlp_forward(strand_model *model, strand_block *b, real_t *out, const
 static void mlp_backward(strand_model *model, strand_block *b, real_t *dinp, const real_t *dout,
                          const real_t *in, int64_t T) {
     const int C = model->C, H = model->H, F = model->F;
+    const strand_block_rows *r = &b->rows;
     const int64_t chunk = model->mlp_chunk_rows;
     for (int64_t r0 = 0; r0 < T; r0 += chunk) {
         const int64_t n = T - r0 < chunk ? T - r0 : chunk;
-        if (model->recompute) mlp_hidden_forward(model, b, in, r0, n);
+        if (r->hidden_chunk) mlp_hidden_forward(model, b, r, in, r0, n);
         memset(model->d_act, 0, sizeof(real_t) * (size_t)(n * H));
         memset(model->d_fc, 0, sizeof(real_t) * (size_t)(n * F));
         linear_backward(model->d_act, GRAD(model, b->proj_weight), GRAD(model, b->proj_bias), dout + r0 * C,
-                        mlp_act(model, b, r0), PARAM(model, b->proj_weight), n, H, C);
+                        mlp_act(model, r, r0), PARAM(model, b->proj_weight), n, H, C);
         if (model->swiglu)
-            swiglu_backward(model->d_fc, model->d_act, mlp_fc(model, b, r0), n, H);
+            swiglu_backward(model->d_fc, model->d_act, mlp_fc(model, r, r0), n, H);
         else
-            gelu_backward(model->d_fc, model->d_act, mlp_fc(model, b, r0), n * H);
+            gelu_backward(model->d_fc, model->d_act, mlp_fc(model, r, r0), n * H);
         linear_backward(dinp + r0 * C, GRAD(model, b->fc_weight), GRAD(model, b->fc_bias), model->d_fc,
                         in + r0 * C, PARAM(model, b->fc_weight), n, C, F);
     }
 }
 
-/* One block's forward from its input b->x into y (T,C), filling the block's saved activations.
- * y = NULL: only the activations backward needs (a recomputed block); pre-norm then skips the
- * MLP, whose hidden rows backward rebuilds itself, and post-norm writes y to scratch. */
-static int block_forward(strand_model *model, int l, const strand_shard *shard, real_t *y) {
-    const int64_t T = shard->T;
+int strand_block_forward(const strand_model *model, const strand_block *b, strand_block_rows *r, int64_t T,
+                         strand_mixer_apply mixer, void *context, real_t *y, real_t *scratch) {
     const int C = model->C;
-    strand_block *b = &model->blocks[l];
     if (model->pre_norm) {
         /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
-        norm_forward(model, b->norm1, b->norm1_mean, b->norm1_rstd, b->x, b->norm1_weight, b->norm1_bias, T);
-        STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->norm1, model->params, shard));
+        norm_forward(model, r->norm1, r->norm1_mean, r->norm1_rstd, r->x, b->norm1_weight, b->norm1_bias, T);
+        STRAND_CALL(mixer(context, r->mix, r->norm1));
         for (int64_t i = 0; i < T * C; i++)
-            b->h[i] = b->x[i] + b->mix[i];
-        norm_forward(model, b->norm2, b->norm2_mean, b->norm2_rstd, b->h, b->norm2_weight, b->norm2_bias, T);
+            r->h[i] = r->x[i] + r->mix[i];
+        norm_forward(model, r->norm2, r->norm2_mean, r->norm2_rstd, r->h, b->norm2_weight, b->norm2_bias, T);
         if (!y) return STRAND_OK;
-        mlp_forward(model, b, y, b->norm2, T);
+        mlp_forward(model, b, r, y, r->norm2, T);
         for (int64_t i = 0; i < T * C; i++)
-            y[i] += b->h[i];
+            y[i] += r->h[i];
     } else {
         /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) */
-        STRAND_CALL(b->mixer.ops->forward(&b->mixer, b->mix, b->x, model->params, shard));
+        STRAND_CALL(mixer(context, r->mix, r->x));
         for (int64_t i = 0; i < T * C; i++)
-            b->a[i] = b->x[i] + b->mix[i];
-        norm_forward(model, b->h, b->norm1_mean, b->norm1_rstd, b->a, b->norm1_weight, b->norm1_bias, T);
-        if (!y) y = model->d_tmp2; /* free until this block's backward starts */
-        mlp_forward(model, b, b->b, b->h, T);
+            r->a[i] = r->x[i] + r->mix[i];
+        norm_forward(model, r->h, r->norm1_mean, r->norm1_rstd, r->a, b->norm1_weight, b->norm1_bias, T);
+        if (!y) y = scratch;
+        mlp_forward(model, b, r, r->b, r->h, T);
         for (int64_t i = 0; i < T * C; i++)
-            b->b[i] += b->h[i];
-        norm_forward(model, y, b->norm2_mean, b->norm2_rstd, b->b, b->norm2_weight, b->norm2_bias, T);
+            r->b[i] += r->h[i];
+        norm_forward(model, y, r->norm2_mean, r->norm2_rstd, r->b, b->norm2_weight, b->norm2_bias, T);
     }
     return STRAND_OK;
+}
+
+/* The training forward's mixer: the whole shard, collective over the SP group. */
+typedef struct {
+    strand_mixer *mixer;
+    const real_t *params;
+    const strand_shard *shard;
+} shard_mixer;
+
+static int shard_mixer_apply(void *context, real_t *out, const real_t *in) {
+    shard_mixer *m = context;
+    return m->mixer->ops->forward(m->mixer, out, in, m->params, m->shard);
+}
+
+/* One block's forward from its input into y, filling its saved activations (y = NULL: see
+ * strand_block_forward; d_tmp2 is free until this block's backward starts). */
+static int block_forward(strand_model *model, int l, const strand_shard *shard, real_t *y) {
+    strand_block *b = &model->blocks[l];
+    shard_mixer m = {&b->mixer, model->params, shard};
+    return strand_block_forward(model, b, &b->rows, shard->T, shard_mixer_apply, &m, y, model->d_tmp2);
 }
 
 int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8_t *targets,
@@ -415,18 +513,17 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
     const int64_t T = shard->T;
     const int C = model->C;
     STRAND_ASSERT(T <= model->max_T);
-    const size_t row_bytes = sizeof(real_t) * (size_t)(T * C);
-    real_t *x = model->n_layers > 0 ? model->blocks[0].x : model->final_in;
+    real_t *x = model->n_layers > 0 ? model->blocks[0].rows.x : model->final_in;
     embedding_forward(x, tokens, PARAM(model, model->wte), T, C);
     int io = STRAND_OK;
     for (int l = 0; l < model->n_layers; l++) {
         strand_block *b = &model->blocks[l];
-        real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].x : model->final_in;
+        real_t *y = l + 1 < model->n_layers ? model->blocks[l + 1].rows.x : model->final_in;
         /* y's buffer held block l - 2's input: it must be in the file before we overwrite it. */
         if (model->offload && l >= 2 && model->write_tickets[l - 2] >= 0)
             keep_first(&io, strand_offload_wait(model->offload, model->write_tickets[l - 2]));
         if (offloaded(model, l))
-            model->write_tickets[l] = strand_offload_write(model->offload, l, b->x, T * C);
+            model->write_tickets[l] = strand_offload_write(model->offload, l, b->rows.x, T * C);
         STRAND_CALL(block_forward(model, l, shard, y));
     }
     if (model->offload) {
@@ -441,7 +538,6 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
                      model->final_weight, model->final_bias, T);
         head_in = model->final_out;
     }
-    (void)row_bytes;
     linear_forward(model->logits, head_in, PARAM(model, model->head), NULL, T, C, model->V);
     *loss_sum = crossentropy_forward(model->losses, model->probs, model->logits, targets, T, model->V);
     model->targets = targets;
@@ -470,6 +566,7 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
     int io = STRAND_OK;
     for (int l = model->n_layers - 1; l >= 0; l--) {
         strand_block *b = &model->blocks[l];
+        const strand_block_rows *r = &b->rows;
         if (offloaded(model, l)) {
             keep_first(&io, strand_offload_wait(model->offload, model->read_tickets[l]));
             model->read_tickets[l] = -1;
@@ -481,32 +578,32 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
         if (model->pre_norm) {
             /* dh = dy + norm2'(mlp'(dy)); dx = dh + norm1'(mixer'(dh)) */
             memset(model->d_tmp1, 0, TC_bytes);
-            mlp_backward(model, b, model->d_tmp1, d_res, b->norm2, T);
-            norm_backward(model, d_res, model->d_tmp1, b->h, b->norm2_mean, b->norm2_rstd, b->norm2_weight,
+            mlp_backward(model, b, model->d_tmp1, d_res, r->norm2, T);
+            norm_backward(model, d_res, model->d_tmp1, r->h, r->norm2_mean, r->norm2_rstd, b->norm2_weight,
                           b->norm2_bias, T);
             memset(model->d_tmp1, 0, TC_bytes);
-            STRAND_CALL(b->mixer.ops->backward(&b->mixer, model->d_tmp1, model->grads, d_res, b->norm1,
+            STRAND_CALL(b->mixer.ops->backward(&b->mixer, model->d_tmp1, model->grads, d_res, r->norm1,
                                                model->params, shard));
-            norm_backward(model, d_res, model->d_tmp1, b->x, b->norm1_mean, b->norm1_rstd, b->norm1_weight,
+            norm_backward(model, d_res, model->d_tmp1, r->x, r->norm1_mean, r->norm1_rstd, b->norm1_weight,
                           b->norm1_bias, T);
         } else {
             /* db = norm2'(dy); dh = db + mlp'(db); da = norm1'(dh); dx = da + mixer'(da) */
             memset(model->d_tmp1, 0, TC_bytes);
-            norm_backward(model, model->d_tmp1, d_res, b->b, b->norm2_mean, b->norm2_rstd, b->norm2_weight,
+            norm_backward(model, model->d_tmp1, d_res, r->b, r->norm2_mean, r->norm2_rstd, b->norm2_weight,
                           b->norm2_bias, T);
             memcpy(model->d_tmp2, model->d_tmp1, TC_bytes);
-            mlp_backward(model, b, model->d_tmp2, model->d_tmp1, b->h, T);
+            mlp_backward(model, b, model->d_tmp2, model->d_tmp1, r->h, T);
             memset(d_res, 0, TC_bytes);
-            norm_backward(model, d_res, model->d_tmp2, b->a, b->norm1_mean, b->norm1_rstd, b->norm1_weight,
+            norm_backward(model, d_res, model->d_tmp2, r->a, r->norm1_mean, r->norm1_rstd, b->norm1_weight,
                           b->norm1_bias, T);
             memcpy(model->d_tmp1, d_res, TC_bytes);
-            STRAND_CALL(b->mixer.ops->backward(&b->mixer, d_res, model->grads, model->d_tmp1, b->x,
+            STRAND_CALL(b->mixer.ops->backward(&b->mixer, d_res, model->grads, model->d_tmp1, r->x,
                                                model->params, shard));
         }
-        /* b->x is free now: bring back the input of the block three earlier into it. */
+        /* b->rows.x is free now: bring back the input of the block three earlier into it. */
         if (l >= OFFLOAD_SLOTS && offloaded(model, l - OFFLOAD_SLOTS))
             model->read_tickets[l - OFFLOAD_SLOTS] =
-                strand_offload_read(model->offload, l - OFFLOAD_SLOTS, b->x, T * C);
+                strand_offload_read(model->offload, l - OFFLOAD_SLOTS, r->x, T * C);
     }
     embedding_backward(GRAD(model, model->wte), d_res, tokens, T, C);
     if (model->offload) STRAND_CALL(strand_agree(shard->grid->sp_comm, io));
@@ -540,31 +637,23 @@ void strand_model_carry_load(strand_model *model, const real_t *in) {
     }
 }
 
+void strand_model_reset(strand_model *model) {
+    for (int l = 0; l < model->n_layers; l++) {
+        strand_mixer *mixer = &model->blocks[l].mixer;
+        if (mixer->ops && mixer->ops->reset) mixer->ops->reset(mixer);
+    }
+}
+
 void strand_model_free(strand_model *model) {
     strand_offload_free(model->offload); /* first: joins the thread that may use the slots */
     if (model->blocks) {
         for (int l = 0; l < model->n_layers; l++) {
             strand_block *b = &model->blocks[l];
             if (b->mixer.ops && b->mixer.ops->destroy) b->mixer.ops->destroy(&b->mixer);
-            if (!model->offload_slots[0]) strand_free(b->x); /* else one of the offload slots */
-            if (model->recompute && l > 0) continue;         /* shared with block 0 */
-            real_t *buffers[] = {b->norm1, b->norm1_mean, b->norm1_rstd, b->mix, b->a,   b->h,
-                                 b->norm2, b->norm2_mean, b->norm2_rstd, b->fc,  b->act, b->b};
-            for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
-                strand_free(buffers[i]);
         }
         strand_free(model->blocks);
     }
-    real_t *buffers[] = {model->params,     model->grads,      model->final_in, model->final_out,
-                         model->final_mean, model->final_rstd, model->logits,   model->probs,
-                         model->losses,     model->d_residual, model->d_tmp1,   model->d_tmp2,
-                         model->d_fc,       model->d_act,      model->d_logits};
-    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
-        strand_free(buffers[i]);
-    for (int i = 0; i < OFFLOAD_SLOTS; i++)
-        strand_free(model->offload_slots[i]);
-    strand_free(model->write_tickets);
-    strand_free(model->read_tickets);
+    strand_plan_free(&model->plan); /* every buffer */
     strand_params_free(&model->table);
     memset(model, 0, sizeof *model);
 }

@@ -1,5 +1,6 @@
-/* Incremental decoding, one position at a time (see model_step.h). The block arithmetic mirrors
- * block_forward in model.c on a single row, with the same layer functions at T = 1. */
+/* Incremental decoding, one position at a time (see model_step.h). Each block runs the training
+ * forward's block code (strand_block_forward) on one row, with the mixer's step in place of its
+ * forward. */
 #include "strand/model_step.h"
 
 #include "model/model_internal.h"
@@ -61,16 +62,17 @@ static void norm_row(const strand_model *model, real_t *out, real_t *mean, real_
         rmsnorm_forward(out, rstd, in, PARAM(model, weight), 1, model->C, eps);
 }
 
-/* out (C) = mlp(in (C)) */
-static void mlp_row(strand_model_step *step, const strand_block *b, real_t *out, const real_t *in) {
-    const strand_model *model = step->model;
-    linear_forward(step->fc, in, PARAM(model, b->fc_weight), PARAM(model, b->fc_bias), 1, model->C, model->F);
-    if (model->swiglu)
-        swiglu_forward(step->act, step->fc, 1, model->H);
-    else
-        gelu_forward(step->act, step->fc, model->H);
-    linear_forward(out, step->act, PARAM(model, b->proj_weight), PARAM(model, b->proj_bias), 1, model->H,
-                   model->C);
+/* A block's mixer at one position. */
+typedef struct {
+    const strand_mixer *mixer;
+    void *state;
+    const real_t *params;
+    int64_t position;
+} step_mixer;
+
+static int step_mixer_apply(void *context, real_t *out, const real_t *in) {
+    step_mixer *m = context;
+    return m->mixer->ops->step(m->mixer, m->state, m->params, in, out, m->position);
 }
 
 int strand_model_step_forward(strand_model_step *step, uint8_t token) {
@@ -85,28 +87,23 @@ int strand_model_step_forward(strand_model_step *step, uint8_t token) {
     embedding_forward(step->x, &token, PARAM(model, model->wte), 1, C); // (1,C)
     for (int l = 0; l < model->n_layers; l++) {
         const strand_block *b = &model->blocks[l];
-        const strand_mixer *mixer = &b->mixer;
-        if (model->pre_norm) {
-            /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
-            norm_row(model, step->norm, step->mean, step->rstd, step->x, b->norm1_weight, b->norm1_bias);
-            STRAND_CALL(mixer->ops->step(mixer, step->mixers[l], model->params, step->norm, step->mix, t));
-            for (int c = 0; c < C; c++)
-                step->h[c] = step->x[c] + step->mix[c];
-            norm_row(model, step->norm, step->mean, step->rstd, step->h, b->norm2_weight, b->norm2_bias);
-            mlp_row(step, b, step->y, step->norm);
-            for (int c = 0; c < C; c++)
-                step->y[c] += step->h[c];
-        } else {
-            /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) (a lives in y) */
-            STRAND_CALL(mixer->ops->step(mixer, step->mixers[l], model->params, step->x, step->mix, t));
-            for (int c = 0; c < C; c++)
-                step->y[c] = step->x[c] + step->mix[c];
-            norm_row(model, step->h, step->mean, step->rstd, step->y, b->norm1_weight, b->norm1_bias);
-            mlp_row(step, b, step->b, step->h);
-            for (int c = 0; c < C; c++)
-                step->b[c] += step->h[c];
-            norm_row(model, step->y, step->mean, step->rstd, step->b, b->norm2_weight, b->norm2_bias);
-        }
+        step_mixer m = {&b->mixer, step->mixers[l], model->params, t};
+        /* One row: norm1 and norm2 share a buffer, post-norm's a lives in y. */
+        strand_block_rows r = {.x = step->x,
+                               .norm1 = step->norm,
+                               .norm1_mean = step->mean,
+                               .norm1_rstd = step->rstd,
+                               .mix = step->mix,
+                               .a = step->y,
+                               .h = step->h,
+                               .norm2 = step->norm,
+                               .norm2_mean = step->mean,
+                               .norm2_rstd = step->rstd,
+                               .fc = step->fc,
+                               .act = step->act,
+                               .b = step->b,
+                               .hidden_chunk = 1};
+        STRAND_CALL(strand_block_forward(model, b, &r, 1, step_mixer_apply, &m, step->y, NULL));
         real_t *swap = step->x; // the block's output is the next block's input
         step->x = step->y;
         step->y = swap;

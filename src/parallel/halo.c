@@ -1,40 +1,41 @@
 /* Layout-aware halo exchange (see halo.h). */
 #include "parallel/halo.h"
+#include "parallel/tags.h"
 
 #include <string.h>
 
-int strand_halo_create(strand_halo *halo, const strand_shard *shard, int H, int C) {
+int strand_halo_plan(strand_halo *halo, const strand_shard *shard, int H, int C, strand_plan *plan) {
     memset(halo, 0, sizeof *halo);
     halo->H = H;
     halo->C = C;
     const int sp = shard->grid->sp_size;
-    STRAND_ALLOC(halo->starts, sp * STRAND_MAX_PIECES, "halo table");
-    STRAND_ALLOC(halo->lengths, sp * STRAND_MAX_PIECES, "halo table");
     int64_t shortest = INT64_MAX;
     for (int r = 0; r < sp; r++) {
-        int n = strand_shard_pieces(shard, r, halo->starts + r * STRAND_MAX_PIECES,
-                                    halo->lengths + r * STRAND_MAX_PIECES);
+        int64_t starts[STRAND_MAX_PIECES], lengths[STRAND_MAX_PIECES];
+        const int n = strand_shard_pieces(shard, r, starts, lengths);
         for (int p = 0; p < n; p++)
-            if (halo->lengths[r * STRAND_MAX_PIECES + p] < shortest)
-                shortest = halo->lengths[r * STRAND_MAX_PIECES + p];
-        for (int p = n; p < STRAND_MAX_PIECES; p++)
-            halo->lengths[r * STRAND_MAX_PIECES + p] = 0;
+            if (lengths[p] < shortest) shortest = lengths[p];
     }
     halo->shift = shard->layout == STRAND_LAYOUT_CONTIGUOUS && shortest >= H;
     const int64_t block = (int64_t)STRAND_MAX_PIECES * H * C;
     if (block > INT32_MAX / (sp > 0 ? sp : 1))
         STRAND_FAIL(STRAND_ERR_CONFIG, "halo of %d rows x %d channels is too large to exchange", H, C);
-    STRAND_ALLOC(halo->send, block, "halo send buffer");
-    if (!halo->shift) STRAND_ALLOC(halo->gathered, block * sp, "halo gather buffer");
+    STRAND_PLAN_ADD(plan, halo->starts, sp * STRAND_MAX_PIECES, STRAND_LIFE_PERSISTENT, "halo table");
+    STRAND_PLAN_ADD(plan, halo->lengths, sp * STRAND_MAX_PIECES, STRAND_LIFE_PERSISTENT, "halo table");
+    STRAND_PLAN_ADD(plan, halo->send, block, STRAND_LIFE_PERSISTENT, "halo send buffer");
+    if (!halo->shift) STRAND_PLAN_ADD(plan, halo->gathered, block * sp, STRAND_LIFE_PERSISTENT, "halo gather buffer");
     return STRAND_OK;
 }
 
-void strand_halo_free(strand_halo *halo) {
-    strand_free(halo->send);
-    strand_free(halo->gathered);
-    strand_free(halo->starts);
-    strand_free(halo->lengths);
-    memset(halo, 0, sizeof *halo);
+int strand_halo_setup(strand_halo *halo, const strand_shard *shard) {
+    const int sp = shard->grid->sp_size;
+    for (int r = 0; r < sp; r++) {
+        const int n = strand_shard_pieces(shard, r, halo->starts + r * STRAND_MAX_PIECES,
+                                          halo->lengths + r * STRAND_MAX_PIECES);
+        for (int p = n; p < STRAND_MAX_PIECES; p++)
+            halo->lengths[r * STRAND_MAX_PIECES + p] = 0;
+    }
+    return STRAND_OK;
 }
 
 /* Which gathered row holds global position pos: the tail block of the piece that contains it
@@ -62,9 +63,9 @@ int strand_halo_gather(strand_halo *halo, const strand_shard *shard, real_t *row
     if (halo->shift) {
         const int prev = rank > 0 ? rank - 1 : MPI_PROC_NULL, next = rank < sp - 1 ? rank + 1 : MPI_PROC_NULL;
         memset(rows, 0, sizeof(real_t) * (size_t)HC);
-        STRAND_CALL_MPI(MPI_Sendrecv(x + (shard->T - H) * C, (int)HC, STRAND_MPI_REAL, next, 21, rows,
-                                     (int)HC, STRAND_MPI_REAL, prev, 21, shard->grid->sp_comm,
-                                     MPI_STATUS_IGNORE));
+        STRAND_CALL_MPI(MPI_Sendrecv(x + (shard->T - H) * C, (int)HC, STRAND_MPI_REAL, next,
+                                     STRAND_TAG_HALO_ROWS, rows, (int)HC, STRAND_MPI_REAL, prev,
+                                     STRAND_TAG_HALO_ROWS, shard->grid->sp_comm, MPI_STATUS_IGNORE));
     } else {
         /* Tail rows of each local piece, zero padded to a fixed block. */
         memset(halo->send, 0, sizeof(real_t) * (size_t)(STRAND_MAX_PIECES * HC));
@@ -100,8 +101,9 @@ int strand_halo_scatter_add(strand_halo *halo, const strand_shard *shard, real_t
         const int prev = rank > 0 ? rank - 1 : MPI_PROC_NULL, next = rank < sp - 1 ? rank + 1 : MPI_PROC_NULL;
         real_t *incoming = halo->send;
         memset(incoming, 0, sizeof(real_t) * (size_t)HC);
-        STRAND_CALL_MPI(MPI_Sendrecv(drows, (int)HC, STRAND_MPI_REAL, prev, 22, incoming, (int)HC,
-                                     STRAND_MPI_REAL, next, 22, shard->grid->sp_comm, MPI_STATUS_IGNORE));
+        STRAND_CALL_MPI(MPI_Sendrecv(drows, (int)HC, STRAND_MPI_REAL, prev, STRAND_TAG_HALO_GRAD, incoming,
+                                     (int)HC, STRAND_MPI_REAL, next, STRAND_TAG_HALO_GRAD,
+                                     shard->grid->sp_comm, MPI_STATUS_IGNORE));
         real_t *tail = dx + (shard->T - H) * C;
         for (int64_t i = 0; i < HC; i++)
             tail[i] += incoming[i];

@@ -10,6 +10,7 @@
 #define STRAND_HALO_H
 
 #include "strand/layout.h"
+#include "strand/plan.h"
 
 typedef struct {
     int H, C;
@@ -20,8 +21,10 @@ typedef struct {
     int64_t *lengths;
 } strand_halo;
 
-int strand_halo_create(strand_halo *halo, const strand_shard *shard, int H, int C);
-void strand_halo_free(strand_halo *halo);
+/* Declare the tables and exchange buffers into a plan (persistent); after allocation, fill the
+ * tables with strand_halo_setup. The buffers belong to the plan. */
+int strand_halo_plan(strand_halo *halo, const strand_shard *shard, int H, int C, strand_plan *plan);
+int strand_halo_setup(strand_halo *halo, const strand_shard *shard);
 /* rows (n_pieces, H, C): the H rows before each local piece. x (T, C). Collective. */
 int strand_halo_gather(strand_halo *halo, const strand_shard *shard, real_t *rows, const real_t *x);
 /* dx (T, C) += the halo gradients drows (n_pieces, H, C) of every rank that fall on local rows.

@@ -211,10 +211,6 @@ void strand_offload_stats(const strand_offload *offload, int64_t *bytes, double 
     pthread_mutex_unlock(&off->lock);
 }
 
-const char *strand_offload_path(const strand_offload *offload) {
-    return offload->path;
-}
-
 void strand_offload_free(strand_offload *offload) {
     strand_offload *off = offload;
     if (!off) return;

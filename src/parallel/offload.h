@@ -37,8 +37,6 @@ int strand_offload_wait(strand_offload *offload, int64_t ticket);
 int strand_offload_drain(strand_offload *offload);
 /* Bytes moved and seconds the thread spent in I/O since creation. */
 void strand_offload_stats(const strand_offload *offload, int64_t *bytes, double *seconds);
-/* The file's path. */
-const char *strand_offload_path(const strand_offload *offload);
 /* Stop the thread and close the file (it was unlinked at creation, so nothing is left behind). */
 void strand_offload_free(strand_offload *offload);
 

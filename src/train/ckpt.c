@@ -2,6 +2,7 @@
  * that names the exact mismatch, resharding reads and the scan for the latest checkpoint. */
 #define _GNU_SOURCE /* sync_file_range */
 #include "strand/ckpt.h"
+#include "core/atomic_file.h"
 #include "core/crc32.h"
 
 #include "strand/dataset.h"
@@ -35,14 +36,6 @@
  * alignment (1 MiB, see file_access). */
 enum { MAX_SETS = 3, CKPT_USER_BLOCK = 1 << 20 };
 static const char *const CKPT_GROUPS[MAX_SETS] = {"/params", "/optim/m", "/optim/v"};
-
-/* Configuration keys that may differ between a checkpoint and the run that resumes it: they
- * choose where and how the same math runs, not the math. */
-static const char *const RESUMABLE_KEYS[] = {
-    "parallel.sp",     "parallel.dp",        "parallel.layout",   "run.dir",          "data.path",
-    "train.log_every", "train.eval_windows", "train.accum_steps", "checkpoint.every", "checkpoint.keep",
-    "conv.strategy",   "conv.planner",       "conv.wisdom",       "train.recompute",  "train.offload",
-};
 
 /* One group of tensors in a file: "/params" with the parameter array, etc. */
 typedef struct {
@@ -140,30 +133,6 @@ static int read_scalar_attribute(hid_t object, const char *name, hid_t memory_ty
     strand_h5_close(&attribute);
     *found = 1;
     return STRAND_OK;
-}
-
-static int fsync_path(const char *path, int directory) {
-    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDWR);
-    if (fd < 0) STRAND_FAIL(STRAND_ERR_IO, "cannot open %s for fsync: %s", path, strerror(errno));
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        STRAND_FAIL(STRAND_ERR_IO, "fsync of %s failed: %s", path, strerror(e));
-    }
-    if (close(fd) != 0) STRAND_FAIL(STRAND_ERR_IO, "cannot close %s: %s", path, strerror(errno));
-    return STRAND_OK;
-}
-
-/* The directory part of a path ("." when there is none). */
-static void dir_of(const char *path, char *out, size_t size) {
-    snprintf(out, size, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (!slash)
-        snprintf(out, size, ".");
-    else if (slash == out)
-        out[1] = '\0';
-    else
-        *slash = '\0';
 }
 
 /* ---- writing ---- */
@@ -543,15 +512,8 @@ static int publish_file(hid_t *file, const char *tmp, const char *final_path, in
         const char *step_env = getenv("STRAND_FAULT_CKPT_STEP");
         if (status == STRAND_OK && sleep_env && (!step_env || atoll(step_env) == step))
             strand_sleep(atof(sleep_env));
-        if (status == STRAND_OK && rename(tmp, final_path) != 0)
-            status = strand_error_set(STRAND_ERR_IO, __FILE__, __LINE__, "cannot rename %s to %s: %s", tmp,
-                                      final_path, strerror(errno));
-        if (status == STRAND_OK) {
-            char dir[STRAND_CKPT_PATH_BYTES];
-            dir_of(final_path, dir, sizeof dir);
-            status = fsync_path(dir, 1);
-        }
-        if (status != STRAND_OK) unlink(tmp);
+        /* Sealing synced the file: only the rename and the directory are left to make durable. */
+        status = strand_atomic_rename(tmp, final_path);
     }
     return strand_agree(comm, status);
 }
@@ -1169,10 +1131,11 @@ static const char *next_config_line(const char *p, char *section, size_t section
     return NULL;
 }
 
+/* Keys that may differ between a checkpoint and the run that resumes it choose where and how the
+ * same math runs, not the math: their rows say so (STRAND_KEY_RESUMABLE). */
 static int resumable_key(const char *key) {
-    for (size_t i = 0; i < sizeof RESUMABLE_KEYS / sizeof *RESUMABLE_KEYS; i++)
-        if (strcmp(key, RESUMABLE_KEYS[i]) == 0) return 1;
-    return 0;
+    const strand_config_key *row = strand_config_find_key(key);
+    return row && (row->flags & STRAND_KEY_RESUMABLE);
 }
 
 /* Every key that changes the math must match (both sides formatted by this strand). */

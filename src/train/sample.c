@@ -97,6 +97,8 @@ static int decode_recompute(sampler *s, const strand_sample_options *o, int64_t 
         for (int64_t i = 0; i < s->shard.T; i++)
             s->inputs[i] = s->window[strand_shard_position(&s->shard, i)];
         double loss = 0;
+        /* A sampled sequence is one window: no carried state from a previous one. */
+        strand_model_reset(&s->model);
         STRAND_CALL(strand_model_forward(&s->model, s->inputs, s->targets, &s->shard, &loss));
         /* The rank holding position t-1 draws token t; the others contribute zero. */
         int token = 0;
@@ -145,12 +147,10 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
     const int incremental = o->mode == STRAND_SAMPLE_INCREMENTAL;
     if (!incremental && o->mode != STRAND_SAMPLE_RECOMPUTE)
         STRAND_FAIL(STRAND_ERR_INPUT, "sample: unknown mode %d", o->mode);
-    /* hyena.max_len = 0 means the training window: pin it before seq_len becomes the sampling
-     * window, or the filter's position grid (and so the filter) would change. */
-    if (config->hyena_max_len == 0) config->hyena_max_len = config->seq_len;
-    /* A sampled sequence is one window: there is no previous window for the attention memory.
-     * No backward ever runs, so block inputs need no offload file either. */
-    config->attn_segment_memory = 0;
+    /* Keys whose 0 means the training window (a filter's position grid): pin them before seq_len
+     * becomes the sampling window, or what they size (and so the model) would change. */
+    strand_config_pin_window_keys(config);
+    /* No backward ever runs, so block inputs need no offload file either. */
     config->offload[0] = '\0';
     config->seq_len = L;
     config->sp = 0, config->dp = 1;

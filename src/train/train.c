@@ -8,6 +8,7 @@
 #include "strand/train.h"
 
 #include "strand/ckpt.h"
+#include "core/atomic_file.h"
 #include "parallel/consistency.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
@@ -61,6 +62,10 @@ typedef struct {
     strand_shard shard;
     uint8_t *inputs, *targets; /* T each: tokens and their next tokens */
     uint8_t *read_buffer;      /* one piece + 1 */
+    strand_train_buffers buffers;
+    strand_window last_window; /* the window of the model's last forward, when have_last_window */
+    int have_last_window;
+    strand_plan plan; /* the buffers above, the optimizer's moments and the metadata */
     int rank0;
     strand_ckpt_meta *meta; /* scratch for reading and writing checkpoints (large) */
     int64_t start_step;     /* steps already done (resume) */
@@ -77,18 +82,16 @@ static int preempt_pending(const trainer *t) {
     return t->handle_signals && preempt_requested != 0;
 }
 
-/* Finish a temporary file and rename it over `path`: flush, fsync, close, rename. Closes f. On any
- * failure (write_error: the errno of a failed write before, or 0) the temporary file is removed
- * and the message names the failing call and its reason. */
+/* Finish a temporary file and publish it as `path`: flush and close, then fsync, rename and fsync
+ * the directory (strand_atomic_publish). Closes f. On any failure (write_error: the errno of a failed
+ * write before, or 0) the temporary file is removed and the message names the failing call and its
+ * reason. */
 static int commit_file(FILE *f, int write_error, const char *tmp, const char *path) {
     const char *call = write_error ? "write" : NULL;
     int error = write_error;
     if (!call && fflush(f) != 0) call = "fflush", error = errno;
-    /* EINVAL: a file that cannot be synced (a device): nothing to make durable. */
-    if (!call && fsync(fileno(f)) != 0 && errno != EINVAL) call = "fsync", error = errno;
     if (fclose(f) != 0 && !call) call = "fclose", error = errno;
-    if (!call && rename(tmp, path) != 0) call = "rename", error = errno;
-    if (!call) return STRAND_OK;
+    if (!call) return strand_atomic_publish(tmp, path);
     unlink(tmp);
     STRAND_FAIL(STRAND_ERR_IO, "cannot write %s: %s (%s of %s)", path, strerror(error ? error : EIO), call,
                 tmp);
@@ -96,13 +99,9 @@ static int commit_file(FILE *f, int write_error, const char *tmp, const char *pa
 
 /* Write text to path atomically (temporary file, then rename). */
 static int write_text_file(const char *dir, const char *name, const char *text) {
-    char path[1200], tmp[1210];
+    char path[1200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) STRAND_FAIL(STRAND_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-    const int write_error = fputs(text, f) < 0 ? (errno ? errno : EIO) : 0;
-    return commit_file(f, write_error, tmp, path);
+    return strand_atomic_write_text(path, text, strlen(text));
 }
 
 /* Set-up steps that only rank 0 performs (run directory, resolved config). */
@@ -165,13 +164,27 @@ static int open_metrics(trainer *t, const strand_train_options *options) {
     return strand_metrics_open(&t->metrics, dir, options->progress, 1);
 }
 
-/* Other models keep contiguous pieces (cheaper halos). */
+/* The layout from the mixers' capabilities: zigzag when one needs causally balanced work (full
+ * attention) and none needs contiguous order; otherwise contiguous pieces (cheaper halos). */
 int strand_train_layout(const strand_config *c) {
-    if (strcmp(c->layout, "zigzag") == 0) return STRAND_LAYOUT_ZIGZAG;
-    if (strcmp(c->layout, "contiguous") == 0) return STRAND_LAYOUT_CONTIGUOUS;
-    /* zigzag balances full causal attention; a sliding window is already balanced on contiguous
-     * pieces, where the ring also stops after the blocks the window can reach. */
-    return strstr(c->layers, "attn") && c->attn_window == 0 ? STRAND_LAYOUT_ZIGZAG : STRAND_LAYOUT_CONTIGUOUS;
+    if (c->layout == STRAND_LAYOUT_CHOICE_ZIGZAG) return STRAND_LAYOUT_ZIGZAG;
+    if (c->layout == STRAND_LAYOUT_CHOICE_CONTIGUOUS) return STRAND_LAYOUT_CONTIGUOUS;
+    const unsigned caps = strand_model_capabilities(c);
+    return (caps & STRAND_MIXER_BALANCED_LAYOUT) && !(caps & STRAND_MIXER_CONTIGUOUS) ? STRAND_LAYOUT_ZIGZAG
+                                                                                       : STRAND_LAYOUT_CONTIGUOUS;
+}
+
+int strand_train_plan(strand_plan *plan, int64_t parameters, int64_t T, strand_train_buffers *b) {
+    strand_plan_group(plan, NULL, "trainer");
+    strand_plan_component(plan, STRAND_MEM_OPTIMIZER);
+    STRAND_PLAN_ADD(plan, b->adam_m, parameters, STRAND_LIFE_PERSISTENT, "AdamW first moment");
+    STRAND_PLAN_ADD(plan, b->adam_v, parameters, STRAND_LIFE_PERSISTENT, "AdamW second moment");
+    strand_plan_component(plan, STRAND_MEM_DATA);
+    STRAND_PLAN_ADD(plan, b->inputs, T, STRAND_LIFE_PERSISTENT, "token buffer");
+    STRAND_PLAN_ADD(plan, b->targets, T, STRAND_LIFE_PERSISTENT, "target buffer");
+    STRAND_PLAN_ADD(plan, b->read_buffer, T + 1, STRAND_LIFE_PERSISTENT, "read buffer");
+    STRAND_PLAN_ADD(plan, b->meta, 1, STRAND_LIFE_PERSISTENT, "checkpoint metadata");
+    return STRAND_OK;
 }
 
 /* Buffers, loader, model (initialised from the seed) and optimizer. */
@@ -180,20 +193,23 @@ static int setup(trainer *t) {
     /* Local steps are agreed before strand_model_create, whose agreements are collective: a rank
      * that failed here must not wait in another collective than the others. */
     int status = strand_shard_init(&t->shard, &t->grid, c->seq_len, strand_train_layout(c));
-    if (status == STRAND_OK) {
-        t->inputs = strand_alloc(t->shard.T, "token buffer");
-        t->targets = strand_alloc(t->shard.T, "target buffer");
-        t->read_buffer = strand_alloc(t->shard.T + 1, "read buffer");
-        if (!t->inputs || !t->targets || !t->read_buffer) status = STRAND_ERR_NOMEM;
-    }
     if (status == STRAND_OK)
         status = strand_loader_init(&t->loader, &t->dataset, c->seq_len, c->seed, c->rc_augment);
     STRAND_CALL(strand_agree(t->grid.world, status));
     STRAND_CALL(strand_model_create(&t->model, c, &t->shard));
     strand_model_init_params(&t->model, c->seed);
-    STRAND_CALL(strand_adamw_create(&t->opt, t->model.table.total));
-    t->meta = strand_alloc(sizeof *t->meta, "checkpoint metadata");
-    if (!t->meta) return STRAND_ERR_NOMEM;
+    strand_plan_init(&t->plan, 0, 0);
+    status = strand_train_plan(&t->plan, t->model.table.total, t->shard.T, &t->buffers);
+    if (status == STRAND_OK) status = strand_plan_allocate(&t->plan);
+    STRAND_CALL(strand_agree(t->grid.world, status));
+    t->inputs = t->buffers.inputs;
+    t->targets = t->buffers.targets;
+    t->read_buffer = t->buffers.read_buffer;
+    t->meta = t->buffers.meta;
+    t->opt.m = t->buffers.adam_m;
+    t->opt.v = t->buffers.adam_v;
+    t->opt.n = t->model.table.total;
+    t->opt.t = 0;
     return STRAND_OK;
 }
 
@@ -211,7 +227,7 @@ static strand_ckpt_state ckpt_state(trainer *t) {
     return state;
 }
 
-/* The mixers' carried state (attn.segment_memory) comes back only onto the same grid and layout:
+/* The mixers' carried state comes back only onto the same grid and layout:
  * its rows belong to this rank's positions. Otherwise the first step after resuming runs
  * without it (said on stdout). */
 static int load_carry(trainer *t, const char *path) {
@@ -233,8 +249,8 @@ static int load_carry(trainer *t, const char *path) {
         STRAND_CALL(status);
     }
     if (!restored && t->rank0) {
-        printf("note: attn.segment_memory: the checkpoint's memory of the window before step %lld %s; that "
-               "step attends without it, so the continuation is not bit-identical\n",
+        printf("note: the mixers' carried state from the window before step %lld %s; that step runs "
+               "without it, so the continuation is not bit-identical\n",
                (long long)t->meta->step + 1, same_grid ? "is missing" : "belongs to another grid or layout");
         fflush(stdout);
     }
@@ -256,6 +272,14 @@ static int load_checkpoint(trainer *t, const char *path) {
     t->first_loss = t->meta->first_loss;
     t->last_loss = t->meta->last_loss;
     t->last_checkpoint_step = t->meta->step;
+    /* The window the checkpointed model saw last: the first step after resuming continues it or
+     * not exactly as the uninterrupted run would. */
+    if (t->start_step > 0) {
+        t->last_window = strand_loader_train_window(&t->loader, t->start_step - 1,
+                                                    (int64_t)(t->config.accum_steps - 1) * t->grid.dp_size +
+                                                        t->grid.dp_rank);
+        t->have_last_window = 1;
+    }
     return STRAND_OK;
 }
 
@@ -282,6 +306,15 @@ static int maybe_resume(trainer *t, const strand_train_options *options, strand_
     return load_carry(t, path);
 }
 
+/* Carried state (a mixer's memory of the previous window) holds only while each window starts
+ * where the previous one ended; otherwise it is forgotten before the forward. */
+static void continue_or_reset(trainer *t, strand_window window) {
+    if (!strand_loader_continues(&t->loader, t->have_last_window ? &t->last_window : NULL, window))
+        strand_model_reset(&t->model);
+    t->last_window = window;
+    t->have_last_window = 1;
+}
+
 /* Read this rank's piece of a window; returns its status (agreed by the caller). */
 static int read_piece(trainer *t, strand_window window, double *io_seconds) {
     double t0 = strand_now();
@@ -303,6 +336,7 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
             strand_loader_train_window(&t->loader, step, (int64_t)micro * t->grid.dp_size + t->grid.dp_rank);
         STRAND_CALL(strand_agree(t->grid.world, read_piece(t, window, io)));
         double loss = 0;
+        continue_or_reset(t, window);
         /* Agreed over the world: a failure in one SP group (an offload disk) must not leave the
          * other groups waiting in the gradient all-reduce. */
         STRAND_CALL(strand_agree(t->grid.world,
@@ -324,6 +358,7 @@ static int evaluate_windows(trainer *t, double sums[2], double *by_position) {
         /* Only this SP group shares the window, so it alone votes on the read. */
         STRAND_CALL(strand_agree(t->grid.sp_comm, read_piece(t, window, &io)));
         double loss = 0;
+        continue_or_reset(t, window);
         STRAND_CALL(strand_model_forward(&t->model, t->inputs, t->targets, &t->shard, &loss));
         sums[0] += loss;
         sums[1] += (double)t->shard.T;
@@ -507,14 +542,10 @@ static int write_summary(trainer *t, const strand_train_options *options, const 
 
 static void trainer_free(trainer *t) {
     strand_metrics_close(&t->metrics);
-    strand_adamw_free(&t->opt);
     strand_model_free(&t->model);
     strand_loader_free(&t->loader);
     strand_dataset_close(&t->dataset);
-    strand_free(t->inputs);
-    strand_free(t->targets);
-    strand_free(t->read_buffer);
-    strand_free(t->meta);
+    strand_plan_free(&t->plan); /* token buffers, optimizer moments, metadata */
     strand_shard_free(&t->shard);
     strand_grid_free(&t->grid);
     strand_run_lock_release(&t->lock); /* last: the run directory is no longer touched */

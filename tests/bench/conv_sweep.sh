@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Which long-convolution strategy wins where: runs `strand bench conv` (bare convolution, forward +
+# Which long-convolution strategy wins where: runs `strand bench fftconv` (bare convolution, forward +
 # backward) for both strategies over lengths and channel counts at each rank count, and writes
 #   $OUT/conv_sweep.csv   one row per run (the JSON fields that matter)
 #   $OUT/conv_sweep.md    per (ranks, L, d): both times, the winner and its speedup
@@ -39,7 +39,7 @@ for ranks in $ranks_list; do
                     echo "$ranks,$L,$d,$strategy,skipped-memory,,,,,," >>"$csv"
                     continue
                 fi
-                json=$("$mpirun" -n "$ranks" "$strand" bench conv --length "$L" --channels "$d" \
+                json=$("$mpirun" -n "$ranks" "$strand" bench fftconv --length "$L" --channels "$d" \
                     --strategy "$strategy" --repeat "$repeat" $measure_flag) || {
                     echo "$ranks,$L,$d,$strategy,failed,,,,,," >>"$csv"
                     continue

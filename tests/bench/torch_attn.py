@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for `strand bench attn`: the same causal (optionally sliding-window) GQA
+"""PyTorch reference for `strand bench ring`: the same causal (optionally sliding-window) GQA
 attention, forward + backward, at the same sizes, written out explicitly (torch 1.13 has no
 scaled_dot_product_attention). Prints one JSON line.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for `strand bench conv`: the same causal long convolution (and a HyenaDNA-style
+"""PyTorch reference for `strand bench fftconv`: the same causal long convolution (and a HyenaDNA-style
 order-2 hyena layer) with torch.fft.rfft/irfft at n = 2L, forward and backward timed on CPU with a
 fixed thread count. Prints one JSON line with the same timing keys as strand's bench.
 

@@ -103,7 +103,7 @@ if [ "$rc" -ne 75 ]; then
     fail "segment memory: preempt at step 10: exit $rc (expected 75)"; cat "$run.err"
 else
     train 2 "$run" "${memory[@]}"
-    if [ "$rc" -ne 0 ] || grep -q "attends without it" "$run.out"; then
+    if [ "$rc" -ne 0 ] || grep -q "runs without it" "$run.out"; then
         fail "segment memory: resume: exit $rc, or the memory was not restored"; cat "$run.out" "$run.err"
     elif ! diff <(numbers "$mref/metrics.jsonl") <(numbers "$run/metrics.jsonl"); then
         fail "segment memory: 10 + resumed 10 steps differ from 20 uninterrupted steps (above)"

@@ -344,24 +344,24 @@ static void check_mixer(const strand_grid *grid, const char *label, int layout, 
     strand_config config;
     strand_config_defaults(&config);
     config.d_model = C;
-    config.attn_heads = d->H;
-    config.attn_kv_heads = d->G;
-    config.attn_window = d->W;
-    config.attn_segment_memory = memory;
-    config.attn_rope_base = d->base;
+    CONFIG_SET(&config, "attn.heads=%d", d->H);
+    CONFIG_SET(&config, "attn.kv_heads=%d", d->G);
+    CONFIG_SET(&config, "attn.window=%lld", (long long)d->W);
+    CONFIG_SET(&config, "attn.segment_memory=%s", memory ? "true" : "false");
+    CONFIG_SET(&config, "attn.rope_base=%.17g", d->base);
     snprintf(config.layers, sizeof config.layers, "attn");
     mixer_ctx m;
     memset(&m, 0, sizeof m);
     m.L = L;
     m.C = C;
-    m.mixer.ops = strand_mixer_find("attn");
-    m.mixer.C = C;
-    CHECK(m.mixer.ops != NULL);
-    if (!m.mixer.ops) return;
+    const strand_mixer_ops *ops = strand_mixer_find("attn");
+    CHECK(ops != NULL);
+    if (!ops) return;
     CHECK(strand_shard_init(&m.shard, grid, L, layout) == STRAND_OK);
-    CHECK(m.mixer.ops->create(&m.mixer, &config, &m.table, "block0.mixer") == STRAND_OK);
+    CHECK(strand_mixer_create(&m.mixer, ops, C, &config, &m.table, "block0.mixer") == STRAND_OK);
     CHECK(m.table.count == 3);
-    CHECK(m.mixer.ops->setup(&m.mixer, &m.shard, NULL) == STRAND_OK);
+    strand_plan plan;
+    CHECK(strand_mixer_setup_alone(&m.mixer, &m.shard, &plan) == STRAND_OK);
     const int64_t T = m.shard.T, TC = (T > 0 ? T : 1) * C;
     m.params = calloc((size_t)m.table.total, sizeof(real_t));
     m.grads = calloc((size_t)m.table.total, sizeof(real_t));
@@ -404,7 +404,7 @@ static void check_mixer(const strand_grid *grid, const char *label, int layout, 
     /* Gradient checks with the memory frozen at the previous window (it takes no gradient). */
     if (memory) {
         double *save = m.x_global;
-        strand_attn_memory_reset(&m.mixer);
+        m.mixer.ops->reset(&m.mixer);
         m.x_global = x_prev;
         load_local_input(&m);
         CHECK(m.mixer.ops->forward(&m.mixer, m.out, m.x, m.params, &m.shard) == STRAND_OK);
@@ -444,6 +444,7 @@ static void check_mixer(const strand_grid *grid, const char *label, int layout, 
     free(din_g), free(xg), free(ref), free(pos), free(x_prev);
     free(m.x_global), free(m.x), free(m.out), free(m.din), free(m.r), free(m.params), free(m.grads);
     m.mixer.ops->destroy(&m.mixer);
+    strand_plan_free(&plan);
     strand_params_free(&m.table);
     strand_shard_free(&m.shard);
 }
@@ -456,12 +457,13 @@ static void check_config_errors(void) {
         strand_config config;
         strand_config_defaults(&config);
         config.d_model = bad[i].C;
-        config.attn_heads = bad[i].H;
-        config.attn_kv_heads = bad[i].G;
+        CONFIG_SET(&config, "attn.heads=%d", bad[i].H);
+        CONFIG_SET(&config, "attn.kv_heads=%d", bad[i].G);
         strand_param_table table;
         memset(&table, 0, sizeof table);
-        strand_mixer mixer = {strand_mixer_find("attn"), bad[i].C, NULL};
-        const int status = mixer.ops->create(&mixer, &config, &table, "block0.mixer");
+        strand_mixer mixer;
+        const int status =
+            strand_mixer_create(&mixer, strand_mixer_find("attn"), bad[i].C, &config, &table, "block0.mixer");
         CHECK_MSG(status == STRAND_ERR_CONFIG, "C=%d H=%d G=%d accepted", bad[i].C, bad[i].H, bad[i].G);
         if (world_rank == 0 && i == 0) fprintf(stderr, "  config error: %s\n", strand_error_message());
         mixer.ops->destroy(&mixer);

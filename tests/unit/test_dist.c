@@ -21,7 +21,11 @@ static void check_halo(const strand_grid *grid, int64_t L, int C, int H, int lay
         for (int c = 0; c < C; c++)
             x[i * C + c] = (real_t)(1 + strand_shard_position(&shard, i) * C + c);
     strand_halo halo;
-    CHECK(strand_halo_create(&halo, &shard, H, C) == STRAND_OK);
+    strand_plan plan;
+    strand_plan_init(&plan, 0, 0);
+    CHECK(strand_halo_plan(&halo, &shard, H, C, &plan) == STRAND_OK);
+    CHECK(strand_plan_allocate(&plan) == STRAND_OK);
+    CHECK(strand_halo_setup(&halo, &shard) == STRAND_OK);
     real_t *rows = calloc((size_t)(STRAND_MAX_PIECES * H * C), sizeof(real_t));
     CHECK(strand_halo_gather(&halo, &shard, rows, x) == STRAND_OK);
     int bad = 0;
@@ -56,7 +60,7 @@ static void check_halo(const strand_grid *grid, int64_t L, int C, int H, int lay
     }
     CHECK_MSG(bad == 0, "halo scatter L=%lld H=%d layout %d rank %d: %d wrong values", (long long)L, H,
               layout, grid->sp_rank, bad);
-    strand_halo_free(&halo);
+    strand_plan_free(&plan);
     strand_shard_free(&shard);
     free(x), free(rows), free(dx);
 }

@@ -43,6 +43,7 @@ typedef struct {
     strand_shard shard;
     strand_param_table table;
     strand_mixer mixer;
+    strand_plan plan; /* the mixer's buffers */
     int ready; /* setup succeeded */
     int C;
     int64_t L, T;
@@ -58,7 +59,7 @@ static void config_init(strand_config *config, const char *const *overrides, int
     strand_config_defaults(config);
     const char *common[] = {"hyena.filter_width=6",  "hyena.filter_depth=2", "hyena.frequencies=2",
                             "hyena.short_kernel=3",  "hyena.max_len=12",     "model.init_std=0.3",
-                            "conv.planner=estimate", "hyena.sine_freq=3"};
+                            "fft.planner=estimate", "hyena.sine_freq=3"};
     for (size_t i = 0; i < sizeof common / sizeof *common; i++)
         CHECK(strand_config_set(config, common[i]) == STRAND_OK);
     for (int i = 0; i < n; i++)
@@ -97,12 +98,11 @@ static int fixture_init(fixture *f, const strand_config *config, int64_t L, int 
     CHECK(strand_grid_init(&f->grid, MPI_COMM_WORLD, sp, 0) == STRAND_OK);
     CHECK(strand_shard_init(&f->shard, &f->grid, L, layout) == STRAND_OK);
     f->T = f->shard.T;
-    f->mixer.ops = strand_mixer_find("hyena");
-    CHECK_MSG(f->mixer.ops != NULL, "mixer hyena is not registered");
-    if (!f->mixer.ops) return STRAND_ERR_INTERNAL;
-    f->mixer.C = f->C;
-    CHECK(f->mixer.ops->create(&f->mixer, &f->config, &f->table, LAYER) == STRAND_OK);
-    int status = f->mixer.ops->setup(&f->mixer, &f->shard, NULL);
+    const strand_mixer_ops *ops = strand_mixer_find("hyena");
+    CHECK_MSG(ops != NULL, "mixer hyena is not registered");
+    if (!ops) return STRAND_ERR_INTERNAL;
+    CHECK(strand_mixer_create(&f->mixer, ops, f->C, &f->config, &f->table, LAYER) == STRAND_OK);
+    int status = strand_mixer_setup_alone(&f->mixer, &f->shard, &f->plan);
     if (status != STRAND_OK) return status;
     f->ready = 1;
     const int64_t TC = f->T * f->C, LC = L * f->C;
@@ -127,6 +127,7 @@ static int fixture_init(fixture *f, const strand_config *config, int64_t L, int 
 
 static void fixture_free(fixture *f) {
     if (f->mixer.ops && f->mixer.state) f->mixer.ops->destroy(&f->mixer);
+    strand_plan_free(&f->plan);
     strand_params_free(&f->table);
     real_t *buffers[] = {f->params, f->grads, f->u_global, f->r_global, f->u, f->r, f->out, f->din};
     for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
@@ -171,15 +172,16 @@ typedef struct {
 
 static ref_dims ref_dims_of(const fixture *f) {
     const strand_config *c = &f->config;
+    const int64_t max_len = (int64_t)config_value(c, "hyena.max_len");
     ref_dims d = {f->C,
-                  c->hyena_short_kernel,
-                  c->hyena_filter_width,
-                  c->hyena_filter_depth,
-                  c->hyena_frequencies,
-                  c->hyena_sine_freq,
-                  c->hyena_decay_fast,
-                  c->hyena_decay_slow,
-                  c->hyena_max_len > 0 ? c->hyena_max_len : c->seq_len};
+                  (int)config_value(c, "hyena.short_kernel"),
+                  (int)config_value(c, "hyena.filter_width"),
+                  (int)config_value(c, "hyena.filter_depth"),
+                  (int)config_value(c, "hyena.frequencies"),
+                  config_value(c, "hyena.sine_freq"),
+                  config_value(c, "hyena.decay_fast"),
+                  config_value(c, "hyena.decay_slow"),
+                  max_len > 0 ? max_len : c->seq_len};
     return d;
 }
 
@@ -298,7 +300,7 @@ static double compare_rows(const fixture *f, const real_t *local, const double *
 
 static void check_gradients(const char *strategy) {
     char key[64];
-    snprintf(key, sizeof key, "conv.strategy=%s", strategy);
+    snprintf(key, sizeof key, "fft.strategy=%s", strategy);
     const char *overrides[] = {key};
     strand_config config;
     config_init(&config, overrides, 1);
@@ -352,7 +354,7 @@ static void check_gradients(const char *strategy) {
 /* Output against the direct implementation, on the whole window at every rank count. */
 static void check_reference(const char *strategy, const char *max_len, int64_t L, int layout) {
     char key[64], key_len[64], key_seq[64];
-    snprintf(key, sizeof key, "conv.strategy=%s", strategy);
+    snprintf(key, sizeof key, "fft.strategy=%s", strategy);
     snprintf(key_len, sizeof key_len, "hyena.max_len=%s", max_len);
     snprintf(key_seq, sizeof key_seq, "train.seq_len=%lld", (long long)L);
     const char *overrides[] = {key, key_len, key_seq};
@@ -387,10 +389,10 @@ static void check_reference(const char *strategy, const char *max_len, int64_t L
 /* The filter and the output do not depend on the window length: a window of L1 tokens sharded over
  * every rank against a window of L2 > L1 tokens held whole by each rank. */
 static void check_grid_fixed(void) {
-    const char *overrides[] = {"conv.strategy=alltoall"};
+    const char *overrides[] = {"fft.strategy=alltoall"};
     strand_config config;
     config_init(&config, overrides, 1);
-    const int64_t L1 = 9, L2 = config.hyena_max_len;
+    const int64_t L1 = 9, L2 = (int64_t)config_value(&config, "hyena.max_len");
     fixture a, b;
     CHECK(fixture_init(&a, &config, L1, 0, STRAND_LAYOUT_CONTIGUOUS) == STRAND_OK);
     CHECK(fixture_init(&b, &config, L2, 1, STRAND_LAYOUT_CONTIGUOUS) == STRAND_OK);
@@ -430,7 +432,7 @@ static void check_errors(void) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     fixture f;
     /* A window longer than the position grid. */
-    CHECK(fixture_init(&f, &config, config.hyena_max_len + 1, 0, STRAND_LAYOUT_CONTIGUOUS) ==
+    CHECK(fixture_init(&f, &config, (int64_t)config_value(&config, "hyena.max_len") + 1, 0, STRAND_LAYOUT_CONTIGUOUS) ==
           STRAND_ERR_CONFIG);
     CHECK(!f.ready);
     fixture_free(&f);
@@ -450,7 +452,7 @@ static void check_errors(void) {
 static void check_model(void) {
     const char *overrides[] = {"model.d_model=8",    "model.layers=hyena,conv",
                                "model.mlp_hidden=8", "model.norm_position=pre",
-                               "train.seq_len=9",    "conv.strategy=fftw-mpi"};
+                               "train.seq_len=9",    "fft.strategy=fftw-mpi"};
     strand_config config;
     config_init(&config, overrides, 6);
     const int64_t L = config.seq_len;
@@ -474,7 +476,7 @@ static void check_model(void) {
     for (int p = 0; p < model.table.count; p++) {
         const strand_param_info *info = &model.table.items[p];
         if (strcmp(info->layer, "block0.mixer") == 0 && strcmp(info->name, "filter.sine_freq") == 0)
-            init_ok = model.params[info->offset] == (real_t)config.hyena_sine_freq;
+            init_ok = model.params[info->offset] == (real_t)config_value(&config, "hyena.sine_freq");
     }
     CHECK_MSG(init_ok, "strand_model_init_params does not run the mixer's init_params "
                        "(block0.mixer/filter.sine_freq is not hyena.sine_freq); model gradients not checked");

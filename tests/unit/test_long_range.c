@@ -39,7 +39,7 @@ static double train_and_score(const char *mixer, strand_grid *grid) {
     const char *settings[] = {"model.d_model=32",    layers,
                               "model.mlp_hidden=64", "train.seq_len=256",
                               "train.lr=1e-2",       "train.warmup_steps=20",
-                              "train.steps=800",     "conv.planner=estimate",
+                              "train.steps=800",     "fft.planner=estimate",
                               "s4d.state=32",        "hyena.filter_width=32"};
     for (size_t i = 0; i < sizeof settings / sizeof *settings; i++)
         CHECK(strand_config_set(&config, settings[i]) == STRAND_OK);

@@ -229,10 +229,10 @@ int main(int argc, char **argv) {
     const char *hybrid[] = {"model.d_model=8",       "model.layers=hyena,attn,s4d,conv",
                             "model.mlp_hidden=8",    "attn.heads=2",
                             "s4d.state=4",           "hyena.filter_width=4",
-                            "hyena.frequencies=2",   "conv.planner=estimate",
-                            "conv.strategy=alltoall"};
+                            "hyena.frequencies=2",   "fft.planner=estimate",
+                            "fft.strategy=alltoall"};
     zigzag = check_config("hybrid-zigzag-alltoall", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
-    hybrid[8] = "conv.strategy=fftw-mpi";
+    hybrid[8] = "fft.strategy=fftw-mpi";
     contiguous = check_config("hybrid-contiguous-fftw-mpi", hybrid, 9, 17, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5); /* neither layout nor strategy changes the function */
     const char *recompute = "train.recompute=block";

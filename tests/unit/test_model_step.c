@@ -101,9 +101,10 @@ static void check_positions(const char *name, const char *const *keys, int n_key
     strand_shard shard;
     CHECK(strand_shard_init(&shard, &grid, 8, STRAND_LAYOUT_CONTIGUOUS) == STRAND_OK);
     strand_param_table table = {0};
-    strand_mixer mixer = {strand_mixer_find(name), 8, NULL};
-    CHECK(mixer.ops->create(&mixer, &config, &table, "m") == STRAND_OK);
-    CHECK(mixer.ops->setup(&mixer, &shard, NULL) == STRAND_OK);
+    strand_mixer mixer;
+    strand_plan plan;
+    CHECK(strand_mixer_create(&mixer, strand_mixer_find(name), 8, &config, &table, "m") == STRAND_OK);
+    CHECK(strand_mixer_setup_alone(&mixer, &shard, &plan) == STRAND_OK);
     real_t *params = calloc((size_t)table.total, sizeof(real_t));
     void *state = NULL;
     CHECK(mixer.ops->step_init(&mixer, params, 4, &state) == STRAND_OK);
@@ -116,6 +117,7 @@ static void check_positions(const char *name, const char *const *keys, int n_key
               "mixer %s accepted a position past max_len", name);
     mixer.ops->step_free(state);
     mixer.ops->destroy(&mixer);
+    strand_plan_free(&plan);
     free(params);
     strand_params_free(&table);
     strand_shard_free(&shard);

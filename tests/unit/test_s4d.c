@@ -47,6 +47,7 @@ typedef struct {
     strand_config config;
     strand_param_table table;
     strand_mixer mixer;
+    strand_plan plan; /* the mixer's buffers, after setup */
     real_t *params, *grads;
     int setup_done;
 } fixture;
@@ -60,17 +61,15 @@ static int fixture_create(fixture *f, int C, int N, const char *init, const char
     int ok = strand_config_set(&f->config, set) == STRAND_OK;
     snprintf(set, sizeof set, "s4d.init=%s", init);
     ok = ok && strand_config_set(&f->config, set) == STRAND_OK;
-    snprintf(set, sizeof set, "conv.strategy=%s", strategy);
+    snprintf(set, sizeof set, "fft.strategy=%s", strategy);
     ok = ok && strand_config_set(&f->config, set) == STRAND_OK;
     /* Step sizes large enough that the kernel decays inside a short test window. */
-    ok = ok && strand_config_set(&f->config, "conv.planner=estimate") == STRAND_OK;
+    ok = ok && strand_config_set(&f->config, "fft.planner=estimate") == STRAND_OK;
     ok = ok && strand_config_set(&f->config, "s4d.dt_min=0.05") == STRAND_OK;
     ok = ok && strand_config_set(&f->config, "s4d.dt_max=0.5") == STRAND_OK;
     CHECK_MSG(ok, "config: %s", strand_error_message());
     if (!ok) return STRAND_ERR_CONFIG;
-    f->mixer.ops = &strand_mixer_s4d;
-    f->mixer.C = C;
-    int status = f->mixer.ops->create(&f->mixer, &f->config, &f->table, "s4d");
+    int status = strand_mixer_create(&f->mixer, strand_mixer_find("s4d"), C, &f->config, &f->table, "s4d");
     CHECK_MSG(status == STRAND_OK, "create: %s", strand_error_message());
     if (status != STRAND_OK) return status;
     f->params = calloc((size_t)f->table.total, sizeof(real_t));
@@ -85,8 +84,14 @@ static int fixture_create(fixture *f, int C, int N, const char *init, const char
     return STRAND_OK;
 }
 
+/* s4d.init's values in the order of enum s4d_init_kind. */
+static int init_kind(const char *name) {
+    return strcmp(name, "legs") == 0 ? S4D_INIT_LEGS : strcmp(name, "inv") == 0 ? S4D_INIT_INV : S4D_INIT_LIN;
+}
+
 static void fixture_free(fixture *f) {
     if (f->mixer.ops && f->mixer.state) f->mixer.ops->destroy(&f->mixer);
+    strand_plan_free(&f->plan);
     strand_params_free(&f->table);
     free(f->params);
     free(f->grads);
@@ -115,7 +120,7 @@ static void test_inits(void) {
         }
         CHECK(re->shape[0] == 3 && re->shape[1] == 8 && dt->ndim == 1);
         double expect[8];
-        CHECK(s4d_init_a_imag(s4d_init_parse(inits[k]), 16, expect) == STRAND_OK);
+        CHECK(s4d_init_a_imag(init_kind(inits[k]), 16, expect) == STRAND_OK);
         for (int64_t i = 0; i < re->size; i++) {
             const double a_re = -exp((double)f.params[re->offset + i]);
             CHECK_MSG(a_re < 0 && fabs(a_re + 0.5) < 1e-6, "%s: Re A = %g", inits[k], a_re);
@@ -180,10 +185,10 @@ static void test_inits(void) {
     strand_config_defaults(&config);
     CHECK(strand_config_set(&config, "s4d.state=7") == STRAND_OK);
     strand_param_table table = {0};
-    strand_mixer mixer = {.ops = &strand_mixer_s4d, .C = 2};
-    const int status = strand_mixer_s4d.create(&mixer, &config, &table, "s4d");
+    strand_mixer mixer;
+    const int status = strand_mixer_create(&mixer, strand_mixer_find("s4d"), 2, &config, &table, "s4d");
     CHECK(status == STRAND_ERR_CONFIG && strstr(strand_error_message(), "s4d.state"));
-    if (mixer.state) strand_mixer_s4d.destroy(&mixer);
+    if (mixer.state) mixer.ops->destroy(&mixer);
     strand_params_free(&table);
     strand_error_clear();
 }
@@ -357,7 +362,7 @@ static void test_mixer(const strand_grid *grid, const char *strategy, int layout
     if (fixture_create(&f, C, N, init, strategy, 0.3) != STRAND_OK) return;
     strand_shard shard;
     CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
-    int status = f.mixer.ops->setup(&f.mixer, &shard, NULL);
+    int status = strand_mixer_setup_alone(&f.mixer, &shard, &f.plan);
     CHECK_MSG(status == STRAND_OK, "%s: setup: %s", label, strand_error_message());
     if (status != STRAND_OK) {
         strand_shard_free(&shard);
@@ -421,7 +426,7 @@ static void test_recurrent(const strand_grid *grid, const char *strategy, int la
     if (fixture_create(&f, C, N, "lin", strategy, 0.2) != STRAND_OK) return;
     strand_shard shard;
     CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
-    if (f.mixer.ops->setup(&f.mixer, &shard, NULL) != STRAND_OK) {
+    if (strand_mixer_setup_alone(&f.mixer, &shard, &f.plan) != STRAND_OK) {
         CHECK_MSG(0, "setup: %s", strand_error_message());
         strand_shard_free(&shard);
         fixture_free(&f);
@@ -472,12 +477,12 @@ static void test_model(const strand_grid *grid, const char *strategy, int layout
     strand_config config;
     strand_config_defaults(&config);
     const char *overrides[] = {"model.d_model=8",   "model.layers=s4d,conv", "model.mlp_hidden=8",
-                               "s4d.state=4",       "s4d.init=legs",         "conv.planner=estimate",
+                               "s4d.state=4",       "s4d.init=legs",         "fft.planner=estimate",
                                "model.norm=rmsnorm"};
     int ok = 1;
     for (size_t i = 0; i < sizeof overrides / sizeof *overrides; i++)
         ok = ok && strand_config_set(&config, overrides[i]) == STRAND_OK;
-    snprintf(set, sizeof set, "conv.strategy=%s", strategy);
+    snprintf(set, sizeof set, "fft.strategy=%s", strategy);
     ok = ok && strand_config_set(&config, set) == STRAND_OK;
     CHECK_MSG(ok, "%s: config: %s", label, strand_error_message());
     strand_shard shard;

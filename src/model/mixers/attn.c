@@ -12,14 +12,87 @@
 #include <string.h>
 
 typedef struct {
+    int heads, kv_heads;
+    int64_t window;
+    int segment_memory;
+    double rope_base;
+} attn_options;
+
+static const strand_config_key attn_keys[] = {
+    {.section = "attn",
+     .name = "heads",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(attn_options, heads),
+     .def = "4",
+     .imin = 1,
+     .imax = 1024,
+     .help = "Attention heads (must divide model.d_model)."},
+    {.section = "attn",
+     .name = "kv_heads",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(attn_options, kv_heads),
+     .def = "0",
+     .imin = 0,
+     .imax = 1024,
+     .help = "Key/value heads for grouped-query attention; 0 = attn.heads. Must divide attn.heads."},
+    {.section = "attn",
+     .name = "window",
+     .type = STRAND_KEY_INT64,
+     STRAND_KEY_FIELD(attn_options, window),
+     .def = "0",
+     .imin = 0,
+     .imax = INT64_C(1) << 40,
+     .help = "Sliding-window attention span in tokens; 0 = full causal attention."},
+    {.section = "attn",
+     .name = "segment_memory",
+     .type = STRAND_KEY_BOOL,
+     STRAND_KEY_FIELD(attn_options, segment_memory),
+     .def = "false",
+     .help = "Transformer-XL memory: attend to the previous window's keys and values (no gradient). Holds "
+             "only while each window starts where the previous one ended; otherwise it is reset."},
+    {.section = "attn",
+     .name = "rope_base",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(attn_options, rope_base),
+     .def = "10000",
+     .dmin = 1,
+     .dmax = 1e12,
+     .help = "Base of the rotary position embedding's frequencies."},
+};
+
+static int attn_validate(const strand_config *config, const void *options, int used) {
+    const attn_options *o = options;
+    const int H = o->heads, G = o->kv_heads > 0 ? o->kv_heads : H, C = config->d_model;
+    if (G > H || H % G != 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "attn.kv_heads = %d must divide attn.heads = %d", G, H);
+    if (!used) return STRAND_OK;
+    if (C % H != 0) STRAND_FAIL(STRAND_ERR_CONFIG, "attn.heads = %d must divide model.d_model = %d", H, C);
+    if ((C / H) % 2 != 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "attn: head dimension model.d_model / attn.heads = %d must be even (rotary embedding pairs)",
+                    C / H);
+    return STRAND_OK;
+}
+
+/* Full causal attention does more work late in the window (zigzag balances it); a sliding window
+ * is already balanced on contiguous pieces, where the ring also stops after the blocks it reaches. */
+static unsigned attn_capabilities(const void *options) {
+    const attn_options *o = options;
+    return STRAND_MIXER_STEP | (o->window == 0 ? STRAND_MIXER_BALANCED_LAYOUT : 0) |
+           (o->segment_memory ? STRAND_MIXER_CARRIES_STATE : 0);
+}
+
+static const char *const attn_test_configs[] = {
+    "", "attn.window=5;attn.kv_heads=2", "attn.heads=2;attn.kv_heads=1", "attn.segment_memory=true", NULL};
+
+typedef struct {
     int H, G, E;
     int64_t window; /* attention span (0 = full causal) */
     int memory;     /* attn.segment_memory */
     double rope_base;
     int wq, wkv, wo; /* parameter indices */
     int64_t wq_offset, wkv_offset, wo_offset;
-    strand_ring_attn *ring, own_ring; /* ring points to own_ring, or to a donor's */
-    int borrowed;                     /* the buffers below (and the ring) belong to a donor */
+    strand_ring_attn *ring, own_ring; /* ring points to own_ring */
     int64_t T, L;                     /* local rows, window length */
     int64_t *pos, *mem_pos;
     real_t *cos_t, *sin_t, *mem_cos, *mem_sin; /* (T, E/2) RoPE tables */
@@ -44,21 +117,14 @@ static int attn_create(strand_mixer *mixer, const strand_config *config, strand_
     if (!s) return STRAND_ERR_NOMEM;
     mixer->state = s;
     const int C = mixer->C;
-    s->H = config->attn_heads;
-    s->G = config->attn_kv_heads > 0 ? config->attn_kv_heads : s->H;
-    if (s->H <= 0 || C % s->H != 0)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "attn.heads = %d must divide model.d_model = %d", s->H, C);
-    if (s->G > s->H || s->H % s->G != 0)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "attn.kv_heads = %d must divide attn.heads = %d", s->G, s->H);
+    const attn_options *o = mixer->options;
+    STRAND_CALL(attn_validate(config, o, 1)); /* also when built from a hand-made configuration */
+    s->H = o->heads;
+    s->G = o->kv_heads > 0 ? o->kv_heads : s->H;
     s->E = C / s->H;
-    if (s->E % 2 != 0)
-        STRAND_FAIL(
-            STRAND_ERR_CONFIG,
-            "attn: head dimension model.d_model / attn.heads = %d must be even (rotary embedding pairs)",
-            s->E);
-    s->window = config->attn_window;
-    s->memory = config->attn_segment_memory;
-    s->rope_base = config->attn_rope_base;
+    s->window = o->window;
+    s->memory = o->segment_memory;
+    s->rope_base = o->rope_base;
     const int HE = s->H * s->E, GE = s->G * s->E;
     const double std = config->init_std;
     /* W_o feeds the residual stream: scaled down with depth like the MLP's projection. */
@@ -100,51 +166,49 @@ static void rope_apply(real_t *x, int64_t ld, int heads, int E, const real_t *co
     }
 }
 
-static int attn_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
+/* Positions, RoPE tables, activations and the ring's workspaces are the same for every attn block of
+ * a model (same shard and options): shared under train.recompute = block. The segment memory is
+ * each block's own (and recompute is refused with it). */
+static int attn_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan) {
     attn_state *s = mixer->state;
     const int64_t T = shard->T, HE = (int64_t)s->H * s->E, KVW = 2 * (int64_t)s->G * s->E;
-    const int64_t rows = T > 0 ? T : 1;
+    const int64_t rows = T > 0 ? T : 1, half = rows * (s->E / 2);
+    const int shared_table = STRAND_LIFE_PERSISTENT | STRAND_PLAN_SHARED;
     s->T = T;
     s->L = shard->window;
-    if (donor) {
-        /* Same shard and configuration: positions, RoPE tables, activations and the ring's
-         * workspaces are all interchangeable. Segment memory is per layer, so never borrowed (the
-         * model refuses recompute with it). */
-        const attn_state *d = donor->state;
-        STRAND_ASSERT(donor->ops == mixer->ops && !s->memory && d->T == T);
-        s->ring = d->ring;
-        s->pos = d->pos, s->mem_pos = d->mem_pos, s->cos_t = d->cos_t, s->sin_t = d->sin_t;
-        s->q = d->q, s->kv = d->kv, s->y = d->y, s->lse = d->lse;
-        s->dy = d->dy, s->dq = d->dq, s->dkv = d->dkv;
-        s->borrowed = 1;
-        return STRAND_OK;
-    }
     s->ring = &s->own_ring;
-    STRAND_CALL(strand_ring_attn_init(s->ring, shard, s->H, s->G, s->E, s->window, s->memory, 0, 0));
-    STRAND_ALLOC(s->pos, rows, "attn positions");
-    STRAND_ALLOC(s->mem_pos, rows, "attn positions");
-    for (int64_t i = 0; i < T; i++) {
+    STRAND_CALL(strand_ring_attn_plan(s->ring, shard, s->H, s->G, s->E, s->window, s->memory, 0, 0,
+                                      STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED, plan));
+    STRAND_PLAN_ADD(plan, s->pos, rows, shared_table, "attn positions");
+    STRAND_PLAN_ADD(plan, s->mem_pos, rows, shared_table, "attn positions");
+    STRAND_PLAN_ADD(plan, s->cos_t, half, shared_table, "attn rope table");
+    STRAND_PLAN_ADD(plan, s->sin_t, half, shared_table, "attn rope table");
+    if (s->memory) {
+        STRAND_PLAN_ADD(plan, s->mem_cos, half, STRAND_LIFE_PERSISTENT, "attn rope table");
+        STRAND_PLAN_ADD(plan, s->mem_sin, half, STRAND_LIFE_PERSISTENT, "attn rope table");
+        STRAND_PLAN_ADD(plan, s->mem_kv, rows * KVW, STRAND_LIFE_PERSISTENT, "attn segment memory");
+        STRAND_PLAN_ADD(plan, s->pending_kv, rows * KVW, STRAND_LIFE_PERSISTENT, "attn segment memory");
+    }
+    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED, scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    STRAND_PLAN_ADD(plan, s->q, rows * HE, saved, "attn activations");
+    STRAND_PLAN_ADD(plan, s->kv, rows * KVW, saved, "attn activations");
+    STRAND_PLAN_ADD(plan, s->y, rows * HE, saved, "attn activations");
+    STRAND_PLAN_ADD(plan, s->lse, rows * s->H, saved, "attn activations");
+    STRAND_PLAN_ADD(plan, s->dy, rows * HE, scratch, "attn gradient scratch");
+    STRAND_PLAN_ADD(plan, s->dq, rows * HE, scratch, "attn gradient scratch");
+    STRAND_PLAN_ADD(plan, s->dkv, rows * KVW, scratch, "attn gradient scratch");
+    return STRAND_OK;
+}
+
+static int attn_setup(strand_mixer *mixer, const strand_shard *shard) {
+    attn_state *s = mixer->state;
+    STRAND_CALL(strand_ring_attn_setup(s->ring, shard));
+    for (int64_t i = 0; i < s->T; i++) {
         s->pos[i] = strand_shard_position(shard, i);
         s->mem_pos[i] = s->pos[i] - s->L; /* the previous window, just before position 0 */
     }
-    const int64_t half = rows * (s->E / 2);
-    STRAND_ALLOC(s->cos_t, half, "attn rope table");
-    STRAND_ALLOC(s->sin_t, half, "attn rope table");
-    rope_table(s->cos_t, s->sin_t, s->pos, T, s->E, s->rope_base);
-    if (s->memory) {
-        STRAND_ALLOC(s->mem_cos, half, "attn rope table");
-        STRAND_ALLOC(s->mem_sin, half, "attn rope table");
-        rope_table(s->mem_cos, s->mem_sin, s->mem_pos, T, s->E, s->rope_base);
-        STRAND_ALLOC(s->mem_kv, rows * KVW, "attn segment memory");
-        STRAND_ALLOC(s->pending_kv, rows * KVW, "attn segment memory");
-    }
-    STRAND_ALLOC(s->q, rows * HE, "attn activations");
-    STRAND_ALLOC(s->kv, rows * KVW, "attn activations");
-    STRAND_ALLOC(s->y, rows * HE, "attn activations");
-    STRAND_ALLOC(s->lse, rows * s->H, "attn activations");
-    STRAND_ALLOC(s->dy, rows * HE, "attn gradient scratch");
-    STRAND_ALLOC(s->dq, rows * HE, "attn gradient scratch");
-    STRAND_ALLOC(s->dkv, rows * KVW, "attn gradient scratch");
+    rope_table(s->cos_t, s->sin_t, s->pos, s->T, s->E, s->rope_base);
+    if (s->memory) rope_table(s->mem_cos, s->mem_sin, s->mem_pos, s->T, s->E, s->rope_base);
     return STRAND_OK;
 }
 
@@ -203,22 +267,14 @@ static int attn_backward(strand_mixer *mixer, real_t *din, real_t *dparams, cons
 }
 
 static void attn_destroy(strand_mixer *mixer) {
-    attn_state *s = mixer->state;
-    if (!s) return;
-    if (s->borrowed) {
-        strand_free(s);
-        mixer->state = NULL;
-        return;
-    }
-    strand_ring_attn_free(&s->own_ring);
-    strand_free(s->pos);
-    strand_free(s->mem_pos);
-    real_t *bufs[] = {s->cos_t, s->sin_t, s->mem_cos, s->mem_sin, s->q,      s->kv,        s->y,
-                      s->lse,   s->dy,    s->dq,      s->dkv,     s->mem_kv, s->pending_kv};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        strand_free(bufs[i]);
-    strand_free(s);
+    strand_free(mixer->state); /* the buffers belong to the model's plan */
     mixer->state = NULL;
+}
+
+/* The next window does not continue the previous one: forget the memory. */
+static void attn_reset(strand_mixer *mixer) {
+    attn_state *s = mixer->state;
+    if (s) s->mem_valid = s->pending_valid = 0;
 }
 
 static int attn_step_init(const strand_mixer *mixer, const real_t *params, int64_t max_len, void **state);
@@ -255,7 +311,18 @@ static void attn_carry_load(strand_mixer *mixer, const real_t *in) {
 
 const strand_mixer_ops strand_mixer_attn = {
     .name = "attn",
+    .forward_cost = "O(L^2 C) (O(L window C) with attn.window)",
+    .step_cost = "O(min(t, window) C) (K/V cache)",
+    .summary = "multi-head causal self-attention, exact, as ring attention over the SP group (sliding "
+               "window, grouped K/V heads, Transformer-XL segment memory)",
+    .options_size = sizeof(attn_options),
+    .keys = attn_keys,
+    .key_count = sizeof attn_keys / sizeof attn_keys[0],
+    .validate = attn_validate,
+    .capabilities = attn_capabilities,
+    .test_configs = attn_test_configs,
     .create = attn_create,
+    .plan = attn_plan,
     .setup = attn_setup,
     .forward = attn_forward,
     .backward = attn_backward,
@@ -266,13 +333,8 @@ const strand_mixer_ops strand_mixer_attn = {
     .carry_count = attn_carry_count,
     .carry_save = attn_carry_save,
     .carry_load = attn_carry_load,
+    .reset = attn_reset,
 };
-
-void strand_attn_memory_reset(strand_mixer *mixer) {
-    if (!mixer || mixer->ops != &strand_mixer_attn || !mixer->state) return;
-    attn_state *s = mixer->state;
-    s->mem_valid = s->pending_valid = 0;
-}
 
 void strand_attn_memory_freeze(strand_mixer *mixer, int frozen) {
     if (!mixer || mixer->ops != &strand_mixer_attn || !mixer->state) return;

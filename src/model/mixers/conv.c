@@ -7,6 +7,29 @@
 #include <math.h>
 #include <string.h>
 
+/* [model] conv_kernel: kept in the model section, where it has always been. */
+typedef struct {
+    int kernel;
+} conv_options;
+
+static const strand_config_key conv_keys[] = {
+    {.section = "model",
+     .name = "conv_kernel",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(conv_options, kernel),
+     .def = "4",
+     .imin = 2,
+     .imax = 8,
+     .help = "Kernel width of the short causal convolution (the conv mixer)."},
+};
+
+static unsigned conv_capabilities(const void *options) {
+    (void)options;
+    return STRAND_MIXER_STEP;
+}
+
+static const char *const conv_test_configs[] = {"", "model.conv_kernel=2", NULL};
+
 typedef struct {
     int K;
     int64_t weight_offset, bias_offset;
@@ -18,7 +41,7 @@ static int conv_create(strand_mixer *mixer, const strand_config *config, strand_
     conv_state *s = strand_alloc(sizeof *s, "conv mixer");
     if (!s) return STRAND_ERR_NOMEM;
     mixer->state = s;
-    s->K = config->conv_kernel;
+    s->K = ((const conv_options *)mixer->options)->kernel;
     int weight = 0, bias = 0;
     /* Normal with std 1/sqrt(K) keeps the output variance close to the input's. */
     STRAND_CALL(strand_params_declare(table, layer, "weight", mixer->C, s->K, STRAND_INIT_NORMAL,
@@ -29,11 +52,15 @@ static int conv_create(strand_mixer *mixer, const strand_config *config, strand_
     return STRAND_OK;
 }
 
-/* The halo rows are the only buffers (K-1 rows per piece), so a donor has nothing worth borrowing. */
-static int conv_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
-    (void)donor;
+/* The halo rows are the only buffers (K-1 rows per piece, each block its own). */
+static int conv_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan) {
     conv_state *s = mixer->state;
-    return strand_shortconv_create(&s->conv, shard, mixer->C, s->K);
+    return strand_shortconv_plan(&s->conv, shard, mixer->C, s->K, plan);
+}
+
+static int conv_setup(strand_mixer *mixer, const strand_shard *shard) {
+    conv_state *s = mixer->state;
+    return strand_shortconv_setup(&s->conv, shard);
 }
 
 static int conv_forward(strand_mixer *mixer, real_t *out, const real_t *in, const real_t *params,
@@ -53,7 +80,6 @@ static int conv_backward(strand_mixer *mixer, real_t *din, real_t *dparams, cons
 static void conv_destroy(strand_mixer *mixer) {
     conv_state *s = mixer->state;
     if (!s) return;
-    strand_shortconv_free(&s->conv);
     strand_free(s);
     mixer->state = NULL;
 }
@@ -65,7 +91,16 @@ static void conv_step_free(void *state);
 
 const strand_mixer_ops strand_mixer_conv = {
     .name = "conv",
+    .forward_cost = "O(L K C)",
+    .step_cost = "O(K C)",
+    .summary = "causal depthwise short convolution (model.conv_kernel taps), halo rows across ranks",
+    .options_size = sizeof(conv_options),
+    .keys = conv_keys,
+    .key_count = sizeof conv_keys / sizeof conv_keys[0],
+    .capabilities = conv_capabilities,
+    .test_configs = conv_test_configs,
     .create = conv_create,
+    .plan = conv_plan,
     .setup = conv_setup,
     .forward = conv_forward,
     .backward = conv_backward,

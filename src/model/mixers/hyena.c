@@ -55,6 +55,105 @@
 enum { HYENA_MAX_DEPTH = 8 };
 
 typedef struct {
+    int filter_width, filter_depth, frequencies;
+    double sine_freq;
+    int64_t max_len;
+    int short_kernel;
+    double decay_fast, decay_slow;
+} hyena_options;
+
+static const strand_config_key hyena_keys[] = {
+    {.section = "hyena",
+     .name = "filter_width",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(hyena_options, filter_width),
+     .def = "64",
+     .imin = 2,
+     .imax = 4096,
+     .help = "Hidden width of the implicit long filter's FFN."},
+    {.section = "hyena",
+     .name = "filter_depth",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(hyena_options, filter_depth),
+     .def = "2",
+     .imin = 1,
+     .imax = 8,
+     .help = "Hidden sine layers in the implicit filter's FFN."},
+    {.section = "hyena",
+     .name = "frequencies",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(hyena_options, frequencies),
+     .def = "8",
+     .imin = 1,
+     .imax = 1024,
+     .help = "Positional features of the filter: t plus cos and sin of this many frequencies."},
+    {.section = "hyena",
+     .name = "sine_freq",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(hyena_options, sine_freq),
+     .def = "10",
+     .dmin = 0,
+     .dmax = 1000,
+     .flags = STRAND_KEY_MIN_OPEN,
+     .help = "Initial frequency w of the filter's sin(w x) activations (trainable)."},
+    {.section = "hyena",
+     .name = "max_len",
+     .type = STRAND_KEY_INT64,
+     STRAND_KEY_FIELD(hyena_options, max_len),
+     .def = "0",
+     .imin = 0,
+     .imax = INT64_C(1) << 40,
+     .flags = STRAND_KEY_ZERO_IS_WINDOW,
+     .help =
+         "Length of the filter's position grid; 0 = train.seq_len. Set it to the longest window ever used."},
+    {.section = "hyena",
+     .name = "short_kernel",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(hyena_options, short_kernel),
+     .def = "3",
+     .imin = 2,
+     .imax = 8,
+     .help = "Short causal depthwise conv after the input projection."},
+    {.section = "hyena",
+     .name = "decay_fast",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(hyena_options, decay_fast),
+     .def = "0.3",
+     .dmin = 0,
+     .dmax = 100,
+     .flags = STRAND_KEY_MIN_OPEN,
+     .help = "Fastest decay of the filter's exponential window (fraction of the grid)."},
+    {.section = "hyena",
+     .name = "decay_slow",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(hyena_options, decay_slow),
+     .def = "1.5",
+     .dmin = 0,
+     .dmax = 100,
+     .flags = STRAND_KEY_MIN_OPEN,
+     .help = "Slowest decay of the filter's exponential window (fraction of the grid)."},
+};
+
+static int hyena_validate(const strand_config *config, const void *options, int used) {
+    (void)config, (void)used;
+    const hyena_options *o = options;
+    if (!(o->decay_fast <= o->decay_slow))
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "hyena.decay_fast = %g must not exceed hyena.decay_slow = %g (the fastest decay is the "
+                    "smaller fraction of the grid)",
+                    o->decay_fast, o->decay_slow);
+    return STRAND_OK;
+}
+
+static unsigned hyena_capabilities(const void *options) {
+    (void)options;
+    return STRAND_MIXER_LONG_CONV | STRAND_MIXER_STEP;
+}
+
+static const char *const hyena_test_configs[] = {"", "hyena.filter_depth=1;hyena.short_kernel=2;hyena.max_len=64",
+                                                 "fft.strategy=fftw-mpi", NULL};
+
+typedef struct {
     /* configuration */
     int K;     /* short conv kernel */
     int W;     /* filter FFN width */
@@ -87,7 +186,6 @@ typedef struct {
     real_t *ds[2];                /* (T,W) filter gradient ping-pong */
     double *acc;                  /* (max(C,W)) double accumulators for reductions over T */
     strand_shortconv short_conv;  /* over the 3C projected channels */
-    int borrowed;                 /* everything above short_conv belongs to a donor (recompute) */
 } hyena_state;
 
 /* Number of blocks in model.layers, for the depth-scaled output projection. */
@@ -107,50 +205,28 @@ static int declare(strand_param_table *table, const char *layer, const char *nam
     return STRAND_OK;
 }
 
-static int parse_strategy(const char *name, int *strategy) {
-    if (strcmp(name, "auto") == 0)
-        *strategy = STRAND_CONV_AUTO;
-    else if (strcmp(name, "fftw-mpi") == 0)
-        *strategy = STRAND_CONV_FFTW_MPI;
-    else if (strcmp(name, "alltoall") == 0)
-        *strategy = STRAND_CONV_ALLTOALL;
-    else
-        STRAND_FAIL(STRAND_ERR_CONFIG, "conv.strategy = '%s': expected auto, fftw-mpi or alltoall", name);
-    return STRAND_OK;
-}
-
 static int hyena_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                         const char *layer) {
     hyena_state *s = strand_alloc(sizeof *s, "hyena mixer");
     if (!s) return STRAND_ERR_NOMEM;
     mixer->state = s;
     const int C = mixer->C;
-    s->K = config->hyena_short_kernel;
-    s->W = config->hyena_filter_width;
-    s->depth = config->hyena_filter_depth;
-    s->n_freq = config->hyena_frequencies;
+    const hyena_options *o = mixer->options;
+    s->K = o->short_kernel;
+    s->W = o->filter_width;
+    s->depth = o->filter_depth;
+    s->n_freq = o->frequencies;
     s->E = 1 + 2 * s->n_freq;
-    s->sine_freq = config->hyena_sine_freq;
-    s->decay_fast = config->hyena_decay_fast;
-    s->decay_slow = config->hyena_decay_slow;
-    s->max_len = config->hyena_max_len > 0 ? config->hyena_max_len : config->seq_len;
+    s->sine_freq = o->sine_freq;
+    s->decay_fast = o->decay_fast;
+    s->decay_slow = o->decay_slow;
+    s->max_len = o->max_len > 0 ? o->max_len : config->seq_len;
     if (s->depth < 1 || s->depth > HYENA_MAX_DEPTH)
         STRAND_FAIL(STRAND_ERR_CONFIG, "hyena.filter_depth = %d: expected 1..%d", s->depth, HYENA_MAX_DEPTH);
     if (s->K < 1 || s->W < 1 || s->n_freq < 1 || s->max_len < 1)
         STRAND_FAIL(STRAND_ERR_CONFIG, "mixer hyena: short_kernel, filter_width, frequencies and max_len "
                                        "must be positive");
-    STRAND_CALL(parse_strategy(config->conv_strategy, &s->conv_options.strategy));
-    s->conv_options.measure = strand_fftconv_planner(config->conv_planner);
-    /* Wisdom only helps measured plans; "" means the per-user cache file. */
-    s->conv_options.wisdom = NULL;
-    if (s->conv_options.measure) {
-        const char *home = getenv("HOME");
-        if (config->conv_wisdom[0])
-            snprintf(s->wisdom, sizeof s->wisdom, "%s", config->conv_wisdom);
-        else if (home && home[0])
-            snprintf(s->wisdom, sizeof s->wisdom, "%s/.cache/strand/fftw-%s.wisdom", home, STRAND_REAL_NAME);
-        if (s->wisdom[0]) s->conv_options.wisdom = s->wisdom;
-    }
+    strand_fftconv_options_from_config(config, &s->conv_options, s->wisdom, sizeof s->wisdom);
 
     const double std = config->init_std;
     const double proj_std = std / sqrt(2.0 * count_layers(config->layers));
@@ -201,36 +277,38 @@ static void hyena_init_params(strand_mixer *mixer, real_t *params, uint64_t seed
         params[s->sine_w + j] = (real_t)s->sine_freq;
 }
 
-static int hyena_alloc(hyena_state *s, int64_t T, int C) {
-    const int64_t TC = T * C;
-    STRAND_ALLOC(s->pos, T * s->E, "hyena positional features");
-    STRAND_ALLOC(s->t_pos, T, "hyena positions");
-    STRAND_ALLOC(s->delta, C, "hyena decay");
-    STRAND_ALLOC(s->proj, 3 * TC, "hyena activations");
-    STRAND_ALLOC(s->uc, 3 * TC, "hyena activations");
-    STRAND_ALLOC(s->y1, TC, "hyena activations");
-    STRAND_ALLOC(s->gated, TC, "hyena activations");
+/* Every shard-sized buffer and the long convolution's are the same for every hyena block of a
+ * model (positions and decays too): shared under train.recompute = block. Only the short conv's
+ * halo rows are each block's own. */
+static int hyena_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan) {
+    hyena_state *s = mixer->state;
+    const int C = mixer->C;
+    if (shard->window > s->max_len)
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "mixer hyena: the window of %lld tokens is longer than the filter's position grid "
+                    "(hyena.max_len = %lld); set hyena.max_len to the longest window ever used",
+                    (long long)shard->window, (long long)s->max_len);
+    const int64_t T = shard->T, TC = T * C;
+    s->T = T;
+    const int table = STRAND_LIFE_PERSISTENT | STRAND_PLAN_SHARED, saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED,
+              scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    STRAND_PLAN_ADD(plan, s->pos, T * s->E, table, "hyena positional features");
+    STRAND_PLAN_ADD(plan, s->t_pos, T, table, "hyena positions");
+    STRAND_PLAN_ADD(plan, s->delta, C, table, "hyena decay");
+    STRAND_PLAN_ADD(plan, s->proj, 3 * TC, saved, "hyena activations");
+    STRAND_PLAN_ADD(plan, s->uc, 3 * TC, saved, "hyena activations");
+    STRAND_PLAN_ADD(plan, s->y1, TC, saved, "hyena activations");
+    STRAND_PLAN_ADD(plan, s->gated, TC, saved, "hyena activations");
     for (int i = 0; i < s->depth; i++) {
-        STRAND_ALLOC(s->pre[i], T * s->W, "hyena filter activations");
-        STRAND_ALLOC(s->act[i], T * s->W, "hyena filter activations");
+        STRAND_PLAN_ADD(plan, s->pre[i], T * s->W, saved, "hyena filter activations");
+        STRAND_PLAN_ADD(plan, s->act[i], T * s->W, saved, "hyena filter activations");
     }
-    STRAND_ALLOC(s->work, 3 * TC, "hyena scratch");
-    STRAND_ALLOC(s->ds[0], T * s->W, "hyena filter scratch");
-    STRAND_ALLOC(s->ds[1], T * s->W, "hyena filter scratch");
-    STRAND_ALLOC(s->acc, C > s->W ? C : s->W, "hyena accumulators");
-    return STRAND_OK;
-}
-
-/* Borrow every shard-sized buffer and the long-convolution plans of a donor with the same
- * configuration (positions and decays are identical); only the short conv's halo rows stay ours. */
-static void hyena_borrow(hyena_state *s, const hyena_state *d) {
-    s->conv = d->conv;
-    s->pos = d->pos, s->t_pos = d->t_pos, s->delta = d->delta;
-    s->proj = d->proj, s->uc = d->uc, s->y1 = d->y1, s->gated = d->gated, s->work = d->work;
-    for (int i = 0; i < s->depth; i++)
-        s->pre[i] = d->pre[i], s->act[i] = d->act[i];
-    s->ds[0] = d->ds[0], s->ds[1] = d->ds[1], s->acc = d->acc;
-    s->borrowed = 1;
+    STRAND_PLAN_ADD(plan, s->work, 3 * TC, scratch, "hyena scratch");
+    STRAND_PLAN_ADD(plan, s->ds[0], T * s->W, scratch, "hyena filter scratch");
+    STRAND_PLAN_ADD(plan, s->ds[1], T * s->W, scratch, "hyena filter scratch");
+    STRAND_PLAN_ADD(plan, s->acc, C > s->W ? C : s->W, scratch, "hyena accumulators");
+    STRAND_CALL(strand_shortconv_plan(&s->short_conv, shard, 3 * C, s->K, plan));
+    return strand_fftconv_plan(&s->conv, shard, C, &s->conv_options, scratch, plan);
 }
 
 /* Positional features z (E) and t_l of global position l on the grid fixed by Lmax. */
@@ -258,34 +336,14 @@ static void filter_decays(const hyena_state *s, double *delta, int C) {
         delta[c] = fabs(C > 1 ? slow + (fast - slow) * (double)c / (double)(C - 1) : slow);
 }
 
-static int hyena_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
+static int hyena_setup(strand_mixer *mixer, const strand_shard *shard) {
     hyena_state *s = mixer->state;
-    const int C = mixer->C;
-    /* The same on every rank of the SP group, so failing here cannot hang. */
-    if (shard->window > s->max_len)
-        STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "mixer hyena: the window of %lld tokens is longer than the filter's position grid "
-                    "(hyena.max_len = %lld); set hyena.max_len to the longest window ever used",
-                    (long long)shard->window, (long long)s->max_len);
-    const int64_t T = shard->T;
-    s->T = T;
-    if (donor) {
-        STRAND_ASSERT(donor->ops == mixer->ops && ((const hyena_state *)donor->state)->T == T);
-        hyena_borrow(s, donor->state);
-        return strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K);
-    }
-    /* Agreed before strand_fftconv_create, which is collective. */
-    int status = hyena_alloc(s, T, C);
-    if (status == STRAND_OK) status = strand_shortconv_create(&s->short_conv, shard, 3 * C, s->K);
-    STRAND_CALL(strand_agree(shard->grid->sp_comm, status));
-
+    STRAND_CALL(strand_shortconv_setup(&s->short_conv, shard));
     /* Positional features of this rank's positions on the grid fixed by Lmax. */
-    for (int64_t i = 0; i < T; i++)
+    for (int64_t i = 0; i < s->T; i++)
         filter_features(s, strand_shard_position(shard, i), s->pos + i * s->E, &s->t_pos[i]);
-    filter_decays(s, s->delta, C);
-
-    STRAND_CALL(strand_fftconv_create(&s->conv, shard, C, &s->conv_options));
-    return STRAND_OK;
+    filter_decays(s, s->delta, mixer->C);
+    return strand_fftconv_setup(s->conv, shard);
 }
 
 /* h (T,C) = FFN(z) * decay for the T positions of features z (T,E) and t_pos (T), any list of
@@ -447,22 +505,7 @@ static void hyena_destroy(strand_mixer *mixer) {
     hyena_state *s = mixer->state;
     if (!s) return;
     strand_shortconv_free(&s->short_conv);
-    if (s->borrowed) {
-        strand_free(s);
-        mixer->state = NULL;
-        return;
-    }
-    if (s->conv) strand_fftconv_free(s->conv);
-    for (int i = 0; i < HYENA_MAX_DEPTH; i++) {
-        strand_free(s->pre[i]);
-        strand_free(s->act[i]);
-    }
-    real_t *buffers[] = {s->pos, s->proj, s->uc, s->y1, s->gated, s->work, s->ds[0], s->ds[1]};
-    for (size_t i = 0; i < sizeof buffers / sizeof *buffers; i++)
-        strand_free(buffers[i]);
-    strand_free(s->t_pos);
-    strand_free(s->delta);
-    strand_free(s->acc);
+    strand_fftconv_free(s->conv); /* its plans; the buffers belong to the model's plan */
     strand_free(s);
     mixer->state = NULL;
 }
@@ -474,7 +517,18 @@ static void hyena_step_free(void *state);
 
 const strand_mixer_ops strand_mixer_hyena = {
     .name = "hyena",
+    .forward_cost = "O(L log L C)",
+    .step_cost = "O(t C) (filter evaluated once, cached history)",
+    .summary = "HyenaDNA order-2 operator: implicit long filter (sine FFN, exponential window) applied by "
+               "the distributed FFT long convolution, short conv and gates",
+    .options_size = sizeof(hyena_options),
+    .keys = hyena_keys,
+    .key_count = sizeof hyena_keys / sizeof hyena_keys[0],
+    .validate = hyena_validate,
+    .capabilities = hyena_capabilities,
+    .test_configs = hyena_test_configs,
     .create = hyena_create,
+    .plan = hyena_plan,
     .setup = hyena_setup,
     .init_params = hyena_init_params,
     .forward = hyena_forward,

@@ -31,6 +31,70 @@ void zheev_(const char *jobz, const char *uplo, const int *n, double _Complex *a
 enum { S4D_LANES = 8 };
 
 typedef struct {
+    int state;
+    int init; /* enum s4d_init_kind: the index in s4d_init_values */
+    double dt_min, dt_max;
+} s4d_options;
+
+static const char *const s4d_init_values[] = {"lin", "inv", "legs", NULL}; /* enum s4d_init_kind */
+
+static const strand_config_key s4d_keys[] = {
+    {.section = "s4d",
+     .name = "state",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(s4d_options, state),
+     .def = "64",
+     .imin = 2,
+     .imax = 4096,
+     .help = "State size N per channel (N/2 complex modes; even)."},
+    {.section = "s4d",
+     .name = "init",
+     .type = STRAND_KEY_ENUM,
+     STRAND_KEY_FIELD(s4d_options, init),
+     .def = "lin",
+     .values = s4d_init_values,
+     .help = "Initialisation of A: S4D-Lin, S4D-Inv, or the HiPPO-LegS normal-part eigenvalues."},
+    {.section = "s4d",
+     .name = "dt_min",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(s4d_options, dt_min),
+     .def = "1e-3",
+     .dmin = 0,
+     .dmax = 1,
+     .flags = STRAND_KEY_MIN_OPEN,
+     .help = "Smallest initial step size (log-uniform between dt_min and dt_max)."},
+    {.section = "s4d",
+     .name = "dt_max",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(s4d_options, dt_max),
+     .def = "1e-1",
+     .dmin = 0,
+     .dmax = 10,
+     .flags = STRAND_KEY_MIN_OPEN,
+     .help = "Largest initial step size."},
+};
+
+static int s4d_validate(const strand_config *config, const void *options, int used) {
+    (void)config, (void)used;
+    const s4d_options *o = options;
+    if (o->state % 2 != 0)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.state = %d: must be even (N/2 complex modes per channel)", o->state);
+    if (!(o->dt_min <= o->dt_max))
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "s4d.dt_min = %g must not exceed s4d.dt_max = %g (initial step sizes are drawn "
+                    "log-uniformly between them)",
+                    o->dt_min, o->dt_max);
+    return STRAND_OK;
+}
+
+static unsigned s4d_capabilities(const void *options) {
+    (void)options;
+    return STRAND_MIXER_LONG_CONV | STRAND_MIXER_STEP;
+}
+
+static const char *const s4d_test_configs[] = {"", "s4d.state=8;s4d.init=legs", "fft.strategy=fftw-mpi", NULL};
+
+typedef struct {
     int C, H, N, init_kind;
     double dt_min, dt_max;
     /* parameter indices (the init's random counter) and offsets */
@@ -49,7 +113,7 @@ typedef struct {
     int64_t anchor;              /* position of ar/ai, -1 = none */
     /* activations (T,C) unless noted */
     real_t *K, *y, *g, *z /* (T,2C) */, *dK, *dy, *dg, *dz /* (T,2C) */;
-    int borrowed; /* conv and the activations belong to a donor (train.recompute = block) */
+    double *ws;                  /* the 20 mode arrays above, Hp each */
 } s4d_state;
 
 /* ---- complex helpers (hot loops use split re/im doubles: no __muldc3 calls) ---- */
@@ -289,12 +353,6 @@ void s4d_kernel_backward(strand_mixer *mixer, real_t *dparams, const real_t *dK,
 
 /* ---- initialisation ---- */
 
-int s4d_init_parse(const char *name) {
-    if (strcmp(name, "lin") == 0) return S4D_INIT_LIN;
-    if (strcmp(name, "inv") == 0) return S4D_INIT_INV;
-    if (strcmp(name, "legs") == 0) return S4D_INIT_LEGS;
-    return -1;
-}
 
 /* Eigenvalues of the normal part of HiPPO-LegS: A + P P^T = -1/2 I + S with
  * S_nk = -1/2 sqrt((2n+1)(2k+1)) sign(n-k). -iS is Hermitian; its eigenvalues come in +-w pairs
@@ -392,42 +450,21 @@ static int legs_cached(int N, double *a_im) {
 
 static int s4d_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                       const char *layer) {
-    if (config->s4d_state % 2 != 0 || config->s4d_state < 2)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.state = %d: must be even (N/2 complex modes per channel)",
-                    config->s4d_state);
-    const int kind = s4d_init_parse(config->s4d_init);
-    if (kind < 0)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.init = '%s': must be lin, inv or legs", config->s4d_init);
-    if (!(config->s4d_dt_min <= config->s4d_dt_max))
-        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.dt_min = %g must not exceed s4d.dt_max = %g", config->s4d_dt_min,
-                    config->s4d_dt_max);
+    const s4d_options *o = mixer->options;
+    STRAND_CALL(s4d_validate(config, o, 1)); /* also when built from a hand-made configuration */
+    const int kind = o->init;
     s4d_state *s = strand_alloc(sizeof *s, "s4d mixer");
     if (!s) return STRAND_ERR_NOMEM;
     mixer->state = s;
     s->C = mixer->C;
-    s->N = config->s4d_state;
+    s->N = o->state;
     s->H = s->N / 2;
     s->init_kind = kind;
-    s->dt_min = config->s4d_dt_min;
-    s->dt_max = config->s4d_dt_max;
+    s->dt_min = o->dt_min;
+    s->dt_max = o->dt_max;
     const int C = s->C, H = s->H;
 
-    /* Long-convolution options. Wisdom only helps measured plans; an empty path means the
-     * per-user cache file (as hyena). */
-    const char *strategy = config->conv_strategy;
-    s->conv_options.strategy = strcmp(strategy, "fftw-mpi") == 0   ? STRAND_CONV_FFTW_MPI
-                               : strcmp(strategy, "alltoall") == 0 ? STRAND_CONV_ALLTOALL
-                                                                   : STRAND_CONV_AUTO;
-    s->conv_options.measure = strand_fftconv_planner(config->conv_planner);
-    s->conv_options.wisdom = NULL;
-    const char *home = getenv("HOME");
-    if (s->conv_options.measure) {
-        if (config->conv_wisdom[0])
-            snprintf(s->wisdom, sizeof s->wisdom, "%s", config->conv_wisdom);
-        else if (home && home[0])
-            snprintf(s->wisdom, sizeof s->wisdom, "%s/.cache/strand/fftw-%s.wisdom", home, STRAND_REAL_NAME);
-        if (s->wisdom[0]) s->conv_options.wisdom = s->wisdom;
-    }
+    strand_fftconv_options_from_config(config, &s->conv_options, s->wisdom, sizeof s->wisdom);
 
     STRAND_ALLOC(s->a_im_init, H, "s4d init");
     if (kind == S4D_INIT_LEGS) {
@@ -463,41 +500,40 @@ static int s4d_create(strand_mixer *mixer, const strand_config *config, strand_p
     s->o_out_weight = table->items[s->out_weight].offset;
     s->o_out_bias = table->items[s->out_bias].offset;
 
-    const int Hp = (H + S4D_LANES - 1) / S4D_LANES * S4D_LANES;
-    s->Hp = Hp;
-    double *ws;
-    STRAND_ALLOC(ws, 20 * (int64_t)Hp, "s4d mode workspace"); /* zeroed: padding modes stay 0 */
+    s->Hp = (H + S4D_LANES - 1) / S4D_LANES * S4D_LANES;
+    /* The kernel generator's mode workspace: twenty arrays of Hp modes in one block (zeroed:
+     * padding modes stay 0). Made here, not in the plan: the kernel works without a shard (its
+     * tests call it directly), and it is 160 Hp bytes whatever the window. */
+    STRAND_ALLOC(s->ws, 20 * (int64_t)s->Hp, "s4d mode workspace");
     double **arrays[] = {&s->xr,  &s->xi,  &s->zr,  &s->zi,  &s->wr,  &s->wi,  &s->qr,
                          &s->qi,  &s->s0r, &s->s0i, &s->s1r, &s->s1i, &s->a0r, &s->a0i,
                          &s->a1r, &s->a1i, &s->zRr, &s->zRi, &s->ar,  &s->ai};
     for (int i = 0; i < 20; i++)
-        *arrays[i] = ws + (int64_t)i * Hp;
+        *arrays[i] = s->ws + (int64_t)i * s->Hp;
     return STRAND_OK;
 }
 
-static int s4d_setup(strand_mixer *mixer, const strand_shard *shard, const strand_mixer *donor) {
+/* The kernel, activations, scratch and the long convolution's buffers are refilled by every
+ * forward: shared by every s4d block under train.recompute = block. */
+static int s4d_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan) {
     s4d_state *s = mixer->state;
     const int64_t T = shard->T, TC = shard->T * s->C;
     s->T = T;
-    if (donor) {
-        /* Kernel, activations, scratch and the long convolution are refilled by every forward. */
-        const s4d_state *d = donor->state;
-        STRAND_ASSERT(donor->ops == mixer->ops && d->T == T);
-        s->conv = d->conv, s->K = d->K, s->y = d->y, s->g = d->g, s->z = d->z;
-        s->dK = d->dK, s->dy = d->dy, s->dg = d->dg, s->dz = d->dz;
-        s->borrowed = 1;
-        return STRAND_OK;
-    }
-    STRAND_CALL(strand_fftconv_create(&s->conv, shard, s->C, &s->conv_options));
-    STRAND_ALLOC(s->K, TC, "s4d kernel");
-    STRAND_ALLOC(s->y, TC, "s4d activations");
-    STRAND_ALLOC(s->g, TC, "s4d activations");
-    STRAND_ALLOC(s->z, 2 * TC, "s4d activations");
-    STRAND_ALLOC(s->dK, TC, "s4d gradient scratch");
-    STRAND_ALLOC(s->dy, TC, "s4d gradient scratch");
-    STRAND_ALLOC(s->dg, TC, "s4d gradient scratch");
-    STRAND_ALLOC(s->dz, 2 * TC, "s4d gradient scratch");
-    return STRAND_OK;
+    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED, scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    STRAND_PLAN_ADD(plan, s->K, TC, saved, "s4d kernel");
+    STRAND_PLAN_ADD(plan, s->y, TC, saved, "s4d activations");
+    STRAND_PLAN_ADD(plan, s->g, TC, saved, "s4d activations");
+    STRAND_PLAN_ADD(plan, s->z, 2 * TC, saved, "s4d activations");
+    STRAND_PLAN_ADD(plan, s->dK, TC, scratch, "s4d gradient scratch");
+    STRAND_PLAN_ADD(plan, s->dy, TC, scratch, "s4d gradient scratch");
+    STRAND_PLAN_ADD(plan, s->dg, TC, scratch, "s4d gradient scratch");
+    STRAND_PLAN_ADD(plan, s->dz, 2 * TC, scratch, "s4d gradient scratch");
+    return strand_fftconv_plan(&s->conv, shard, s->C, &s->conv_options, scratch, plan);
+}
+
+static int s4d_setup(strand_mixer *mixer, const strand_shard *shard) {
+    s4d_state *s = mixer->state;
+    return strand_fftconv_setup(s->conv, shard);
 }
 
 static void s4d_init_params(strand_mixer *mixer, real_t *params, uint64_t seed) {
@@ -610,21 +646,8 @@ static void s4d_destroy(strand_mixer *mixer) {
         legs_cache.N = 0;
     }
     strand_free(s->a_im_init);
-    strand_free(s->xr); /* the mode workspace's base */
-    if (s->borrowed) {
-        strand_free(s);
-        mixer->state = NULL;
-        return;
-    }
-    if (s->conv) strand_fftconv_free(s->conv);
-    strand_free(s->K);
-    strand_free(s->y);
-    strand_free(s->g);
-    strand_free(s->z);
-    strand_free(s->dK);
-    strand_free(s->dy);
-    strand_free(s->dg);
-    strand_free(s->dz);
+    strand_free(s->ws);
+    strand_fftconv_free(s->conv); /* its plans; the buffers belong to the model's plan */
     strand_free(s);
     mixer->state = NULL;
 }
@@ -636,7 +659,18 @@ static void s4d_step_free(void *state);
 
 const strand_mixer_ops strand_mixer_s4d = {
     .name = "s4d",
+    .forward_cost = "O(L log L C)",
+    .step_cost = "O(C N) (recurrent mode)",
+    .summary = "diagonal state-space layer (S4D): its kernel generated per rank, applied by the distributed "
+               "FFT long convolution; recurrent in step mode",
+    .options_size = sizeof(s4d_options),
+    .keys = s4d_keys,
+    .key_count = sizeof s4d_keys / sizeof s4d_keys[0],
+    .validate = s4d_validate,
+    .capabilities = s4d_capabilities,
+    .test_configs = s4d_test_configs,
     .create = s4d_create,
+    .plan = s4d_plan,
     .setup = s4d_setup,
     .init_params = s4d_init_params,
     .forward = s4d_forward,

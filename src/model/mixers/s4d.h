@@ -39,8 +39,6 @@ enum s4d_init_kind { S4D_INIT_LIN = 0, S4D_INIT_INV = 1, S4D_INIT_LEGS = 2 };
 
 /* ---- initialisation helpers ---- */
 
-/* Parse "lin" | "inv" | "legs"; -1 when unknown. */
-int s4d_init_parse(const char *name);
 /* Imaginary parts of the H = N/2 initial A_n (all inits have Re A_n = -1/2):
  *   lin:  pi n;   inv: (N/pi) (N/(2n+1) - 1);
  *   legs: the positive imaginary parts of the eigenvalues of the normal part of HiPPO-LegS,
