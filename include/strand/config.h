@@ -19,9 +19,17 @@ enum strand_norm_kind { STRAND_NORM_RMSNORM, STRAND_NORM_LAYERNORM };
 enum strand_norm_position { STRAND_NORM_PRE, STRAND_NORM_POST };
 enum strand_mlp_kind { STRAND_MLP_GELU, STRAND_MLP_SWIGLU };
 enum strand_recompute_kind { STRAND_RECOMPUTE_NONE, STRAND_RECOMPUTE_BLOCK };
-enum strand_layout_choice { STRAND_LAYOUT_CHOICE_AUTO, STRAND_LAYOUT_CHOICE_CONTIGUOUS, STRAND_LAYOUT_CHOICE_ZIGZAG };
+enum strand_layout_choice {
+    STRAND_LAYOUT_CHOICE_AUTO,
+    STRAND_LAYOUT_CHOICE_CONTIGUOUS,
+    STRAND_LAYOUT_CHOICE_ZIGZAG
+};
 /* fft.strategy: the values of enum strand_conv_strategy (kernels/fftconv.h). */
-enum strand_fft_strategy { STRAND_FFT_STRATEGY_AUTO, STRAND_FFT_STRATEGY_FFTW_MPI, STRAND_FFT_STRATEGY_ALLTOALL };
+enum strand_fft_strategy {
+    STRAND_FFT_STRATEGY_AUTO,
+    STRAND_FFT_STRATEGY_FFTW_MPI,
+    STRAND_FFT_STRATEGY_ALLTOALL
+};
 /* fft.planner: 0 estimate, 1 measure, 2 auto (measure up to a size), as fftconv's `measure`. */
 enum strand_fft_planner { STRAND_FFT_PLAN_ESTIMATE, STRAND_FFT_PLAN_MEASURE, STRAND_FFT_PLAN_AUTO };
 

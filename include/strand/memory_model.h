@@ -43,8 +43,8 @@ int strand_memory_estimate(const strand_config *config, int sp, int dp, strand_m
 
 /* The same for this rank of a grid that exists (collective over the SP group): the plan strand
  * train would allocate here, exactly. *plan, when not NULL, receives the plan (free it). */
-int strand_memory_estimate_here(const strand_config *config, const strand_shard *shard, strand_memory_report *out,
-                                strand_plan *plan);
+int strand_memory_estimate_here(const strand_config *config, const strand_shard *shard,
+                                strand_memory_report *out, strand_plan *plan);
 
 /* Replace the report's baseline (and total) by `bytes`. */
 void strand_memory_set_baseline(strand_memory_report *report, int64_t bytes);

@@ -86,9 +86,11 @@ typedef struct {
                   const char *layer);
     /* Declare every buffer this shard shape needs into the plan (plan.h): saved activations and
      * scratch as STRAND_PLAN_SHARED (one set serves all blocks of this mixer under train.recompute
-     * = block), tables and carried state not. Pure: no communication, no allocation, so that
-     * --dry-run runs it for a grid that does not exist (shard->grid->sp_comm is MPI_COMM_NULL
-     * then). The pointers it declares are set when the plan is allocated, before setup. */
+     * = block), tables and carried state not. No allocation, and no communication except a
+     * long convolution's plan (strand_fftconv_plan), which must come first, before anything that
+     * can fail on one rank alone. --dry-run also runs it for grids that do not exist
+     * (shard->grid->sp_comm is MPI_COMM_NULL; nothing communicates then). The pointers it
+     * declares are set when the plan is allocated, before setup. */
     int (*plan)(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan);
     /* After allocation: fill tables, build plans, exchange what other ranks need (collective
      * over the SP group). NULL: nothing to do. */

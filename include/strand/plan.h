@@ -46,15 +46,15 @@ enum strand_lifetime {
 enum { STRAND_PLAN_SHARED = 1 << 4 };
 
 typedef struct {
-    char name[64];  /* "<owner>: <what>" */
-    int64_t bytes;  /* rounded up to 64 */
-    int lifetime;   /* enum strand_lifetime */
-    int component;  /* enum strand_memory_component */
-    int alias_of;   /* index of the entry whose memory this one shares, -1 = own */
+    char name[64];    /* "<owner>: <what>" */
+    int64_t bytes;    /* rounded up to 64 */
+    int lifetime;     /* enum strand_lifetime */
+    int component;    /* enum strand_memory_component */
+    int alias_of;     /* index of the entry whose memory this one shares, -1 = own */
     int group;        /* index of the group it was declared in, -1 = none */
     int shared_index; /* n for the n-th STRAND_PLAN_SHARED entry of its group, -1 = not shared */
-    int64_t offset; /* in its arena (own entries) */
-    void **where;   /* the pointer to set at allocation (NULL in a dry run) */
+    int64_t offset;   /* in its arena (own entries) */
+    void **where;     /* the pointer to set at allocation (NULL in a dry run) */
 } strand_plan_entry;
 
 typedef struct {
@@ -68,9 +68,9 @@ typedef struct {
         char kind[48];
         int shared_seen;
         int leader; /* first group of the same kind, or itself */
-    } *groups;
+    } * groups;
     int group_count, group_capacity, current_group;
-    char owner[48]; /* prefix of the next entries' names */
+    char owner[48];    /* prefix of the next entries' names */
     int conv_strategy; /* the long convolution's strategy when one was planned (for the dry run), 0 = none */
     void *arena[STRAND_LIFETIMES];
     int64_t arena_bytes[STRAND_LIFETIMES];
@@ -84,7 +84,7 @@ void strand_plan_init(strand_plan *plan, int dry, int share);
 int strand_plan_add(strand_plan *plan, void *where, int64_t count, size_t elem_size, int flags,
                     const char *what);
 /* STRAND_PLAN_ADD(plan, ptr, count, flags, what): ptr's own element size. */
-#define STRAND_PLAN_ADD(plan, ptr, count, flags, what)                                                        \
+#define STRAND_PLAN_ADD(plan, ptr, count, flags, what)                                                       \
     STRAND_CALL(strand_plan_add((plan), (void *)&(ptr), (int64_t)(count), sizeof *(ptr), (flags), (what)))
 /* The component of the entries declared from now on; returns the previous one. */
 int strand_plan_component(strand_plan *plan, int component);

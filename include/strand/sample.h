@@ -25,12 +25,12 @@ typedef struct {
 } strand_sample_options;
 
 /* Generate options->length bases after the prompt with the model of a checkpoint (window of
- * L = prompt + length positions; a key where 0 means the window keeps the training window's). Incremental mode decodes on rank 0 and broadcasts the result (every rank reads the
- * parameters); recompute mode shards the window over the SP ranks of `world` (dp = 1). The draw
- * for position t is a pure function of (seed, t) and of the logits at t-1, so the output depends
- * neither on the number of ranks nor on the mode beyond rounding. Carried state is reset before
- * every forward: a sampled sequence is one window. out receives prompt + generated letters (length + prompt
- * length + 1 bytes) on every rank. Collective. */
+ * L = prompt + length positions; a key where 0 means the window keeps the training window's). Incremental
+ * mode decodes on rank 0 and broadcasts the result (every rank reads the parameters); recompute mode shards
+ * the window over the SP ranks of `world` (dp = 1). The draw for position t is a pure function of (seed, t)
+ * and of the logits at t-1, so the output depends neither on the number of ranks nor on the mode beyond
+ * rounding. Carried state is reset before every forward: a sampled sequence is one window. out receives
+ * prompt + generated letters (length + prompt length + 1 bytes) on every rank. Collective. */
 int strand_sample(const strand_config *config, MPI_Comm world, const strand_sample_options *options,
                   char *out);
 

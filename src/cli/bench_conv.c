@@ -380,7 +380,8 @@ int bench_conv(int argc, char **argv) {
             char names[256] = "bare";
             for (int i = 0; strand_mixer_at(i); i++) {
                 const strand_mixer_ops *m = strand_mixer_at(i);
-                if (m->capabilities && (m->capabilities(strand_mixer_options(&defaults, m)) & STRAND_MIXER_LONG_CONV))
+                if (m->capabilities &&
+                    (m->capabilities(strand_mixer_options(&defaults, m)) & STRAND_MIXER_LONG_CONV))
                     snprintf(names + strlen(names), sizeof names - strlen(names), ", %s", m->name);
             }
             cli_error(name, "--layer '%s': expected one of %s", args.layer, names);

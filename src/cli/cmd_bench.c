@@ -12,7 +12,8 @@ typedef struct {
 } bench_entry;
 
 static const bench_entry benches[] = {
-    {"fftconv", bench_conv, "distributed FFT long convolution (bare, or a long-convolution mixer), forward and backward"},
+    {"fftconv", bench_conv,
+     "distributed FFT long convolution (bare, or a long-convolution mixer), forward and backward"},
     {"ring", bench_attn, "ring attention over the sequence-parallel group"},
 };
 enum { N_BENCHES = sizeof benches / sizeof *benches };

@@ -139,13 +139,15 @@ static void print_dry_run_line(const strand_memory_report *r) {
  * the most loaded rank's report is returned on rank 0. */
 static int plan_here(const strand_config *config, strand_memory_report *out, int list) {
     strand_grid grid;
-    STRAND_CALL(strand_agree(MPI_COMM_WORLD, strand_grid_init(&grid, MPI_COMM_WORLD, config->sp, config->dp)));
+    STRAND_CALL(
+        strand_agree(MPI_COMM_WORLD, strand_grid_init(&grid, MPI_COMM_WORLD, config->sp, config->dp)));
     strand_shard shard;
     int status = strand_agree(MPI_COMM_WORLD,
                               strand_shard_init(&shard, &grid, config->seq_len, strand_train_layout(config)));
     strand_plan plan;
     memset(&plan, 0, sizeof plan);
-    if (status == STRAND_OK) status = strand_agree(MPI_COMM_WORLD, strand_memory_estimate_here(config, &shard, out, &plan));
+    if (status == STRAND_OK)
+        status = strand_agree(MPI_COMM_WORLD, strand_memory_estimate_here(config, &shard, out, &plan));
     if (status == STRAND_OK && list && grid.world_rank == 0) strand_plan_print(&plan);
     strand_plan_free(&plan);
     if (status == STRAND_OK) {

@@ -23,7 +23,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 typedef strand_config_key key_def;
 
 #define FIELD(f) STRAND_KEY_FIELD(strand_config, f)
@@ -33,7 +32,8 @@ static const char *const norm_position_values[] = {"pre", "post", NULL};
 static const char *const mlp_values[] = {"gelu", "swiglu", NULL};
 static const char *const layout_values[] = {"auto", "contiguous", "zigzag", NULL};
 static const char *const strategy_values[] = {"auto", "fftw-mpi", "alltoall", NULL};
-static const char *const planner_values[] = {"estimate", "measure", "auto", NULL}; /* enum strand_fft_planner */
+static const char *const planner_values[] = {"estimate", "measure", "auto",
+                                             NULL}; /* enum strand_fft_planner */
 static const char *const recompute_values[] = {"none", "block", NULL};
 
 static const key_def keys[] = {
@@ -358,7 +358,8 @@ static void build_keys(void) {
             const strand_mixer_ops *ops = strand_mixer_at(m);
             /* A bad registry line is a bug: caught by the first test that reads a configuration. */
             STRAND_ASSERT(m < STRAND_MAX_MIXERS && ops->options_size <= STRAND_MIXER_OPTION_BYTES);
-            const size_t base = offsetof(strand_config, mixer_options) + (size_t)m * sizeof(strand_mixer_options_block);
+            const size_t base =
+                offsetof(strand_config, mixer_options) + (size_t)m * sizeof(strand_mixer_options_block);
             for (int k = 0; k < ops->key_count; k++) {
                 STRAND_ASSERT(n < MAX_KEYS && ops->keys[k].offset + ops->keys[k].size <= ops->options_size);
                 flat_keys[n] = ops->keys[k];
@@ -1258,11 +1259,13 @@ static int layers_name(const strand_config *config, const char *name) {
 
 /* Cross-key checks of the generic sections. */
 static int validate_model(const strand_config *config) {
-    if (config->layout == STRAND_LAYOUT_CHOICE_ZIGZAG && (strand_model_capabilities(config) & STRAND_MIXER_CONTIGUOUS))
-        STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "parallel.layout = zigzag: model.layers = %s has a mixer that needs each rank's positions in "
-                    "contiguous order; use parallel.layout = contiguous or auto",
-                    config->layers);
+    if (config->layout == STRAND_LAYOUT_CHOICE_ZIGZAG &&
+        (strand_model_capabilities(config) & STRAND_MIXER_CONTIGUOUS))
+        STRAND_FAIL(
+            STRAND_ERR_CONFIG,
+            "parallel.layout = zigzag: model.layers = %s has a mixer that needs each rank's positions in "
+            "contiguous order; use parallel.layout = contiguous or auto",
+            config->layers);
     if (config->recompute == STRAND_RECOMPUTE_BLOCK || config->offload[0]) {
         /* A carried state would be advanced twice by the recomputed forward. */
         const unsigned caps = strand_model_capabilities(config);
@@ -1286,7 +1289,8 @@ int strand_config_validate(const strand_config *config) {
     for (int m = 0; strand_mixer_at(m); m++) {
         const strand_mixer_ops *ops = strand_mixer_at(m);
         if (ops->validate)
-            STRAND_CALL(ops->validate(config, strand_mixer_options(config, ops), layers_name(config, ops->name)));
+            STRAND_CALL(
+                ops->validate(config, strand_mixer_options(config, ops), layers_name(config, ops->name)));
     }
     return STRAND_OK;
 }

@@ -53,7 +53,8 @@ int strand_plan_group(strand_plan *plan, const char *kind, const char *owner) {
 
 int strand_plan_add(strand_plan *plan, void *where, int64_t count, size_t elem_size, int flags,
                     const char *what) {
-    if (count < 0) STRAND_FAIL(STRAND_ERR_INTERNAL, "memory plan: %s has %lld elements", what, (long long)count);
+    if (count < 0)
+        STRAND_FAIL(STRAND_ERR_INTERNAL, "memory plan: %s has %lld elements", what, (long long)count);
     if (plan->count == plan->capacity) {
         const int capacity = plan->capacity ? 2 * plan->capacity : 128;
         strand_plan_entry *entries = strand_alloc(sizeof *entries * (size_t)capacity, "memory plan");
@@ -80,11 +81,12 @@ int strand_plan_add(strand_plan *plan, void *where, int64_t count, size_t elem_s
             /* The same shared entry of the first group of this kind; its lifetime is unchanged. */
             int found = -1;
             for (int i = 0; i < plan->count && found < 0; i++)
-                if (plan->entries[i].group == leader && plan->entries[i].shared_index == e->shared_index) found = i;
+                if (plan->entries[i].group == leader && plan->entries[i].shared_index == e->shared_index)
+                    found = i;
             if (found < 0 || plan->entries[found].bytes != e->bytes)
                 STRAND_FAIL(STRAND_ERR_INTERNAL,
-                            "memory plan: %s cannot share the buffers of the first %s (sizes differ)", e->name,
-                            plan->groups[g].kind);
+                            "memory plan: %s cannot share the buffers of the first %s (sizes differ)",
+                            e->name, plan->groups[g].kind);
             e->alias_of = found;
         }
     }

@@ -60,8 +60,8 @@ typedef struct {
 } run_t;
 
 struct strand_fftconv {
-    MPI_Comm comm; /* duplicate of the SP communicator (MPI_COMM_NULL in a dry run's plan) */
-    int flags;     /* lifetime and sharing of the planned buffers */
+    MPI_Comm comm;   /* duplicate of the SP communicator (MPI_COMM_NULL in a dry run's plan) */
+    int flags;       /* lifetime and sharing of the planned buffers */
     strand_plan own; /* the buffers, when made by strand_fftconv_create */
     const strand_fftconv_options *options;
     strand_fftconv_options options_copy;
@@ -570,10 +570,11 @@ int strand_fftconv_setup(strand_fftconv *cv, const strand_shard *shard) {
     const strand_fftconv_options *options = cv->options;
     int status = STRAND_OK;
     if (cv->strategy == STRAND_CONV_FFTW_MPI) {
-        status = MPI_Type_contiguous(cv->C, STRAND_MPI_REAL, &cv->row) == MPI_SUCCESS &&
-                         MPI_Type_commit(&cv->row) == MPI_SUCCESS
-                     ? STRAND_OK
-                     : strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "fftconv: MPI_Type_commit failed");
+        status =
+            MPI_Type_contiguous(cv->C, STRAND_MPI_REAL, &cv->row) == MPI_SUCCESS &&
+                    MPI_Type_commit(&cv->row) == MPI_SUCCESS
+                ? STRAND_OK
+                : strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "fftconv: MPI_Type_commit failed");
         STRAND_CALL(strand_agree(cv->comm, status));
     }
     const int effort = options ? options->measure : 0;
@@ -593,8 +594,10 @@ int strand_fftconv_create(strand_fftconv **conv, const strand_shard *shard, int 
     strand_plan_init(&plan, 0, 0);
     int status = strand_fftconv_plan(conv, shard, C, options, STRAND_LIFE_SCRATCH, &plan);
     if (status == STRAND_OK) status = strand_agree(shard->grid->sp_comm, strand_plan_allocate(&plan));
-    if (*conv) (*conv)->own = plan;
-    else strand_plan_free(&plan);
+    if (*conv)
+        (*conv)->own = plan;
+    else
+        strand_plan_free(&plan);
     if (status == STRAND_OK) status = strand_fftconv_setup(*conv, shard);
     if (status != STRAND_OK) {
         strand_fftconv_free(*conv);

@@ -5,7 +5,8 @@
 
 #include <string.h>
 
-int strand_shortconv_plan(strand_shortconv *conv, const strand_shard *shard, int C, int K, strand_plan *plan) {
+int strand_shortconv_plan(strand_shortconv *conv, const strand_shard *shard, int C, int K,
+                          strand_plan *plan) {
     memset(conv, 0, sizeof *conv);
     conv->K = K;
     conv->C = C;

@@ -92,8 +92,8 @@ int strand_memory_estimate(const strand_config *config, int sp, int dp, strand_m
     return STRAND_OK;
 }
 
-int strand_memory_estimate_here(const strand_config *config, const strand_shard *shard, strand_memory_report *out,
-                                strand_plan *plan) {
+int strand_memory_estimate_here(const strand_config *config, const strand_shard *shard,
+                                strand_memory_report *out, strand_plan *plan) {
     memset(out, 0, sizeof *out);
     STRAND_CALL(fill_report(config, shard, shard->grid->sp_size, shard->grid->dp_size, out, plan));
     strand_memory_set_baseline(out, STRAND_MEMORY_BASELINE_DEFAULT);

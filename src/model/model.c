@@ -57,7 +57,8 @@ extern const strand_mixer_ops strand_mixer_conv, strand_mixer_attn, strand_mixer
 
 /* The registry: a new mixer is its file plus one entry here. The order is the options' place in
  * strand_config.mixer_options and the order of their sections in a written configuration. */
-static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv, &strand_mixer_attn, &strand_mixer_hyena, &strand_mixer_s4d};
+static const strand_mixer_ops *const mixer_registry[] = {&strand_mixer_conv, &strand_mixer_attn,
+                                                         &strand_mixer_hyena, &strand_mixer_s4d};
 enum { MIXER_COUNT = sizeof mixer_registry / sizeof *mixer_registry };
 _Static_assert((int)MIXER_COUNT <= (int)STRAND_MAX_MIXERS, "raise STRAND_MAX_MIXERS");
 
@@ -191,8 +192,10 @@ static int declare_buffers(strand_model *model, strand_plan *plan) {
         const int slots = model->n_layers < OFFLOAD_SLOTS ? model->n_layers : OFFLOAD_SLOTS;
         for (int i = 0; i < slots; i++)
             STRAND_PLAN_ADD(plan, model->offload_slots[i], TC, STRAND_LIFE_SAVED, "offload slot");
-        STRAND_PLAN_ADD(plan, model->write_tickets, model->n_layers, STRAND_LIFE_PERSISTENT, "offload tickets");
-        STRAND_PLAN_ADD(plan, model->read_tickets, model->n_layers, STRAND_LIFE_PERSISTENT, "offload tickets");
+        STRAND_PLAN_ADD(plan, model->write_tickets, model->n_layers, STRAND_LIFE_PERSISTENT,
+                        "offload tickets");
+        STRAND_PLAN_ADD(plan, model->read_tickets, model->n_layers, STRAND_LIFE_PERSISTENT,
+                        "offload tickets");
     } else {
         for (int l = 0; l < model->n_layers; l++)
             STRAND_PLAN_ADD(plan, model->blocks[l].rows.x, TC, STRAND_LIFE_SAVED, "block input");
@@ -331,7 +334,10 @@ static int model_plan(strand_model *model, const strand_config *config, const st
         snprintf(owner, sizeof owner, "block%d.mixer", l);
         status = strand_plan_group(&model->plan, mixer->ops->name, owner);
         strand_plan_component(&model->plan, STRAND_MEM_MIXERS);
-        if (status == STRAND_OK) status = mixer->ops->plan(mixer, shard, &model->plan);
+        /* Every rank enters the mixer's plan, whose collectives (if any) come first. */
+        if (comm != MPI_COMM_NULL) status = strand_agree(comm, status);
+        STRAND_CALL(status);
+        status = mixer->ops->plan(mixer, shard, &model->plan);
         if (comm != MPI_COMM_NULL) status = strand_agree(comm, status);
         STRAND_CALL(status);
     }

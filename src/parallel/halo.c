@@ -23,7 +23,8 @@ int strand_halo_plan(strand_halo *halo, const strand_shard *shard, int H, int C,
     STRAND_PLAN_ADD(plan, halo->starts, sp * STRAND_MAX_PIECES, STRAND_LIFE_PERSISTENT, "halo table");
     STRAND_PLAN_ADD(plan, halo->lengths, sp * STRAND_MAX_PIECES, STRAND_LIFE_PERSISTENT, "halo table");
     STRAND_PLAN_ADD(plan, halo->send, block, STRAND_LIFE_PERSISTENT, "halo send buffer");
-    if (!halo->shift) STRAND_PLAN_ADD(plan, halo->gathered, block * sp, STRAND_LIFE_PERSISTENT, "halo gather buffer");
+    if (!halo->shift)
+        STRAND_PLAN_ADD(plan, halo->gathered, block * sp, STRAND_LIFE_PERSISTENT, "halo gather buffer");
     return STRAND_OK;
 }
 

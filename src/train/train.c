@@ -170,8 +170,9 @@ int strand_train_layout(const strand_config *c) {
     if (c->layout == STRAND_LAYOUT_CHOICE_ZIGZAG) return STRAND_LAYOUT_ZIGZAG;
     if (c->layout == STRAND_LAYOUT_CHOICE_CONTIGUOUS) return STRAND_LAYOUT_CONTIGUOUS;
     const unsigned caps = strand_model_capabilities(c);
-    return (caps & STRAND_MIXER_BALANCED_LAYOUT) && !(caps & STRAND_MIXER_CONTIGUOUS) ? STRAND_LAYOUT_ZIGZAG
-                                                                                       : STRAND_LAYOUT_CONTIGUOUS;
+    return (caps & STRAND_MIXER_BALANCED_LAYOUT) && !(caps & STRAND_MIXER_CONTIGUOUS)
+               ? STRAND_LAYOUT_ZIGZAG
+               : STRAND_LAYOUT_CONTIGUOUS;
 }
 
 int strand_train_plan(strand_plan *plan, int64_t parameters, int64_t T, strand_train_buffers *b) {

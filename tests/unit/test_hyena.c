@@ -44,7 +44,7 @@ typedef struct {
     strand_param_table table;
     strand_mixer mixer;
     strand_plan plan; /* the mixer's buffers */
-    int ready; /* setup succeeded */
+    int ready;        /* setup succeeded */
     int C;
     int64_t L, T;
     real_t *params, *grads;
@@ -57,8 +57,8 @@ static const char *const LAYER = "block0.mixer";
 
 static void config_init(strand_config *config, const char *const *overrides, int n) {
     strand_config_defaults(config);
-    const char *common[] = {"hyena.filter_width=6",  "hyena.filter_depth=2", "hyena.frequencies=2",
-                            "hyena.short_kernel=3",  "hyena.max_len=12",     "model.init_std=0.3",
+    const char *common[] = {"hyena.filter_width=6", "hyena.filter_depth=2", "hyena.frequencies=2",
+                            "hyena.short_kernel=3", "hyena.max_len=12",     "model.init_std=0.3",
                             "fft.planner=estimate", "hyena.sine_freq=3"};
     for (size_t i = 0; i < sizeof common / sizeof *common; i++)
         CHECK(strand_config_set(config, common[i]) == STRAND_OK);
@@ -432,8 +432,8 @@ static void check_errors(void) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     fixture f;
     /* A window longer than the position grid. */
-    CHECK(fixture_init(&f, &config, (int64_t)config_value(&config, "hyena.max_len") + 1, 0, STRAND_LAYOUT_CONTIGUOUS) ==
-          STRAND_ERR_CONFIG);
+    CHECK(fixture_init(&f, &config, (int64_t)config_value(&config, "hyena.max_len") + 1, 0,
+                       STRAND_LAYOUT_CONTIGUOUS) == STRAND_ERR_CONFIG);
     CHECK(!f.ready);
     fixture_free(&f);
     /* max_len = 0 takes train.seq_len. */
@@ -450,9 +450,8 @@ static void check_errors(void) {
 /* ---- whole model ---- */
 
 static void check_model(void) {
-    const char *overrides[] = {"model.d_model=8",    "model.layers=hyena,conv",
-                               "model.mlp_hidden=8", "model.norm_position=pre",
-                               "train.seq_len=9",    "fft.strategy=fftw-mpi"};
+    const char *overrides[] = {"model.d_model=8",         "model.layers=hyena,conv", "model.mlp_hidden=8",
+                               "model.norm_position=pre", "train.seq_len=9",         "fft.strategy=fftw-mpi"};
     strand_config config;
     config_init(&config, overrides, 6);
     const int64_t L = config.seq_len;

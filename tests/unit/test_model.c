@@ -226,10 +226,10 @@ int main(int argc, char **argv) {
     contiguous = check_config("contiguous-kernel8", wide, 4, 23, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5);
     /* A hybrid model: every mixer kind in one layer list, both conv strategies, both layouts. */
-    const char *hybrid[] = {"model.d_model=8",       "model.layers=hyena,attn,s4d,conv",
-                            "model.mlp_hidden=8",    "attn.heads=2",
-                            "s4d.state=4",           "hyena.filter_width=4",
-                            "hyena.frequencies=2",   "fft.planner=estimate",
+    const char *hybrid[] = {"model.d_model=8",      "model.layers=hyena,attn,s4d,conv",
+                            "model.mlp_hidden=8",   "attn.heads=2",
+                            "s4d.state=4",          "hyena.filter_width=4",
+                            "hyena.frequencies=2",  "fft.planner=estimate",
                             "fft.strategy=alltoall"};
     zigzag = check_config("hybrid-zigzag-alltoall", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
     hybrid[8] = "fft.strategy=fftw-mpi";

@@ -46,7 +46,7 @@ static int test_checks = 0;
 #define CONFIG_SET(config, ...)                                                                              \
     do {                                                                                                     \
         char config_set_text_[1200];                                                                         \
-        snprintf(config_set_text_, sizeof config_set_text_, __VA_ARGS__);                                     \
+        snprintf(config_set_text_, sizeof config_set_text_, __VA_ARGS__);                                    \
         CHECK_MSG(strand_config_set((config), config_set_text_) == STRAND_OK, "%s", config_set_text_);       \
     } while (0)
 

@@ -68,9 +68,10 @@ static int attn_validate(const strand_config *config, const void *options, int u
     if (!used) return STRAND_OK;
     if (C % H != 0) STRAND_FAIL(STRAND_ERR_CONFIG, "attn.heads = %d must divide model.d_model = %d", H, C);
     if ((C / H) % 2 != 0)
-        STRAND_FAIL(STRAND_ERR_CONFIG,
-                    "attn: head dimension model.d_model / attn.heads = %d must be even (rotary embedding pairs)",
-                    C / H);
+        STRAND_FAIL(
+            STRAND_ERR_CONFIG,
+            "attn: head dimension model.d_model / attn.heads = %d must be even (rotary embedding pairs)",
+            C / H);
     return STRAND_OK;
 }
 
@@ -189,7 +190,8 @@ static int attn_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan
         STRAND_PLAN_ADD(plan, s->mem_kv, rows * KVW, STRAND_LIFE_PERSISTENT, "attn segment memory");
         STRAND_PLAN_ADD(plan, s->pending_kv, rows * KVW, STRAND_LIFE_PERSISTENT, "attn segment memory");
     }
-    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED, scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED,
+              scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
     STRAND_PLAN_ADD(plan, s->q, rows * HE, saved, "attn activations");
     STRAND_PLAN_ADD(plan, s->kv, rows * KVW, saved, "attn activations");
     STRAND_PLAN_ADD(plan, s->y, rows * HE, saved, "attn activations");

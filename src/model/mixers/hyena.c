@@ -150,8 +150,8 @@ static unsigned hyena_capabilities(const void *options) {
     return STRAND_MIXER_LONG_CONV | STRAND_MIXER_STEP;
 }
 
-static const char *const hyena_test_configs[] = {"", "hyena.filter_depth=1;hyena.short_kernel=2;hyena.max_len=64",
-                                                 "fft.strategy=fftw-mpi", NULL};
+static const char *const hyena_test_configs[] = {
+    "", "hyena.filter_depth=1;hyena.short_kernel=2;hyena.max_len=64", "fft.strategy=fftw-mpi", NULL};
 
 typedef struct {
     /* configuration */
@@ -290,8 +290,11 @@ static int hyena_plan(strand_mixer *mixer, const strand_shard *shard, strand_pla
                     (long long)shard->window, (long long)s->max_len);
     const int64_t T = shard->T, TC = T * C;
     s->T = T;
-    const int table = STRAND_LIFE_PERSISTENT | STRAND_PLAN_SHARED, saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED,
+    const int table = STRAND_LIFE_PERSISTENT | STRAND_PLAN_SHARED,
+              saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED,
               scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    /* First: the long convolution's plan is collective, and nothing before it may fail alone. */
+    STRAND_CALL(strand_fftconv_plan(&s->conv, shard, C, &s->conv_options, scratch, plan));
     STRAND_PLAN_ADD(plan, s->pos, T * s->E, table, "hyena positional features");
     STRAND_PLAN_ADD(plan, s->t_pos, T, table, "hyena positions");
     STRAND_PLAN_ADD(plan, s->delta, C, table, "hyena decay");
@@ -307,8 +310,7 @@ static int hyena_plan(strand_mixer *mixer, const strand_shard *shard, strand_pla
     STRAND_PLAN_ADD(plan, s->ds[0], T * s->W, scratch, "hyena filter scratch");
     STRAND_PLAN_ADD(plan, s->ds[1], T * s->W, scratch, "hyena filter scratch");
     STRAND_PLAN_ADD(plan, s->acc, C > s->W ? C : s->W, scratch, "hyena accumulators");
-    STRAND_CALL(strand_shortconv_plan(&s->short_conv, shard, 3 * C, s->K, plan));
-    return strand_fftconv_plan(&s->conv, shard, C, &s->conv_options, scratch, plan);
+    return strand_shortconv_plan(&s->short_conv, shard, 3 * C, s->K, plan);
 }
 
 /* Positional features z (E) and t_l of global position l on the grid fixed by Lmax. */

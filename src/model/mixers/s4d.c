@@ -78,7 +78,8 @@ static int s4d_validate(const strand_config *config, const void *options, int us
     (void)config, (void)used;
     const s4d_options *o = options;
     if (o->state % 2 != 0)
-        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.state = %d: must be even (N/2 complex modes per channel)", o->state);
+        STRAND_FAIL(STRAND_ERR_CONFIG, "s4d.state = %d: must be even (N/2 complex modes per channel)",
+                    o->state);
     if (!(o->dt_min <= o->dt_max))
         STRAND_FAIL(STRAND_ERR_CONFIG,
                     "s4d.dt_min = %g must not exceed s4d.dt_max = %g (initial step sizes are drawn "
@@ -92,7 +93,8 @@ static unsigned s4d_capabilities(const void *options) {
     return STRAND_MIXER_LONG_CONV | STRAND_MIXER_STEP;
 }
 
-static const char *const s4d_test_configs[] = {"", "s4d.state=8;s4d.init=legs", "fft.strategy=fftw-mpi", NULL};
+static const char *const s4d_test_configs[] = {"", "s4d.state=8;s4d.init=legs", "fft.strategy=fftw-mpi",
+                                               NULL};
 
 typedef struct {
     int C, H, N, init_kind;
@@ -113,7 +115,7 @@ typedef struct {
     int64_t anchor;              /* position of ar/ai, -1 = none */
     /* activations (T,C) unless noted */
     real_t *K, *y, *g, *z /* (T,2C) */, *dK, *dy, *dg, *dz /* (T,2C) */;
-    double *ws;                  /* the 20 mode arrays above, Hp each */
+    double *ws; /* the 20 mode arrays above, Hp each */
 } s4d_state;
 
 /* ---- complex helpers (hot loops use split re/im doubles: no __muldc3 calls) ---- */
@@ -353,7 +355,6 @@ void s4d_kernel_backward(strand_mixer *mixer, real_t *dparams, const real_t *dK,
 
 /* ---- initialisation ---- */
 
-
 /* Eigenvalues of the normal part of HiPPO-LegS: A + P P^T = -1/2 I + S with
  * S_nk = -1/2 sqrt((2n+1)(2k+1)) sign(n-k). -iS is Hermitian; its eigenvalues come in +-w pairs
  * (S is real skew-symmetric) and the top N/2, ascending, are the imaginary parts we keep. */
@@ -519,7 +520,10 @@ static int s4d_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan 
     s4d_state *s = mixer->state;
     const int64_t T = shard->T, TC = shard->T * s->C;
     s->T = T;
-    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED, scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED,
+              scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
+    /* First: the long convolution's plan is collective, and nothing before it may fail alone. */
+    STRAND_CALL(strand_fftconv_plan(&s->conv, shard, s->C, &s->conv_options, scratch, plan));
     STRAND_PLAN_ADD(plan, s->K, TC, saved, "s4d kernel");
     STRAND_PLAN_ADD(plan, s->y, TC, saved, "s4d activations");
     STRAND_PLAN_ADD(plan, s->g, TC, saved, "s4d activations");
@@ -528,7 +532,7 @@ static int s4d_plan(strand_mixer *mixer, const strand_shard *shard, strand_plan 
     STRAND_PLAN_ADD(plan, s->dy, TC, scratch, "s4d gradient scratch");
     STRAND_PLAN_ADD(plan, s->dg, TC, scratch, "s4d gradient scratch");
     STRAND_PLAN_ADD(plan, s->dz, 2 * TC, scratch, "s4d gradient scratch");
-    return strand_fftconv_plan(&s->conv, shard, s->C, &s->conv_options, scratch, plan);
+    return STRAND_OK;
 }
 
 static int s4d_setup(strand_mixer *mixer, const strand_shard *shard) {
