@@ -25,6 +25,7 @@ typedef struct {
     double val_bpb;              /* NaN when no validation windows were evaluated */
     int64_t val_windows;
     int64_t peak_rss_bytes; /* the largest peak resident memory of any rank, over the whole run */
+    int64_t planned_bytes;  /* the largest memory plan of any rank (model and trainer) */
     double seconds;         /* training time, over all resumed runs */
     int64_t parameters;
     int64_t start_step;          /* steps already done when this run started (0 unless resumed) */

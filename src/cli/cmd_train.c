@@ -123,11 +123,11 @@ static void print_dry_run_row(const strand_memory_report *r, const char *label) 
 
 /* The machine-readable line tests parse. */
 static void print_dry_run_line(const strand_memory_report *r) {
-    printf(
-        "dry-run: sp=%d dp=%d rows=%lld layout=%s conv_strategy=%s parameters=%lld predicted_peak_bytes=%lld",
-        r->sp, r->dp, (long long)r->rows, r->layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous",
-        r->conv_strategy ? strand_fftconv_strategy_name(r->conv_strategy) : "none", (long long)r->parameters,
-        (long long)r->total);
+    printf("dry-run: sp=%d dp=%d rows=%lld layout=%s conv_strategy=%s parameters=%lld planned_bytes=%lld "
+           "predicted_peak_bytes=%lld",
+           r->sp, r->dp, (long long)r->rows, r->layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous",
+           r->conv_strategy ? strand_fftconv_strategy_name(r->conv_strategy) : "none",
+           (long long)r->parameters, (long long)r->planned, (long long)r->total);
     for (int i = 0; i < STRAND_MEM_COMPONENTS; i++)
         printf(" %s=%lld", strand_memory_component_name(i), (long long)r->bytes[i]);
     printf("\n");

@@ -534,10 +534,10 @@ static int write_summary(trainer *t, const strand_train_options *options, const 
     snprintf(text, sizeof text,
              "{\"steps\":%lld,\"first_bpb\":%.9g,\"final_bpb\":%.9g,\"val_bpb\":%s,\"val_windows\":%lld,"
              "\"seconds\":%.3f,\"parameters\":%lld,\"world_size\":%d,\"sp\":%d,\"dp\":%d,"
-             "\"peak_rss_bytes\":%lld}\n",
+             "\"peak_rss_bytes\":%lld,\"planned_bytes\":%lld}\n",
              (long long)r->steps, r->first_bpb, r->final_bpb, val, (long long)r->val_windows, r->seconds,
              (long long)r->parameters, t->grid.world_size, t->grid.sp_size, t->grid.dp_size,
-             (long long)r->peak_rss_bytes);
+             (long long)r->peak_rss_bytes, (long long)r->planned_bytes);
     return write_text_file(t->config.run_dir, "summary.json", text);
 }
 
@@ -630,6 +630,12 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     long long peak = (long long)strand_peak_rss_bytes();
     STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_LONG_LONG, MPI_MAX, t->grid.world));
     result->peak_rss_bytes = peak;
+    /* What this rank allocated through the memory plans (the dry run's planned_bytes): the model's
+     * and the trainer's, the most of any rank. */
+    long long planned =
+        (long long)(strand_plan_bytes(&t->model.plan, NULL) + strand_plan_bytes(&t->plan, NULL));
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &planned, 1, MPI_LONG_LONG, MPI_MAX, t->grid.world));
+    result->planned_bytes = planned;
     STRAND_CALL(strand_agree(t->grid.world, write_summary(t, options, result)));
     if (t->rank0 && !options->quiet) {
         char took[32];

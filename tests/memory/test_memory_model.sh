@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The memory model against measured peaks: for each configuration below, `strand train --dry-run`
 # predicts the peak resident bytes of the most loaded rank, then 2 training steps run at the same
-# rank count and metrics.jsonl reports the measured peak (the maximum over ranks). The test fails
+# rank count and metrics.jsonl reports the measured peak (the maximum over ranks). The dry run's
+# memory plan must equal the plan training allocated byte for byte (summary.json planned_bytes).
+# The test fails
 # when |measured - predicted| > 5% of measured, or when the dry run's parameter count differs
 # from the model's. Configurations cover conv, hyena, s4d, attn and a hybrid, recompute none and
 # block, train.offload, both long-convolution strategies, post-norm/layernorm/swiglu, dp = 2, a parameter-heavy
@@ -56,6 +58,14 @@ check() {
     awk -v n="$name" -v r="$np" -v p="$predicted" -v m="$measured" -v v="$verdict" \
         'BEGIN { printf "%-4s %-24s ranks %d  predicted %8.1f MB  measured %8.1f MB  ratio %.3f\n", v == "ok" ? "ok" : "FAIL", n, r, p / 1e6, m / 1e6, p / m }'
     [ "$verdict" = ok ] || failures=$((failures + 1))
+    # The dry run's plan is the plan training allocated, to the byte (the same declarations).
+    local planned
+    planned=$(grep -o '"planned_bytes":[0-9]*' "$run/summary.json" | cut -d: -f2)
+    if [ "$planned" != "$(value planned_bytes "$line")" ]; then
+        fail "$name: dry run plans $(value planned_bytes "$line") bytes, training allocated $planned"
+    else
+        echo "ok   $name: dry-run plan = allocated plan = $planned bytes"
+    fi
     if [ "$params" != "$(value parameters "$line")" ]; then
         fail "$name: dry run counts $(value parameters "$line") parameters, the model has $params"
     fi
