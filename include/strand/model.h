@@ -154,6 +154,8 @@ unsigned strand_model_capabilities(const strand_config *config);
 /* ---- the model ---- */
 /* Rows per chunk of the MLP's backward (its scratch is this many rows, not the shard's). */
 enum { MLP_CHUNK_ROWS = 16384 };
+/* Blocks in model.layers at most. */
+enum { STRAND_MAX_BLOCKS = 256 };
 
 typedef struct strand_block strand_block;
 
@@ -208,6 +210,9 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
 int64_t strand_model_carry_count(const strand_model *model);
 void strand_model_carry_save(const strand_model *model, real_t *out);
 void strand_model_carry_load(strand_model *model, const real_t *in);
+/* The L2 norm of each block's gradient (n_layers values): vanishing or exploding gradients by
+ * depth. */
+void strand_model_block_grad_norms(const strand_model *model, double *norms);
 /* Forget every mixer's carried state: the next window does not continue the previous one. */
 void strand_model_reset(strand_model *model);
 void strand_model_free(strand_model *model);

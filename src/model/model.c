@@ -270,8 +270,8 @@ static int model_build(strand_model *model, const strand_config *config, const s
     model->F = model->swiglu ? 2 * H : H;
     model->mlp_chunk_rows = max_T < MLP_CHUNK_ROWS ? (max_T > 0 ? max_T : 1) : MLP_CHUNK_ROWS;
 
-    char names[256][32];
-    model->n_layers = strand_model_split_layers(config->layers, names, 256);
+    char names[STRAND_MAX_BLOCKS][32];
+    model->n_layers = strand_model_split_layers(config->layers, names, STRAND_MAX_BLOCKS);
     if (model->n_layers <= 0)
         STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers = '%s' is not a list of mixer names", config->layers);
 
@@ -286,6 +286,7 @@ static int model_build(strand_model *model, const strand_config *config, const s
     for (int l = 0; l < model->n_layers; l++) {
         strand_block *block = &model->blocks[l];
         char layer[48];
+        block->param_begin = table->total;
         snprintf(layer, sizeof layer, "block%d.norm1", l);
         STRAND_CALL(declare_norm(model, layer, &block->norm1_weight, &block->norm1_bias));
         const strand_mixer_ops *ops = strand_mixer_find(names[l]);
@@ -308,6 +309,7 @@ static int model_build(strand_model *model, const strand_config *config, const s
                                           &block->proj_weight));
         STRAND_CALL(
             strand_params_declare(table, layer, "bias", C, 0, STRAND_INIT_ZEROS, 0, 0, &block->proj_bias));
+        block->param_end = table->total;
     }
     model->final_weight = model->final_bias = -1;
     if (model->pre_norm)
@@ -640,6 +642,16 @@ void strand_model_carry_load(strand_model *model, const real_t *in) {
         if (!mixer->ops->carry_count) continue;
         mixer->ops->carry_load(mixer, in);
         in += mixer->ops->carry_count(mixer);
+    }
+}
+
+void strand_model_block_grad_norms(const strand_model *model, double *norms) {
+    for (int l = 0; l < model->n_layers; l++) {
+        const strand_block *b = &model->blocks[l];
+        double sum = 0; /* alignment padding between tensors holds zeros */
+        for (int64_t i = b->param_begin; i < b->param_end; i++)
+            sum += (double)model->grads[i] * (double)model->grads[i];
+        norms[l] = sqrt(sum);
     }
 }
 

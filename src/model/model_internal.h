@@ -18,6 +18,7 @@ typedef struct {
 struct strand_block {
     int norm1_weight, norm1_bias, norm2_weight, norm2_bias;
     int fc_weight, fc_bias, proj_weight, proj_bias;
+    int64_t param_begin, param_end; /* the block's parameters in the flat array */
     strand_mixer mixer;
     strand_block_rows rows; /* saved activations, max_T rows each */
 };

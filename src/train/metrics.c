@@ -37,6 +37,16 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
     json_number(f, "bpb", m->bpb, 0);
     json_number(f, "lr", m->lr, 0);
     json_number(f, "grad_norm", m->grad_norm, 0);
+    if (m->grad_norm_by_block) {
+        fputs("\"grad_norm_by_block\":[", f);
+        for (int l = 0; l < m->n_blocks; l++) {
+            if (isfinite(m->grad_norm_by_block[l]))
+                fprintf(f, "%s%.9g", l ? "," : "", m->grad_norm_by_block[l]);
+            else
+                fprintf(f, "%snull", l ? "," : "");
+        }
+        fputs("],", f);
+    }
     json_number(f, "tokens_per_s", m->tokens_per_s, 0);
     fprintf(f, "\"tokens\":%lld,", (long long)m->tokens_seen);
     json_number(f, "step_s", m->step_seconds, 0);

@@ -10,6 +10,8 @@
 typedef struct {
     int64_t step, total_steps;
     double loss, bpb, lr, grad_norm;
+    const double *grad_norm_by_block; /* n_blocks values (before clipping), or NULL */
+    int n_blocks;
     double tokens_per_s;
     double step_seconds, compute_seconds, comm_seconds, io_seconds;
     double offload_seconds; /* rank 0's offload thread, overlapped with compute (train.offload) */

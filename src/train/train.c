@@ -463,6 +463,9 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
         const double step_loss = reduced[0] / tokens_per_step;
         const double grad_norm = strand_grad_norm(model->grads, model->table.total);
+        /* Per block, before clipping (rank 0 writes them; every rank holds the same gradient). */
+        double block_norms[STRAND_MAX_BLOCKS];
+        if (t->rank0) strand_model_block_grad_norms(model, block_norms);
         /* Every rank holds the same reduced numbers, so they stop together without another vote. */
         if (!isfinite(step_loss) || !isfinite(grad_norm))
             STRAND_FAIL(
@@ -485,6 +488,8 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         m.bpb = step_loss / LN2;
         m.lr = lr;
         m.grad_norm = grad_norm;
+        m.grad_norm_by_block = t->rank0 ? block_norms : NULL;
+        m.n_blocks = model->n_layers;
         m.step_seconds = strand_now() - t_step;
         m.comm_seconds = strand_comm_seconds() - comm_before;
         m.io_seconds = io;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checkpoint and resume through the strand binary:
+#   metrics:     grad_norm_by_block has one norm per block, within grad_norm
 #   bit-exact:   20 steps at SP=2 uninterrupted == 10 steps, preempted (on one rank only), + 10
-#                resumed (metrics.jsonl step/loss/bpb/lr/grad_norm/tokens compared as text)
+#                resumed (metrics.jsonl step/loss/bpb/lr/grad_norm/grad_norm_by_block/tokens compared
+#                as text)
 #   SIGUSR1:     a real signal to mpirun mid-run: exit 75, a checkpoint at the step it stopped,
 #                and the resumed run equals the uninterrupted one bit for bit
 #   kill -9:     the job killed while checkpoint 10 is being written (STRAND_FAULT_CKPT_SLEEP holds
@@ -53,7 +55,7 @@ train() {
 }
 
 # The per-step numbers that must not change across a resume (timings do).
-numbers() { sed -E 's/^(\{"step":[0-9]+,"loss":[^,]*,"bpb":[^,]*,"lr":[^,]*,"grad_norm":[^,]*,)"tokens_per_s":[^,]*,("tokens":[0-9]+).*/\1\2/' "$1"; }
+numbers() { sed -E 's/^(\{"step":[0-9]+,"loss":[^,]*,"bpb":[^,]*,"lr":[^,]*,"grad_norm":[^,]*,"grad_norm_by_block":\[[^]]*\],)"tokens_per_s":[^,]*,("tokens":[0-9]+).*/\1\2/' "$1"; }
 steps_once() { # every step 1..20 exactly once, in order
     [ "$(sed -E 's/^\{"step":([0-9]+),.*/\1/' "$1" | tr '\n' ' ')" = "$(seq -s ' ' 1 20) " ]
 }
@@ -72,6 +74,17 @@ if [ "$rc" -ne 0 ] || ! steps_once "$ref/metrics.jsonl" || [ ! -s "$ref/summary.
     fail "reference run: exit $rc"; cat "$ref.err"; exit 1
 fi
 ok "reference run: 20 steps, checkpoints $(ls "$ref/checkpoints" | tr '\n' ' ')"
+
+# Per-block gradient norms: one per block, each positive, and their squares add up to at most the
+# whole gradient's (the embedding and the final norm are outside the blocks).
+by_block=$(sed -nE 's/.*"grad_norm":([^,]+),"grad_norm_by_block":\[([^]]*)\].*/\1 \2/p' "$ref/metrics.jsonl" |
+    awk '{ n = split($2, v, ","); s = 0; bad = (n != 2); for (i = 1; i <= n; i++) { s += v[i] * v[i]; if (v[i] <= 0) bad = 1 }
+           if (s > $1 * $1 * (1 + 1e-6)) bad = 1; lines++; bads += bad } END { print lines + 0, bads + 0 }')
+if [ "$by_block" = "20 0" ]; then
+    ok "metrics.jsonl: grad_norm_by_block holds 2 positive norms per step, within grad_norm"
+else
+    fail "grad_norm_by_block: (lines, bad lines) = ($by_block), expected (20, 0)"
+fi
 
 # ---- bit-exact: 10 steps, preempted, then resumed ----
 # Only rank 1 "receives the signal": the ranks must agree on it and stop together.
