@@ -65,6 +65,9 @@ typedef struct {
     const char *summary;      /* one line for --help-config and the README */
     const char *forward_cost; /* of forward over a window of L positions, e.g. "O(L log L C)" */
     const char *step_cost;    /* of one incremental step at position t, e.g. "O(K C)" (STRAND_MIXER_STEP) */
+    /* Floating-point operations of forward over T local rows of C channels (NULL: not counted);
+     * `strand bench mixer` reports GFLOP/s from it (backward counted as twice the forward). */
+    double (*flops)(const void *options, int C, int64_t T);
     /* ---- configuration ---- its options struct (at most STRAND_MIXER_OPTION_BYTES) and key rows
      * with offsets into it; the section of each row is its own (usually the mixer's name). */
     size_t options_size;

@@ -17,6 +17,7 @@ int cmd_bench(int argc, char **argv);
 /* strand bench <kernel> entries (src/cli/bench_<kernel>.c) */
 int bench_attn(int argc, char **argv);
 int bench_conv(int argc, char **argv);
+int bench_mixer(int argc, char **argv);
 
 /* Print "strand <command>: error: <message>" once (world rank 0 only). */
 void cli_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -15,6 +15,7 @@ static const bench_entry benches[] = {
     {"fftconv", bench_conv,
      "distributed FFT long convolution (bare, or a long-convolution mixer), forward and backward"},
     {"ring", bench_attn, "ring attention over the sequence-parallel group"},
+    {"mixer", bench_mixer, "any registered mixer's forward and backward, next to same-run sgemm and sgemv"},
 };
 enum { N_BENCHES = sizeof benches / sizeof *benches };
 

@@ -20,6 +20,12 @@ enum strand_mpi_tag {
     STRAND_TAG_RING_POS = 3102,
     STRAND_TAG_RING_DKV = 3103,
     STRAND_TAG_RING_DKV_HOME = 3104,
+    /* recurrent mixers (src/model/mixers/recurrent.c): a piece's last state to the owner of the
+     * next piece, the gradient of a piece's initial state back to the previous piece's owner, and
+     * the window's last state to the rank holding position 0 (carried state) */
+    STRAND_TAG_RECURRENT_STATE = 4101,
+    STRAND_TAG_RECURRENT_GRAD = 4102,
+    STRAND_TAG_RECURRENT_CARRY = 4103,
 };
 
 #endif
