@@ -1,5 +1,7 @@
 # Core: process grid and halo exchange, whole-model gradients across ranks, end-to-end training.
 strand_add_mpi_test(NAME test_dist SOURCES ${STRAND_TEST_DIR}/unit/test_dist.c RANKS 1 2 3 4)
+# The distributed linear scan's exchange against the sequential recurrence (both layouts and directions).
+strand_add_mpi_test(NAME test_scan SOURCES ${STRAND_TEST_DIR}/unit/test_scan.c RANKS 1 2 3 4)
 strand_add_mpi_test(NAME test_model SOURCES ${STRAND_TEST_DIR}/unit/test_model.c RANKS 1 2 3 4)
 add_executable(test_train ${STRAND_TEST_DIR}/unit/test_train.c)
 target_link_libraries(test_train PRIVATE strandlib)
@@ -37,3 +39,7 @@ strand_add_script_test(NAME train_error_text COMMAND bash ${STRAND_TEST_DIR}/cli
 # The recurrent mixers' long-range promises: ornn stays orthogonal through training and carries the
 # gradient over 4096 positions; an rnn at spectral radius 0.9 loses it.
 strand_add_mpi_test(NAME test_recurrent SOURCES ${STRAND_TEST_DIR}/unit/test_recurrent.c RANKS 1 2 LABELS recurrent)
+# Recall across ranks: lstm and gru recall a cue 265 positions back across the rank boundary at
+# SP = 2; a conv model cannot (plain rnn reported).
+strand_add_mpi_test(NAME test_recall_learning SOURCES ${STRAND_TEST_DIR}/unit/test_recall_learning.c
+                    ${STRAND_TEST_DIR}/unit/learning_util.c RANKS 2 TIMEOUT 600 LABELS "recurrent;learning")

@@ -26,6 +26,9 @@ enum strand_mpi_tag {
     STRAND_TAG_RECURRENT_STATE = 4101,
     STRAND_TAG_RECURRENT_GRAD = 4102,
     STRAND_TAG_RECURRENT_CARRY = 4103,
+    /* distributed linear scan (parallel/scan.c): the state after a window's last piece to the rank
+     * holding its first (carried state) */
+    STRAND_TAG_SCAN_FINAL = 4201,
 };
 
 #endif
