@@ -1,9 +1,16 @@
-/* strand bench mixer: time any registered mixer's forward and backward over a window sharded across
- * the ranks, next to a same-run sgemm and sgemv (the rates a dense and a matrix-vector bound kernel
- * reach on these cores), and print one JSON line on rank 0. */
+/* strand bench mixer | rnn | scan: time a registered mixer's forward and backward over a window
+ * sharded across the ranks, next to a same-run sgemm and sgemv (the rates a dense and a
+ * matrix-vector bound kernel reach on these cores), and print one JSON line on rank 0.
+ *   mixer  any mixer (--layer NAME)
+ *   rnn    a nonlinear recurrent cell (--cell rnn|lstm|gru|ornn)
+ *   scan   a mixer computed by the distributed linear scan (--layer mamba|mingru|minlstm|s4d, s4d
+ *          in scan mode; --state N), adding the bytes the scan's exchange sent per rank, the time
+ *          in the local scan kernels, and the floor of reading the recurrence's inputs a_t and b_t
+ *          once at a same-run read bandwidth. */
 #include "cli.h"
 
 #include "core/rng.h"
+#include "parallel/scan.h"
 #include "strand/config.h"
 #include "strand/dist.h"
 #include "strand/layout.h"
@@ -33,6 +40,81 @@ static const char bench_mixer_usage[] =
     "  --channels C           model.d_model (required)\n"
     "  --repeat N             timed repetitions (default 3)\n"
     "  --set KEY=VALUE        a configuration key, e.g. --set lstm.forget_bias=2\n";
+
+static const char bench_rnn_usage[] =
+    "usage: mpirun -n N strand bench rnn --cell rnn|lstm|gru|ornn --length L --channels C [options]\n"
+    "\n"
+    "'strand bench mixer' for a recurrent cell: forward+backward time and GFLOP/s next to same-run\n"
+    "sgemm and sgemv (the recurrence is a chain of matrix-vector products). tests/bench/torch_rnn.py\n"
+    "times torch.nn.RNN, LSTM and GRU at the same size for the ratio.\n"
+    "\n"
+    "options: --cell NAME (required), --length, --channels (required), --repeat N, --set KEY=VALUE\n";
+
+static const char bench_scan_usage[] =
+    "usage: mpirun -n N strand bench scan --layer mamba|mingru|minlstm|s4d --length L --channels C\n"
+    "                                    [--state N] [options]\n"
+    "\n"
+    "'strand bench mixer' for a mixer computed by the distributed linear scan (s4d in s4d.mode =\n"
+    "scan), adding: scan_bytes_sent (the bytes each rank's scan exchanges handed to MPI in one\n"
+    "forward and backward, the largest over ranks: it does not grow with L), scan_kernel_forward_s\n"
+    "and scan_kernel_backward_s (time in the local scan kernels, slowest rank), and read_floor_s: the\n"
+    "time to read the recurrence's inputs a_t and b_t (L/N positions x the state width, in the\n"
+    "build's precision) once at the read bandwidth measured in the same run (read_gbs).\n"
+    "tests/bench/torch_mamba.py runs the same selective scan in PyTorch for the ratio.\n"
+    "\n"
+    "options: --layer NAME (required), --length, --channels (required), --state N (mamba.d_state or\n"
+    "s4d.state), --repeat N, --set KEY=VALUE\n";
+
+/* The scan mixers: the key that sets the state size, and the scan's state values per position. */
+typedef struct {
+    const char *layer, *state_key, *mode;
+} scan_layer;
+
+static const scan_layer scan_layers[] = {
+    {"mamba", "mamba.d_state", NULL},
+    {"mingru", NULL, NULL},
+    {"minlstm", NULL, NULL},
+    {"s4d", "s4d.state", "s4d.mode=scan"},
+};
+
+/* An integer key's value in a configuration (a mixer's option or a core key), through its row. */
+static int int_option(const strand_config *config, const char *name) {
+    const strand_config_key *key = strand_config_find_key(name);
+    if (!key) return 0;
+    const strand_mixer_ops *ops = strand_mixer_find(key->section);
+    const char *base = ops ? (const char *)strand_mixer_options(config, ops) : (const char *)config;
+    int value = 0;
+    memcpy(&value, base + key->offset, sizeof value);
+    return value;
+}
+
+/* State values per position of a scan layer (real values; a complex mode counts two). */
+static int64_t scan_width(const strand_config *config, const char *layer, int C) {
+    if (strcmp(layer, "mamba") == 0)
+        return (int64_t)int_option(config, "mamba.expand") * C * int_option(config, "mamba.d_state");
+    if (strcmp(layer, "s4d") == 0) return (int64_t)C * int_option(config, "s4d.state");
+    return C;
+}
+
+/* Read bandwidth in GB/s: a sum over `bytes` of memory, best of three. */
+static double read_bandwidth(size_t bytes) {
+    const size_t n = bytes / sizeof(double);
+    double *v = strand_alloc(n * sizeof(double), "bench bandwidth");
+    if (!v) return 0;
+    for (size_t i = 0; i < n; i++)
+        v[i] = (double)(i % 7);
+    double best = 0, sink = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        const double t0 = strand_now();
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i + 3 < n; i += 4)
+            s0 += v[i], s1 += v[i + 1], s2 += v[i + 2], s3 += v[i + 3];
+        sink += s0 + s1 + s2 + s3;
+        best = fmax(best, (double)bytes / (strand_now() - t0) / 1e9);
+    }
+    strand_free(v);
+    return sink >= 0 ? best : 0; /* sink keeps the sums */
+}
 
 static double median(double *v, int n) {
     for (int i = 1; i < n; i++)
@@ -77,10 +159,12 @@ static int reference_rates(int64_t m, int k, int n, double *gemm, double *gemv) 
     return STRAND_OK;
 }
 
+enum bench_kind { BENCH_MIXER, BENCH_RNN, BENCH_SCAN };
+
 typedef struct {
     const char *layer;
     int64_t length;
-    int channels, repeat;
+    int channels, repeat, kind, state;
 } mixer_args;
 
 static int run(const mixer_args *o, int argc, char **argv) {
@@ -95,6 +179,18 @@ static int run(const mixer_args *o, int argc, char **argv) {
     STRAND_CALL(strand_config_set(&config, text));
     snprintf(text, sizeof text, "model.layers=%s", o->layer);
     STRAND_CALL(strand_config_set(&config, text));
+    const scan_layer *scan = NULL;
+    for (size_t i = 0; o->kind == BENCH_SCAN && i < sizeof scan_layers / sizeof *scan_layers; i++)
+        if (strcmp(o->layer, scan_layers[i].layer) == 0) scan = &scan_layers[i];
+    if (o->kind == BENCH_SCAN && !scan)
+        STRAND_FAIL(STRAND_ERR_INPUT, "--layer %s: not a scan layer (mamba, mingru, minlstm, s4d)", o->layer);
+    if (scan && scan->mode) STRAND_CALL(strand_config_set(&config, scan->mode));
+    if (o->state > 0) {
+        if (!scan || !scan->state_key)
+            STRAND_FAIL(STRAND_ERR_INPUT, "--state: %s has no state size (its state is d_model)", o->layer);
+        snprintf(text, sizeof text, "%s=%d", scan->state_key, o->state);
+        STRAND_CALL(strand_config_set(&config, text));
+    }
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) STRAND_CALL(strand_config_set(&config, argv[++i]));
     STRAND_CALL(strand_config_validate(&config));
@@ -123,7 +219,7 @@ static int run(const mixer_args *o, int argc, char **argv) {
         y = strand_alloc(sizeof(real_t) * (size_t)n, "bench output");
         dy = strand_alloc(sizeof(real_t) * (size_t)n, "bench output gradient");
         du = strand_alloc(sizeof(real_t) * (size_t)n, "bench input gradient");
-        t = strand_alloc(sizeof(double) * 3 * (size_t)o->repeat, "bench timings");
+        t = strand_alloc(sizeof(double) * 6 * (size_t)o->repeat, "bench timings");
         status = params && grads && u && y && dy && du && t ? STRAND_OK : STRAND_ERR_NOMEM;
     }
     status = strand_agree(grid.world, status);
@@ -145,16 +241,19 @@ static int run(const mixer_args *o, int argc, char **argv) {
     for (int r = -1; r < o->repeat && status == STRAND_OK; r++) { /* r = -1: warm-up */
         memset(du, 0, sizeof(real_t) * (size_t)n);
         MPI_Barrier(grid.world);
+        const int64_t bytes0 = strand_scan_bytes_sent_total();
+        const double k0 = strand_scan_kernel_time_total();
         const double a = strand_now();
         status = strand_agree(grid.world, ops->forward(&mixer, y, u, params, &shard));
-        const double m = strand_now();
+        const double m = strand_now(), k1 = strand_scan_kernel_time_total();
         if (status == STRAND_OK)
             status = strand_agree(grid.world, ops->backward(&mixer, du, grads, dy, u, params, &shard));
-        const double e = strand_now();
-        double v[3] = {m - a, e - m, e - a};
-        MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_DOUBLE, MPI_MAX, grid.world);
+        const double e = strand_now(), k2 = strand_scan_kernel_time_total();
+        double v[6] = {m - a,   e - m,   e - a,
+                       k1 - k0, k2 - k1, (double)(strand_scan_bytes_sent_total() - bytes0)};
+        MPI_Allreduce(MPI_IN_PLACE, v, 6, MPI_DOUBLE, MPI_MAX, grid.world);
         if (r >= 0)
-            for (int k = 0; k < 3; k++)
+            for (int k = 0; k < 6; k++)
                 t[k * o->repeat + r] = v[k];
     }
     double gemm = 0, gemv = 0;
@@ -170,11 +269,26 @@ static int run(const mixer_args *o, int argc, char **argv) {
             snprintf(rate, sizeof rate, "%.4g,\"gflops_vs_sgemm\":%.4g,\"gflops_vs_sgemv\":%.4g",
                      flops / fb / 1e9, flops / fb / 1e9 / gemm, flops / fb / 1e9 / gemv);
         const char *threads = getenv("OPENBLAS_NUM_THREADS");
-        printf("{\"bench\":\"mixer\",\"layer\":\"%s\",\"precision\":\"%s\",\"length\":%lld,\"channels\":%d,"
+        char extra[400] = "";
+        if (o->kind == BENCH_SCAN) {
+            /* a_t and b_t over this rank's positions, once; bandwidth over at least 256 MiB */
+            const int64_t width = scan_width(&config, o->layer, C);
+            const double bytes = 2.0 * (double)shard.max_T * (double)width * sizeof(real_t);
+            const double gbs = read_bandwidth((size_t)1 << 28);
+            const double kf = median(t + 3 * o->repeat, o->repeat), kb = median(t + 4 * o->repeat, o->repeat);
+            snprintf(extra, sizeof extra,
+                     ",\"state_width\":%lld,\"scan_bytes_sent\":%.0f,\"scan_kernel_forward_s\":%.6g,"
+                     "\"scan_kernel_backward_s\":%.6g,\"read_gbs\":%.4g,\"read_floor_s\":%.6g,"
+                     "\"scan_forward_vs_floor\":%.4g",
+                     (long long)width, median(t + 5 * o->repeat, o->repeat), kf, kb, gbs, bytes / (gbs * 1e9),
+                     kf / (bytes / (gbs * 1e9)));
+        }
+        static const char *const kind_names[] = {"mixer", "rnn", "scan"};
+        printf("{\"bench\":\"%s\",\"layer\":\"%s\",\"precision\":\"%s\",\"length\":%lld,\"channels\":%d,"
                "\"ranks\":%d,\"threads\":\"%s\",\"forward_s\":%.6g,\"backward_s\":%.6g,\"fwd_bwd_s\":%.6g,"
-               "\"gflops\":%s,\"sgemm_gflops\":%.4g,\"sgemv_gflops\":%.4g}\n",
-               o->layer, STRAND_REAL_NAME, (long long)o->length, C, grid.sp_size,
-               threads ? threads : "default", f, b, fb, rate, gemm, gemv);
+               "\"gflops\":%s,\"sgemm_gflops\":%.4g,\"sgemv_gflops\":%.4g%s}\n",
+               kind_names[o->kind], o->layer, STRAND_REAL_NAME, (long long)o->length, C, grid.sp_size,
+               threads ? threads : "default", f, b, fb, rate, gemm, gemv, extra);
         fflush(stdout);
     }
     if (mixer.state && ops->destroy) ops->destroy(&mixer);
@@ -189,13 +303,15 @@ static int run(const mixer_args *o, int argc, char **argv) {
     return status;
 }
 
-int bench_mixer(int argc, char **argv) {
-    const char *name = "bench mixer";
-    mixer_args o = {NULL, 0, 0, 3};
+static int bench_main(int argc, char **argv, int kind) {
+    static const char *const names[] = {"bench mixer", "bench rnn", "bench scan"};
+    static const char *const usages[] = {bench_mixer_usage, bench_rnn_usage, bench_scan_usage};
+    const char *name = names[kind];
+    mixer_args o = {NULL, 0, 0, 3, kind, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            if (cli_world_rank() == 0) fputs(bench_mixer_usage, stdout);
+            if (cli_world_rank() == 0) fputs(usages[kind], stdout);
             return CLI_OK;
         }
         if (i + 1 >= argc) {
@@ -204,7 +320,7 @@ int bench_mixer(int argc, char **argv) {
         }
         const char *v = argv[++i];
         char *end = NULL;
-        if (strcmp(a, "--layer") == 0) {
+        if (strcmp(a, kind == BENCH_RNN ? "--cell" : "--layer") == 0) {
             o.layer = v;
         } else if (strcmp(a, "--length") == 0) {
             o.length = strtoll(v, &end, 10);
@@ -212,6 +328,9 @@ int bench_mixer(int argc, char **argv) {
             o.channels = (int)strtol(v, &end, 10);
         } else if (strcmp(a, "--repeat") == 0) {
             o.repeat = (int)strtol(v, &end, 10);
+        } else if (kind == BENCH_SCAN && strcmp(a, "--state") == 0) {
+            o.state = (int)strtol(v, &end, 10);
+            if (!*end && o.state <= 0) end = (char *)v; /* refused below as a bad value */
         } else if (strcmp(a, "--set") == 0) {
             continue; /* applied in run() */
         } else {
@@ -223,9 +342,32 @@ int bench_mixer(int argc, char **argv) {
             return CLI_USAGE;
         }
     }
+    if (kind == BENCH_RNN && o.layer) {
+        static const char *const cells[] = {"rnn", "lstm", "gru", "ornn"};
+        int known = 0;
+        for (int i = 0; i < 4; i++)
+            known |= strcmp(o.layer, cells[i]) == 0;
+        if (!known) {
+            cli_error(name, "--cell %s: one of rnn, lstm, gru, ornn", o.layer);
+            return CLI_USAGE;
+        }
+    }
     if (!o.layer || o.length <= 0 || o.channels <= 0 || o.repeat <= 0) {
-        cli_error(name, "--layer, --length and --channels are required, --repeat > 0 (see --help)");
+        cli_error(name, "%s, --length and --channels are required, --repeat > 0 (see --help)",
+                  kind == BENCH_RNN ? "--cell" : "--layer");
         return CLI_USAGE;
     }
     return run(&o, argc, argv) == STRAND_OK ? CLI_OK : cli_report(name);
+}
+
+int bench_mixer(int argc, char **argv) {
+    return bench_main(argc, argv, BENCH_MIXER);
+}
+
+int bench_rnn(int argc, char **argv) {
+    return bench_main(argc, argv, BENCH_RNN);
+}
+
+int bench_scan(int argc, char **argv) {
+    return bench_main(argc, argv, BENCH_SCAN);
 }

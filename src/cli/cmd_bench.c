@@ -16,6 +16,9 @@ static const bench_entry benches[] = {
      "distributed FFT long convolution (bare, or a long-convolution mixer), forward and backward"},
     {"ring", bench_attn, "ring attention over the sequence-parallel group"},
     {"mixer", bench_mixer, "any registered mixer's forward and backward, next to same-run sgemm and sgemv"},
+    {"rnn", bench_rnn, "a recurrent cell (rnn, lstm, gru, ornn): bench mixer for the recurrent mixers"},
+    {"scan", bench_scan,
+     "a scan mixer (mamba, mingru, minlstm, s4d): bench mixer plus the scan's bytes sent and read floor"},
 };
 enum { N_BENCHES = sizeof benches / sizeof *benches };
 

@@ -5,6 +5,24 @@
 
 #include <string.h>
 
+/* every scan's payload on this process, for the bench */
+static int64_t bytes_sent_here;
+
+int64_t strand_scan_bytes_sent_total(void) {
+    return bytes_sent_here;
+}
+
+/* and the seconds the mixers spent in their local scan kernels */
+static double kernel_seconds_here;
+
+void strand_scan_kernel_time_add(double seconds) {
+    kernel_seconds_here += seconds;
+}
+
+double strand_scan_kernel_time_total(void) {
+    return kernel_seconds_here;
+}
+
 int64_t strand_scan_values(const strand_scan *scan) {
     return scan->complex_values ? 2 * scan->width : scan->width;
 }
@@ -178,6 +196,7 @@ static int chain(strand_scan *scan, MPI_Comm comm, const double *summary, const 
     }
     STRAND_CALL_MPI(MPI_Exscan(send, recv, 1, scan->pair, scan->op, comm));
     scan->bytes_sent += (int64_t)sizeof(double) * 2 * n;
+    bytes_sent_here += (int64_t)sizeof(double) * 2 * n;
     if (rank != 0) memcpy(entering, recv + n, sizeof(double) * (size_t)n);
     return STRAND_OK;
 }
@@ -217,6 +236,7 @@ int strand_scan_exchange(strand_scan *scan, int direction, const double *const s
         } else {
             STRAND_CALL_MPI(MPI_Send(final, (int)n, MPI_DOUBLE, first, STRAND_TAG_SCAN_FINAL, scan->comm));
             scan->bytes_sent += (int64_t)sizeof(double) * n;
+            bytes_sent_here += (int64_t)sizeof(double) * n;
         }
     } else if (scan->rank == first) {
         STRAND_CALL_MPI(MPI_Recv(window_final, (int)n, MPI_DOUBLE, last, STRAND_TAG_SCAN_FINAL, scan->comm,

@@ -42,6 +42,12 @@ typedef struct {
     int64_t bytes_sent; /* by this rank's exchanges since setup (payload, for the bench) */
 } strand_scan;
 
+/* The summaries' bytes this process has handed to MPI in every scan so far (strand bench scan). */
+int64_t strand_scan_bytes_sent_total(void);
+/* Seconds spent in the mixers' local scan kernels (the recurrence passes and fix-ups, not their
+ * projections): mixers add what they time, the bench reads the total. */
+void strand_scan_kernel_time_add(double seconds);
+double strand_scan_kernel_time_total(void);
 /* The values one state holds (width, doubled when complex). */
 int64_t strand_scan_values(const strand_scan *scan);
 /* Declare the exchange buffer into a plan (scratch: used only inside an exchange). No
