@@ -213,9 +213,10 @@ int strand_model_backward(strand_model *model, const uint8_t *tokens, const stra
 int64_t strand_model_carry_count(const strand_model *model);
 void strand_model_carry_save(const strand_model *model, real_t *out);
 void strand_model_carry_load(strand_model *model, const real_t *in);
-/* The L2 norm of each block's gradient (n_layers values): vanishing or exploding gradients by
- * depth. */
-void strand_model_block_grad_norms(const strand_model *model, double *norms);
+/* The L2 norm of the whole gradient (the same sum as strand_grad_norm), and of each block's in
+ * block_norms (n_layers values, NULL: not wanted): vanishing or exploding gradients by depth. One
+ * pass over the gradient. */
+double strand_model_grad_norm(const strand_model *model, double *block_norms);
 /* Forget every mixer's carried state: the next window does not continue the previous one. */
 void strand_model_reset(strand_model *model);
 void strand_model_free(strand_model *model);

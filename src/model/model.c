@@ -54,13 +54,14 @@ void strand_params_free(strand_param_table *table) {
 /* ---- mixer registry ---- */
 
 extern const strand_mixer_ops strand_mixer_conv, strand_mixer_attn, strand_mixer_hyena, strand_mixer_s4d,
-    strand_mixer_rnn, strand_mixer_lstm, strand_mixer_gru, strand_mixer_ornn;
+    strand_mixer_rnn, strand_mixer_lstm, strand_mixer_gru, strand_mixer_ornn, strand_mixer_mingru,
+    strand_mixer_minlstm;
 
 /* The registry: a new mixer is its file plus one entry here. The order is the options' place in
  * strand_config.mixer_options and the order of their sections in a written configuration. */
 static const strand_mixer_ops *const mixer_registry[] = {
-    &strand_mixer_conv, &strand_mixer_attn, &strand_mixer_hyena, &strand_mixer_s4d,
-    &strand_mixer_rnn,  &strand_mixer_lstm, &strand_mixer_gru,   &strand_mixer_ornn};
+    &strand_mixer_conv, &strand_mixer_attn, &strand_mixer_hyena, &strand_mixer_s4d,    &strand_mixer_rnn,
+    &strand_mixer_lstm, &strand_mixer_gru,  &strand_mixer_ornn,  &strand_mixer_mingru, &strand_mixer_minlstm};
 enum { MIXER_COUNT = sizeof mixer_registry / sizeof *mixer_registry };
 _Static_assert((int)MIXER_COUNT <= (int)STRAND_MAX_MIXERS, "raise STRAND_MAX_MIXERS");
 
@@ -647,14 +648,24 @@ void strand_model_carry_load(strand_model *model, const real_t *in) {
     }
 }
 
-void strand_model_block_grad_norms(const strand_model *model, double *norms) {
-    for (int l = 0; l < model->n_layers; l++) {
-        const strand_block *b = &model->blocks[l];
+double strand_model_grad_norm(const strand_model *model, double *block_norms) {
+    /* One pass in index order (the same sum as strand_grad_norm), blocks' shares on the way. */
+    double total = 0;
+    int64_t i = 0;
+    for (int l = 0; l <= model->n_layers; l++) {
+        const int64_t begin = l < model->n_layers ? model->blocks[l].param_begin : model->table.total;
+        for (; i < begin; i++)
+            total += (double)model->grads[i] * (double)model->grads[i];
+        if (l == model->n_layers) break;
         double sum = 0; /* alignment padding between tensors holds zeros */
-        for (int64_t i = b->param_begin; i < b->param_end; i++)
-            sum += (double)model->grads[i] * (double)model->grads[i];
-        norms[l] = sqrt(sum);
+        for (; i < model->blocks[l].param_end; i++) {
+            const double g2 = (double)model->grads[i] * (double)model->grads[i];
+            sum += g2;
+            total += g2;
+        }
+        if (block_norms) block_norms[l] = sqrt(sum);
     }
+    return sqrt(total);
 }
 
 void strand_model_reset(strand_model *model) {

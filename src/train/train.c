@@ -462,10 +462,9 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 3));
         if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
         const double step_loss = reduced[0] / tokens_per_step;
-        const double grad_norm = strand_grad_norm(model->grads, model->table.total);
-        /* Per block, before clipping (rank 0 writes them; every rank holds the same gradient). */
+        /* Per block too, before clipping (rank 0 writes them; every rank holds the same gradient). */
         double block_norms[STRAND_MAX_BLOCKS];
-        if (t->rank0) strand_model_block_grad_norms(model, block_norms);
+        const double grad_norm = strand_model_grad_norm(model, t->rank0 ? block_norms : NULL);
         /* Every rank holds the same reduced numbers, so they stop together without another vote. */
         if (!isfinite(step_loss) || !isfinite(grad_norm))
             STRAND_FAIL(
