@@ -77,14 +77,12 @@ static const scan_layer scan_layers[] = {
     {"s4d", "s4d.state", "s4d.mode=scan"},
 };
 
-/* An integer key's value in a configuration (a mixer's option or a core key), through its row. */
+/* An integer key's value in a configuration, through its row (a row's offset is into the whole
+ * configuration, mixers' options included). */
 static int int_option(const strand_config *config, const char *name) {
     const strand_config_key *key = strand_config_find_key(name);
-    if (!key) return 0;
-    const strand_mixer_ops *ops = strand_mixer_find(key->section);
-    const char *base = ops ? (const char *)strand_mixer_options(config, ops) : (const char *)config;
     int value = 0;
-    memcpy(&value, base + key->offset, sizeof value);
+    if (key) memcpy(&value, (const char *)config + key->offset, sizeof value);
     return value;
 }
 

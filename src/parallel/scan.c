@@ -195,8 +195,10 @@ static int chain(strand_scan *scan, MPI_Comm comm, const double *summary, const 
         }
     }
     STRAND_CALL_MPI(MPI_Exscan(send, recv, 1, scan->pair, scan->op, comm));
-    scan->bytes_sent += (int64_t)sizeof(double) * 2 * n;
-    bytes_sent_here += (int64_t)sizeof(double) * 2 * n;
+    if (scan->size > 1) { /* one rank sends nothing */
+        scan->bytes_sent += (int64_t)sizeof(double) * 2 * n;
+        bytes_sent_here += (int64_t)sizeof(double) * 2 * n;
+    }
     if (rank != 0) memcpy(entering, recv + n, sizeof(double) * (size_t)n);
     return STRAND_OK;
 }

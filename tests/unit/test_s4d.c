@@ -1,8 +1,11 @@
 /* Mixer s4d: initialisations (LegS eigenvalues against closed forms), kernel generation against
  * the direct cexp formula (recurrence drift bound), a rank's kernel rows against the whole-window
  * kernel, finite differences of the kernel's backward and of the whole mixer across ranks (every
- * parameter and the input, both conv strategies, both layouts), and the recurrent step mode
- * against the convolution mode. Runs at any number of ranks (one SP group over the world). */
+ * parameter and the input, both conv strategies, both layouts, and scan mode), the recurrent step
+ * mode against the convolution mode, and scan mode (s4d.mode = scan) against conv mode on the same
+ * parameters: outputs, din and every gradient over a window whose pieces outlast the fast channels'
+ * fix-up truncation, and the carried state (s4d.carry) against conv over both windows. Runs at any
+ * number of ranks (one SP group over the world). */
 #include "gradcheck.h"
 #include "model_loss.h"
 #include "test_util.h"
@@ -52,7 +55,9 @@ typedef struct {
     int setup_done;
 } fixture;
 
-static int fixture_create(fixture *f, int C, int N, const char *init, const char *strategy, double perturb) {
+/* extra: ';'-separated further settings (NULL: none), e.g. "s4d.mode=scan". */
+static int fixture_create_with(fixture *f, int C, int N, const char *init, const char *strategy,
+                               double perturb, const char *extra) {
     memset(f, 0, sizeof *f);
     strand_config_defaults(&f->config);
     char set[128];
@@ -67,6 +72,13 @@ static int fixture_create(fixture *f, int C, int N, const char *init, const char
     ok = ok && strand_config_set(&f->config, "fft.planner=estimate") == STRAND_OK;
     ok = ok && strand_config_set(&f->config, "s4d.dt_min=0.05") == STRAND_OK;
     ok = ok && strand_config_set(&f->config, "s4d.dt_max=0.5") == STRAND_OK;
+    for (const char *p = extra; ok && p && *p;) {
+        const char *end = strchr(p, ';');
+        const size_t n = end ? (size_t)(end - p) : strlen(p);
+        snprintf(set, sizeof set, "%.*s", (int)n, p);
+        ok = strand_config_set(&f->config, set) == STRAND_OK;
+        p = end ? end + 1 : p + n;
+    }
     CHECK_MSG(ok, "config: %s", strand_error_message());
     if (!ok) return STRAND_ERR_CONFIG;
     int status = strand_mixer_create(&f->mixer, strand_mixer_find("s4d"), C, &f->config, &f->table, "s4d");
@@ -82,6 +94,10 @@ static int fixture_create(fixture *f, int C, int N, const char *init, const char
     for (int64_t i = 0; i < f->table.total; i++)
         f->params[i] += (real_t)gradcheck_uniform(&rng, -perturb, perturb);
     return STRAND_OK;
+}
+
+static int fixture_create(fixture *f, int C, int N, const char *init, const char *strategy, double perturb) {
+    return fixture_create_with(f, C, N, init, strategy, perturb, NULL);
 }
 
 /* s4d.init's values in the order of enum s4d_init_kind. */
@@ -353,13 +369,15 @@ static double mixer_loss(void *arg) {
     return loss;
 }
 
-static void test_mixer(const strand_grid *grid, const char *strategy, int layout, const char *init) {
+static void test_mixer(const strand_grid *grid, const char *strategy, int layout, const char *init,
+                       const char *extra) {
     const int C = 3, N = 4;
     const int64_t L = 13; /* uneven shards at 2-4 ranks */
-    char label[96];
-    snprintf(label, sizeof label, "mixer %s %s %s", strategy, layout ? "zigzag" : "contiguous", init);
+    char label[128];
+    snprintf(label, sizeof label, "mixer %s %s %s%s%s", strategy, layout ? "zigzag" : "contiguous", init,
+             extra ? " " : "", extra ? extra : "");
     fixture f;
-    if (fixture_create(&f, C, N, init, strategy, 0.3) != STRAND_OK) return;
+    if (fixture_create_with(&f, C, N, init, strategy, 0.3, extra) != STRAND_OK) return;
     strand_shard shard;
     CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
     int status = strand_mixer_setup_alone(&f.mixer, &shard, &f.plan);
@@ -394,7 +412,7 @@ static void test_mixer(const strand_grid *grid, const char *strategy, int layout
         const strand_param_info *info = &f.table.items[p];
         gradcheck_result res = gradcheck_run(f.params + info->offset, info->size, f.grads + info->offset,
                                              mixer_loss, &m, GRADCHECK_EPS, GRADCHECK_FLOOR, 0);
-        char name[256];
+        char name[320];
         snprintf(name, sizeof name, "%s %s/%s", label, info->layer, info->name);
         if (world_rank == 0 && (!S4D_OK(res) || grid->world_size == 1)) gradcheck_print(stderr, name, res);
         CHECK_MSG(S4D_OK(res), "%s (ranks %d)", name, grid->world_size);
@@ -466,6 +484,218 @@ static void test_recurrent(const strand_grid *grid, const char *strategy, int la
     free(step);
     strand_shard_free(&shard);
     fixture_free(&f);
+}
+
+/* ---- scan mode equals conv mode on the same parameters ---- */
+
+#ifdef STRAND_REAL_DOUBLE
+#define SCAN_TOL 1e-9
+#else
+#define SCAN_TOL 1e-4
+#endif
+
+/* max |a - b| / max |b| over the whole tensor, or 0 when both are zero (a tensor of values on
+ * every rank: the caller reduces them first). */
+static double tensor_rel(const real_t *a, const real_t *b, int64_t n) {
+    double diff = 0, scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)a[i] - (double)b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    if (diff != diff) return INFINITY; /* NaN */
+    return scale > 0 ? diff / scale : diff;
+}
+
+/* This rank's rows (T,C) into a (L,C) array summed over the world (zeros elsewhere). */
+static void gather_rows(const strand_shard *shard, MPI_Comm comm, int C, int64_t L, const real_t *local,
+                        real_t *global) {
+    memset(global, 0, sizeof(real_t) * (size_t)(L * C));
+    for (int64_t i = 0; i < shard->T; i++)
+        memcpy(global + strand_shard_position(shard, i) * C, local + i * C, sizeof(real_t) * (size_t)C);
+    CHECK(strand_allreduce_sum(comm, global, L * C) == STRAND_OK);
+}
+
+/* Step sizes from 1e-3 (a mode that outlives the window) to 8 (|z| = e^{-2.4} and faster: the
+ * fix-up of such a channel stops after 17 rows, inside every piece), channels in scrambled order so
+ * that both channel blocks mix slow and fast lanes; Re A from -0.3 to -1.3 across the modes. */
+static void scan_test_params(fixture *f, int C, int H) {
+    const strand_param_info *dt = param(f, "s4d", "log_dt"), *re = param(f, "s4d", "log_a_re");
+    for (int c = 0; c < C; c++) {
+        const double k = (double)((c * 7) % C) / (C - 1);
+        f->params[dt->offset + c] = (real_t)(log(1e-3) + k * log(8000.0));
+        for (int n = 0; n < H; n++)
+            f->params[re->offset + (int64_t)c * H + n] = (real_t)(log(0.3) + 0.5 * n);
+    }
+}
+
+static void test_scan_vs_conv(const strand_grid *grid, int layout) {
+    const int C = 12, N = 8, H = N / 2; /* two channel blocks, the second padded */
+    const int64_t L = 333;              /* pieces of 41-333 rows at SP 1-4 */
+    const char *label = layout ? "zigzag" : "contiguous";
+    fixture conv, scan;
+    if (fixture_create_with(&conv, C, N, "lin", "auto", 0.3, NULL) != STRAND_OK) return;
+    if (fixture_create_with(&scan, C, N, "lin", "auto", 0.3, "s4d.mode=scan") != STRAND_OK) {
+        fixture_free(&conv);
+        return;
+    }
+    CHECK(conv.table.total == scan.table.total);
+    scan_test_params(&conv, C, H);
+    memcpy(scan.params, conv.params, sizeof(real_t) * (size_t)conv.table.total);
+    strand_shard shard;
+    CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
+    int status = strand_mixer_setup_alone(&conv.mixer, &shard, &conv.plan);
+    if (status == STRAND_OK) status = strand_mixer_setup_alone(&scan.mixer, &shard, &scan.plan);
+    CHECK_MSG(status == STRAND_OK, "scan vs conv %s: setup: %s", label, strand_error_message());
+    if (status != STRAND_OK) {
+        strand_shard_free(&shard);
+        fixture_free(&conv);
+        fixture_free(&scan);
+        return;
+    }
+    /* Scan mode plans no kernel and no FFT buffers. */
+    int fft_entries = 0;
+    for (int i = 0; i < scan.plan.count; i++)
+        fft_entries +=
+            scan.plan.entries[i].component == STRAND_MEM_FFT || strstr(scan.plan.entries[i].name, "kernel");
+    CHECK_MSG(fft_entries == 0, "scan mode planned %d kernel or FFT buffers", fft_entries);
+
+    const int64_t LC = L * C, TC = shard.T * C;
+    real_t *u_global = malloc(sizeof(real_t) * (size_t)LC), *r_global = malloc(sizeof(real_t) * (size_t)LC);
+    real_t *u = malloc(sizeof(real_t) * (size_t)TC), *r = malloc(sizeof(real_t) * (size_t)TC);
+    real_t *out[2], *din[2], *glob[2];
+    for (int k = 0; k < 2; k++) {
+        out[k] = malloc(sizeof(real_t) * (size_t)TC);
+        din[k] = calloc((size_t)TC, sizeof(real_t));
+        glob[k] = malloc(sizeof(real_t) * (size_t)LC);
+    }
+    uint64_t rng = 31337;
+    gradcheck_fill(u_global, LC, -1, 1, &rng);
+    gradcheck_fill(r_global, LC, -1, 1, &rng);
+    take_rows(&shard, C, u, u_global);
+    take_rows(&shard, C, r, r_global);
+    fixture *fs[2] = {&conv, &scan};
+    for (int k = 0; k < 2; k++) {
+        fixture *f = fs[k];
+        memset(f->grads, 0, sizeof(real_t) * (size_t)f->table.total);
+        CHECK(f->mixer.ops->forward(&f->mixer, out[k], u, f->params, &shard) == STRAND_OK);
+        CHECK(f->mixer.ops->backward(&f->mixer, din[k], f->grads, r, u, f->params, &shard) == STRAND_OK);
+        CHECK(strand_allreduce_sum(grid->world, f->grads, f->table.total) == STRAND_OK);
+    }
+    double worst = 0;
+    gather_rows(&shard, grid->world, C, L, out[0], glob[0]);
+    gather_rows(&shard, grid->world, C, L, out[1], glob[1]);
+    double rel = tensor_rel(glob[1], glob[0], LC);
+    worst = fmax(worst, rel);
+    CHECK_MSG(rel < SCAN_TOL, "scan vs conv %s sp %d: output relative %.3g", label, grid->sp_size, rel);
+    gather_rows(&shard, grid->world, C, L, din[0], glob[0]);
+    gather_rows(&shard, grid->world, C, L, din[1], glob[1]);
+    rel = tensor_rel(glob[1], glob[0], LC);
+    worst = fmax(worst, rel);
+    CHECK_MSG(rel < SCAN_TOL, "scan vs conv %s sp %d: din relative %.3g", label, grid->sp_size, rel);
+    for (int p = 0; p < conv.table.count; p++) {
+        const strand_param_info *info = &conv.table.items[p];
+        rel = tensor_rel(scan.grads + info->offset, conv.grads + info->offset, info->size);
+        worst = fmax(worst, rel);
+        CHECK_MSG(rel < SCAN_TOL, "scan vs conv %s sp %d: d %s/%s relative %.3g", label, grid->sp_size,
+                  info->layer, info->name, rel);
+    }
+    if (world_rank == 0)
+        fprintf(stderr,
+                "scan vs conv (%s, sp %d, L %lld): worst relative %.3g over out, din and %d gradients\n",
+                label, grid->sp_size, (long long)L, worst, conv.table.count);
+    free(u_global), free(r_global), free(u), free(r);
+    for (int k = 0; k < 2; k++)
+        free(out[k]), free(din[k]), free(glob[k]);
+    strand_shard_free(&shard);
+    fixture_free(&conv);
+    fixture_free(&scan);
+}
+
+/* s4d.carry: windows A then B of length L each, B from the state A leaves, equal the last L rows
+ * of conv mode over the 2L positions; after reset, B alone equals conv over B. */
+static void test_scan_carry(const strand_grid *grid, int layout) {
+    const int C = 5, N = 6, H = N / 2;
+    const int64_t L = 120;
+    fixture conv, scan;
+    if (fixture_create_with(&conv, C, N, "inv", "auto", 0.3, NULL) != STRAND_OK) return;
+    if (fixture_create_with(&scan, C, N, "inv", "auto", 0.3, "s4d.mode=scan;s4d.carry=true") != STRAND_OK) {
+        fixture_free(&conv);
+        return;
+    }
+    scan_test_params(&conv, C, H);
+    memcpy(scan.params, conv.params, sizeof(real_t) * (size_t)conv.table.total);
+    strand_shard shard, twice;
+    CHECK(strand_shard_init(&shard, grid, L, layout) == STRAND_OK);
+    CHECK(strand_shard_init(&twice, grid, 2 * L, layout) == STRAND_OK);
+    int status = strand_mixer_setup_alone(&conv.mixer, &twice, &conv.plan);
+    if (status == STRAND_OK) status = strand_mixer_setup_alone(&scan.mixer, &shard, &scan.plan);
+    CHECK_MSG(status == STRAND_OK, "scan carry: setup: %s", strand_error_message());
+    const unsigned caps = scan.mixer.ops->capabilities(scan.mixer.options);
+    CHECK(caps == (STRAND_MIXER_STEP | STRAND_MIXER_CARRIES_STATE));
+    CHECK(scan.mixer.ops->carry_count(&scan.mixer) == 2 * C * H &&
+          conv.mixer.ops->carry_count(&conv.mixer) == 0);
+    if (status == STRAND_OK) {
+        real_t *u_global = malloc(sizeof(real_t) * (size_t)(2 * L * C));
+        real_t *u = malloc(sizeof(real_t) * (size_t)(twice.T * C)),
+               *y = malloc(sizeof(real_t) * (size_t)(twice.T * C));
+        real_t *ref = malloc(sizeof(real_t) * (size_t)(2 * L * C)),
+               *got = malloc(sizeof(real_t) * (size_t)(L * C));
+        uint64_t rng = 8;
+        gradcheck_fill(u_global, 2 * L * C, -1, 1, &rng);
+        take_rows(&twice, C, u, u_global);
+        CHECK(conv.mixer.ops->forward(&conv.mixer, y, u, conv.params, &twice) == STRAND_OK);
+        gather_rows(&twice, grid->world, C, 2 * L, y, ref);
+        for (int w = 0; w < 2; w++) {
+            take_rows(&shard, C, u, u_global + w * L * C);
+            CHECK(scan.mixer.ops->forward(&scan.mixer, y, u, scan.params, &shard) == STRAND_OK);
+        }
+        gather_rows(&shard, grid->world, C, L, y, got);
+        double rel = tensor_rel(got, ref + L * C, L * C);
+        CHECK_MSG(rel < SCAN_TOL, "scan carry %d sp %d: window B relative %.3g", layout, grid->sp_size, rel);
+        if (world_rank == 0)
+            fprintf(stderr, "scan carry (layout %d): window B vs conv over 2L: %.3g\n", layout, rel);
+        /* reset: B alone, against conv over B's positions as a window of its own */
+        scan.mixer.ops->reset(&scan.mixer);
+        CHECK(scan.mixer.ops->forward(&scan.mixer, y, u, scan.params, &shard) == STRAND_OK);
+        gather_rows(&shard, grid->world, C, L, y, got);
+        fixture alone;
+        if (fixture_create_with(&alone, C, N, "inv", "auto", 0.3, NULL) == STRAND_OK) {
+            memcpy(alone.params, conv.params, sizeof(real_t) * (size_t)conv.table.total);
+            CHECK(strand_mixer_setup_alone(&alone.mixer, &shard, &alone.plan) == STRAND_OK);
+            real_t *y2 = malloc(sizeof(real_t) * (size_t)(shard.T * C));
+            CHECK(alone.mixer.ops->forward(&alone.mixer, y2, u, alone.params, &shard) == STRAND_OK);
+            gather_rows(&shard, grid->world, C, L, y2, ref);
+            rel = tensor_rel(got, ref, L * C);
+            CHECK_MSG(rel < SCAN_TOL, "scan carry %d sp %d: after reset relative %.3g", layout, grid->sp_size,
+                      rel);
+            free(y2);
+            fixture_free(&alone);
+        }
+        free(u_global), free(u), free(y), free(ref), free(got);
+    }
+    strand_shard_free(&shard);
+    strand_shard_free(&twice);
+    fixture_free(&conv);
+    fixture_free(&scan);
+}
+
+/* s4d.mode and s4d.carry: capabilities, and carry refused in conv mode naming both keys. */
+static void test_scan_config(void) {
+    strand_config config;
+    strand_config_defaults(&config);
+    const strand_mixer_ops *ops = strand_mixer_find("s4d");
+    CHECK(ops->capabilities(strand_mixer_options(&config, ops)) ==
+          (STRAND_MIXER_LONG_CONV | STRAND_MIXER_STEP));
+    CHECK(strand_config_set(&config, "s4d.mode=scan") == STRAND_OK);
+    CHECK(ops->capabilities(strand_mixer_options(&config, ops)) == STRAND_MIXER_STEP);
+    CHECK(strand_config_validate(&config) == STRAND_OK);
+    CHECK(strand_config_set(&config, "s4d.mode=conv") == STRAND_OK);
+    CHECK(strand_config_set(&config, "s4d.carry=true") == STRAND_OK);
+    const int status = strand_config_validate(&config);
+    CHECK_MSG(status == STRAND_ERR_CONFIG && strstr(strand_error_message(), "s4d.carry") &&
+                  strstr(strand_error_message(), "s4d.mode = scan"),
+              "carry in conv mode: status %d, %s", status, strand_error_message());
+    strand_error_clear();
 }
 
 /* ---- inside the model: every parameter of a two-block model (s4d, conv) across ranks ---- */
@@ -573,11 +803,15 @@ int main(int argc, char **argv) {
     for (int layout = 0; layout < 2; layout++) {
         test_kernel_slice(&grid, layout);
         for (int s = 0; s < 2; s++) {
-            test_mixer(&grid, strategies[s], layout, layout ? "inv" : "lin");
+            test_mixer(&grid, strategies[s], layout, layout ? "inv" : "lin", NULL);
             test_recurrent(&grid, strategies[s], layout);
         }
+        test_mixer(&grid, "auto", layout, layout ? "lin" : "legs", "s4d.mode=scan");
+        test_scan_vs_conv(&grid, layout);
+        test_scan_carry(&grid, layout);
     }
-    test_mixer(&grid, "auto", STRAND_LAYOUT_CONTIGUOUS, "legs");
+    test_scan_config();
+    test_mixer(&grid, "auto", STRAND_LAYOUT_CONTIGUOUS, "legs", NULL);
     test_model(&grid, "fftw-mpi", STRAND_LAYOUT_CONTIGUOUS);
     test_model(&grid, "alltoall", STRAND_LAYOUT_ZIGZAG);
 

@@ -24,7 +24,23 @@
  * 2^-500 * 2 sum_n |C_n Bbar_n| from anchors flushed to zero once a mode has decayed below 2^-500
  * (stepping through subnormal numbers measured 60x slower).
  * Anchors sit on global multiples, so a rank's rows are bit-identical to the same rows of the
- * whole-window kernel at any SP. */
+ * whole-window kernel at any SP.
+ *
+ * s4d.mode = scan computes the same layer, on the same parameters, through its recurrence and the
+ * distributed linear scan (parallel/scan.h) instead of the kernel and the FFT:
+ *   x_t = z x_{t-1} + Bbar u_t   (per channel c and mode n, complex; z = e^x)
+ *   y_t = 2 Re sum_n C_n x_t,n + D u_t,  then the same GELU, linear and GLU.
+ * The state is never stored for every position: the forward keeps x every S4D_SCAN_CHUNK positions
+ * of each piece (checkpoints, C N doubles each) and backward recomputes a chunk at a time from
+ * them. Each rank scans its pieces from x = 0; the summaries (z^len, final x) go through
+ * strand_scan_exchange, and the state x_in entering a piece is added afterwards (the fix-up):
+ * row j of the piece gets 2 Re sum_n C_n z_n^(j+1) x_in,n. The fix-up of a channel stops after
+ * its row j once max_n |z_n|^(j+1) < 2^-60: every dropped term is below
+ * 2^-60 * 2 sum_n |C_n x_in,n|, i.e. 2^-60 of the first row's correction scale (the checkpoints,
+ * corrected by z^(kQ) x_in, are truncated alike: by at most 2^-60 |x_in,n| per mode). s4d.carry =
+ * true (scan mode only) carries the window's last state into the next window (no gradient
+ * crosses). The backward is derived in s4d.c. Cost O(L C N) per window, memory (T/Q) C N doubles
+ * of checkpoints beyond the activations both modes save. */
 #ifndef STRAND_S4D_H
 #define STRAND_S4D_H
 
@@ -36,6 +52,9 @@ extern const strand_mixer_ops strand_mixer_s4d;
 
 enum { S4D_ANCHOR_EVERY = 64 };
 enum s4d_init_kind { S4D_INIT_LIN = 0, S4D_INIT_INV = 1, S4D_INIT_LEGS = 2 };
+enum s4d_mode_kind { S4D_MODE_CONV = 0, S4D_MODE_SCAN = 1 }; /* s4d.mode */
+/* Scan mode: positions between two checkpoints of the state (Q). */
+enum { S4D_SCAN_CHUNK = 64 };
 
 /* ---- initialisation helpers ---- */
 
@@ -48,7 +67,8 @@ int s4d_init_a_imag(int kind, int N, double *a_im /* (N/2) */);
 /* ---- kernel (for tests and other mixers) ---- */
 
 /* K rows for the global lags of the given pieces (rows of piece 0, then piece 1, ...), K (rows,C).
- * The mixer must have been created; its workspace is used. */
+ * The mixer must have been created in conv mode (scan mode makes no kernel workspace); its
+ * workspace is used. */
 void s4d_kernel_forward(strand_mixer *mixer, real_t *K, const real_t *params, int n_pieces,
                         const int64_t *starts, const int64_t *lengths);
 /* dparams (log_dt, log_a_re, a_im, B, C of this layer) += d/dparams of sum(K * dK). */
