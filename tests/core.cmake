@@ -25,6 +25,8 @@ target_link_libraries(test_long_range PRIVATE strandlib)
 target_include_directories(test_long_range PRIVATE ${STRAND_TEST_DIR}/unit)
 add_test(NAME long_range_np2 COMMAND ${STRAND_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:test_long_range> hyena s4d)
 set_tests_properties(long_range_np2 PROPERTIES ENVIRONMENT "${STRAND_TEST_ENV}" TIMEOUT 600 LABELS "mpi;learning;slow")
+# strand bench rnn / bench scan: their JSON fields, and the scan's bytes per rank independent of L.
+strand_add_script_test(NAME bench_scan COMMAND bash ${STRAND_TEST_DIR}/cli/test_bench_scan.sh TIMEOUT 300)
 strand_add_script_test(NAME eval_checkpoint COMMAND bash ${STRAND_TEST_DIR}/cli/test_eval.sh TIMEOUT 300)
 # Ranks given different configurations or dataset contents are refused with the first difference.
 strand_add_script_test(NAME train_rank_consistency COMMAND bash ${STRAND_TEST_DIR}/cli/test_rank_consistency.sh TIMEOUT 600)
