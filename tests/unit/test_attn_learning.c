@@ -15,18 +15,16 @@
  * window's 128 positions; base 10000 leaves half of them nearly constant there) and 8 windows per
  * step make the attention model find the copy reliably: init seeds 1-12 all reached 0.006-0.024
  * bits in 800 steps (with 2 heads and 4 windows per step, 1 seed in 8 stayed at chance). */
+#include "learning_util.h"
 #include "test_util.h"
 
 #include "strand/config.h"
 #include "strand/dataset.h"
 #include "strand/dist.h"
 #include "strand/model.h"
-#include "train/optim.h"
 #include "core/rng.h"
 
-#include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 enum { LENGTH = 128, BLOCK = 64, COPY_AT = 64, BATCH = 8 };
 enum { STREAM_TASK = 77 };
@@ -47,87 +45,19 @@ static int is_copy_target(int64_t t) {
     return t >= COPY_AT - 1 && t < COPY_AT + BLOCK - 1;
 }
 
-typedef struct {
-    double copy_bits, all_bits;
-    int64_t params;
-    double seconds;
-} result;
+static const learning_task copy_task = {
+    .length = LENGTH, .make_window = make_window, .is_answer = is_copy_target};
 
-static int n_extra = 0;
-static char **extra = NULL;
-
-static int train_and_score(const strand_grid *grid, const char *layers, int layout, int steps, result *res) {
-    strand_config config;
-    strand_config_defaults(&config);
-    const char *sets[] = {
-        "model.d_model=32", "model.mlp_hidden=64",   "model.conv_kernel=8",     "attn.heads=4",
-        "train.lr=3e-3",    "train.warmup_steps=30", "train.weight_decay=0.01", "train.grad_clip=1.0"};
-    for (size_t i = 0; i < sizeof sets / sizeof *sets; i++)
-        STRAND_CALL(strand_config_set(&config, sets[i]));
-    STRAND_CALL(strand_config_set(&config, "train.seed=1"));
-    for (int i = 0; i < n_extra; i++)
-        STRAND_CALL(strand_config_set(&config, extra[i]));
-    snprintf(config.layers, sizeof config.layers, "%s", layers);
-    config.seq_len = LENGTH;
-    config.steps = steps;
-    strand_shard shard;
-    STRAND_CALL(strand_shard_init(&shard, grid, LENGTH, layout));
-    strand_model model;
-    STRAND_CALL(strand_model_create(&model, &config, &shard));
-    strand_model_init_params(&model, config.seed);
-    strand_adamw opt;
-    STRAND_CALL(strand_adamw_create(&opt, model.table.total));
-    res->params = model.table.total;
-
-    const int64_t T = shard.T;
-    uint8_t window[LENGTH + 1], *inputs = malloc((size_t)T), *targets = malloc((size_t)T);
-    int64_t *pos = malloc(sizeof(int64_t) * (size_t)T);
-    for (int64_t i = 0; i < T; i++)
-        pos[i] = strand_shard_position(&shard, i);
-    const double t0 = strand_now();
-    int status = STRAND_OK;
-    for (int step = 0; step < steps && status == STRAND_OK; step++) {
-        memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
-        for (int b = 0; b < BATCH && status == STRAND_OK; b++) {
-            make_window(window, 1, (uint64_t)step * BATCH + (uint64_t)b);
-            for (int64_t i = 0; i < T; i++)
-                inputs[i] = window[pos[i]], targets[i] = window[pos[i] + 1];
-            double loss = 0;
-            status = strand_model_forward(&model, inputs, targets, &shard, &loss);
-            if (status == STRAND_OK)
-                status = strand_model_backward(&model, inputs, &shard, (real_t)(1.0 / (BATCH * LENGTH)));
-        }
-        if (status != STRAND_OK) break;
-        status = strand_allreduce_sum(grid->world, model.grads, model.table.total);
-        if (status != STRAND_OK) break;
-        const double norm = strand_grad_norm(model.grads, model.table.total);
-        strand_clip_grads(model.grads, model.table.total, norm, config.grad_clip);
-        strand_adamw_update(&opt, &model.table, model.params, model.grads, strand_lr_at(&config, step),
-                            &config);
-    }
-    res->seconds = strand_now() - t0;
-    /* Held-out windows (another seed): mean loss over the copied part and over everything. */
-    double sums[4] = {0, 0, 0, 0}; /* copy loss, copy count, all loss, all count */
-    for (int w = 0; w < 16 && status == STRAND_OK; w++) {
-        make_window(window, 2, (uint64_t)w);
-        for (int64_t i = 0; i < T; i++)
-            inputs[i] = window[pos[i]], targets[i] = window[pos[i] + 1];
-        double loss = 0;
-        status = strand_model_forward(&model, inputs, targets, &shard, &loss);
-        for (int64_t i = 0; i < T && status == STRAND_OK; i++) {
-            if (is_copy_target(pos[i])) sums[0] += model.losses[i], sums[1] += 1;
-            sums[2] += model.losses[i], sums[3] += 1;
-        }
-    }
-    if (status == STRAND_OK) status = strand_allreduce_sum_double(grid->world, sums, 4);
-    res->copy_bits = sums[0] / fmax(sums[1], 1) / log(2.0);
-    res->all_bits = sums[2] / fmax(sums[3], 1) / log(2.0);
-    free(inputs), free(targets), free(pos);
-    strand_adamw_free(&opt);
-    strand_model_free(&model);
-    strand_shard_free(&shard);
-    return status;
-}
+static const char *const defaults[] = {"model.d_model=32",
+                                       "model.mlp_hidden=64",
+                                       "model.conv_kernel=8",
+                                       "attn.heads=4",
+                                       "train.lr=3e-3",
+                                       "train.warmup_steps=30",
+                                       "train.weight_decay=0.01",
+                                       "train.grad_clip=1.0",
+                                       "train.seed=1",
+                                       NULL};
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
@@ -140,24 +70,30 @@ int main(int argc, char **argv) {
         fprintf(stderr, "test_attn_learning: meant for 2 ranks (running on %d)\n", size);
     /* Optional: steps, then config overrides (for exploring the task by hand). */
     const int steps = argc > 1 ? atoi(argv[1]) : 800;
-    n_extra = argc > 2 ? argc - 2 : 0;
-    extra = argv + 2;
+    const char *const *extra = (const char *const *)argv + 2; /* argv[argc] is NULL */
 
-    result attn = {0}, conv = {0};
-    int status = train_and_score(&grid, "attn,attn", STRAND_LAYOUT_ZIGZAG, steps, &attn);
+    learning_result attn = {0}, conv = {0};
+    learning_run run = {.layers = "attn,attn",
+                        .layout = STRAND_LAYOUT_ZIGZAG,
+                        .steps = steps,
+                        .batch = BATCH,
+                        .sets = {defaults, argc > 2 ? extra : NULL}};
+    int status = learning_train_and_score(&grid, &copy_task, &run, &attn);
     CHECK_MSG(status == STRAND_OK, "attn training: %s", strand_error_message());
-    status = train_and_score(&grid, "conv,conv,conv,conv", STRAND_LAYOUT_CONTIGUOUS, steps, &conv);
+    run.layers = "conv,conv,conv,conv";
+    run.layout = STRAND_LAYOUT_CONTIGUOUS;
+    status = learning_train_and_score(&grid, &copy_task, &run, &conv);
     CHECK_MSG(status == STRAND_OK, "conv training: %s", strand_error_message());
     if (rank == 0) {
         fprintf(stderr,
                 "copy task, %d ranks, %d steps x %d windows of %d: loss on the copied part (bits/base)\n"
                 "  attn,attn (zigzag)     %.4f   (all positions %.3f, %lld parameters, %.1f s)\n"
                 "  conv x4 (contiguous)   %.4f   (all positions %.3f, %lld parameters, %.1f s)\n",
-                size, steps, BATCH, LENGTH, attn.copy_bits, attn.all_bits, (long long)attn.params,
-                attn.seconds, conv.copy_bits, conv.all_bits, (long long)conv.params, conv.seconds);
+                size, steps, BATCH, LENGTH, attn.answer_bits, attn.all_bits, (long long)attn.params,
+                attn.seconds, conv.answer_bits, conv.all_bits, (long long)conv.params, conv.seconds);
     }
-    CHECK_MSG(attn.copy_bits < 0.1, "attention did not learn the copy: %.4f bits", attn.copy_bits);
-    CHECK_MSG(conv.copy_bits > 1.5, "conv solved a copy it cannot see: %.4f bits", conv.copy_bits);
+    CHECK_MSG(attn.answer_bits < 0.1, "attention did not learn the copy: %.4f bits", attn.answer_bits);
+    CHECK_MSG(conv.answer_bits > 1.5, "conv solved a copy it cannot see: %.4f bits", conv.answer_bits);
     strand_grid_free(&grid);
     int failed = test_finish("test_attn_learning"), any = 0;
     MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

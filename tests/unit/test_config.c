@@ -344,9 +344,9 @@ static void test_layers(void) {
     strcat(arg, ",conv");
     CHECK_FAILS(strand_config_set(&c, arg), STRAND_ERR_CONFIG, "too long");
 
-    const char *path = write_temp("layers.ini", "[model]\nlayers = conv, mamba\n");
+    const char *path = write_temp("layers.ini", "[model]\nlayers = conv, xlstm\n");
     char expected[256];
-    snprintf(expected, sizeof expected, "%s:2: model.layers = conv, mamba: unknown mixer 'mamba'", path);
+    snprintf(expected, sizeof expected, "%s:2: model.layers = conv, xlstm: unknown mixer 'xlstm'", path);
     CHECK_FAILS(strand_config_load_file(&c, path), STRAND_ERR_CONFIG, expected);
 }
 
@@ -376,8 +376,8 @@ static void test_validate(void) {
     CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG, "has no value number -1");
 
     strand_config_defaults(&c);
-    strcpy(c.layers, "conv,mamba");
-    CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG, "unknown mixer 'mamba'");
+    strcpy(c.layers, "conv,xlstm");
+    CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG, "unknown mixer 'xlstm'");
     c.layers[0] = '\0';
     CHECK_FAILS(strand_config_validate(&c), STRAND_ERR_CONFIG, "at least one mixer");
 

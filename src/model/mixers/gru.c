@@ -5,27 +5,30 @@
  *   out (T,C) = h Wo^T
  * Gate blocks in the order r z n (U, W (3C,C); b = b_i, b_h (3C)). The reset gate multiplies
  * W_n h + b_hn (PyTorch, cuDNN), not h before W_n (Cho et al. 2014). W ~ U(-1/sqrt(C), 1/sqrt(C)),
- * biases 0. The state h crosses rank boundaries (recurrent.c). */
+ * biases 0 except the update gate's b_iz = gru.update_bias: z near 1 keeps h (h_t = z h_{t-1} +
+ * (1 - z) n), so a bias b starts the state with a memory of about 1 / (1 - sig(b)) positions
+ * (b = 5: z = 0.9933, about 150; the forget bias of the LSTM plays the same part). The state h
+ * crosses rank boundaries (recurrent.c). */
 #include "model/mixers/recurrent.h"
 
 #include <math.h>
 
 typedef struct {
-    int carry;
+    STRAND_RECURRENT_OPTIONS;
+    double update_bias;
 } gru_options;
 
 static const strand_config_key gru_keys[] = {
     {.section = "gru",
-     .name = "carry",
-     .type = STRAND_KEY_BOOL,
-     STRAND_KEY_FIELD(gru_options, carry),
-     .def = "false",
-     .help = "Carry the last hidden state of a window into the next (no gradient across windows)."},
+     .name = "update_bias",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(gru_options, update_bias),
+     .def = "0",
+     .dmin = -100,
+     .dmax = 100,
+     .help = "Initial bias of the update gate z (z near 1 keeps h: memory over about 1/(1-z) positions)."},
+    STRAND_RECURRENT_CARRY_KEY("gru", gru_options, "hidden state"),
 };
-
-static unsigned gru_capabilities(const void *options) {
-    return strand_recurrent_capabilities(((const gru_options *)options)->carry);
-}
 
 static const char *const gru_test_configs[] = {"", "gru.carry=true", NULL};
 
@@ -75,42 +78,33 @@ static const strand_recurrent_cell gru_cell = {
 static int gru_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                       const char *layer) {
     const gru_options *o = mixer->options;
-    return strand_recurrent_create(mixer, config, table, layer, &gru_cell, "gru", o->carry,
-                                   STRAND_INIT_ZEROS);
+    STRAND_CALL(strand_recurrent_create(mixer, config, table, layer, &gru_cell, "gru", o->carry,
+                                        STRAND_INIT_BY_LAYER));
+    ((strand_recurrent *)mixer->state)->keep_bias = o->update_bias;
+    return STRAND_OK;
 }
 
 static void gru_init_params(strand_mixer *mixer, real_t *params, uint64_t seed) {
     const strand_recurrent *r = mixer->state;
-    strand_recurrent_init_uniform(params + r->w_off, 3 * (int64_t)r->C, r->C, seed, r->w);
+    const int C = r->C;
+    strand_recurrent_init_uniform(params + r->w_off, 3 * (int64_t)C, C, seed, r->w);
+    for (int k = 0; k < 3 * C; k++) /* b_i in the order r z n */
+        params[r->b_off + k] = (real_t)(k >= C && k < 2 * C ? r->keep_bias : 0);
 }
 
-static double gru_flops(const void *options, int C, int64_t T) {
-    (void)options;
-    return strand_recurrent_flops(3, C, T);
-}
+STRAND_RECURRENT_FLOPS(gru_flops, 3)
 
 const strand_mixer_ops strand_mixer_gru = {
     .name = "gru",
     .flops = gru_flops,
     .forward_cost = "O(L C^2) (sequential along the window)",
-    .step_cost = "O(C^2)",
-    .summary = "GRU (PyTorch convention: reset gate on W_n h + b_hn), its state passed across the SP ranks",
+    .summary = "GRU (PyTorch convention: reset gate on W_n h + b_hn; update bias gru.update_bias), its state "
+               "passed across the SP ranks",
     .options_size = sizeof(gru_options),
     .keys = gru_keys,
     .key_count = sizeof gru_keys / sizeof gru_keys[0],
-    .capabilities = gru_capabilities,
     .test_configs = gru_test_configs,
     .create = gru_create,
-    .plan = strand_recurrent_plan,
     .init_params = gru_init_params,
-    .forward = strand_recurrent_forward,
-    .backward = strand_recurrent_backward,
-    .destroy = strand_recurrent_destroy,
-    .step_init = strand_recurrent_step_init,
-    .step = strand_recurrent_step,
-    .step_free = strand_recurrent_step_free,
-    .carry_count = strand_recurrent_carry_count,
-    .carry_save = strand_recurrent_carry_save,
-    .carry_load = strand_recurrent_carry_load,
-    .reset = strand_recurrent_reset,
+    STRAND_RECURRENT_PASSES,
 };

@@ -3,14 +3,18 @@
  *   [i f o g] = [sig sig sig tanh](W h_{t-1} + U x_t + b)     gates in this order, C each
  *   c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t),  out (T,C) = h Wo^T
  * State [h c] (2C) crosses rank boundaries (recurrent.c). W ~ U(-1/sqrt(C), 1/sqrt(C)) (PyTorch's
- * init), b = 0 except the forget gate's lstm.forget_bias (Jozefowicz et al. 2015). */
+ * init), b = 0 except the forget gate's lstm.forget_bias (Jozefowicz et al. 2015) and the input
+ * gate's lstm.input_bias. For memory over k positions the forget gate must start near 1 (the cell
+ * keeps f^k of a value) and, with a constant input, the input gate near 0: with i = 1/2 the
+ * input's writes i g pile up to i g / (1 - f) and saturate tanh(c) (chrono initialisation, Tallec
+ * and Ollivier 2018, sets input_bias = -forget_bias). */
 #include "model/mixers/recurrent.h"
 
 #include <math.h>
 
 typedef struct {
-    double forget_bias;
-    int carry;
+    STRAND_RECURRENT_OPTIONS;
+    double forget_bias, input_bias;
 } lstm_options;
 
 static const strand_config_key lstm_keys[] = {
@@ -21,20 +25,19 @@ static const strand_config_key lstm_keys[] = {
      .def = "1",
      .dmin = -100,
      .dmax = 100,
-     .help = "Initial bias of the forget gate."},
+     .help = "Initial bias of the forget gate (sig(b)^k of the cell survives k positions)."},
     {.section = "lstm",
-     .name = "carry",
-     .type = STRAND_KEY_BOOL,
-     STRAND_KEY_FIELD(lstm_options, carry),
-     .def = "false",
-     .help = "Carry the last (h, c) of a window into the next (no gradient across windows)."},
+     .name = "input_bias",
+     .type = STRAND_KEY_DOUBLE,
+     STRAND_KEY_FIELD(lstm_options, input_bias),
+     .def = "0",
+     .dmin = -100,
+     .dmax = 100,
+     .help = "Initial bias of the input gate (chrono initialisation: minus the forget bias)."},
+    STRAND_RECURRENT_CARRY_KEY("lstm", lstm_options, "(h, c)"),
 };
 
-static unsigned lstm_capabilities(const void *options) {
-    return strand_recurrent_capabilities(((const lstm_options *)options)->carry);
-}
-
-static const char *const lstm_test_configs[] = {"", "lstm.carry=true", NULL};
+static const char *const lstm_test_configs[] = {"", "lstm.carry=true;lstm.input_bias=-1", NULL};
 
 /* saved (4C): the gates after their activations, i f o g */
 static void lstm_cell_forward(const strand_recurrent *r, const real_t *params, const real_t *xp,
@@ -86,7 +89,9 @@ static int lstm_create(strand_mixer *mixer, const strand_config *config, strand_
     const lstm_options *o = mixer->options;
     STRAND_CALL(strand_recurrent_create(mixer, config, table, layer, &lstm_cell, "lstm", o->carry,
                                         STRAND_INIT_BY_LAYER));
-    ((strand_recurrent *)mixer->state)->forget_bias = o->forget_bias;
+    strand_recurrent *r = mixer->state;
+    r->keep_bias = o->forget_bias;
+    r->input_bias = o->input_bias;
     return STRAND_OK;
 }
 
@@ -94,38 +99,23 @@ static void lstm_init_params(strand_mixer *mixer, real_t *params, uint64_t seed)
     const strand_recurrent *r = mixer->state;
     const int C = r->C;
     strand_recurrent_init_uniform(params + r->w_off, 4 * (int64_t)C, C, seed, r->w);
-    for (int k = 0; k < 4 * C; k++)
-        params[r->b_off + k] = (real_t)(k >= C && k < 2 * C ? r->forget_bias : 0);
+    for (int k = 0; k < 4 * C; k++) /* gates i f o g */
+        params[r->b_off + k] = (real_t)(k < C ? r->input_bias : k < 2 * C ? r->keep_bias : 0);
 }
 
-static double lstm_flops(const void *options, int C, int64_t T) {
-    (void)options;
-    return strand_recurrent_flops(4, C, T);
-}
+STRAND_RECURRENT_FLOPS(lstm_flops, 4)
 
 const strand_mixer_ops strand_mixer_lstm = {
     .name = "lstm",
     .flops = lstm_flops,
     .forward_cost = "O(L C^2) (sequential along the window)",
-    .step_cost = "O(C^2)",
     .summary =
         "LSTM (gates i f o g, forget bias lstm.forget_bias), its state (h, c) passed across the SP ranks",
     .options_size = sizeof(lstm_options),
     .keys = lstm_keys,
     .key_count = sizeof lstm_keys / sizeof lstm_keys[0],
-    .capabilities = lstm_capabilities,
     .test_configs = lstm_test_configs,
     .create = lstm_create,
-    .plan = strand_recurrent_plan,
     .init_params = lstm_init_params,
-    .forward = strand_recurrent_forward,
-    .backward = strand_recurrent_backward,
-    .destroy = strand_recurrent_destroy,
-    .step_init = strand_recurrent_step_init,
-    .step = strand_recurrent_step,
-    .step_free = strand_recurrent_step_free,
-    .carry_count = strand_recurrent_carry_count,
-    .carry_save = strand_recurrent_carry_save,
-    .carry_load = strand_recurrent_carry_load,
-    .reset = strand_recurrent_reset,
+    STRAND_RECURRENT_PASSES,
 };

@@ -22,8 +22,8 @@ void dgesv_(const int *n, const int *nrhs, double *a, const int *lda, int *ipiv,
             int *info);
 
 typedef struct {
+    STRAND_RECURRENT_OPTIONS;
     int activation;
-    int carry;
 } ornn_options;
 
 static const char *const ornn_activation_values[] = {"identity", "tanh", "modrelu", NULL};
@@ -37,17 +37,8 @@ static const strand_config_key ornn_keys[] = {
      .values = ornn_activation_values,
      .help = "Nonlinearity phi of h_t = phi(W h_{t-1} + U x_t + b), W orthogonal (modrelu: sign(a) relu(|a| "
              "+ b_mod))."},
-    {.section = "ornn",
-     .name = "carry",
-     .type = STRAND_KEY_BOOL,
-     STRAND_KEY_FIELD(ornn_options, carry),
-     .def = "false",
-     .help = "Carry the last hidden state of a window into the next (no gradient across windows)."},
+    STRAND_RECURRENT_CARRY_KEY("ornn", ornn_options, "hidden state"),
 };
-
-static unsigned ornn_capabilities(const void *options) {
-    return strand_recurrent_capabilities(((const ornn_options *)options)->carry);
-}
 
 static const char *const ornn_test_configs[] = {"", "ornn.activation=tanh", "ornn.activation=modrelu", NULL};
 
@@ -138,35 +129,20 @@ static void ornn_init_params(strand_mixer *mixer, real_t *params, uint64_t seed)
             (real_t)(std * strand_rng_normal(seed, STRAND_STREAM_INIT, (uint64_t)r->extra[0], (uint64_t)k));
 }
 
-static double ornn_flops(const void *options, int C, int64_t T) {
-    (void)options;
-    return strand_recurrent_flops(1, C, T);
-}
+STRAND_RECURRENT_FLOPS(ornn_flops, 1)
 
 const strand_mixer_ops strand_mixer_ornn = {
     .name = "ornn",
     .flops = ornn_flops,
     .forward_cost = "O(L C^2 + C^3) (sequential along the window)",
-    .step_cost = "O(C^2)",
     .summary =
         "orthogonal RNN: W = Cayley(S - S^T) exactly orthogonal, identity, tanh or modReLU, state passed "
         "across the SP ranks",
     .options_size = sizeof(ornn_options),
     .keys = ornn_keys,
     .key_count = sizeof ornn_keys / sizeof ornn_keys[0],
-    .capabilities = ornn_capabilities,
     .test_configs = ornn_test_configs,
     .create = ornn_create,
-    .plan = strand_recurrent_plan,
     .init_params = ornn_init_params,
-    .forward = strand_recurrent_forward,
-    .backward = strand_recurrent_backward,
-    .destroy = strand_recurrent_destroy,
-    .step_init = strand_recurrent_step_init,
-    .step = strand_recurrent_step,
-    .step_free = strand_recurrent_step_free,
-    .carry_count = strand_recurrent_carry_count,
-    .carry_save = strand_recurrent_carry_save,
-    .carry_load = strand_recurrent_carry_load,
-    .reset = strand_recurrent_reset,
+    STRAND_RECURRENT_PASSES,
 };

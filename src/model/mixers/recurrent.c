@@ -39,7 +39,8 @@ double strand_recurrent_flops(int G, int C, int64_t T) {
     return 2.0 * (double)T * C * C * (2.0 * G + 1.0);
 }
 
-unsigned strand_recurrent_capabilities(int carry) {
+unsigned strand_recurrent_capabilities(const void *options) {
+    const int carry = *(const int *)options; /* STRAND_RECURRENT_OPTIONS comes first */
     return STRAND_MIXER_STEP | (carry ? STRAND_MIXER_CARRIES_STATE : 0);
 }
 

@@ -62,7 +62,10 @@ struct strand_recurrent {
     int carry;
     /* the cell's options */
     int activation;
-    double forget_bias, spectral_radius;
+    double spectral_radius;
+    /* initial biases: of the gate that keeps the state (the LSTM's forget gate, the GRU's update
+     * gate) and of the LSTM's input gate */
+    double keep_bias, input_bias;
     /* parameters: indices into the table and offsets into the flat array (-1 / 0 when absent) */
     int u, b, w, bh, wo, extra[2];
     int64_t u_off, b_off, w_off, bh_off, wo_off, extra_off[2];
@@ -105,12 +108,36 @@ int64_t strand_recurrent_carry_count(const strand_mixer *mixer);
 void strand_recurrent_carry_save(const strand_mixer *mixer, real_t *out);
 void strand_recurrent_carry_load(strand_mixer *mixer, const real_t *in);
 void strand_recurrent_reset(strand_mixer *mixer);
-unsigned strand_recurrent_capabilities(int carry);
+/* Every recurrent mixer's options struct starts with STRAND_RECURRENT_OPTIONS (its `carry` key),
+ * so the shared ops read it there. */
+#define STRAND_RECURRENT_OPTIONS int carry
+unsigned strand_recurrent_capabilities(const void *options);
+/* The `carry` key row of section SECTION in the options struct TYPE; WHAT names the state. */
+#define STRAND_RECURRENT_CARRY_KEY(SECTION, TYPE, WHAT)                                                      \
+    {                                                                                                        \
+        .section = SECTION, .name = "carry", .type = STRAND_KEY_BOOL, STRAND_KEY_FIELD(TYPE, carry),         \
+        .def = "false",                                                                                      \
+        .help = "Carry the last " WHAT " of a window into the next (no gradient across windows)."            \
+    }
+/* The ops every recurrent mixer takes as they are (inside its strand_mixer_ops initialiser). */
+#define STRAND_RECURRENT_PASSES                                                                              \
+    .step_cost = "O(C^2)", .capabilities = strand_recurrent_capabilities, .plan = strand_recurrent_plan,     \
+    .forward = strand_recurrent_forward, .backward = strand_recurrent_backward,                              \
+    .destroy = strand_recurrent_destroy, .step_init = strand_recurrent_step_init,                            \
+    .step = strand_recurrent_step, .step_free = strand_recurrent_step_free,                                  \
+    .carry_count = strand_recurrent_carry_count, .carry_save = strand_recurrent_carry_save,                  \
+    .carry_load = strand_recurrent_carry_load, .reset = strand_recurrent_reset
 
 real_t strand_recurrent_sigmoid(real_t x);
 /* Forward operations over T rows with G gate blocks: the input projection (2 T C GC), the
  * recurrence (2 T GC C) and the output projection (2 T C C); the cells' pointwise work is left out. */
 double strand_recurrent_flops(int G, int C, int64_t T);
+/* A mixer's flops op for G gate blocks. */
+#define STRAND_RECURRENT_FLOPS(NAME, G)                                                                      \
+    static double NAME(const void *options, int C, int64_t T) {                                              \
+        (void)options;                                                                                       \
+        return strand_recurrent_flops((G), C, T);                                                            \
+    }
 
 /* The Elman cell of rnn and ornn: h = phi(xp + rec) with r->activation (modReLU's b_mod (C) at
  * r->extra_off[1]); saved: the pre-activation (C). */

@@ -8,9 +8,9 @@
 #include "model/mixers/recurrent.h"
 
 typedef struct {
+    STRAND_RECURRENT_OPTIONS;
     int activation;
     double spectral_radius;
-    int carry;
 } rnn_options;
 
 static const char *const rnn_activation_values[] = {"tanh", "identity", NULL};
@@ -31,17 +31,8 @@ static const strand_config_key rnn_keys[] = {
      .dmin = 0,
      .dmax = 10,
      .help = "Initial spectral radius of the recurrent matrix W (a scaled Gaussian matrix)."},
-    {.section = "rnn",
-     .name = "carry",
-     .type = STRAND_KEY_BOOL,
-     STRAND_KEY_FIELD(rnn_options, carry),
-     .def = "false",
-     .help = "Carry the last hidden state of a window into the next (no gradient across windows)."},
+    STRAND_RECURRENT_CARRY_KEY("rnn", rnn_options, "hidden state"),
 };
-
-static unsigned rnn_capabilities(const void *options) {
-    return strand_recurrent_capabilities(((const rnn_options *)options)->carry);
-}
 
 static const char *const rnn_test_configs[] = {"", "rnn.activation=identity", "rnn.carry=true", NULL};
 
@@ -70,33 +61,18 @@ static void rnn_init_params(strand_mixer *mixer, real_t *params, uint64_t seed) 
     strand_recurrent_init_radius(params + r->w_off, r->C, r->spectral_radius, seed, r->w);
 }
 
-static double rnn_flops(const void *options, int C, int64_t T) {
-    (void)options;
-    return strand_recurrent_flops(1, C, T);
-}
+STRAND_RECURRENT_FLOPS(rnn_flops, 1)
 
 const strand_mixer_ops strand_mixer_rnn = {
     .name = "rnn",
     .flops = rnn_flops,
     .forward_cost = "O(L C^2) (sequential along the window)",
-    .step_cost = "O(C^2)",
     .summary = "Elman RNN h = phi(W h + U x + b) (tanh or identity), its state passed across the SP ranks",
     .options_size = sizeof(rnn_options),
     .keys = rnn_keys,
     .key_count = sizeof rnn_keys / sizeof rnn_keys[0],
-    .capabilities = rnn_capabilities,
     .test_configs = rnn_test_configs,
     .create = rnn_create,
-    .plan = strand_recurrent_plan,
     .init_params = rnn_init_params,
-    .forward = strand_recurrent_forward,
-    .backward = strand_recurrent_backward,
-    .destroy = strand_recurrent_destroy,
-    .step_init = strand_recurrent_step_init,
-    .step = strand_recurrent_step,
-    .step_free = strand_recurrent_step_free,
-    .carry_count = strand_recurrent_carry_count,
-    .carry_save = strand_recurrent_carry_save,
-    .carry_load = strand_recurrent_carry_load,
-    .reset = strand_recurrent_reset,
+    STRAND_RECURRENT_PASSES,
 };

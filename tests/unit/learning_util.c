@@ -1,0 +1,116 @@
+/* The learning-test harness (learning_util.h). */
+#include "learning_util.h"
+
+#include "strand/config.h"
+#include "strand/dataset.h"
+#include "strand/model.h"
+#include "train/optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The window's tokens at this rank's positions: inputs[i] = tokens[pos[i]], targets = the next. */
+static void gather(const uint8_t *window, const int64_t *pos, int64_t T, uint8_t *inputs, uint8_t *targets) {
+    for (int64_t i = 0; i < T; i++)
+        inputs[i] = window[pos[i]], targets[i] = window[pos[i] + 1];
+}
+
+/* sums += (answer loss, answer count, all loss, all count) of the last forward */
+static void add_losses(const strand_model *model, const learning_task *task, const int64_t *pos, int64_t T,
+                       double sums[4]) {
+    for (int64_t i = 0; i < T; i++) {
+        if (task->is_answer(pos[i])) sums[0] += model->losses[i], sums[1] += 1;
+        sums[2] += model->losses[i], sums[3] += 1;
+    }
+}
+
+int learning_train_and_score(const strand_grid *grid, const learning_task *task, const learning_run *run,
+                             learning_result *res) {
+    const int64_t L = task->length;
+    const int batch = run->batch, steps = run->steps;
+    strand_config config;
+    strand_config_defaults(&config);
+    for (int s = 0; s < LEARNING_MAX_SETS && run->sets[s]; s++)
+        for (const char *const *set = run->sets[s]; *set; set++)
+            STRAND_CALL(strand_config_set(&config, *set));
+    snprintf(config.layers, sizeof config.layers, "%s", run->layers);
+    config.seq_len = L;
+    config.steps = steps;
+    strand_shard shard;
+    STRAND_CALL(strand_shard_init(&shard, grid, L, run->layout));
+    strand_model model;
+    int status = strand_model_create(&model, &config, &shard);
+    if (status != STRAND_OK) {
+        strand_shard_free(&shard);
+        return status;
+    }
+    strand_model_init_params(&model, config.seed);
+    if (run->after_init) run->after_init(&model, run->user);
+    strand_adamw opt;
+    status = strand_adamw_create(&opt, model.table.total);
+    if (status != STRAND_OK) {
+        strand_model_free(&model);
+        strand_shard_free(&shard);
+        return status;
+    }
+    res->params = model.table.total;
+
+    const int64_t T = shard.T;
+    uint8_t *window = malloc((size_t)L + 1), *inputs = malloc((size_t)T + 1),
+            *targets = malloc((size_t)T + 1);
+    int64_t *pos = malloc(sizeof(int64_t) * ((size_t)T + 1));
+    if (!window || !inputs || !targets || !pos) status = STRAND_ERR_NOMEM;
+    for (int64_t i = 0; i < T && status == STRAND_OK; i++)
+        pos[i] = strand_shard_position(&shard, i);
+    const double t0 = strand_now();
+    double log_sums[4] = {0, 0, 0, 0};
+    for (int step = 0; step < steps && status == STRAND_OK; step++) {
+        memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
+        for (int b = 0; b < batch && status == STRAND_OK; b++) {
+            task->make_window(window, 1, (uint64_t)step * (uint64_t)batch + (uint64_t)b);
+            gather(window, pos, T, inputs, targets);
+            double loss = 0;
+            status = strand_model_forward(&model, inputs, targets, &shard, &loss);
+            if (status == STRAND_OK && run->log_every > 0) add_losses(&model, task, pos, T, log_sums);
+            if (status == STRAND_OK)
+                status = strand_model_backward(&model, inputs, &shard,
+                                               (real_t)(1.0 / ((double)batch * (double)L)));
+        }
+        if (status != STRAND_OK) break;
+        status = strand_allreduce_sum(grid->world, model.grads, model.table.total);
+        if (status != STRAND_OK) break;
+        const double norm = strand_grad_norm(model.grads, model.table.total);
+        strand_clip_grads(model.grads, model.table.total, norm, config.grad_clip);
+        strand_adamw_update(&opt, &model.table, model.params, model.grads, strand_lr_at(&config, step),
+                            &config);
+        if (run->log_every > 0 && (step + 1) % run->log_every == 0) {
+            status = strand_allreduce_sum_double(grid->world, log_sums, 4);
+            if (status == STRAND_OK && grid->world_rank == 0)
+                fprintf(stderr, "  %s step %d: answer %.4f bits, all %.4f bits, grad norm %.3g, %.1f s\n",
+                        run->layers, step + 1, log_sums[0] / fmax(log_sums[1], 1) / log(2.0),
+                        log_sums[2] / fmax(log_sums[3], 1) / log(2.0), norm, strand_now() - t0);
+            memset(log_sums, 0, sizeof log_sums);
+        }
+    }
+    res->seconds = strand_now() - t0;
+    /* Held-out windows (another stream): mean loss over the answer part and over everything. */
+    double sums[4] = {0, 0, 0, 0}; /* answer loss, answer count, all loss, all count */
+    const int eval_windows = run->eval_windows > 0 ? run->eval_windows : 16;
+    for (int w = 0; w < eval_windows && status == STRAND_OK; w++) {
+        task->make_window(window, 2, (uint64_t)w);
+        gather(window, pos, T, inputs, targets);
+        double loss = 0;
+        status = strand_model_forward(&model, inputs, targets, &shard, &loss);
+        if (status == STRAND_OK) add_losses(&model, task, pos, T, sums);
+    }
+    if (status == STRAND_OK) status = strand_allreduce_sum_double(grid->world, sums, 4);
+    res->answer_bits = sums[0] / fmax(sums[1], 1) / log(2.0);
+    res->all_bits = sums[2] / fmax(sums[3], 1) / log(2.0);
+    free(window), free(inputs), free(targets), free(pos);
+    strand_adamw_free(&opt);
+    strand_model_free(&model);
+    strand_shard_free(&shard);
+    return status;
+}

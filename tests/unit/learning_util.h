@@ -1,0 +1,54 @@
+/* A small harness for learning tests: train a model with the model API and AdamW on synthetic
+ * windows, then score it on held-out windows by the mean loss over the task's answer positions.
+ *
+ * A task is a window length L, a generator of its L + 1 tokens (inputs and next-token targets)
+ * and the set of answer positions: position t is scored when is_answer(t), its target being
+ * tokens[t + 1]. Training window b of step s is make_window(tokens, 1, s * batch + b), held-out
+ * window w is make_window(tokens, 2, w). Each step sums the gradients of `batch` windows (each
+ * scaled by 1 / (batch L)), all-reduces them over the world, clips them to train.grad_clip and
+ * takes an AdamW step at strand_lr_at(step). Parameters come from strand_model_init_params with
+ * train.seed. */
+#ifndef STRAND_LEARNING_UTIL_H
+#define STRAND_LEARNING_UTIL_H
+
+#include "strand/dist.h"
+#include "strand/model.h"
+
+#include <stdint.h>
+
+typedef struct {
+    int64_t length; /* L */
+    /* tokens[0..L]: window `index` of the stream `seed` (1: training, 2: held out) */
+    void (*make_window)(uint8_t *tokens, uint64_t seed, uint64_t index);
+    /* whether the target at global position t (tokens[t + 1]) is part of the answer */
+    int (*is_answer)(int64_t t);
+} learning_task;
+
+enum { LEARNING_MAX_SETS = 4 };
+
+typedef struct {
+    const char *layers; /* model.layers */
+    int layout;         /* STRAND_LAYOUT_CONTIGUOUS or STRAND_LAYOUT_ZIGZAG */
+    int steps, batch;   /* optimiser steps, windows per step */
+    /* Configuration overrides ("key=value"), NULL-terminated lists applied in order after the
+     * defaults; a NULL list ends them. */
+    const char *const *sets[LEARNING_MAX_SETS];
+    /* Called after strand_model_init_params, before training (NULL: none): initialisations the
+     * configuration has no key for. */
+    void (*after_init)(strand_model *model, void *user);
+    void *user;
+    int eval_windows; /* held-out windows scored (0: 16) */
+    int log_every;    /* > 0: rank 0 prints the training answer loss every this many steps */
+} learning_run;
+
+typedef struct {
+    double answer_bits, all_bits; /* held-out mean loss, bits per token: answer part, everything */
+    int64_t params;
+    double seconds; /* training time */
+} learning_result;
+
+/* Train and score; collective over grid->world. Returns STRAND_OK or the first error. */
+int learning_train_and_score(const strand_grid *grid, const learning_task *task, const learning_run *run,
+                             learning_result *res);
+
+#endif
