@@ -9,10 +9,11 @@
  * the state entering each piece; it then corrects its piece with that state (h_t += prod a h_in).
  * Only 2 W values per piece travel, whatever the window length.
  *
- * The combine is MPI_Exscan with a non-commutative user operation on the (A, B) pairs: the MPI
- * library picks the algorithm (Open MPI's is a logarithmic recursive doubling), and the pairs
- * need no hand-written tree. Pieces follow the window's global order: contiguous, the pieces are
- * in rank order; zigzag, rank r holds chunks r and 2P-1-r, so the first pieces run in rank order
+ * The combine is MPI_Exscan with a non-commutative user operation on the (A, B) pairs, so the MPI
+ * library picks the algorithm for the machine and the group size (Open MPI's coll/base has a
+ * linear chain and a log2(P)-round recursive doubling, MPICH uses recursive doubling), instead of
+ * a hand-written tree that would fix one choice. Pieces follow the window's global order: contiguous, the
+ * pieces are in rank order; zigzag, rank r holds chunks r and 2P-1-r, so the first pieces run in rank order
  * and the second pieces in reverse rank order, joined on rank P-1 (one scan over the SP group, a
  * second over the same ranks reversed). The adjoint of backward runs the window in reverse order:
  * the same exchange in the other direction. */
