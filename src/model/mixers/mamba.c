@@ -31,7 +31,7 @@
  *
  * Forward, per local piece (1 contiguous, 2 in zigzag: local rows are piece 0 then piece 1):
  *   1. run the recurrence from h = 0 over the piece, writing y, and save h (N,D) entering every
- *      chunk of Q = STRAND_MAMBA_CHUNK (32) positions: ck, ceil(T/Q) + pieces checkpoints;
+ *      chunk of Q = mamba.chunk (32) positions: ck, ceil(T/Q) + pieces checkpoints;
  *      the piece's summary is (A_piece = exp(A_n,d sum_piece dt_t,d), B_piece = its final h), in
  *      double.
  *   2. strand_scan_exchange(FORWARD, summaries, initial = carried h or NULL, entering h_in (N,D)
@@ -98,11 +98,6 @@
 #define M_GEMM cblas_sgemm
 #endif
 
-/* Positions per checkpoint of the scan state (a build may lower it to test the chunking). */
-#ifndef STRAND_MAMBA_CHUNK
-#define STRAND_MAMBA_CHUNK 32
-#endif
-enum { MAMBA_Q = STRAND_MAMBA_CHUNK };
 /* The fix-ups drop every term whose multiplier (a product of a) is below 2^-60, and stop a channel
  * once all of its are: S min_n |A_n| > 60 ln 2. */
 #define MAMBA_TINY ((real_t)8.67361737988403547206e-19) /* 2^-60 */
@@ -111,7 +106,7 @@ enum { MAMBA_Q = STRAND_MAMBA_CHUNK };
 typedef struct {
     int d_state, expand, dt_rank;
     double dt_min, dt_max;
-    int conv_kernel, carry;
+    int conv_kernel, carry, chunk;
 } mamba_options;
 
 static const strand_config_key mamba_keys[] = {
@@ -172,6 +167,15 @@ static const strand_config_key mamba_keys[] = {
      .def = "false",
      .help = "Carry the scan state and the conv's last inputs of a window into the next (no gradient "
              "across windows)."},
+    {.section = "mamba",
+     .name = "chunk",
+     .type = STRAND_KEY_INT,
+     STRAND_KEY_FIELD(mamba_options, chunk),
+     .def = "32",
+     .imin = 1,
+     .imax = 4096,
+     .help = "Positions per checkpoint of the scan state; backward recomputes each chunk from its "
+             "checkpoint (saved D N / chunk values per row, scratch 2 chunk D N)."},
 };
 
 static int mamba_validate(const strand_config *config, const void *options, int used) {
@@ -188,12 +192,13 @@ static unsigned mamba_capabilities(const void *options) {
 }
 
 static const char *const mamba_test_configs[] = {
-    "", "mamba.d_state=4;mamba.expand=1;mamba.carry=true",
+    "", "mamba.d_state=4;mamba.expand=1;mamba.carry=true;mamba.chunk=4",
     /* large steps: the fix-ups' truncation acts inside the suite's short window */
-    "mamba.d_state=3;mamba.expand=1;mamba.conv_kernel=2;mamba.dt_min=4;mamba.dt_max=8", NULL};
+    "mamba.d_state=3;mamba.expand=1;mamba.conv_kernel=2;mamba.dt_min=4;mamba.dt_max=8;mamba.chunk=5", NULL};
 
 typedef struct {
     int C, D, N, R, K, E;
+    int Q; /* positions per checkpoint (mamba.chunk) */
     int carry;
     double dt_min, dt_max;
     /* parameter offsets, and the indices of those initialised here (counter-based init) */
@@ -386,6 +391,7 @@ static int mamba_create(strand_mixer *mixer, const strand_config *config, strand
     s->N = o->d_state;
     s->R = o->dt_rank > 0 ? o->dt_rank : (C + 15) / 16;
     s->K = o->conv_kernel;
+    s->Q = o->chunk;
     s->E = s->R + 2 * s->N;
     s->carry = o->carry;
     s->dt_min = o->dt_min;
@@ -451,9 +457,9 @@ static int mamba_plan(strand_mixer *mixer, const strand_shard *shard, strand_pla
         s->row0[p] = row, s->len[p] = shard->piece_length[p], s->start[p] = shard->piece_start[p];
         s->ck0[p] = ck;
         row += s->len[p];
-        ck += (s->len[p] + MAMBA_Q - 1) / MAMBA_Q;
+        ck += (s->len[p] + s->Q - 1) / s->Q;
     }
-    const int64_t checkpoints = (T + MAMBA_Q - 1) / MAMBA_Q + shard->n_pieces;
+    const int64_t checkpoints = (T + s->Q - 1) / s->Q + shard->n_pieces;
     const int saved = STRAND_LIFE_SAVED | STRAND_PLAN_SHARED,
               scratch = STRAND_LIFE_SCRATCH | STRAND_PLAN_SHARED;
     STRAND_PLAN_ADD(plan, s->xin, rows * D, saved, "mamba conv input");
@@ -474,7 +480,7 @@ static int mamba_plan(strand_mixer *mixer, const strand_shard *shard, strand_pla
     STRAND_PLAN_ADD(plan, s->A, DN, scratch, "mamba decay rates");
     STRAND_PLAN_ADD(plan, s->amin, D, scratch, "mamba decay rates");
     STRAND_PLAN_ADD(plan, s->h, DN, scratch, "mamba scan state");
-    STRAND_PLAN_ADD(plan, s->work, 2 * MAMBA_Q * DN + DN + 4 * D, scratch, "mamba scan work");
+    STRAND_PLAN_ADD(plan, s->work, 2 * s->Q * DN + DN + 4 * D, scratch, "mamba scan work");
     STRAND_PLAN_ADD(plan, s->fA, DN, scratch, "mamba fix-up decay rates");
     STRAND_PLAN_ADD(plan, s->fh, DN, scratch, "mamba fix-up entering state");
     STRAND_PLAN_ADD(plan, s->fpr, DN, scratch, "mamba fix-up products");
@@ -518,7 +524,7 @@ static void mamba_destroy(strand_mixer *mixer) {
 
 static real_t *work_drow(const mamba_state *s, int k) {
     const int64_t DN = (int64_t)s->D * s->N;
-    return s->work + 2 * MAMBA_Q * DN + DN + (int64_t)k * s->D;
+    return s->work + 2 * s->Q * DN + DN + (int64_t)k * s->D;
 }
 
 /* Piece p from h = 0: y, checkpoints, the dt sums and the summary pair (A_piece, B_piece). */
@@ -531,7 +537,7 @@ static void scan_piece_forward(mamba_state *s, int p, const real_t *params, doub
     for (int d = 0; d < D; d++)
         stot[d] = 0;
     for (int64_t i = 0; i < len; i++) {
-        if (i % MAMBA_Q == 0) memcpy(ck + (i / MAMBA_Q) * DN, h, sizeof(real_t) * (size_t)DN);
+        if (i % s->Q == 0) memcpy(ck + (i / s->Q) * DN, h, sizeof(real_t) * (size_t)DN);
         const int64_t t = r0 + i;
         const real_t *dt = s->dt + t * D, *B = s->xdbl + t * E + R;
         scan_row(s->A, h, dt, s->x + t * D, B, B + N, params + s->dskip, s->y + t * D, bx, D, N);
@@ -630,11 +636,11 @@ static void scan_piece_backward(mamba_state *s, int p, const real_t *params, con
     const int D = s->D, N = s->N;
     const int64_t DN = (int64_t)D * N, r0 = s->row0[p], len = s->len[p];
     const real_t *ck = s->ck + s->ck0[p] * DN;
-    real_t *q = s->h, *hc = s->work, *ac = s->work + MAMBA_Q * DN, *dA = s->work + 2 * MAMBA_Q * DN;
+    real_t *q = s->h, *hc = s->work, *ac = s->work + s->Q * DN, *dA = s->work + 2 * s->Q * DN;
     memset(q, 0, sizeof(real_t) * (size_t)DN);
-    const int64_t chunks = (len + MAMBA_Q - 1) / MAMBA_Q;
+    const int64_t chunks = (len + s->Q - 1) / s->Q;
     for (int64_t k = chunks - 1; k >= 0; k--) {
-        const int64_t c0 = k * MAMBA_Q, m = (c0 + MAMBA_Q < len ? c0 + MAMBA_Q : len) - c0;
+        const int64_t c0 = k * s->Q, m = (c0 + s->Q < len ? c0 + s->Q : len) - c0;
         const real_t *h0 = ck + k * DN;
         for (int64_t i = 0; i < m; i++)
             recompute_range(s, r0 + c0 + i, i > 0 ? hc + (i - 1) * DN : h0, hc + i * DN, ac + i * DN, 0, D);
@@ -748,8 +754,8 @@ static void fixup_forward(mamba_state *s, int p, const double *hin) {
             Sr[k] = (real_t)S[k];
             acc[k] = 0;
         }
-        const int with_ck = (i + 1) % MAMBA_Q == 0 && i + 1 < len;
-        real_t *ckrow = ck + (with_ck ? (i + 1) / MAMBA_Q : 0) * DN;
+        const int with_ck = (i + 1) % s->Q == 0 && i + 1 < len;
+        real_t *ckrow = ck + (with_ck ? (i + 1) / s->Q : 0) * DN;
         for (int n = 0; n < N; n++) {
             const real_t c = Cm[n];
             const real_t *restrict An = Ap + (int64_t)n * D, *restrict hn = hp + (int64_t)n * D;
@@ -798,7 +804,7 @@ static void fixup_backward(mamba_state *s, int p, const double *in, real_t *dx, 
     const int *perm = s->fperm;
     const real_t *ck = s->ck + s->ck0[p] * DN;
     real_t *restrict Ap = s->fA, *restrict inp = s->fh, *restrict pr = s->fpr, *restrict h0 = s->fh0,
-                     *restrict dAp = s->fdA, *hc = s->work, *ac = s->work + MAMBA_Q * DN;
+                     *restrict dAp = s->fdA, *hc = s->work, *ac = s->work + s->Q * DN;
     real_t *restrict dtp = work_drow(s, 0), *restrict xp = work_drow(s, 1), *restrict sgb = work_drow(s, 2),
                      *restrict swa = work_drow(s, 3);
     for (int n = 0; n < N; n++)
@@ -810,8 +816,8 @@ static void fixup_backward(mamba_state *s, int p, const double *in, real_t *dx, 
         }
     int active = D;
     /* rows from the end: i = len-1-(local row); chunks in reverse */
-    for (int64_t k0 = (len - 1) / MAMBA_Q; k0 >= 0; k0--) {
-        const int64_t c0 = k0 * MAMBA_Q, m = (c0 + MAMBA_Q < len ? c0 + MAMBA_Q : len) - c0;
+    for (int64_t k0 = (len - 1) / s->Q; k0 >= 0; k0--) {
+        const int64_t c0 = k0 * s->Q, m = (c0 + s->Q < len ? c0 + s->Q : len) - c0;
         const int64_t first_i = len - 1 - (c0 + m - 1); /* rows from the end of the chunk's last row */
         if (first_i >= rows) break;
         shrink_active(s, first_i, &active);
