@@ -37,6 +37,10 @@ typedef struct {
 /* Declare a parameter; returns its index in *index. Shapes: d1 = 0 for vectors. */
 int strand_params_declare(strand_param_table *table, const char *layer, const char *name, int64_t d0,
                           int64_t d1, int init, double init_std, int decay, int *index);
+/* strand_params_declare that also gives the parameter's offset in the flat array (index: NULL
+ * when not wanted). */
+int strand_params_declare_at(strand_param_table *table, const char *layer, const char *name, int64_t d0,
+                             int64_t d1, int init, double init_std, int decay, int64_t *offset, int *index);
 void strand_params_free(strand_param_table *table);
 
 /* ---- mixer interface ----
@@ -151,6 +155,9 @@ const void *strand_mixer_options(const strand_config *config, const strand_mixer
 int strand_mixer_create(strand_mixer *mixer, const strand_mixer_ops *ops, int C, const strand_config *config,
                         strand_param_table *table, const char *layer);
 int strand_mixer_setup_alone(strand_mixer *mixer, const strand_shard *shard, strand_plan *plan);
+/* The init std of a projection that feeds the residual stream: model.init_std / sqrt(2 depth), so
+ * the stream's variance does not grow with the number of blocks (GPT-2's scheme). */
+double strand_model_residual_std(const strand_config *config);
 /* The capability flags of the mixers model.layers names, or-ed (unknown names are skipped). */
 unsigned strand_model_capabilities(const strand_config *config);
 

@@ -46,6 +46,22 @@ int strand_params_declare(strand_param_table *table, const char *layer, const ch
     return STRAND_OK;
 }
 
+int strand_params_declare_at(strand_param_table *table, const char *layer, const char *name, int64_t d0,
+                             int64_t d1, int init, double init_std, int decay, int64_t *offset, int *index) {
+    int i = 0;
+    STRAND_CALL(strand_params_declare(table, layer, name, d0, d1, init, init_std, decay, &i));
+    *offset = table->items[i].offset;
+    if (index) *index = i;
+    return STRAND_OK;
+}
+
+double strand_model_residual_std(const strand_config *config) {
+    int depth = 1;
+    for (const char *p = config->layers; *p; p++)
+        depth += *p == ',';
+    return config->init_std / sqrt(2.0 * depth);
+}
+
 void strand_params_free(strand_param_table *table) {
     strand_free(table->items);
     memset(table, 0, sizeof *table);

@@ -105,13 +105,6 @@ typedef struct {
     int mem_valid, pending_valid, frozen;
 } attn_state;
 
-static int count_layers(const char *list) {
-    int n = 1;
-    for (const char *p = list; *p; p++)
-        n += *p == ',';
-    return n;
-}
-
 static int attn_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                        const char *layer) {
     attn_state *s = strand_alloc(sizeof *s, "attn mixer");
@@ -129,7 +122,7 @@ static int attn_create(strand_mixer *mixer, const strand_config *config, strand_
     const int HE = s->H * s->E, GE = s->G * s->E;
     const double std = config->init_std;
     /* W_o feeds the residual stream: scaled down with depth like the MLP's projection. */
-    const double out_std = std / sqrt(2.0 * count_layers(config->layers));
+    const double out_std = strand_model_residual_std(config);
     STRAND_CALL(strand_params_declare(table, layer, "wq", HE, C, STRAND_INIT_NORMAL, std, 1, &s->wq));
     STRAND_CALL(strand_params_declare(table, layer, "wkv", 2 * GE, C, STRAND_INIT_NORMAL, std, 1, &s->wkv));
     STRAND_CALL(strand_params_declare(table, layer, "wo", C, HE, STRAND_INIT_NORMAL, out_std, 1, &s->wo));

@@ -188,23 +188,6 @@ typedef struct {
     strand_shortconv short_conv;  /* over the 3C projected channels */
 } hyena_state;
 
-/* Number of blocks in model.layers, for the depth-scaled output projection. */
-static int count_layers(const char *list) {
-    int n = 1;
-    for (const char *p = list; *p; p++)
-        n += *p == ',';
-    return n;
-}
-
-static int declare(strand_param_table *table, const char *layer, const char *name, int64_t d0, int64_t d1,
-                   int init, double std, int decay, int64_t *offset, int *index) {
-    int i = 0;
-    STRAND_CALL(strand_params_declare(table, layer, name, d0, d1, init, std, decay, &i));
-    *offset = table->items[i].offset;
-    if (index) *index = i;
-    return STRAND_OK;
-}
-
 static int hyena_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                         const char *layer) {
     hyena_state *s = strand_alloc(sizeof *s, "hyena mixer");
@@ -229,32 +212,35 @@ static int hyena_create(strand_mixer *mixer, const strand_config *config, strand
     strand_fftconv_options_from_config(config, &s->conv_options, s->wisdom, sizeof s->wisdom);
 
     const double std = config->init_std;
-    const double proj_std = std / sqrt(2.0 * count_layers(config->layers));
+    const double proj_std = strand_model_residual_std(config);
     const int W = s->W;
-    STRAND_CALL(declare(table, layer, "in_proj.weight", 3 * (int64_t)C, C, STRAND_INIT_NORMAL, std, 1,
-                        &s->in_w, NULL));
-    STRAND_CALL(
-        declare(table, layer, "in_proj.bias", 3 * (int64_t)C, 0, STRAND_INIT_ZEROS, 0, 0, &s->in_b, NULL));
-    STRAND_CALL(declare(table, layer, "short_conv.weight", 3 * (int64_t)C, s->K, STRAND_INIT_BY_LAYER, 0, 0,
-                        &s->short_w, &s->short_weight));
-    STRAND_CALL(declare(table, layer, "short_conv.bias", 3 * (int64_t)C, 0, STRAND_INIT_BY_LAYER, 0, 0,
-                        &s->short_b, &s->short_bias));
+    STRAND_CALL(strand_params_declare_at(table, layer, "in_proj.weight", 3 * (int64_t)C, C,
+                                         STRAND_INIT_NORMAL, std, 1, &s->in_w, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "in_proj.bias", 3 * (int64_t)C, 0, STRAND_INIT_ZEROS,
+                                         0, 0, &s->in_b, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "short_conv.weight", 3 * (int64_t)C, s->K,
+                                         STRAND_INIT_BY_LAYER, 0, 0, &s->short_w, &s->short_weight));
+    STRAND_CALL(strand_params_declare_at(table, layer, "short_conv.bias", 3 * (int64_t)C, 0,
+                                         STRAND_INIT_BY_LAYER, 0, 0, &s->short_b, &s->short_bias));
     for (int i = 0; i < s->depth; i++) {
         char name[32];
         snprintf(name, sizeof name, "filter.fc%d.weight", i);
-        STRAND_CALL(declare(table, layer, name, W, i == 0 ? s->E : W, STRAND_INIT_NORMAL, std, 0,
-                            &s->ffn_w[i], NULL));
+        STRAND_CALL(strand_params_declare_at(table, layer, name, W, i == 0 ? s->E : W, STRAND_INIT_NORMAL,
+                                             std, 0, &s->ffn_w[i], NULL));
         snprintf(name, sizeof name, "filter.fc%d.bias", i);
-        STRAND_CALL(declare(table, layer, name, W, 0, STRAND_INIT_ZEROS, 0, 0, &s->ffn_b[i], NULL));
+        STRAND_CALL(
+            strand_params_declare_at(table, layer, name, W, 0, STRAND_INIT_ZEROS, 0, 0, &s->ffn_b[i], NULL));
     }
-    STRAND_CALL(
-        declare(table, layer, "filter.sine_freq", W, 0, STRAND_INIT_BY_LAYER, 0, 0, &s->sine_w, NULL));
-    STRAND_CALL(
-        declare(table, layer, "filter.out.weight", C, W, STRAND_INIT_NORMAL, std, 0, &s->ffn_out, NULL));
-    STRAND_CALL(declare(table, layer, "filter.bias", C, 0, STRAND_INIT_NORMAL, 1.0, 0, &s->bias_c, NULL));
-    STRAND_CALL(
-        declare(table, layer, "out_proj.weight", C, C, STRAND_INIT_NORMAL, proj_std, 1, &s->out_w, NULL));
-    STRAND_CALL(declare(table, layer, "out_proj.bias", C, 0, STRAND_INIT_ZEROS, 0, 0, &s->out_b, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "filter.sine_freq", W, 0, STRAND_INIT_BY_LAYER, 0, 0,
+                                         &s->sine_w, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "filter.out.weight", C, W, STRAND_INIT_NORMAL, std, 0,
+                                         &s->ffn_out, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "filter.bias", C, 0, STRAND_INIT_NORMAL, 1.0, 0,
+                                         &s->bias_c, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "out_proj.weight", C, C, STRAND_INIT_NORMAL, proj_std,
+                                         1, &s->out_w, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "out_proj.bias", C, 0, STRAND_INIT_ZEROS, 0, 0,
+                                         &s->out_b, NULL));
     return STRAND_OK;
 }
 

@@ -356,23 +356,7 @@ static void decay_rates(const mamba_state *s, real_t *A, double *amin, const rea
     }
 }
 
-static int count_layers(const char *list) {
-    int n = 1;
-    for (const char *p = list; *p; p++)
-        n += *p == ',';
-    return n;
-}
-
 /* ---- create, plan, setup ---- */
-
-static int declare(strand_param_table *table, const char *layer, const char *name, int64_t d0, int64_t d1,
-                   int init, double std, int decay, int64_t *offset, int *index) {
-    int i = 0;
-    STRAND_CALL(strand_params_declare(table, layer, name, d0, d1, init, std, decay, &i));
-    *offset = table->items[i].offset;
-    if (index) *index = i;
-    return STRAND_OK;
-}
 
 static int mamba_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                         const char *layer) {
@@ -397,23 +381,24 @@ static int mamba_create(strand_mixer *mixer, const strand_config *config, strand
     s->dt_min = o->dt_min;
     s->dt_max = o->dt_max;
     const int64_t D = s->D;
-    const double std = config->init_std, out_std = std / sqrt(2.0 * count_layers(config->layers));
-    STRAND_CALL(
-        declare(table, layer, "in_proj.weight", 2 * D, C, STRAND_INIT_NORMAL, std, 1, &s->in_w, NULL));
-    STRAND_CALL(declare(table, layer, "conv1d.weight", D, s->K, STRAND_INIT_BY_LAYER, 0, 0, &s->conv_w,
-                        &s->i_conv_w));
-    STRAND_CALL(
-        declare(table, layer, "conv1d.bias", D, 0, STRAND_INIT_BY_LAYER, 0, 0, &s->conv_b, &s->i_conv_b));
-    STRAND_CALL(
-        declare(table, layer, "x_proj.weight", s->E, D, STRAND_INIT_BY_LAYER, 0, 1, &s->xp_w, &s->i_xp_w));
-    STRAND_CALL(
-        declare(table, layer, "dt_proj.weight", D, s->R, STRAND_INIT_BY_LAYER, 0, 1, &s->dt_w, &s->i_dt_w));
-    STRAND_CALL(
-        declare(table, layer, "dt_proj.bias", D, 0, STRAND_INIT_BY_LAYER, 0, 0, &s->dt_b, &s->i_dt_b));
-    STRAND_CALL(declare(table, layer, "A_log", D, s->N, STRAND_INIT_BY_LAYER, 0, 0, &s->a_log, &s->i_a_log));
-    STRAND_CALL(declare(table, layer, "D", D, 0, STRAND_INIT_ONES, 0, 0, &s->dskip, NULL));
-    STRAND_CALL(
-        declare(table, layer, "out_proj.weight", C, D, STRAND_INIT_NORMAL, out_std, 1, &s->out_w, NULL));
+    const double std = config->init_std, out_std = strand_model_residual_std(config);
+    STRAND_CALL(strand_params_declare_at(table, layer, "in_proj.weight", 2 * D, C, STRAND_INIT_NORMAL, std, 1,
+                                         &s->in_w, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "conv1d.weight", D, s->K, STRAND_INIT_BY_LAYER, 0, 0,
+                                         &s->conv_w, &s->i_conv_w));
+    STRAND_CALL(strand_params_declare_at(table, layer, "conv1d.bias", D, 0, STRAND_INIT_BY_LAYER, 0, 0,
+                                         &s->conv_b, &s->i_conv_b));
+    STRAND_CALL(strand_params_declare_at(table, layer, "x_proj.weight", s->E, D, STRAND_INIT_BY_LAYER, 0, 1,
+                                         &s->xp_w, &s->i_xp_w));
+    STRAND_CALL(strand_params_declare_at(table, layer, "dt_proj.weight", D, s->R, STRAND_INIT_BY_LAYER, 0, 1,
+                                         &s->dt_w, &s->i_dt_w));
+    STRAND_CALL(strand_params_declare_at(table, layer, "dt_proj.bias", D, 0, STRAND_INIT_BY_LAYER, 0, 0,
+                                         &s->dt_b, &s->i_dt_b));
+    STRAND_CALL(strand_params_declare_at(table, layer, "A_log", D, s->N, STRAND_INIT_BY_LAYER, 0, 0,
+                                         &s->a_log, &s->i_a_log));
+    STRAND_CALL(strand_params_declare_at(table, layer, "D", D, 0, STRAND_INIT_ONES, 0, 0, &s->dskip, NULL));
+    STRAND_CALL(strand_params_declare_at(table, layer, "out_proj.weight", C, D, STRAND_INIT_NORMAL, out_std,
+                                         1, &s->out_w, NULL));
     return STRAND_OK;
 }
 

@@ -24,9 +24,7 @@ int strand_minrnn_create(strand_mixer *mixer, const strand_config *config, stran
     for (int k = 0; k < G; k++)
         r->bias_init[k] = bias_init ? bias_init[k] : 0.0;
     /* Wo feeds the residual stream: scaled down with depth like attn's output projection. */
-    char names[STRAND_MAX_BLOCKS][32];
-    const int blocks = strand_model_split_layers(config->layers, names, STRAND_MAX_BLOCKS);
-    const double std = config->init_std, out_std = std / sqrt(2.0 * (blocks > 0 ? blocks : 1));
+    const double std = config->init_std, out_std = strand_model_residual_std(config);
     const int64_t GC = (int64_t)G * C;
     STRAND_CALL(strand_params_declare(table, layer, "w", GC, C, STRAND_INIT_NORMAL, std, 1, &r->w));
     STRAND_CALL(strand_params_declare(table, layer, "b", GC, 0, STRAND_INIT_BY_LAYER, 0, 0, &r->b));

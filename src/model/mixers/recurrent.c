@@ -44,13 +44,6 @@ unsigned strand_recurrent_capabilities(const void *options) {
     return STRAND_MIXER_STEP | (carry ? STRAND_MIXER_CARRIES_STATE : 0);
 }
 
-static int count_layers(const char *list) {
-    int n = 1;
-    for (const char *p = list; *p; p++)
-        n += *p == ',';
-    return n;
-}
-
 int strand_recurrent_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
                             const char *layer, const strand_recurrent_cell *cell, const char *name, int carry,
                             int b_init) {
@@ -69,7 +62,7 @@ int strand_recurrent_create(strand_mixer *mixer, const strand_config *config, st
     r->carry_req = MPI_REQUEST_NULL;
     const double std = config->init_std;
     /* Wo feeds the residual stream: scaled down with depth like attn's output projection. */
-    const double out_std = std / sqrt(2.0 * count_layers(config->layers));
+    const double out_std = strand_model_residual_std(config);
     const int64_t GC = (int64_t)G * C;
     STRAND_CALL(strand_params_declare(table, layer, "u", GC, C, STRAND_INIT_NORMAL, std, 1, &r->u));
     STRAND_CALL(strand_params_declare(table, layer, "b", GC, 0, b_init, 0, 0, &r->b));
