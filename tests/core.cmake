@@ -45,3 +45,7 @@ strand_add_mpi_test(NAME test_recurrent SOURCES ${STRAND_TEST_DIR}/unit/test_rec
 # SP = 2; a conv model of the same size cannot (plain rnn reported). About 2.5 minutes: float only.
 strand_add_mpi_test(NAME test_recall_learning SOURCES ${STRAND_TEST_DIR}/unit/test_recall_learning.c
                     ${STRAND_TEST_DIR}/unit/learning_util.c RANKS 2 TIMEOUT 600 LABELS "recurrent;learning;slow")
+# Selective recall across ranks: one mamba block recalls the base after a marker, in noise, across
+# the rank boundary at SP = 2; one s4d block (linear time-invariant) cannot. Float only.
+strand_add_mpi_test(NAME test_scan_learning SOURCES ${STRAND_TEST_DIR}/unit/test_scan_learning.c
+                    ${STRAND_TEST_DIR}/unit/learning_util.c RANKS 2 TIMEOUT 600 LABELS "scan;learning;slow")

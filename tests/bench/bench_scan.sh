@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The scan family's figures, each next to its same-run reference:
 #   speed     strand bench scan --layer mamba at L = 2^16 and 2^18 (d_model 64, N 16, 1 rank) and
-#             tests/bench/torch_mamba.py's chunked selective scan at the same size (one thread;
-#             at 2^18 in blocks of chunks so its temporaries fit), interleaved, REPEAT times each;
+#             tests/bench/torch_mamba.py's chunked selective scan at the same size (one thread, in
+#             blocks of chunks so its temporaries fit; up to TORCH_MAX_LENGTH), interleaved, REPEAT
+#             times each;
 #   scaling   the mamba layer at L = 2^20 on 1 and 2 ranks (strong scaling), REPEAT times each;
 #   bytes     the bytes the scan's exchange sends per rank at SP = 2 for L = 2^16 ... 2^22.
 # Every run prints its JSON line; a summary gives medians and ranges. Run it with nothing else on
@@ -36,14 +37,21 @@ for part in $parts; do
     case $part in
     speed)
         for L in 65536 262144; do
-            block=0
-            [[ $L -gt 65536 ]] && block=1024 # 1024 chunks of 16 at a time: about 2 GB of temporaries
+            # 256 chunks of 16 at a time, recomputed in backward: about 0.5 GB of temporaries per
+            # block. The rest of the reference grows as L * D * N (6.9 GB peak at 2^16), so it runs
+            # only up to TORCH_MAX_LENGTH (65536: at 2^18 it would need about 28 GB).
+            block=256
+            torch_here=$have_torch
+            if [[ $L -gt ${TORCH_MAX_LENGTH:-65536} ]]; then
+                torch_here=0
+                echo "bench_scan: PyTorch skipped at L=$L (above TORCH_MAX_LENGTH=${TORCH_MAX_LENGTH:-65536})" >&2
+            fi
             s=() t=()
             for r in $(seq "$repeat"); do
                 out=$("$strand" bench scan --layer mamba --length $L --channels 64 --state 16 --repeat 1)
                 echo "$out"
                 s+=("$(field fwd_bwd_s "$out")")
-                if [[ $have_torch -eq 1 ]]; then
+                if [[ $torch_here -eq 1 ]]; then
                     out=$("$python" "$source_dir/tests/bench/torch_mamba.py" --length $L --channels 64 --state 16 \
                         --scan chunked --chunk 16 --block $block --threads 1 --repeat 1)
                     echo "$out"

@@ -8,8 +8,10 @@ sequence of L positions on CPU with a fixed thread count. The scan is either
   chunked  chunks of Q positions in log space: within a chunk h_t = sum_{s<=t} exp(S_t - S_s) b_s
            from the cumulative log decay S (one masked Q x Q product per chunk, state and channel),
            then one sequential pass over the chunk boundaries; the sequence is split once.
---block K evaluates the chunked form K chunks at a time (bounded memory; the whole sequence at
-once needs about L * Q * D * N * 4 bytes of temporaries). Prints one JSON line with forward_s,
+--block K evaluates the chunked form K chunks at a time and recomputes each block's Q x Q products
+in backward (torch.utils.checkpoint), so its temporaries stay bounded; without it the whole
+sequence at once keeps about L * Q * D * N * 4 bytes for backward and needs two or three times that
+at its peak (more than 24 GB at L = 2^16, D = 128, N = 16). Prints one JSON line with forward_s,
 backward_s, fwd_bwd_s and the peak resident memory.
 
 usage: /usr/bin/python3 tests/bench/torch_mamba.py --length L --channels C [--state N]
@@ -26,6 +28,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def scan_loop(x, dt, A, B, C):
@@ -51,17 +54,23 @@ def scan_chunked(x, dt, A, B, C, Q, block):
     b = ((dt * x)[:, :, None] * B[:, None, :]).view(nc, Q, D, N)
     S = log_a.cumsum(1)
     mask = torch.tril(torch.ones(Q, Q, dtype=torch.bool))[None, :, :, None, None]
-    locals_ = []
-    for c0 in range(0, nc, block or nc):
-        s = S[c0 : c0 + (block or nc)]
+
+    def local(s, bb):  # s, bb (k, Q, D, N) -> h from a zero state at each chunk's start
         diff = (s[:, :, None] - s[:, None, :]).masked_fill(~mask, -math.inf)  # (k, t, s, D, N)
-        locals_.append((torch.exp(diff) * b[c0 : c0 + (block or nc), None]).sum(2))
-    h_local = torch.cat(locals_)
-    decay = torch.exp(S)
+        return (torch.exp(diff) * bb[:, None]).sum(2)
+
+    if block:
+        h_local = torch.cat([checkpoint(local, S[c0 : c0 + block], b[c0 : c0 + block], use_reentrant=False)
+                             for c0 in range(0, nc, block)])
+    else:
+        h_local = local(S, b)
+    # Split once: indexing h_local[c] in the loop would make backward build a zero tensor of the
+    # whole h_local for every chunk (quadratic in L); unbind's backward stacks the pieces once.
+    h_locals, decays = h_local.unbind(0), torch.exp(S).unbind(0)
     h_prev = torch.zeros(D, N, dtype=x.dtype)
     hs = []
     for c in range(nc):
-        h = h_local[c] + decay[c] * h_prev
+        h = h_locals[c] + decays[c] * h_prev
         hs.append(h)
         h_prev = h[-1]
     h = torch.stack(hs).view(nc * Q, D, N)[:L]

@@ -1,5 +1,6 @@
 /* The learning-test harness (learning_util.h). */
 #include "learning_util.h"
+#include "test_util.h"
 
 #include "strand/config.h"
 #include "strand/dataset.h"
@@ -11,10 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The window's tokens at this rank's positions: inputs[i] = tokens[pos[i]], targets = the next. */
-static void gather(const uint8_t *window, const int64_t *pos, int64_t T, uint8_t *inputs, uint8_t *targets) {
-    for (int64_t i = 0; i < T; i++)
-        inputs[i] = window[pos[i]], targets[i] = window[pos[i] + 1];
+/* The window's tokens at this rank's positions: inputs[i] = tokens[pos[i]], and their targets. */
+static void gather(const learning_task *task, const uint8_t *window, const int64_t *pos, int64_t T,
+                   uint8_t *inputs, uint8_t *targets) {
+    for (int64_t i = 0; i < T; i++) {
+        inputs[i] = window[pos[i]];
+        targets[i] = task->target ? task->target(window, pos[i]) : window[pos[i] + 1];
+    }
 }
 
 /* sums += (answer loss, answer count, all loss, all count) of the last forward */
@@ -70,7 +74,7 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
         memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
         for (int b = 0; b < batch && status == STRAND_OK; b++) {
             task->make_window(window, 1, (uint64_t)step * (uint64_t)batch + (uint64_t)b);
-            gather(window, pos, T, inputs, targets);
+            gather(task, window, pos, T, inputs, targets);
             double loss = 0;
             status = strand_model_forward(&model, inputs, targets, &shard, &loss);
             if (status == STRAND_OK && run->log_every > 0) add_losses(&model, task, pos, T, log_sums);
@@ -100,7 +104,7 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
     const int eval_windows = run->eval_windows > 0 ? run->eval_windows : 16;
     for (int w = 0; w < eval_windows && status == STRAND_OK; w++) {
         task->make_window(window, 2, (uint64_t)w);
-        gather(window, pos, T, inputs, targets);
+        gather(task, window, pos, T, inputs, targets);
         double loss = 0;
         status = strand_model_forward(&model, inputs, targets, &shard, &loss);
         if (status == STRAND_OK) add_losses(&model, task, pos, T, sums);
@@ -113,4 +117,80 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
     strand_model_free(&model);
     strand_shard_free(&shard);
     return status;
+}
+
+static int run_suite(const strand_grid *grid, const learning_suite *suite, int argc, char **argv,
+                     learning_result *res, int *ran) {
+    enum { MAX_EXTRA = 64 };
+    const int steps = argc > 1 ? atoi(argv[1]) : suite->steps;
+    const char *extra[MAX_EXTRA + 1];
+    int n_extra = 0, only = 0;
+    for (int m = 0; m < suite->n_models; m++)
+        ran[m] = 0;
+    for (int a = 2; a < argc; a++) {
+        if (strchr(argv[a], '=')) {
+            if (n_extra < MAX_EXTRA) extra[n_extra++] = argv[a];
+            continue;
+        }
+        for (int m = 0; m < suite->n_models; m++)
+            if (strcmp(argv[a], suite->models[m].name) == 0) ran[m] = 1, only = 1;
+    }
+    extra[n_extra] = NULL;
+    const char *log = suite->log_env ? getenv(suite->log_env) : NULL;
+    if (grid->world_size != 2 && grid->world_rank == 0)
+        fprintf(stderr, "%s: meant for 2 ranks (running on %d)\n", suite->test, grid->world_size);
+    for (int m = 0; m < suite->n_models; m++) {
+        if (only && !ran[m]) continue;
+        ran[m] = 0;
+        learning_run run = {.layers = suite->models[m].layers,
+                            .layout = suite->layout,
+                            .steps = steps,
+                            .batch = suite->batch,
+                            .sets = {suite->defaults, suite->models[m].sets, extra},
+                            .eval_windows = suite->eval_windows,
+                            .log_every = log ? atoi(log) : 0};
+        STRAND_CALL(learning_train_and_score(grid, suite->task, &run, &res[m]));
+        ran[m] = 1;
+    }
+    if (grid->world_rank == 0) {
+        fprintf(stderr, "%s, %d ranks, %d steps x %d windows of %lld: loss on the answer (bits)\n",
+                suite->title, grid->world_size, steps, suite->batch, (long long)suite->task->length);
+        for (int m = 0; m < suite->n_models; m++)
+            if (ran[m])
+                fprintf(stderr, "  %-16s %.4f   (all positions %.4f, %lld parameters, %.1f s)\n",
+                        suite->models[m].layers, res[m].answer_bits, res[m].all_bits,
+                        (long long)res[m].params, res[m].seconds);
+    }
+    return STRAND_OK;
+}
+
+int learning_suite_main(const learning_suite *suite, int argc, char **argv) {
+    enum { MAX_MODELS = 16 };
+    MPI_Init(&argc, &argv);
+    strand_grid grid;
+    CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
+    learning_result res[MAX_MODELS] = {{0}};
+    int ran[MAX_MODELS] = {0};
+    CHECK(suite->n_models <= MAX_MODELS);
+    if (suite->n_models <= MAX_MODELS) {
+        const int status = run_suite(&grid, suite, argc, argv, res, ran);
+        CHECK_MSG(status == STRAND_OK, "training: %s", strand_error_message());
+    }
+    for (int m = 0; m < suite->n_models && m < MAX_MODELS; m++) {
+        const learning_model *model = &suite->models[m];
+        if (!ran[m]) continue;
+        if (model->max_bits > 0)
+            CHECK_MSG(res[m].answer_bits < model->max_bits,
+                      "%s did not learn the task: %.4f bits (must be < %g)", model->layers,
+                      res[m].answer_bits, model->max_bits);
+        if (model->min_bits > 0)
+            CHECK_MSG(res[m].answer_bits > model->min_bits,
+                      "%s solved what it should not be able to: %.4f bits (must stay > %g)", model->layers,
+                      res[m].answer_bits, model->min_bits);
+    }
+    strand_grid_free(&grid);
+    int failed = test_finish(suite->test), any = 0;
+    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return any;
 }

@@ -3,8 +3,8 @@
  *
  * A task is a window length L, a generator of its L + 1 tokens (inputs and next-token targets)
  * and the set of answer positions: position t is scored when is_answer(t), its target being
- * tokens[t + 1]. Training window b of step s is make_window(tokens, 1, s * batch + b), held-out
- * window w is make_window(tokens, 2, w). Each step sums the gradients of `batch` windows (each
+ * tokens[t + 1] (or target(tokens, t)). Training window b of step s is make_window(tokens, 1, s * batch + b),
+ * held-out window w is make_window(tokens, 2, w). Each step sums the gradients of `batch` windows (each
  * scaled by 1 / (batch L)), all-reduces them over the world, clips them to train.grad_clip and
  * takes an AdamW step at strand_lr_at(step). Parameters come from strand_model_init_params with
  * train.seed. */
@@ -20,8 +20,12 @@ typedef struct {
     int64_t length; /* L */
     /* tokens[0..L]: window `index` of the stream `seed` (1: training, 2: held out) */
     void (*make_window)(uint8_t *tokens, uint64_t seed, uint64_t index);
-    /* whether the target at global position t (tokens[t + 1]) is part of the answer */
+    /* whether the target at global position t is part of the answer */
     int (*is_answer)(int64_t t);
+    /* The target at global position t (NULL: the next token, tokens[t + 1]). A task whose inputs
+     * are noise gives the non-answer positions a constant target here: learnt within a few steps,
+     * it leaves the answer's gradient alone, as a loss mask would. */
+    uint8_t (*target)(const uint8_t *tokens, int64_t t);
 } learning_task;
 
 enum { LEARNING_MAX_SETS = 4 };
@@ -50,5 +54,31 @@ typedef struct {
 /* Train and score; collective over grid->world. Returns STRAND_OK or the first error. */
 int learning_train_and_score(const strand_grid *grid, const learning_task *task, const learning_run *run,
                              learning_result *res);
+
+/* A learning test's models, all trained on one task with the same budget and compared. */
+typedef struct {
+    const char *name, *layers; /* name: for the command line; layers: model.layers */
+    const char *const sets[4]; /* its own overrides, after the suite's defaults */
+    /* the check on its held-out answer loss: below max_bits (it learns the task) or above
+     * min_bits (it cannot); 0: reported only */
+    double max_bits, min_bits;
+} learning_model;
+
+typedef struct {
+    const char *test, *title; /* the program's name; the table's heading */
+    const learning_task *task;
+    int layout, steps, batch, eval_windows;
+    const char *const *defaults; /* overrides for every model */
+    const learning_model *models;
+    int n_models;
+    const char *log_env; /* environment variable: log the training loss every that many steps */
+} learning_suite;
+
+/* A learning test's main: MPI_Init, train and score the suite's models, print one line per model
+ * under the title (rank 0), check each against its max_bits / min_bits, MPI_Finalize. Returns the
+ * exit status (0: every check passed on every rank). For exploring by hand, argv may hold
+ * [steps [name ...] [key=value ...]]: the named models only, with the overrides applied to each
+ * after its own. */
+int learning_suite_main(const learning_suite *suite, int argc, char **argv);
 
 #endif
