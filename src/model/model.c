@@ -71,14 +71,14 @@ void strand_params_free(strand_param_table *table) {
 
 extern const strand_mixer_ops strand_mixer_conv, strand_mixer_attn, strand_mixer_hyena, strand_mixer_s4d,
     strand_mixer_rnn, strand_mixer_lstm, strand_mixer_gru, strand_mixer_ornn, strand_mixer_mingru,
-    strand_mixer_minlstm, strand_mixer_mamba;
+    strand_mixer_minlstm, strand_mixer_mamba, strand_mixer_dilated;
 
 /* The registry: a new mixer is its file plus one entry here. The order is the options' place in
  * strand_config.mixer_options and the order of their sections in a written configuration. */
 static const strand_mixer_ops *const mixer_registry[] = {
     &strand_mixer_conv,   &strand_mixer_attn,    &strand_mixer_hyena, &strand_mixer_s4d,
     &strand_mixer_rnn,    &strand_mixer_lstm,    &strand_mixer_gru,   &strand_mixer_ornn,
-    &strand_mixer_mingru, &strand_mixer_minlstm, &strand_mixer_mamba};
+    &strand_mixer_mingru, &strand_mixer_minlstm, &strand_mixer_mamba, &strand_mixer_dilated};
 enum { MIXER_COUNT = sizeof mixer_registry / sizeof *mixer_registry };
 _Static_assert((int)MIXER_COUNT <= (int)STRAND_MAX_MIXERS, "raise STRAND_MAX_MIXERS");
 

@@ -11,8 +11,10 @@
 #
 #   tests/bench/bench_scan.sh [BUILD_DIR] [speed|scaling|bytes ...]      (default: build, all three)
 #
-# REPEAT (3) sets the repetitions; TORCH_PYTHON (/usr/bin/python3, Debian's python3-torch) the
-# interpreter for the PyTorch reference (skipped when it cannot import torch).
+# REPEAT (3) sets the repetitions, LENGTHS (65536 262144) the speed part's lengths,
+# TORCH_MAX_LENGTH (262144) the longest the PyTorch reference runs at; TORCH_PYTHON
+# (/usr/bin/python3, Debian's python3-torch) the interpreter for the PyTorch reference (skipped
+# when it cannot import torch).
 set -euo pipefail
 
 build=${1:-build}
@@ -36,15 +38,17 @@ have_torch=1
 for part in $parts; do
     case $part in
     speed)
-        for L in 65536 262144; do
+        for L in ${LENGTHS:-65536 262144}; do
             # 256 chunks of 16 at a time, recomputed in backward: about 0.5 GB of temporaries per
-            # block. The rest of the reference grows as L * D * N (6.9 GB peak at 2^16), so it runs
-            # only up to TORCH_MAX_LENGTH (65536: at 2^18 it would need about 28 GB).
-            block=256
+            # block. The rest of the reference grows as L * D * N (6.9 GB peak at 2^16), so above
+            # 2^16 it scans segments of 2^16 positions in turn, each recomputed in backward, and
+            # skips its warm-up run (one run takes some 15 minutes there).
+            torch_args=(--block 256)
+            [[ $L -gt 65536 ]] && torch_args+=(--segment 65536 --warmup 0)
             torch_here=$have_torch
-            if [[ $L -gt ${TORCH_MAX_LENGTH:-65536} ]]; then
+            if [[ $L -gt ${TORCH_MAX_LENGTH:-262144} ]]; then
                 torch_here=0
-                echo "bench_scan: PyTorch skipped at L=$L (above TORCH_MAX_LENGTH=${TORCH_MAX_LENGTH:-65536})" >&2
+                echo "bench_scan: PyTorch skipped at L=$L (above TORCH_MAX_LENGTH=${TORCH_MAX_LENGTH:-262144})" >&2
             fi
             s=() t=()
             for r in $(seq "$repeat"); do
@@ -53,7 +57,7 @@ for part in $parts; do
                 s+=("$(field fwd_bwd_s "$out")")
                 if [[ $torch_here -eq 1 ]]; then
                     out=$("$python" "$source_dir/tests/bench/torch_mamba.py" --length $L --channels 64 --state 16 \
-                        --scan chunked --chunk 16 --block $block --threads 1 --repeat 1)
+                        --scan chunked --chunk 16 "${torch_args[@]}" --threads 1 --repeat 1)
                     echo "$out"
                     t+=("$(field fwd_bwd_s "$out")")
                 fi

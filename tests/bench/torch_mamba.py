@@ -11,11 +11,14 @@ sequence of L positions on CPU with a fixed thread count. The scan is either
 --block K evaluates the chunked form K chunks at a time and recomputes each block's Q x Q products
 in backward (torch.utils.checkpoint), so its temporaries stay bounded; without it the whole
 sequence at once keeps about L * Q * D * N * 4 bytes for backward and needs two or three times that
-at its peak (more than 24 GB at L = 2^16, D = 128, N = 16). Prints one JSON line with forward_s,
+at its peak (more than 24 GB at L = 2^16, D = 128, N = 16). --segment S runs the chunked scan
+over S positions at a time, the state handed on, each segment recomputed in backward (bounded
+memory at any L). Prints one JSON line with forward_s,
 backward_s, fwd_bwd_s and the peak resident memory.
 
 usage: /usr/bin/python3 tests/bench/torch_mamba.py --length L --channels C [--state N]
-           [--scan loop|chunked] [--chunk Q] [--block K] [--threads N] [--repeat R]
+           [--scan loop|chunked] [--chunk Q] [--block K] [--segment S] [--threads N] [--repeat R]
+           [--warmup W]
            [--dtype float32|float64]
 Use Debian's /usr/bin/python3 (python3-torch); another python3 first on PATH may not see torch.
 """
@@ -42,7 +45,8 @@ def scan_loop(x, dt, A, B, C):
     return torch.stack(ys)
 
 
-def scan_chunked(x, dt, A, B, C, Q, block):
+def scan_chunked(x, dt, A, B, C, Q, block, h0=None):
+    """-> y (L, D) and the final state (D, N); h0 (D, N) enters at the first position."""
     L, D = x.shape
     N = A.shape[1]
     nc = (L + Q - 1) // Q
@@ -67,14 +71,27 @@ def scan_chunked(x, dt, A, B, C, Q, block):
     # Split once: indexing h_local[c] in the loop would make backward build a zero tensor of the
     # whole h_local for every chunk (quadratic in L); unbind's backward stacks the pieces once.
     h_locals, decays = h_local.unbind(0), torch.exp(S).unbind(0)
-    h_prev = torch.zeros(D, N, dtype=x.dtype)
+    h_prev = torch.zeros(D, N, dtype=x.dtype) if h0 is None else h0
     hs = []
     for c in range(nc):
         h = h_locals[c] + decays[c] * h_prev
         hs.append(h)
         h_prev = h[-1]
     h = torch.stack(hs).view(nc * Q, D, N)[:L]
-    return (h * C[:L, None, :]).sum(-1)
+    return (h * C[:L, None, :]).sum(-1), h[-1]
+
+
+def scan_segmented(x, dt, A, B, C, Q, block, segment):
+    """The chunked scan over segments of `segment` positions in turn, the state handed from one to
+    the next, each segment recomputed in backward: what is kept for backward is then O(L D) instead
+    of O(L D N), which is what lets the reference run at L = 2^18 in 24 GB."""
+    ys, h = [], None
+    for s0 in range(0, x.shape[0], segment):
+        part = [v[s0 : s0 + segment] for v in (x, dt, B, C)]
+        run = lambda x_, dt_, B_, C_, *h_: scan_chunked(x_, dt_, A, B_, C_, Q, block, h_[0] if h_ else None)
+        y, h = checkpoint(run, *part, *([h] if h is not None else []), use_reentrant=False)
+        ys.append(y)
+    return torch.cat(ys)
 
 
 class Mamba(torch.nn.Module):
@@ -90,14 +107,19 @@ class Mamba(torch.nn.Module):
         self.Dskip = torch.nn.Parameter(torch.ones(D, dtype=dtype))
         self.out_proj = torch.nn.Linear(D, C, bias=False, dtype=dtype)
 
-    def forward(self, u, scan, Q, block):
+    def forward(self, u, scan, Q, block, segment):
         L = u.shape[0]
         x, z = self.in_proj(u).chunk(2, dim=-1)
         x = F.silu(self.conv(x.t()[None])[0, :, :L].t())
         dt_raw, B, C = self.x_proj(x).split([self.R, self.N, self.N], dim=-1)
         dt = F.softplus(self.dt_proj(dt_raw))
         A = -torch.exp(self.A_log)
-        y = scan_loop(x, dt, A, B, C) if scan == "loop" else scan_chunked(x, dt, A, B, C, Q, block)
+        if scan == "loop":
+            y = scan_loop(x, dt, A, B, C)
+        elif segment:
+            y = scan_segmented(x, dt, A, B, C, Q, block, segment)
+        else:
+            y = scan_chunked(x, dt, A, B, C, Q, block)[0]
         return self.out_proj((y + self.Dskip * x) * F.silu(z))
 
 
@@ -109,8 +131,10 @@ def main():
     p.add_argument("--scan", choices=["loop", "chunked"], default="chunked")
     p.add_argument("--chunk", type=int, default=16)
     p.add_argument("--block", type=int, default=0)
+    p.add_argument("--segment", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -120,20 +144,21 @@ def main():
     u = torch.randn(a.length, a.channels, dtype=dtype, requires_grad=True)
     dy = torch.randn(a.length, a.channels, dtype=dtype)
     times = {"forward": [], "backward": [], "both": []}
-    for r in range(a.repeat + 1):  # the first run warms up
+    for r in range(a.warmup + a.repeat):
         t0 = time.perf_counter()
-        y = model(u, a.scan, a.chunk, a.block)
+        y = model(u, a.scan, a.chunk, a.block, a.segment)
         t1 = time.perf_counter()
         y.backward(dy)
         t2 = time.perf_counter()
-        if r > 0:
+        if r >= a.warmup:
             times["forward"].append(t1 - t0)
             times["backward"].append(t2 - t1)
             times["both"].append(t2 - t0)
         u.grad = None
         model.zero_grad()
     print(json.dumps({
-        "bench": "torch_mamba", "scan": a.scan, "chunk": a.chunk, "block": a.block, "length": a.length,
+        "bench": "torch_mamba", "scan": a.scan, "chunk": a.chunk, "block": a.block, "segment": a.segment,
+        "length": a.length,
         "channels": a.channels, "state": a.state, "threads": a.threads, "dtype": a.dtype,
         "torch": torch.__version__, "forward_s": statistics.median(times["forward"]),
         "backward_s": statistics.median(times["backward"]), "fwd_bwd_s": statistics.median(times["both"]),
