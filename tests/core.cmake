@@ -2,6 +2,8 @@
 strand_add_mpi_test(NAME test_dist SOURCES ${STRAND_TEST_DIR}/unit/test_dist.c RANKS 1 2 3 4)
 # The distributed linear scan's exchange against the sequential recurrence (both layouts and directions).
 strand_add_mpi_test(NAME test_scan SOURCES ${STRAND_TEST_DIR}/unit/test_scan.c RANKS 1 2 3 4)
+# ScaLAPACK singular values and orthogonal QR on BLACS grids (1x1, 2x1, 3x1, 2x2 and every smaller shape) against LAPACK.
+strand_add_mpi_test(NAME test_dense SOURCES ${STRAND_TEST_DIR}/unit/test_dense.c RANKS 1 2 3 4)
 strand_add_mpi_test(NAME test_model SOURCES ${STRAND_TEST_DIR}/unit/test_model.c RANKS 1 2 3 4)
 add_executable(test_train ${STRAND_TEST_DIR}/unit/test_train.c)
 target_link_libraries(test_train PRIVATE strandlib)
