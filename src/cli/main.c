@@ -20,6 +20,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "bits per base of a checkpoint on the validation split, loss by position"},
     {"sample", cmd_sample, "generate bases after a prompt with a checkpoint's model"},
     {"grad", cmd_grad, "loss and gradients of one training step from a checkpoint"},
+    {"probe", cmd_probe, "probes of a checkpoint's model: the span Jacobian of a recurrent block"},
     {"bench", cmd_bench, "micro-benchmarks of the distributed kernels (one JSON line)"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };

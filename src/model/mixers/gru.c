@@ -66,6 +66,33 @@ static void gru_cell_backward(const strand_recurrent *r, real_t *dparams, const 
     }
 }
 
+/* jac (C,C) = d h_t / d h_{t-1}: with h = (1 - z) n + z h_{t-1},
+ *   diag(z) + diag((h_{t-1} - n) z (1 - z)) W_z + diag((1 - z)(1 - n^2)) [diag(r) W_n + diag(hn r (1 - r))
+ * W_r] (hn = W_n h_{t-1} + b_hn, saved by forward; gate rows r z n) */
+static void gru_step_jacobian(const strand_recurrent *r, const real_t *params, const real_t *w,
+                              const real_t *prev, const real_t *next, const real_t *saved, double *jac) {
+    (void)params, (void)next;
+    const int C = r->C;
+    for (int k = 0; k < C; k++) {
+        const double rg = saved[k], z = saved[C + k], n = saved[2 * C + k], hn = saved[3 * C + k];
+        const double dn = (1 - z) * (1 - n * n);
+        const double sz = ((double)prev[k] - n) * z * (1 - z), sn = dn * rg, sr = dn * hn * rg * (1 - rg);
+        const real_t *wr = w + (int64_t)k * C, *wz = w + (int64_t)(C + k) * C,
+                     *wn = w + (int64_t)(2 * C + k) * C;
+        double *row = jac + (int64_t)k * C;
+        for (int j = 0; j < C; j++)
+            row[j] = sz * (double)wz[j] + sn * (double)wn[j] + sr * (double)wr[j];
+        row[k] += z;
+    }
+}
+
+/* the fraction of h_{t-1} the update gate keeps: d h_t / d h_{t-1} = diag(z) + terms through W */
+static double gru_step_decay(const strand_recurrent *r, const real_t *params, const real_t *next,
+                             const real_t *saved) {
+    (void)params, (void)next;
+    return strand_recurrent_saved_mean(r, saved, r->C);
+}
+
 static const strand_recurrent_cell gru_cell = {
     .gates = 3,
     .state_blocks = 1,
@@ -73,6 +100,9 @@ static const strand_recurrent_cell gru_cell = {
     .hidden_bias = 1,
     .cell_forward = gru_cell_forward,
     .cell_backward = gru_cell_backward,
+    .step_jacobian = gru_step_jacobian,
+    .step_decay = gru_step_decay,
+    .decay_formula = "mean update gate z (the kept fraction of h)",
 };
 
 static int gru_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,

@@ -76,12 +76,49 @@ static void lstm_cell_backward(const strand_recurrent *r, real_t *dparams, const
     }
 }
 
+/* jac (2C,2C) = d (h_t, c_t) / d (h_{t-1}, c_{t-1}), state order [h c]. The gates see h_{t-1} only,
+ * through W (rows i f o g), so with dz_X = sig'(X) W_X or tanh'(g) W_g:
+ *   dc/dh = c_{t-1} dz_f + g dz_i + i dz_g,  dc/dc = diag(f)
+ *   dh/dh = tanh(c) dz_o + o tanh'(c) dc/dh,  dh/dc = diag(o tanh'(c) f) */
+static void lstm_step_jacobian(const strand_recurrent *r, const real_t *params, const real_t *w,
+                               const real_t *prev, const real_t *next, const real_t *saved, double *jac) {
+    (void)params;
+    const int C = r->C, S = 2 * C;
+    for (int k = 0; k < C; k++) {
+        const double i = saved[k], f = saved[C + k], o = saved[2 * C + k], g = saved[3 * C + k];
+        const double tc = tanh((double)next[C + k]), dtc = o * (1 - tc * tc);
+        const double si = g * i * (1 - i), sf = (double)prev[C + k] * f * (1 - f), so = tc * o * (1 - o),
+                     sg = i * (1 - g * g);
+        const real_t *wi = w + (int64_t)k * C, *wf = w + (int64_t)(C + k) * C,
+                     *wo = w + (int64_t)(2 * C + k) * C, *wg = w + (int64_t)(3 * C + k) * C;
+        double *hrow = jac + (int64_t)k * S, *crow = jac + (int64_t)(C + k) * S;
+        for (int j = 0; j < C; j++) {
+            const double dc = sf * (double)wf[j] + si * (double)wi[j] + sg * (double)wg[j];
+            crow[j] = dc;
+            hrow[j] = so * (double)wo[j] + dtc * dc;
+            crow[C + j] = hrow[C + j] = 0;
+        }
+        crow[C + k] = f;
+        hrow[C + k] = dtc * f;
+    }
+}
+
+/* the constant-error carousel: d c_t / d c_{t-1} = diag(f) (Hochreiter and Schmidhuber 1997) */
+static double lstm_step_decay(const strand_recurrent *r, const real_t *params, const real_t *next,
+                              const real_t *saved) {
+    (void)params, (void)next;
+    return strand_recurrent_saved_mean(r, saved, r->C);
+}
+
 static const strand_recurrent_cell lstm_cell = {
     .gates = 4,
     .state_blocks = 2,
     .saved_blocks = 4,
     .cell_forward = lstm_cell_forward,
     .cell_backward = lstm_cell_backward,
+    .step_jacobian = lstm_step_jacobian,
+    .step_decay = lstm_step_decay,
+    .decay_formula = "mean forget gate f",
 };
 
 static int lstm_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,

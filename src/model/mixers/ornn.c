@@ -99,6 +99,10 @@ static const strand_recurrent_cell ornn_cell = {
     .cell_backward = strand_recurrent_elman_backward,
     .prepare = ornn_prepare,
     .finish_backward = ornn_finish_backward,
+    .step_jacobian = strand_recurrent_elman_jacobian,
+    /* W orthogonal: ||diag(phi') W||_2 = max |phi'| exactly, so the span's sigma_max <= prod max |phi'| */
+    .step_decay = strand_recurrent_elman_max_slope,
+    .decay_formula = "mean over steps of max |phi'| (W orthogonal)",
 };
 
 static int ornn_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,

@@ -53,6 +53,17 @@ typedef struct {
     /* custom_w: dparams += d/d params given dw (GC,C) = d loss / d W and the forward's w. */
     void (*finish_backward)(const strand_recurrent *r, real_t *dparams, const real_t *params, const real_t *w,
                             const real_t *dw);
+    /* strand probe jacobian (NULL: the cell cannot be probed). jac (S,S) row-major, in double:
+     * d state_t / d state_{t-1} at one position (through W and directly), from what forward kept
+     * there: prev, next, saved and the recurrent matrix w (GC,C) it used. */
+    void (*step_jacobian)(const strand_recurrent *r, const real_t *params, const real_t *w,
+                          const real_t *prev, const real_t *next, const real_t *saved, double *jac);
+    /* The per-step factor the classic analysis predicts at this position (its mean over the span is
+     * reported; times the spectral radius of W when decay_times_radius), and its formula. */
+    double (*step_decay)(const strand_recurrent *r, const real_t *params, const real_t *next,
+                         const real_t *saved);
+    int decay_times_radius;
+    const char *decay_formula;
 } strand_recurrent_cell;
 
 struct strand_recurrent {
@@ -146,6 +157,30 @@ void strand_recurrent_elman_forward(const strand_recurrent *r, const real_t *par
 void strand_recurrent_elman_backward(const strand_recurrent *r, real_t *dparams, const real_t *params,
                                      const real_t *prev, const real_t *next, const real_t *saved,
                                      const real_t *dnext, real_t *dxp, real_t *drec, real_t *dprev);
+
+/* ---- strand probe jacobian (recurrent_probe.c) ----
+ * The Elman cell's step Jacobian diag(phi'(a)) W, and its per-step factors: the mean |phi'| (rnn:
+ * times rho(W)) and the largest |phi'| (ornn: ||J||_2 = max |phi'| when W is orthogonal). */
+void strand_recurrent_elman_jacobian(const strand_recurrent *r, const real_t *params, const real_t *w,
+                                     const real_t *prev, const real_t *next, const real_t *saved,
+                                     double *jac);
+double strand_recurrent_elman_mean_slope(const strand_recurrent *r, const real_t *params, const real_t *next,
+                                         const real_t *saved);
+double strand_recurrent_elman_max_slope(const strand_recurrent *r, const real_t *params, const real_t *next,
+                                        const real_t *saved);
+/* Is this mixer one of the driver's (rnn, lstm, gru, ornn), with a step Jacobian? */
+int strand_recurrent_probeable(const strand_mixer *mixer);
+/* The mean over the C channels of saved[offset .. offset + C): a gate's mean at one step (the
+ * forget gate of lstm, the update gate of gru), for their step_decay. */
+double strand_recurrent_saved_mean(const strand_recurrent *r, const real_t *saved, int offset);
+/* The span Jacobian of the state rows and columns [first, first + n) (n = S, first = 0: the whole
+ * state), d state_{t+k} / d state_t = J_{t+k} ... J_{t+1} at the states of the last forward over
+ * shard (0 <= t, t + k < window, k >= 1). Each rank multiplies the steps of each of its pieces;
+ * SP rank 0 gathers the partial products and multiplies them in global order into jac (n,n),
+ * row-major (other ranks: NULL). decay (2) on every rank: the sum over the span of the cell's
+ * step_decay and the count. Collective over the SP group; the status is agreed. */
+int strand_recurrent_span_jacobian(const strand_mixer *mixer, const real_t *params, const strand_shard *shard,
+                                   int64_t t, int64_t k, int first, int n, double *jac, double decay[2]);
 
 /* Row-major W (n,n) = rho * G / spectral_radius(G), G_ij ~ N(0,1) from (seed, param index, i n + j);
  * the radius from LAPACK dgeev (exact); if it fails, the circular law's sqrt(n). */

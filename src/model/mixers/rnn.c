@@ -42,6 +42,11 @@ static const strand_recurrent_cell rnn_cell = {
     .saved_blocks = 1,
     .cell_forward = strand_recurrent_elman_forward,
     .cell_backward = strand_recurrent_elman_backward,
+    .step_jacobian = strand_recurrent_elman_jacobian,
+    /* ||J_j|| ~ rho(W) |phi'|: Pascanu et al. 2013's bound with the spectral radius for the norm */
+    .step_decay = strand_recurrent_elman_mean_slope,
+    .decay_times_radius = 1,
+    .decay_formula = "rho(W) x mean |phi'|",
 };
 
 static int rnn_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,

@@ -1,0 +1,6 @@
+# strand probe jacobian: step Jacobians against finite differences, the span Jacobian at SP = 1-3
+# (uneven shards, spans across ranks, both layouts) against one rank's to 1e-10, ornn identity's
+# singular values all 1, rnn identity's J = W^k; the CLI on trained checkpoints.
+strand_add_mpi_test(NAME test_probe SOURCES ${STRAND_TEST_DIR}/unit/test_probe.c RANKS 1 2 3 LABELS probe)
+strand_add_script_test(NAME probe_jacobian_cli COMMAND bash ${STRAND_TEST_DIR}/cli/test_probe_jacobian.sh
+                       TIMEOUT 300 LABELS probe)
