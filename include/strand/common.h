@@ -12,6 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A token id in memory (strand/dataset.h: the vocabulary). Datasets store 16-bit tokens; 8-bit
+ * ones, from earlier versions, are read as they are. */
+typedef uint16_t strand_token_t;
+#define STRAND_MPI_TOKEN MPI_UINT16_T
+
 #ifdef STRAND_REAL_DOUBLE
 typedef double real_t;
 #define STRAND_MPI_REAL MPI_DOUBLE

@@ -91,6 +91,10 @@ typedef struct {
     int mlp;                                 /* enum strand_mlp_kind */
     int mlp_hidden;                          /* hidden width of the MLP (0 = 4*d_model, 8/3*d for swiglu) */
     int tie_embeddings;                      /* bool */
+    int vocab;                               /* model.vocab: 0 = the dataset's tokenizer's */
+    /* Not a key: the vocabulary in use, set from the dataset by whoever opens it (0: model.vocab,
+     * or the nucleotide tokenizer's when that is 0 too). strand_config_vocab reads it. */
+    int vocab_size;
     double init_std;
     double norm_eps;
 
@@ -157,6 +161,11 @@ size_t strand_config_format(const strand_config *config, char *buffer, size_t si
 /* model.mlp_hidden resolved: the configured width, or for 0 the default of config->mlp (4*d_model
  * for gelu, 8/3*d_model rounded up to a multiple of 8 for swiglu). */
 int strand_config_mlp_hidden(const strand_config *config);
+/* The model's vocabulary: vocab_size, else model.vocab, else the nucleotide tokenizer's 8. */
+int strand_config_vocab(const strand_config *config);
+/* Take the vocabulary from a dataset's tokenizer (vocab_size tokens): refused, naming `path`, when
+ * model.vocab is set to another size. */
+int strand_config_take_vocab(strand_config *config, int vocab_size, const char *path);
 /* Set every STRAND_KEY_ZERO_IS_WINDOW key that is 0 to train.seq_len (before seq_len changes). */
 void strand_config_pin_window_keys(strand_config *config);
 /* The row of "section.key" (NULL when there is none). */

@@ -21,8 +21,11 @@ enum strand_token {
     STRAND_VOCAB_SIZE = 8,
 };
 /* Fill value of /tokens: not a token, so data HDF5 cannot find (a damaged chunk index) reads as
- * invalid instead of as A. Also pads the last chunk. */
-#define STRAND_TOKEN_FILL 255
+ * invalid instead of as A. Also pads the last chunk. 8-bit datasets use 255. */
+#define STRAND_TOKEN_FILL 65535
+#define STRAND_TOKEN_FILL_8BIT 255
+/* Largest vocabulary: every id below the fill value. */
+#define STRAND_VOCAB_MAX 65535
 /* Longest record name in bytes: what strand prep accepts and what readers keep whole. */
 #define STRAND_RECORD_NAME_MAX 255
 #define STRAND_TOKENIZER_NAME "nucleotide"
@@ -30,9 +33,9 @@ enum strand_token {
 #define STRAND_DATASET_FORMAT_VERSION 1
 
 /* Complement of a token (A<->T, C<->G, N and specials unchanged). */
-uint8_t strand_token_complement(uint8_t token);
+strand_token_t strand_token_complement(strand_token_t token);
 /* Character of a token ('A','C','G','T','N', '.' for specials). */
-char strand_token_char(uint8_t token);
+char strand_token_char(strand_token_t token);
 
 /* ---- strand prep ---- */
 typedef struct {
@@ -74,6 +77,9 @@ typedef struct {
     int file_checksummed;   /* the whole file is covered by a checksum (filesum.h; 0: an older file) */
     int tokens_checksummed; /* /tokens' chunks carry Fletcher32 checksums (0: an older file) */
     int tokens_fill;        /* /tokens' fill value, or -1 when it has none */
+    int token_bytes;        /* bytes per token in the file: 2, or 1 (an older file) */
+    int vocab_size;         /* the tokenizer's vocabulary: every token is below it */
+    char tokenizer[128];    /* the tokenizer's name */
     char path[1024];
 } strand_dataset;
 
@@ -82,7 +88,7 @@ typedef struct {
  * The result is agreed across `comm`. */
 int strand_dataset_open(strand_dataset *dataset, const char *path, MPI_Comm comm);
 /* Read tokens [offset, offset + count) into out (independent I/O: each rank its own hyperslab). */
-int strand_dataset_read(strand_dataset *dataset, int64_t offset, int64_t count, uint8_t *out);
+int strand_dataset_read(strand_dataset *dataset, int64_t offset, int64_t count, strand_token_t *out);
 /* Free everything; safe on a zeroed or already closed struct. Collective over the open's comm (the
  * MPI-IO file close is collective). */
 void strand_dataset_close(strand_dataset *dataset);

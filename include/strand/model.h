@@ -190,7 +190,10 @@ typedef struct {
     real_t *final_in, *final_out, *final_mean, *final_rstd, *logits, *probs, *losses;
     /* gradient scratch */
     real_t *d_residual, *d_tmp1, *d_tmp2, *d_fc, *d_act, *d_logits;
-    const uint8_t *targets; /* of the last forward */
+    const strand_token_t *targets; /* of the last forward */
+    /* Per-position weights of the loss (this rank's T rows; NULL: every position counts once): a
+     * task's loss mask, or a probe's single position. Set by the caller, not owned. */
+    const real_t *loss_weights;
 } strand_model;
 
 /* Split model.layers ("a,b,b") into at most max names; returns the count, or -1 when
@@ -209,12 +212,17 @@ int strand_model_plan(const strand_config *config, const strand_shard *shard, st
 /* Initialise every parameter from (seed, parameter index, element index). */
 void strand_model_init_params(strand_model *model, uint64_t seed);
 /* Forward over this rank's shard: tokens (T) in, targets (T) next tokens. Returns the sum of the
- * per-token losses in nats over the local tokens in *loss_sum. */
-int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8_t *targets,
+ * per-token losses in nats over the local tokens in *loss_sum, weighted by model->loss_weights
+ * when set (model->losses keeps every position's own loss). */
+int strand_model_forward(strand_model *model, const strand_token_t *tokens, const strand_token_t *targets,
                          const strand_shard *shard, double *loss_sum);
-/* Backward of loss_scale * (sum of local losses); ADDS into model->grads. */
-int strand_model_backward(strand_model *model, const uint8_t *tokens, const strand_shard *shard,
+/* Backward of loss_scale * (sum of local losses, weighted as in forward); ADDS into model->grads.
+ * Afterwards strand_model_input_grad holds the gradient with respect to the block-0 input. */
+int strand_model_backward(strand_model *model, const strand_token_t *tokens, const strand_shard *shard,
                           real_t loss_scale);
+/* After strand_model_backward: d loss / d (block-0 input), (T, C) rows of this rank (the embedding
+ * output's gradient). Valid until the next forward or backward. */
+const real_t *strand_model_input_grad(const strand_model *model);
 /* The mixers' carried state on this rank: its size in values, and a copy out or in (blocks in
  * order, each mixer's carry_save layout). */
 int64_t strand_model_carry_count(const strand_model *model);

@@ -31,7 +31,7 @@ typedef struct {
 int strand_model_step_init(strand_model_step *step, const strand_model *model, int64_t max_len);
 /* Feed `token` at step->position (then advance it); step->logits (V) receive the logits for the
  * next position. */
-int strand_model_step_forward(strand_model_step *step, uint8_t token);
+int strand_model_step_forward(strand_model_step *step, strand_token_t token);
 void strand_model_step_free(strand_model_step *step);
 
 #endif

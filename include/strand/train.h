@@ -11,8 +11,8 @@
  * the token windows and the checkpoint metadata scratch. */
 typedef struct {
     real_t *adam_m, *adam_v;
-    uint8_t *inputs, *targets; /* T each: tokens and their next tokens */
-    uint8_t *read_buffer;      /* one piece + 1 */
+    strand_token_t *inputs, *targets; /* T each: tokens and their next tokens */
+    strand_token_t *read_buffer;      /* one piece + 1 */
     strand_ckpt_meta *meta;
 } strand_train_buffers;
 

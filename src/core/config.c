@@ -7,7 +7,8 @@
  * load or set leaves the configuration unchanged. */
 #define _POSIX_C_SOURCE 200809L
 #include "strand/config.h"
-#include "strand/model.h" /* the mixer registry, for model.layers */
+#include "strand/dataset.h" /* the nucleotide vocabulary */
+#include "strand/model.h"   /* the mixer registry, for model.layers */
 
 #include <ini.h>
 
@@ -87,6 +88,15 @@ static const key_def keys[] = {
      FIELD(tie_embeddings),
      .def = "true",
      .help = "Share the input embedding with the output projection."},
+    {.section = "model",
+     .name = "vocab",
+     .type = STRAND_KEY_INT,
+     FIELD(vocab),
+     .def = "0",
+     .imin = 0,
+     .imax = 65535,
+     .help = "Vocabulary size (embedding and output rows); 0 = the dataset's tokenizer's, which a "
+             "set value must equal. --dry-run without a dataset takes 8 (nucleotides) for 0."},
     {.section = "model",
      .name = "init_std",
      .type = STRAND_KEY_DOUBLE,
@@ -1323,6 +1333,19 @@ const strand_config_key *strand_config_find_key(const char *full) {
     return find_key(section, dot + 1);
 }
 
+int strand_config_vocab(const strand_config *config) {
+    if (config->vocab_size > 0) return config->vocab_size;
+    return config->vocab > 0 ? config->vocab : STRAND_VOCAB_SIZE;
+}
+
+int strand_config_take_vocab(strand_config *config, int vocab_size, const char *path) {
+    if (config->vocab > 0 && config->vocab != vocab_size)
+        STRAND_FAIL(STRAND_ERR_CONFIG, "model.vocab = %d, but the tokenizer of %s has %d tokens",
+                    config->vocab, path, vocab_size);
+    config->vocab_size = vocab_size;
+    return STRAND_OK;
+}
+
 int strand_config_mlp_hidden(const strand_config *config) {
     if (config->mlp_hidden > 0) return config->mlp_hidden;
     if (config->mlp == STRAND_MLP_SWIGLU) return 8 * ((config->d_model + 2) / 3); /* ceil(8d/3) up to 8 */
@@ -1360,7 +1383,16 @@ size_t strand_config_format(const strand_config *config, char *buffer, size_t si
         for (int j = i; j < flat_key_count(); j++) {
             if (strcmp(K[j].section, K[i].section) != 0) continue;
             char value[STRAND_CONFIG_STRING_BYTES * 4 + 8];
-            format_value(config, &K[j], value, sizeof value);
+            /* The vocabulary as resolved from the dataset, which a checkpoint's configuration
+             * records and a resumed run compares; except the nucleotide one from model.vocab = 0,
+             * which stays 0 as every checkpoint before model.vocab has it (and a configuration
+             * read back is the one written). */
+            const int vocab = strand_config_vocab(config);
+            if (strcmp(K[j].section, "model") == 0 && strcmp(K[j].name, "vocab") == 0 &&
+                !(config->vocab == 0 && vocab == STRAND_VOCAB_SIZE))
+                snprintf(value, sizeof value, "%d", vocab);
+            else
+                format_value(config, &K[j], value, sizeof value);
             sink_put(&sink, "%s = %s\n", K[j].name, value);
         }
     }

@@ -21,7 +21,7 @@ enum {
 
 /* ---- tokens ---- */
 
-uint8_t strand_token_complement(uint8_t token) {
+strand_token_t strand_token_complement(strand_token_t token) {
     switch (token) {
     case STRAND_TOKEN_A:
         return STRAND_TOKEN_T;
@@ -36,7 +36,7 @@ uint8_t strand_token_complement(uint8_t token) {
     }
 }
 
-char strand_token_char(uint8_t token) {
+char strand_token_char(strand_token_t token) {
     static const char chars[] = "ACGTN";
     return token < 5 ? chars[token] : '.';
 }
@@ -421,11 +421,11 @@ static int load_tokens_storage(strand_dataset *ds) {
             ds->tokens_checksummed = 1;
     }
     H5D_fill_value_t defined = H5D_FILL_VALUE_UNDEFINED;
-    uint8_t fill = 0;
+    uint16_t fill = 0;
     if (n_filters < 0 || H5Pfill_value_defined(dcpl, &defined) < 0)
         status =
             strand_h5_error(__FILE__, __LINE__, ds->path, "cannot read the storage properties of /tokens");
-    else if (defined != H5D_FILL_VALUE_UNDEFINED && H5Pget_fill_value(dcpl, H5T_NATIVE_UINT8, &fill) >= 0)
+    else if (defined != H5D_FILL_VALUE_UNDEFINED && H5Pget_fill_value(dcpl, H5T_NATIVE_UINT16, &fill) >= 0)
         ds->tokens_fill = fill;
     H5Eclear2(H5E_DEFAULT);
     strand_h5_close(&dcpl);
@@ -457,9 +457,14 @@ static int load(strand_dataset *ds) {
                     tokenizer, tokenizer_version, STRAND_TOKENIZER_NAME, STRAND_TOKENIZER_VERSION);
     STRAND_CALL(strand_h5_read_int_attribute(ds->file, "vocab_size", &vocab, &found, path));
     if (!found) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'vocab_size'", path);
-    if (vocab != STRAND_VOCAB_SIZE)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: dataset vocabulary size %" PRId64 ", this strand uses %d", path,
-                    vocab, STRAND_VOCAB_SIZE);
+    if (strcmp(tokenizer, STRAND_TOKENIZER_NAME) == 0 && vocab != STRAND_VOCAB_SIZE)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: tokenizer '%s' with vocabulary size %" PRId64 " (it has %d)", path,
+                    tokenizer, vocab, STRAND_VOCAB_SIZE);
+    if (vocab < 1 || vocab > STRAND_VOCAB_MAX)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: vocabulary size %" PRId64 " outside 1..%d", path, vocab,
+                    STRAND_VOCAB_MAX);
+    ds->vocab_size = (int)vocab;
+    snprintf(ds->tokenizer, sizeof ds->tokenizer, "%s", tokenizer);
 
     int rank = 0;
     hsize_t dims[2] = {0, 0};
@@ -467,8 +472,9 @@ static int load(strand_dataset *ds) {
     hid_t type = H5Dget_type(ds->tokens);
     size_t type_size = type >= 0 ? H5Tget_size(type) : 0;
     strand_h5_close(&type);
-    if (rank != 1 || type_size != 1)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: /tokens must be a 1-D array of 8-bit integers", path);
+    if (rank != 1 || (type_size != 1 && type_size != 2))
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: /tokens must be a 1-D array of 16-bit (or 8-bit) integers", path);
+    ds->token_bytes = (int)type_size;
     ds->n_tokens = (int64_t)dims[0];
     STRAND_CALL(load_tokens_storage(ds));
 
@@ -564,15 +570,16 @@ int strand_dataset_open(strand_dataset *ds, const char *path, MPI_Comm comm) {
 
 /* Tokens [offset, offset + count) into out. On failure returns -1 with HDF5's innermost message
  * in detail[256] (taken before the cleanup calls, which clear HDF5's error stack). */
-static int read_span(const strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out, char *detail) {
+static int read_span(const strand_dataset *ds, int64_t offset, int64_t count, strand_token_t *out,
+                     char *detail) {
     hsize_t start = (hsize_t)offset, n = (hsize_t)count;
     hid_t file_space = H5Dget_space(ds->tokens);
     hid_t memory_space = H5Screate_simple(1, &n, NULL);
     /* Default transfer properties are independent I/O, also under the MPI-IO driver; they verify
-     * Fletcher32 checksums. */
+     * Fletcher32 checksums. HDF5 widens the tokens of an 8-bit file. */
     int failed = file_space < 0 || memory_space < 0 ||
                  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &n, NULL) < 0 ||
-                 H5Dread(ds->tokens, H5T_NATIVE_UINT8, memory_space, file_space, H5P_DEFAULT, out) < 0;
+                 H5Dread(ds->tokens, H5T_NATIVE_UINT16, memory_space, file_space, H5P_DEFAULT, out) < 0;
     detail[0] = '\0';
     if (failed) H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, detail);
     H5Eclear2(H5E_DEFAULT);
@@ -583,7 +590,7 @@ static int read_span(const strand_dataset *ds, int64_t offset, int64_t count, ui
 
 /* A read failed with `detail`: name the first chunk that cannot be read on its own (a failed
  * checksum, a broken zlib stream), or the whole range when none does. */
-static int read_failure(const strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out,
+static int read_failure(const strand_dataset *ds, int64_t offset, int64_t count, strand_token_t *out,
                         const char *detail) {
     hsize_t chunk = 0;
     hid_t dcpl = H5Dget_create_plist(ds->tokens);
@@ -608,13 +615,14 @@ static int read_failure(const strand_dataset *ds, int64_t offset, int64_t count,
 /* Every value must be a token: anything else (corruption, or the fill value where HDF5 has no
  * data) would index past the model's embedding table. One max over the buffer, which the
  * compiler vectorises; the position is looked for only when something is wrong. */
-static int check_tokens(const strand_dataset *ds, int64_t offset, const uint8_t *tokens, int64_t count) {
-    uint8_t largest = 0;
+static int check_tokens(const strand_dataset *ds, int64_t offset, const strand_token_t *tokens,
+                        int64_t count) {
+    strand_token_t largest = 0;
     for (int64_t i = 0; i < count; i++)
         largest = tokens[i] > largest ? tokens[i] : largest;
-    if (largest < STRAND_VOCAB_SIZE) return STRAND_OK;
+    if (largest < ds->vocab_size) return STRAND_OK;
     int64_t i = 0;
-    while (tokens[i] < STRAND_VOCAB_SIZE)
+    while (tokens[i] < ds->vocab_size)
         i++;
     if (tokens[i] == ds->tokens_fill)
         STRAND_FAIL(STRAND_ERR_INPUT,
@@ -625,10 +633,10 @@ static int check_tokens(const strand_dataset *ds, int64_t offset, const uint8_t 
     STRAND_FAIL(STRAND_ERR_INPUT,
                 "%s: /tokens offset %" PRId64
                 ": value %u is not a token (the vocabulary is 0..%d): the dataset is corrupt",
-                ds->path, offset + i, tokens[i], STRAND_VOCAB_SIZE - 1);
+                ds->path, offset + i, tokens[i], ds->vocab_size - 1);
 }
 
-int strand_dataset_read(strand_dataset *ds, int64_t offset, int64_t count, uint8_t *out) {
+int strand_dataset_read(strand_dataset *ds, int64_t offset, int64_t count, strand_token_t *out) {
     if (offset < 0 || count < 0 || offset > ds->n_tokens || count > ds->n_tokens - offset)
         STRAND_FAIL(STRAND_ERR_INPUT,
                     "%s: read of tokens [%" PRId64 ", %" PRId64 ") outside [0, %" PRId64 ")", ds->path,
@@ -731,15 +739,15 @@ done:
 }
 
 static int print_composition(strand_dataset *ds) {
-    uint8_t *block = strand_alloc(INFO_BLOCK, "a token block");
+    strand_token_t *block = strand_alloc(sizeof *block * INFO_BLOCK, "a token block");
     if (!block) return STRAND_ERR_NOMEM;
-    int64_t counts[256] = {0};
+    int64_t counts[5] = {0};
     int status = STRAND_OK;
     for (int64_t offset = 0; offset < ds->n_tokens; offset += INFO_BLOCK) {
         int64_t count = ds->n_tokens - offset < INFO_BLOCK ? ds->n_tokens - offset : INFO_BLOCK;
         STRAND_CALL_GOTO(status, done, strand_dataset_read(ds, offset, count, block));
         for (int64_t i = 0; i < count; i++)
-            counts[block[i]]++;
+            if (block[i] < 5) counts[block[i]]++;
     }
     double total = ds->n_tokens > 0 ? (double)ds->n_tokens : 1.0;
     printf("composition: A %.4f  C %.4f  G %.4f  T %.4f  N %.4f", (double)counts[0] / total,
@@ -785,10 +793,11 @@ int strand_dataset_print_info(const char *path) {
 
     printf("%s: strand dataset, format version %d, created by %s\n", path, STRAND_DATASET_FORMAT_VERSION,
            created_by);
-    printf("tokenizer: %s version %d, alphabet %s, vocabulary %d, special tokens %s\n", STRAND_TOKENIZER_NAME,
-           STRAND_TOKENIZER_VERSION, alphabet, STRAND_VOCAB_SIZE, special);
-    printf("tokens: %s\n", ds.tokens_checksummed ? "Fletcher32 checksums per chunk"
-                                                 : "no per-chunk checksums (written by an older strand)");
+    printf("tokenizer: %s version %d, alphabet %s, vocabulary %d, special tokens %s\n", ds.tokenizer,
+           STRAND_TOKENIZER_VERSION, alphabet, ds.vocab_size, special);
+    printf("tokens: %d-bit, %s\n", 8 * ds.token_bytes,
+           ds.tokens_checksummed ? "Fletcher32 checksums per chunk"
+                                 : "no per-chunk checksums (written by an older strand)");
     char checksum[160];
     strand_filesum_describe(&sum, checksum, sizeof checksum);
     printf("file checksum: %s\n", checksum);

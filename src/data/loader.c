@@ -90,14 +90,14 @@ int strand_loader_continues(const strand_loader *loader, const strand_window *pr
 }
 
 int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
-                       uint8_t *tokens) {
+                       strand_token_t *tokens) {
     const int64_t n = count + 1;
     if (!window.reverse) return strand_dataset_read(loader->dataset, window.offset + start, n, tokens);
     /* Reverse complement: window position i is the complement of original position seq_len - i. */
     const int64_t first = window.offset + loader->seq_len - (start + count);
     STRAND_CALL(strand_dataset_read(loader->dataset, first, n, tokens));
     for (int64_t i = 0, j = n - 1; i < j; i++, j--) {
-        uint8_t t = tokens[i];
+        strand_token_t t = tokens[i];
         tokens[i] = tokens[j];
         tokens[j] = t;
     }
@@ -107,14 +107,14 @@ int strand_loader_read(const strand_loader *loader, strand_window window, int64_
 }
 
 int strand_loader_read_shard(const strand_loader *loader, strand_window window, const strand_shard *shard,
-                             uint8_t *inputs, uint8_t *targets, uint8_t *scratch) {
+                             strand_token_t *inputs, strand_token_t *targets, strand_token_t *scratch) {
     int64_t row = 0;
     for (int p = 0; p < shard->n_pieces; p++) {
         const int64_t n = shard->piece_length[p];
         if (n == 0) continue;
         STRAND_CALL(strand_loader_read(loader, window, shard->piece_start[p], n, scratch));
-        memcpy(inputs + row, scratch, (size_t)n);
-        memcpy(targets + row, scratch + 1, (size_t)n);
+        memcpy(inputs + row, scratch, sizeof *scratch * (size_t)n);
+        memcpy(targets + row, scratch + 1, sizeof *scratch * (size_t)n);
         row += n;
     }
     return STRAND_OK;

@@ -37,10 +37,10 @@ int strand_loader_continues(const strand_loader *loader, const strand_window *pr
 /* Read window positions [start, start + count] (count + 1 tokens: the inputs of the piece and the
  * target of its last position) into tokens. */
 int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
-                       uint8_t *tokens);
+                       strand_token_t *tokens);
 /* Read this rank's rows of a window, whatever the layout: inputs (T) and their next tokens,
- * targets (T). scratch holds max piece length + 1 bytes. */
+ * targets (T). scratch holds max piece length + 1 tokens. */
 int strand_loader_read_shard(const strand_loader *loader, strand_window window, const strand_shard *shard,
-                             uint8_t *inputs, uint8_t *targets, uint8_t *scratch);
+                             strand_token_t *inputs, strand_token_t *targets, strand_token_t *scratch);
 
 #endif

@@ -21,8 +21,9 @@
 #include <zlib.h>
 
 enum {
-    CHUNK_TOKENS = 1 << 20, /* /tokens chunk: 1 MiB */
-    N_SLOTS = 8,            /* chunks in flight between the parser and the compressors */
+    CHUNK_TOKENS = 1 << 20, /* /tokens chunk: 1 Mi tokens */
+    RAW_BYTES = 2 * CHUNK_TOKENS,
+    N_SLOTS = 8, /* chunks in flight between the parser and the compressors */
     MAX_WORKERS = 4,
 };
 
@@ -36,7 +37,11 @@ enum {
 typedef enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE } slot_state;
 
 typedef struct {
-    uint8_t *raw;    /* CHUNK_TOKENS tokens (the last chunk is padded with STRAND_TOKEN_FILL) */
+    /* CHUNK_TOKENS 16-bit tokens as HDF5's shuffle filter leaves them: the low bytes, then the
+     * high bytes (RAW_BYTES in all). Nucleotide codes fit in the low byte, so the parser's bytes
+     * are copied as they come and the high plane is zero, which deflate all but removes. The last
+     * chunk is padded with STRAND_TOKEN_FILL. */
+    uint8_t *raw;
     uint8_t *packed; /* its zlib stream and Fletcher32 checksum */
     size_t valid;    /* tokens of raw that belong to the dataset */
     size_t packed_bytes;
@@ -114,7 +119,7 @@ static uint32_t fletcher32(const uint8_t *data, size_t bytes) {
 static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity) {
     if (deflateReset(z) != Z_OK) return -1;
     z->next_in = slot->raw;
-    z->avail_in = CHUNK_TOKENS;
+    z->avail_in = RAW_BYTES;
     z->next_out = slot->packed;
     z->avail_out = (uInt)(capacity - CHECKSUM_BYTES);
     if (deflate(z, Z_FINISH) != Z_STREAM_END) return -1;
@@ -160,9 +165,9 @@ static void *compress_worker(void *arg) {
 }
 
 static int compressor_start(compressor *c, const char *path) {
-    c->packed_capacity = compressBound(CHUNK_TOKENS) + CHECKSUM_BYTES;
+    c->packed_capacity = compressBound(RAW_BYTES) + CHECKSUM_BYTES;
     for (int i = 0; i < N_SLOTS; i++) {
-        c->slots[i].raw = malloc(CHUNK_TOKENS);
+        c->slots[i].raw = calloc(RAW_BYTES, 1); /* the high plane starts zero */
         c->slots[i].packed = malloc(c->packed_capacity);
         if (!c->slots[i].raw || !c->slots[i].packed)
             STRAND_FAIL(STRAND_ERR_NOMEM, "%s: out of memory for chunk buffers", path);
@@ -246,7 +251,10 @@ static int submit_chunk(prep_writer *w) {
     chunk_slot *slot = &c->slots[w->fill_chunk % N_SLOTS];
     slot->valid = w->fill;
     /* Padding with the fill value: should /tokens ever grow past n_tokens, it reads as invalid. */
-    if (w->fill < CHUNK_TOKENS) memset(slot->raw + w->fill, STRAND_TOKEN_FILL, CHUNK_TOKENS - w->fill);
+    if (w->fill < CHUNK_TOKENS) {
+        memset(slot->raw + w->fill, STRAND_TOKEN_FILL & 0xff, CHUNK_TOKENS - w->fill);
+        memset(slot->raw + CHUNK_TOKENS + w->fill, STRAND_TOKEN_FILL >> 8, CHUNK_TOKENS - w->fill);
+    }
     if (c->n_threads == 0) {
         slot->failed = deflate_chunk(&c->inline_z, slot, c->packed_capacity) != 0;
         slot->state = SLOT_DONE;
@@ -647,13 +655,16 @@ static int create_output(prep_writer *w) {
         STRAND_FAIL(STRAND_ERR_IO, "%s: this HDF5 library has no deflate filter", w->path);
     if (H5Zfilter_avail(H5Z_FILTER_FLETCHER32) <= 0)
         STRAND_FAIL(STRAND_ERR_IO, "%s: this HDF5 library has no fletcher32 filter", w->path);
-    /* The pipeline deflate_chunk() reproduces: deflate, then Fletcher32 over the compressed bytes. */
+    /* The pipeline the chunk slots and deflate_chunk() reproduce: shuffle (byte planes), deflate,
+     * then Fletcher32 over the compressed bytes. */
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = CHUNK_TOKENS;
-    const uint8_t fill = STRAND_TOKEN_FILL;
+    const uint16_t fill = STRAND_TOKEN_FILL;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_deflate(dcpl, 1) < 0 ||
-        H5Pset_fletcher32(dcpl) < 0 || H5Pset_fill_value(dcpl, H5T_NATIVE_UINT8, &fill) < 0 ||
-        (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
+    if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_shuffle(dcpl) < 0 ||
+        H5Pset_deflate(dcpl, 1) < 0 || H5Pset_fletcher32(dcpl) < 0 ||
+        H5Pset_fill_value(dcpl, H5T_NATIVE_UINT16, &fill) < 0 ||
+        (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U16LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) <
+            0)
         status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot create /tokens");
     strand_h5_close(&dcpl);
     strand_h5_close(&space);

@@ -28,14 +28,14 @@ enum { CONV_SCRATCH = 2048 };
 // ----------------------------------------------------------------------------
 // embedding
 
-void embedding_forward(real_t *out, const uint8_t *tokens, const real_t *wte, int64_t T, int C) {
+void embedding_forward(real_t *out, const strand_token_t *tokens, const real_t *wte, int64_t T, int C) {
     // out (T,C), tokens (T), wte (V,C)
     for (int64_t t = 0; t < T; t++) {
         memcpy(out + t * C, wte + (int64_t)tokens[t] * C, (size_t)C * sizeof(real_t));
     }
 }
 
-void embedding_backward(real_t *dwte, const real_t *dout, const uint8_t *tokens, int64_t T, int C) {
+void embedding_backward(real_t *dwte, const real_t *dout, const strand_token_t *tokens, int64_t T, int C) {
     // dwte (V,C) scatter-add of dout (T,C): repeated tokens accumulate
     if (!dwte) return;
     for (int64_t t = 0; t < T; t++) {
@@ -367,9 +367,9 @@ void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t
 // ----------------------------------------------------------------------------
 // softmax cross-entropy
 
-double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits, const uint8_t *targets,
-                            int64_t T, int V) {
-    // losses (T), probs (T,V), logits (T,V), targets (T)
+double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits,
+                            const strand_token_t *targets, const real_t *weights, int64_t T, int V) {
+    // losses (T), probs (T,V), logits (T,V), targets (T), weights (T) or NULL
     double total = 0.0;
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict l = logits + t * V;
@@ -390,19 +390,21 @@ double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits,
         // -log softmax[target] = log(sum) - (l[target] - max), without log(0) for tiny probs
         double loss = log(sum) - ((double)l[targets[t]] - (double)maxv);
         losses[t] = (real_t)loss;
-        total += loss;
+        total += weights ? (double)weights[t] * loss : loss;
     }
     return total;
 }
 
-void crossentropy_backward(real_t *dlogits, const real_t *probs, const uint8_t *targets, int64_t T, int V,
-                           real_t scale) {
+void crossentropy_backward(real_t *dlogits, const real_t *probs, const strand_token_t *targets,
+                           const real_t *weights, int64_t T, int V, real_t scale) {
     if (!dlogits) return;
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict p = probs + t * V;
         real_t *restrict d = dlogits + t * V;
+        const real_t s = weights ? scale * weights[t] : scale;
+        if (s == 0) continue; /* a masked position: nothing to add */
         for (int v = 0; v < V; v++)
-            d[v] += scale * p[v];
-        d[targets[t]] -= scale;
+            d[v] += s * p[v];
+        d[targets[t]] -= s;
     }
 }

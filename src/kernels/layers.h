@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 /* out (T,C) = wte[tokens[t]] with wte (V,C) */
-void embedding_forward(real_t *out, const uint8_t *tokens, const real_t *wte, int64_t T, int C);
-void embedding_backward(real_t *dwte, const real_t *dout, const uint8_t *tokens, int64_t T, int C);
+void embedding_forward(real_t *out, const strand_token_t *tokens, const real_t *wte, int64_t T, int C);
+void embedding_backward(real_t *dwte, const real_t *dout, const strand_token_t *tokens, int64_t T, int C);
 
 /* out = in * rstd * weight; rstd (T) saved for backward. */
 void rmsnorm_forward(real_t *out, real_t *rstd, const real_t *in, const real_t *weight, int64_t T, int C,
@@ -52,12 +52,13 @@ void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t
                             const real_t *halo, const real_t *in, const real_t *weight, int64_t T, int C,
                             int K);
 
-/* Softmax cross-entropy over V classes. losses (T) in nats; probs (T,V) saved for backward.
- * Returns the sum of the losses (double accumulation). */
-double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits, const uint8_t *targets,
-                            int64_t T, int V);
-/* dlogits (T,V) += scale * (probs - onehot(targets)): the gradient of scale * sum_t loss_t. */
-void crossentropy_backward(real_t *dlogits, const real_t *probs, const uint8_t *targets, int64_t T, int V,
-                           real_t scale);
+/* Softmax cross-entropy over V classes. losses (T) in nats, every position's; probs (T,V) saved
+ * for backward. Returns sum_t w_t loss_t (double accumulation), weights (T) w_t, or 1 when NULL
+ * (a loss mask: the positions that count). */
+double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits,
+                            const strand_token_t *targets, const real_t *weights, int64_t T, int V);
+/* dlogits (T,V) += scale * w_t * (probs - onehot(targets)): the gradient of scale * sum_t w_t loss_t. */
+void crossentropy_backward(real_t *dlogits, const real_t *probs, const strand_token_t *targets,
+                           const real_t *weights, int64_t T, int V, real_t scale);
 
 #endif

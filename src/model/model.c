@@ -273,7 +273,7 @@ static int model_build(strand_model *model, const strand_config *config, const s
     const int64_t max_T = shard->T;
     model->config = *config;
     model->C = config->d_model;
-    model->V = STRAND_VOCAB_SIZE;
+    model->V = strand_config_vocab(config);
     model->pre_norm = config->norm_position != STRAND_NORM_POST;
     model->layer_norm = config->norm == STRAND_NORM_LAYERNORM;
     model->swiglu = config->mlp == STRAND_MLP_SWIGLU;
@@ -536,7 +536,7 @@ static int block_forward(strand_model *model, int l, const strand_shard *shard, 
     return strand_block_forward(model, b, &b->rows, shard->T, shard_mixer_apply, &m, y, model->d_tmp2);
 }
 
-int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8_t *targets,
+int strand_model_forward(strand_model *model, const strand_token_t *tokens, const strand_token_t *targets,
                          const strand_shard *shard, double *loss_sum) {
     const int64_t T = shard->T;
     const int C = model->C;
@@ -567,19 +567,25 @@ int strand_model_forward(strand_model *model, const uint8_t *tokens, const uint8
         head_in = model->final_out;
     }
     linear_forward(model->logits, head_in, PARAM(model, model->head), NULL, T, C, model->V);
-    *loss_sum = crossentropy_forward(model->losses, model->probs, model->logits, targets, T, model->V);
+    *loss_sum = crossentropy_forward(model->losses, model->probs, model->logits, targets, model->loss_weights,
+                                     T, model->V);
     model->targets = targets;
     return STRAND_OK;
 }
 
-int strand_model_backward(strand_model *model, const uint8_t *tokens, const strand_shard *shard,
+const real_t *strand_model_input_grad(const strand_model *model) {
+    return model->d_residual;
+}
+
+int strand_model_backward(strand_model *model, const strand_token_t *tokens, const strand_shard *shard,
                           real_t loss_scale) {
     const int64_t T = shard->T;
     const int C = model->C;
     const size_t TC_bytes = sizeof(real_t) * (size_t)(T * C);
     real_t *d_res = model->d_residual;
     memset(model->d_logits, 0, sizeof(real_t) * (size_t)(T * model->V));
-    crossentropy_backward(model->d_logits, model->probs, model->targets, T, model->V, loss_scale);
+    crossentropy_backward(model->d_logits, model->probs, model->targets, model->loss_weights, T, model->V,
+                          loss_scale);
     const real_t *head_in = model->pre_norm ? model->final_out : model->final_in;
     real_t *d_head_in = model->pre_norm ? model->d_tmp1 : d_res;
     memset(d_head_in, 0, TC_bytes);

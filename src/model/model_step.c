@@ -75,7 +75,7 @@ static int step_mixer_apply(void *context, real_t *out, const real_t *in) {
     return m->mixer->ops->step(m->mixer, m->state, m->params, in, out, m->position);
 }
 
-int strand_model_step_forward(strand_model_step *step, uint8_t token) {
+int strand_model_step_forward(strand_model_step *step, strand_token_t token) {
     const strand_model *model = step->model;
     const int C = model->C;
     const int64_t t = step->position;

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-static int prompt_tokens(const char *prompt, uint8_t *tokens) {
+static int prompt_tokens(const char *prompt, strand_token_t *tokens) {
     for (int64_t i = 0; prompt[i]; i++) {
         switch (toupper((unsigned char)prompt[i])) {
         case 'A':
@@ -45,7 +45,7 @@ static int prompt_tokens(const char *prompt, uint8_t *tokens) {
 }
 
 /* Draw a base (A, C, G or T) from the softmax of logits / temperature. */
-static uint8_t draw(const real_t *logits, double temperature, uint64_t seed, int64_t position) {
+static strand_token_t draw(const real_t *logits, double temperature, uint64_t seed, int64_t position) {
     double p[4], max = -INFINITY, total = 0;
     for (int v = 0; v < 4; v++)
         max = fmax(max, (double)logits[v] / temperature);
@@ -53,7 +53,7 @@ static uint8_t draw(const real_t *logits, double temperature, uint64_t seed, int
         total += p[v] = exp((double)logits[v] / temperature - max);
     double u = strand_rng_uniform(seed, STRAND_STREAM_SAMPLE, (uint64_t)position, 0) * total;
     for (int v = 0; v < 3; v++) {
-        if (u < p[v]) return (uint8_t)v;
+        if (u < p[v]) return (strand_token_t)v;
         u -= p[v];
     }
     return STRAND_TOKEN_T;
@@ -65,7 +65,7 @@ typedef struct {
     strand_model model;
     strand_model_step step;
     real_t *m, *v;
-    uint8_t *window, *inputs, *targets;
+    strand_token_t *window, *inputs, *targets;
 } sampler;
 
 static int alloc_buffers(sampler *s, int64_t L) {
@@ -106,7 +106,7 @@ static int decode_recompute(sampler *s, const strand_sample_options *o, int64_t 
             if (strand_shard_position(&s->shard, i) == t - 1)
                 token = draw(s->model.logits + i * s->model.V, o->temperature, o->seed, t);
         STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &token, 1, MPI_INT, MPI_MAX, s->grid.world));
-        s->window[t] = (uint8_t)token;
+        s->window[t] = (strand_token_t)token;
     }
     return STRAND_OK;
 }
@@ -184,7 +184,7 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
         STRAND_CALL(strand_agree(world, status != STRAND_OK ? status : met));
         for (int64_t done = 0; done < L;) {
             const int n = L - done < INT_MAX ? (int)(L - done) : INT_MAX;
-            STRAND_CALL_MPI(MPI_Bcast(s->window + done, n, MPI_UINT8_T, 0, world));
+            STRAND_CALL_MPI(MPI_Bcast(s->window + done, n, STRAND_MPI_TOKEN, 0, world));
             done += n;
         }
     } else {

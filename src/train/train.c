@@ -60,8 +60,8 @@ typedef struct {
     strand_adamw opt;
     strand_metrics metrics;
     strand_shard shard;
-    uint8_t *inputs, *targets; /* T each: tokens and their next tokens */
-    uint8_t *read_buffer;      /* one piece + 1 */
+    strand_token_t *inputs, *targets; /* T each: tokens and their next tokens */
+    strand_token_t *read_buffer;      /* one piece + 1 */
     strand_train_buffers buffers;
     strand_window last_window; /* the window of the model's last forward, when have_last_window */
     int have_last_window;
@@ -569,6 +569,8 @@ static int start(trainer *t, MPI_Comm world, const char *lock_dir) {
             strand_agree(t->grid.world, t->rank0 ? strand_run_lock_acquire(&t->lock, lock_dir) : STRAND_OK));
     STRAND_CALL(strand_dataset_open(&t->dataset, t->config.data_path, t->grid.world));
     STRAND_CALL(strand_consistency_dataset(t->grid.world, &t->dataset));
+    /* the same on every rank: the dataset's tables are agreed */
+    STRAND_CALL(strand_config_take_vocab(&t->config, t->dataset.vocab_size, t->config.data_path));
     STRAND_CALL(strand_agree(t->grid.world, setup(t)));
     return STRAND_OK;
 }

@@ -48,6 +48,8 @@ expect() {
 
 c="$work/tiny.ini"
 expect unknown_key 1 "unknown config key 'train.lrr' \(did you mean 'train.lr'\?\)" -- --config "$c" --set train.lrr=1e-3
+# The vocabulary is the dataset's: a model.vocab that differs is refused before any step.
+expect vocab 1 "model.vocab = 16, but the tokenizer of .*lambda.h5 has 8 tokens" -- --config "$c" --set model.vocab=16
 expect out_of_range 1 "train.lr = -1: out of range" -- --config "$c" --set train.lr=-1
 expect bad_value 1 "model.norm" -- --config "$c" --set model.norm=batchnorm
 expect unknown_flag 2 "unknown option '--stpes'" -- --config "$c" --stpes 10

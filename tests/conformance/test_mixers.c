@@ -179,18 +179,18 @@ typedef struct {
     strand_shard shard;
     strand_model model;
     int have_grid, have_shard, have_model;
-    uint8_t *tokens[2], *targets[2]; /* this rank's rows of window A (index 0) and window B */
-    real_t *carry;                   /* state after window A (carry_count values); NULL when none */
+    strand_token_t *tokens[2], *targets[2]; /* this rank's rows of window A (index 0) and window B */
+    real_t *carry;                          /* state after window A (carry_count values); NULL when none */
     int64_t carry_count;
     double scale; /* 1 / window tokens: losses are means */
 } harness;
 
 /* Token at a global position of window w: the same on every rank and in every model. */
-static uint8_t token_at(int w, int64_t position) {
+static strand_token_t token_at(int w, int64_t position) {
     uint64_t state =
         (uint64_t)(w + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(position + 1) * 0xBF58476D1CE4E5B9ull;
     gradcheck_rng_next(&state);
-    return (uint8_t)(gradcheck_rng_next(&state) % STRAND_VOCAB_SIZE);
+    return (strand_token_t)(gradcheck_rng_next(&state) % STRAND_VOCAB_SIZE);
 }
 
 /* Parameters from (seed), then moved off the ones/zeros initialisations so that norms and biases
@@ -232,8 +232,8 @@ static int harness_open(harness *h, const strand_config *config, MPI_Comm comm, 
     const int64_t T = h->shard.T;
     int ok = 1;
     for (int w = 0; w < 2; w++) {
-        h->tokens[w] = malloc((size_t)T + 1);
-        h->targets[w] = malloc((size_t)T + 1);
+        h->tokens[w] = malloc(sizeof(strand_token_t) * ((size_t)T + 1));
+        h->targets[w] = malloc(sizeof(strand_token_t) * ((size_t)T + 1));
         if (!h->tokens[w] || !h->targets[w]) {
             ok = 0;
             continue;

@@ -113,10 +113,10 @@ expect_in "$work/out" "${long}_two"
 
 # --- /tokens integrity: Fletcher32 per chunk, read by HDF5's own tools; older datasets still read
 run 0 "$STRAND" info "$work/lambda.h5"
-expect_in "$work/out" "tokens: Fletcher32 checksums per chunk"
+expect_in "$work/out" "tokens: 16-bit, Fletcher32 checksums per chunk"
 gzip -dc "$fixtures/old_strand_dataset.h5.gz" >"$work/old.h5"
 run 0 "$STRAND" info "$work/old.h5"
-expect_in "$work/out" "tokens: no per-chunk checksums (written by an older strand)"
+expect_in "$work/out" "tokens: 8-bit, no per-chunk checksums (written by an older strand)"
 expect_in "$work/out" "records: 1, tokens: 25"
 expect_in "$work/out" "composition: A 0.1200  C 0.1200  G 0.1200  T 0.1200  N 0.5200"
 checks=$((checks + 1))

@@ -13,8 +13,8 @@
 #include <string.h>
 
 /* The window's tokens at this rank's positions: inputs[i] = tokens[pos[i]], and their targets. */
-static void gather(const learning_task *task, const uint8_t *window, const int64_t *pos, int64_t T,
-                   uint8_t *inputs, uint8_t *targets) {
+static void gather(const learning_task *task, const strand_token_t *window, const int64_t *pos, int64_t T,
+                   strand_token_t *inputs, strand_token_t *targets) {
     for (int64_t i = 0; i < T; i++) {
         inputs[i] = window[pos[i]];
         targets[i] = task->target ? task->target(window, pos[i]) : window[pos[i] + 1];
@@ -62,8 +62,9 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
     res->params = model.table.total;
 
     const int64_t T = shard.T;
-    uint8_t *window = malloc((size_t)L + 1), *inputs = malloc((size_t)T + 1),
-            *targets = malloc((size_t)T + 1);
+    strand_token_t *window = malloc(sizeof(strand_token_t) * ((size_t)L + 1)),
+                   *inputs = malloc(sizeof(strand_token_t) * ((size_t)T + 1)),
+                   *targets = malloc(sizeof(strand_token_t) * ((size_t)T + 1));
     int64_t *pos = malloc(sizeof(int64_t) * ((size_t)T + 1));
     if (!window || !inputs || !targets || !pos) status = STRAND_ERR_NOMEM;
     for (int64_t i = 0; i < T && status == STRAND_OK; i++)

@@ -19,13 +19,13 @@
 typedef struct {
     int64_t length; /* L */
     /* tokens[0..L]: window `index` of the stream `seed` (1: training, 2: held out) */
-    void (*make_window)(uint8_t *tokens, uint64_t seed, uint64_t index);
+    void (*make_window)(strand_token_t *tokens, uint64_t seed, uint64_t index);
     /* whether the target at global position t is part of the answer */
     int (*is_answer)(int64_t t);
     /* The target at global position t (NULL: the next token, tokens[t + 1]). A task whose inputs
      * are noise gives the non-answer positions a constant target here: learnt within a few steps,
      * it leaves the answer's gradient alone, as a loss mask would. */
-    uint8_t (*target)(const uint8_t *tokens, int64_t t);
+    strand_token_t (*target)(const strand_token_t *tokens, int64_t t);
 } learning_task;
 
 enum { LEARNING_MAX_SETS = 4 };

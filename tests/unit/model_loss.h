@@ -11,7 +11,7 @@
 typedef struct {
     strand_model *model;
     strand_shard *shard;
-    const uint8_t *tokens, *targets;
+    const strand_token_t *tokens, *targets;
     MPI_Comm comm;
     double scale; /* 1 / tokens in the window: the mean loss */
 } model_ctx;

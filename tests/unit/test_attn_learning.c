@@ -30,11 +30,12 @@ enum { LENGTH = 128, BLOCK = 64, COPY_AT = 64, BATCH = 8 };
 enum { STREAM_TASK = 77 };
 
 /* Tokens of window `index` (LENGTH + 1 tokens: inputs and the next-token targets). */
-static void make_window(uint8_t *tokens, uint64_t seed, uint64_t index) {
+static void make_window(strand_token_t *tokens, uint64_t seed, uint64_t index) {
     for (int i = 0; i <= LENGTH; i++)
         tokens[i] = STRAND_TOKEN_N;
     for (int i = 0; i < BLOCK; i++) {
-        const uint8_t base = (uint8_t)strand_rng_below(4, seed, STREAM_TASK, index, (uint64_t)i);
+        const strand_token_t base =
+            (strand_token_t)strand_rng_below(4, seed, STREAM_TASK, index, (uint64_t)i);
         tokens[i] = base;
         tokens[COPY_AT + i] = base;
     }

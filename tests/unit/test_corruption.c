@@ -103,9 +103,9 @@ static int dataset_digest(const char *path, uint32_t *digest) {
     crc = strand_crc32(crc, ds.record_names, sizeof *ds.record_names * (size_t)ds.n_records);
     crc = strand_crc32(crc, ds.train, sizeof *ds.train * (size_t)ds.n_train);
     crc = strand_crc32(crc, ds.val, sizeof *ds.val * (size_t)ds.n_val);
-    uint8_t *tokens = strand_alloc((size_t)ds.n_tokens + 1, "tokens");
+    strand_token_t *tokens = strand_alloc(sizeof *tokens * ((size_t)ds.n_tokens + 1), "tokens");
     int status = tokens ? strand_dataset_read(&ds, 0, ds.n_tokens, tokens) : STRAND_ERR_NOMEM;
-    if (status == STRAND_OK) crc = strand_crc32(crc, tokens, (size_t)ds.n_tokens);
+    if (status == STRAND_OK) crc = strand_crc32(crc, tokens, sizeof *tokens * (size_t)ds.n_tokens);
     strand_free(tokens);
     strand_dataset_close(&ds);
     *digest = crc;

@@ -51,7 +51,7 @@ static char letter(int record, int64_t i) {
     return alphabet[x % (sizeof alphabet - 1)];
 }
 
-static uint8_t token_of(char c) {
+static strand_token_t token_of(char c) {
     switch (c) {
     case 'A':
     case 'a':
@@ -82,7 +82,7 @@ static int64_t total_tokens(void) {
 }
 
 /* Expected token at global position g of the main corpus. */
-static uint8_t expected_token(int64_t g) {
+static strand_token_t expected_token(int64_t g) {
     int r = 0;
     while (g >= records[r].length)
         g -= records[r++].length;
@@ -384,21 +384,27 @@ static void test_checksummed_tokens(void) {
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t tokens = H5Dopen2(file, "/tokens", H5P_DEFAULT);
     CHECK(file >= 0 && tokens >= 0);
-    /* The pipeline is deflate, then Fletcher32, so HDF5 checks each stored chunk before inflating. */
+    /* The pipeline is shuffle, deflate, then Fletcher32, so HDF5 checks each stored chunk before
+     * inflating. The tokens are 16-bit. */
+    hid_t type = H5Dget_type(tokens);
+    CHECK(H5Tget_size(type) == 2 && H5Tget_sign(type) == H5T_SGN_NONE);
+    H5Tclose(type);
     hid_t dcpl = H5Dget_create_plist(tokens);
-    CHECK(H5Pget_nfilters(dcpl) == 2);
+    CHECK(H5Pget_nfilters(dcpl) == 3);
     unsigned flags = 0, values[4];
     size_t n_values = 4;
-    CHECK(H5Pget_filter2(dcpl, 0, &flags, &n_values, values, 0, NULL, NULL) == H5Z_FILTER_DEFLATE);
+    CHECK(H5Pget_filter2(dcpl, 0, &flags, &n_values, values, 0, NULL, NULL) == H5Z_FILTER_SHUFFLE);
     n_values = 4;
-    CHECK(H5Pget_filter2(dcpl, 1, &flags, &n_values, values, 0, NULL, NULL) == H5Z_FILTER_FLETCHER32);
+    CHECK(H5Pget_filter2(dcpl, 1, &flags, &n_values, values, 0, NULL, NULL) == H5Z_FILTER_DEFLATE);
+    n_values = 4;
+    CHECK(H5Pget_filter2(dcpl, 2, &flags, &n_values, values, 0, NULL, NULL) == H5Z_FILTER_FLETCHER32);
     H5Eclear2(H5E_DEFAULT);
     /* A chunk HDF5 cannot find reads as the fill value, which must not be a token. */
     H5D_fill_value_t defined = H5D_FILL_VALUE_UNDEFINED;
-    uint8_t fill = 0;
+    uint16_t fill = 0;
     CHECK(H5Pfill_value_defined(dcpl, &defined) >= 0 && defined == H5D_FILL_VALUE_USER_DEFINED);
-    CHECK(H5Pget_fill_value(dcpl, H5T_NATIVE_UINT8, &fill) >= 0 && fill == STRAND_TOKEN_FILL);
-    CHECK(STRAND_TOKEN_FILL >= STRAND_VOCAB_SIZE);
+    CHECK(H5Pget_fill_value(dcpl, H5T_NATIVE_UINT16, &fill) >= 0 && fill == STRAND_TOKEN_FILL);
+    CHECK(STRAND_TOKEN_FILL >= STRAND_VOCAB_MAX && STRAND_VOCAB_MAX >= STRAND_VOCAB_SIZE);
     H5Pclose(dcpl);
 
     /* Every stored chunk ends in the 4 bytes HDF5's filter would have written for it. */
@@ -436,8 +442,8 @@ static void test_checksummed_tokens(void) {
     /* HDF5 reads every chunk back with its checksum verification explicitly on. */
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     CHECK(H5Pset_edc_check(dxpl, H5Z_ENABLE_EDC) >= 0);
-    uint8_t *all = malloc((size_t)total_tokens());
-    CHECK(H5Dread(tokens, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, dxpl, all) >= 0);
+    strand_token_t *all = malloc(sizeof *all * (size_t)total_tokens());
+    CHECK(H5Dread(tokens, H5T_NATIVE_UINT16, H5S_ALL, H5S_ALL, dxpl, all) >= 0);
     int64_t wrong = 0;
     for (int64_t i = 0; i < total_tokens(); i++)
         wrong += all[i] != expected_token(i);
@@ -508,15 +514,15 @@ static void test_invalid_tokens(void) {
     H5Fclose(file);
     reseal(grown);
     strand_dataset ds;
-    uint8_t buffer[64];
+    strand_token_t buffer[64];
     CHECK(strand_dataset_open(&ds, grown, MPI_COMM_SELF) == STRAND_OK);
     CHECK(ds.n_tokens == (int64_t)extent);
     CHECK(strand_dataset_read(&ds, 0, 14, buffer) == STRAND_OK);
     CHECK(strand_dataset_read(&ds, 10, 10, buffer) == STRAND_ERR_INPUT);
-    CHECK_MSG(strstr(strand_error_message(), "grown.h5: /tokens offset 14: value 255") != NULL, "'%s'",
+    CHECK_MSG(strstr(strand_error_message(), "grown.h5: /tokens offset 14: value 65535") != NULL, "'%s'",
               strand_error_message());
     CHECK(strand_dataset_read(&ds, CHUNK + 5, 8, buffer) == STRAND_ERR_INPUT);
-    CHECK_MSG(strstr(strand_error_message(), "/tokens offset 1048581: value 255") != NULL &&
+    CHECK_MSG(strstr(strand_error_message(), "/tokens offset 1048581: value 65535") != NULL &&
                   strstr(strand_error_message(), "fill value") != NULL,
               "'%s'", strand_error_message());
     strand_dataset_close(&ds);
@@ -527,13 +533,13 @@ static void test_invalid_tokens(void) {
     file = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
     tokens = H5Dopen2(file, "/tokens", H5P_DEFAULT);
     const hsize_t spots[3] = {2500000, 2600000, 11};
-    const uint8_t values[3] = {200, 9, 8};
+    const uint16_t values[3] = {200, 9, 8};
     for (int k = 0; k < 3; k++) {
         hid_t space = H5Dget_space(tokens);
         hsize_t one = 1;
         hid_t memory = H5Screate_simple(1, &one, NULL);
         H5Sselect_hyperslab(space, H5S_SELECT_SET, &spots[k], NULL, &one, NULL);
-        CHECK(H5Dwrite(tokens, H5T_NATIVE_UINT8, memory, space, H5P_DEFAULT, &values[k]) >= 0);
+        CHECK(H5Dwrite(tokens, H5T_NATIVE_UINT16, memory, space, H5P_DEFAULT, &values[k]) >= 0);
         H5Sclose(memory);
         H5Sclose(space);
     }
@@ -541,7 +547,7 @@ static void test_invalid_tokens(void) {
     H5Fclose(file);
     reseal(bad);
     CHECK(strand_dataset_open(&ds, bad, MPI_COMM_SELF) == STRAND_OK);
-    uint8_t *all = malloc((size_t)ds.n_tokens);
+    strand_token_t *all = malloc(sizeof *all * (size_t)ds.n_tokens);
     CHECK(strand_dataset_read(&ds, 1000, ds.n_tokens - 1000, all) == STRAND_ERR_INPUT);
     CHECK_MSG(strstr(strand_error_message(),
                      "badtoken.h5: /tokens offset 2500000: value 200 is not a token") != NULL,
@@ -601,7 +607,7 @@ static void test_old_dataset(void) {
     CHECK(strand_dataset_open(&ds, old, MPI_COMM_SELF) == STRAND_OK);
     CHECK(ds.tokens_checksummed == 0);
     CHECK(ds.n_records == 1 && strcmp(ds.record_names[0], "mixed") == 0 && ds.n_tokens == 25);
-    uint8_t tokens[25];
+    strand_token_t tokens[25];
     CHECK(strand_dataset_read(&ds, 0, 25, tokens) == STRAND_OK);
     const char *letters = "acgtACGTRYSWKMBDHVNnnACGT";
     int wrong = 0;
@@ -612,15 +618,15 @@ static void test_old_dataset(void) {
     int status = -1;
     char *text = info_text(old, &status);
     CHECK(status == STRAND_OK && text != NULL);
-    CHECK_MSG(text && strstr(text, "\ntokens: no per-chunk checksums (written by an older strand)\n"), "%s",
-              text ? text : "");
+    CHECK_MSG(text && strstr(text, "\ntokens: 8-bit, no per-chunk checksums (written by an older strand)\n"),
+              "%s", text ? text : "");
     CHECK(text && strstr(text, "composition: A 0.1200  C 0.1200  G 0.1200  T 0.1200  N 0.5200"));
     free(text);
     CHECK(strand_dataset_open(&ds, path_in_dir("small.h5"), MPI_COMM_SELF) == STRAND_OK);
     CHECK(ds.tokens_checksummed == 1);
     strand_dataset_close(&ds);
     text = info_text(path_in_dir("small.h5"), &status);
-    CHECK(status == STRAND_OK && text && strstr(text, "\ntokens: Fletcher32 checksums per chunk\n"));
+    CHECK(status == STRAND_OK && text && strstr(text, "\ntokens: 16-bit, Fletcher32 checksums per chunk\n"));
     free(text);
 }
 
@@ -773,7 +779,7 @@ static void check_reads(strand_dataset *ds) {
     int64_t start = 0, count = 0;
     strand_split_range(ds->n_tokens, size, rank, &start, &count);
     enum { BLOCK = 300007 };
-    uint8_t *buffer = malloc(BLOCK);
+    strand_token_t *buffer = malloc(sizeof *buffer * BLOCK);
     int64_t mismatches = 0;
     for (int64_t done = 0; done < count; done += BLOCK) {
         int64_t n = count - done < BLOCK ? count - done : BLOCK;
@@ -823,10 +829,10 @@ static void test_read_parallel(void) {
 
     CHECK(strand_dataset_open(&ds, path_in_dir("small.h5"), MPI_COMM_WORLD) == STRAND_OK);
     CHECK(ds.n_tokens == 14 && ds.n_records == 2 && ds.n_train == 2 && ds.n_val == 0);
-    uint8_t small[14];
+    strand_token_t small[14];
     CHECK(strand_dataset_read(&ds, 0, 14, small) == STRAND_OK);
-    const uint8_t expect[14] = {0, 1, 2, 3, 0, 1, 2, 3, 4, 4, 2, 2, 2, 2};
-    CHECK(memcmp(small, expect, 14) == 0);
+    const strand_token_t expect[14] = {0, 1, 2, 3, 0, 1, 2, 3, 4, 4, 2, 2, 2, 2};
+    CHECK(memcmp(small, expect, sizeof expect) == 0);
     strand_dataset_close(&ds);
 
     strand_dataset zeroed;

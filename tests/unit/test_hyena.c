@@ -488,11 +488,12 @@ static void check_model(void) {
     uint64_t rng = 77;
     for (int64_t i = 0; i < model.table.total; i++)
         model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
-    uint8_t *global = malloc((size_t)L + 1), *inputs = malloc((size_t)shard.T),
-            *targets = malloc((size_t)shard.T);
+    strand_token_t *global = malloc(sizeof(strand_token_t) * ((size_t)L + 1)),
+                   *inputs = malloc(sizeof(strand_token_t) * ((size_t)shard.T)),
+                   *targets = malloc(sizeof(strand_token_t) * ((size_t)shard.T));
     uint64_t token_rng = 3;
     for (int64_t i = 0; i <= L; i++)
-        global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
+        global[i] = (strand_token_t)(gradcheck_rng_next(&token_rng) % 5);
     for (int64_t i = 0; i < shard.T; i++) {
         const int64_t p = strand_shard_position(&shard, i);
         inputs[i] = global[p];

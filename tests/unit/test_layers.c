@@ -54,11 +54,12 @@ typedef struct layer_case {
     int64_t T;
     int C, OC, K; /* OC: linear outputs; K: conv kernel; C doubles as H (swiglu) and V (ce) */
     real_t eps, scale;
-    uint8_t *tokens;     /* embedding tokens or ce targets (T) */
-    real_t *arr[NSLOT];  /* in, weight, bias, halo; NULL when the layer has none */
-    int64_t n[NSLOT];    /* their sizes */
-    real_t *out, *r;     /* output and its random projection (n_out) */
-    real_t *aux1, *aux2; /* rstd/mean, or ce probs */
+    strand_token_t *tokens; /* embedding tokens or ce targets (T) */
+    real_t *weights;        /* ce loss weights (T) or NULL */
+    real_t *arr[NSLOT];     /* in, weight, bias, halo; NULL when the layer has none */
+    int64_t n[NSLOT];       /* their sizes */
+    real_t *out, *r;        /* output and its random projection (n_out) */
+    real_t *aux1, *aux2;    /* rstd/mean, or ce probs */
     int64_t n_out;
 } layer_case;
 
@@ -89,7 +90,8 @@ static double layer_forward(layer_case *lc) {
                               lc->K);
         break;
     case L_CE:
-        return lc->scale * crossentropy_forward(lc->out, lc->aux1, a[SLOT_IN], lc->tokens, lc->T, lc->C);
+        return lc->scale *
+               crossentropy_forward(lc->out, lc->aux1, a[SLOT_IN], lc->tokens, lc->weights, lc->T, lc->C);
     }
     return gradcheck_project(lc->out, lc->r, lc->n_out);
 }
@@ -128,7 +130,7 @@ static void layer_backward(layer_case *lc, real_t *g[NSLOT]) {
                                a[SLOT_IN], a[SLOT_WEIGHT], lc->T, lc->C, lc->K);
         break;
     case L_CE:
-        crossentropy_backward(g[SLOT_IN], lc->aux1, lc->tokens, lc->T, lc->C, lc->scale);
+        crossentropy_backward(g[SLOT_IN], lc->aux1, lc->tokens, lc->weights, lc->T, lc->C, lc->scale);
         break;
     }
 }
@@ -222,9 +224,9 @@ static void test_embedding(void) {
     layer_case lc = {.kind = L_EMBED, .T = 23, .C = 5};
     const int V = 9;
     set_slot(&lc, SLOT_WEIGHT, (int64_t)V * lc.C, -1, 1);
-    lc.tokens = malloc((size_t)lc.T);
+    lc.tokens = malloc(sizeof *lc.tokens * (size_t)lc.T);
     for (int64_t t = 0; t < lc.T; t++)
-        lc.tokens[t] = (uint8_t)((t * 5 + t / 3) % (V - 1)); /* row V-1 unused */
+        lc.tokens[t] = (strand_token_t)((t * 5 + t / 3) % (V - 1)); /* row V-1 unused */
     set_output(&lc, lc.T * lc.C);
     layer_forward(&lc);
     int bad = 0;
@@ -496,12 +498,12 @@ static void test_crossentropy(void) {
     layer_case lc = {.kind = L_CE, .T = 7, .C = 13, .scale = (real_t)0.37};
     const int V = lc.C;
     set_slot(&lc, SLOT_IN, lc.T * V, -3, 3);
-    lc.tokens = malloc((size_t)lc.T);
+    lc.tokens = malloc(sizeof *lc.tokens * (size_t)lc.T);
     for (int64_t t = 0; t < lc.T; t++)
-        lc.tokens[t] = (uint8_t)((t * 7 + 3) % V);
+        lc.tokens[t] = (strand_token_t)((t * 7 + 3) % V);
     set_output(&lc, lc.T); /* losses; r is unused: the loss is scale * sum(losses) */
     lc.aux1 = alloc_real(lc.T * V);
-    double total = crossentropy_forward(lc.out, lc.aux1, lc.arr[SLOT_IN], lc.tokens, lc.T, V);
+    double total = crossentropy_forward(lc.out, lc.aux1, lc.arr[SLOT_IN], lc.tokens, NULL, lc.T, V);
     double sum = 0;
     for (int64_t t = 0; t < lc.T; t++) {
         const real_t *l = lc.arr[SLOT_IN] + t * V;
@@ -521,12 +523,22 @@ static void test_crossentropy(void) {
     }
     CHECK_CLOSE(total, sum, FWD_TOL * lc.T);
     check_layer("crossentropy T=7 V=13 scale=0.37", &lc);
+    /* A loss mask (and a fractional weight): the sum counts w_t loss_t, the gradient follows. */
+    real_t weights[7] = {0, 1, 0, 0, 2.5, 1, 0};
+    lc.weights = weights;
+    double weighted = crossentropy_forward(lc.out, lc.aux1, lc.arr[SLOT_IN], lc.tokens, weights, lc.T, V),
+           sum_w = 0;
+    for (int64_t t = 0; t < lc.T; t++)
+        sum_w += weights[t] * lc.out[t];
+    CHECK_CLOSE(weighted, sum_w, FWD_TOL * lc.T);
+    check_layer("crossentropy T=7 V=13 weighted", &lc);
+    lc.weights = NULL;
     layer_free(&lc);
 
     // large logits: no overflow, the loss is exact log-sum-exp
     real_t logits[3] = {1000, (real_t)-1000, 999}, probs[3], loss[1];
-    uint8_t target[1] = {1};
-    double l = crossentropy_forward(loss, probs, logits, target, 1, 3);
+    strand_token_t target[1] = {1};
+    double l = crossentropy_forward(loss, probs, logits, target, NULL, 1, 3);
     double want = 1000.0 + log(1.0 + exp(-1.0)) + 1000.0;
     CHECK(isfinite(l) && isfinite(probs[0]) && isfinite(probs[1]));
     CHECK_CLOSE(l, want, FWD_TOL);

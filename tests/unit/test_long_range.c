@@ -22,10 +22,11 @@
 enum { WINDOW = 256, DISTANCE = 32, EVAL_WINDOWS = 16 };
 
 /* The window for (stream, index): the same on every rank. */
-static void make_window(uint64_t stream, int64_t index, uint8_t *tokens, int64_t *copy_start) {
+static void make_window(uint64_t stream, int64_t index, strand_token_t *tokens, int64_t *copy_start) {
     for (int i = 0; i <= WINDOW; i++)
-        tokens[i] = i < DISTANCE ? (uint8_t)strand_rng_below(4, 7, stream, (uint64_t)index, (uint64_t)i)
-                                 : tokens[i - DISTANCE];
+        tokens[i] = i < DISTANCE
+                        ? (strand_token_t)strand_rng_below(4, 7, stream, (uint64_t)index, (uint64_t)i)
+                        : tokens[i - DISTANCE];
     *copy_start = DISTANCE;
 }
 
@@ -52,7 +53,7 @@ static double train_and_score(const char *mixer, strand_grid *grid) {
     strand_model_init_params(&model, config.seed);
     strand_adamw opt;
     CHECK(strand_adamw_create(&opt, model.table.total) == STRAND_OK);
-    uint8_t window[WINDOW + 1], inputs[WINDOW], targets[WINDOW];
+    strand_token_t window[WINDOW + 1], inputs[WINDOW], targets[WINDOW];
     int64_t copy_start = 0;
     const real_t scale = (real_t)(1.0 / WINDOW);
     for (int64_t step = 0; step < config.steps; step++) {

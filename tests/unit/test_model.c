@@ -55,11 +55,12 @@ static double check_config(const char *label, const char *overrides[], int n_ove
         model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
 
     /* The same global token sequence on every rank; each takes the rows of its layout. */
-    uint8_t *global = malloc((size_t)seq_len + 1);
+    strand_token_t *global = malloc(sizeof(strand_token_t) * ((size_t)seq_len + 1));
     uint64_t token_rng = 99;
     for (int64_t i = 0; i <= seq_len; i++)
-        global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
-    uint8_t *inputs = malloc((size_t)shard.T + 1), *targets = malloc((size_t)shard.T + 1);
+        global[i] = (strand_token_t)(gradcheck_rng_next(&token_rng) % 5);
+    strand_token_t *inputs = malloc(sizeof(strand_token_t) * ((size_t)shard.T + 1)),
+                   *targets = malloc(sizeof(strand_token_t) * ((size_t)shard.T + 1));
     for (int64_t i = 0; i < shard.T; i++) {
         int64_t position = strand_shard_position(&shard, i);
         inputs[i] = global[position];
@@ -106,11 +107,12 @@ static void check_recompute(const char *label, const char *overrides[], int n_ov
     CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
     strand_shard shard;
     CHECK(strand_shard_init(&shard, &grid, seq_len, layout) == STRAND_OK);
-    uint8_t *global = malloc((size_t)seq_len + 1), *inputs = malloc((size_t)shard.T + 1),
-            *targets = malloc((size_t)shard.T + 1);
+    strand_token_t *global = malloc(sizeof(strand_token_t) * ((size_t)seq_len + 1)),
+                   *inputs = malloc(sizeof(strand_token_t) * ((size_t)shard.T + 1)),
+                   *targets = malloc(sizeof(strand_token_t) * ((size_t)shard.T + 1));
     uint64_t token_rng = 5;
     for (int64_t i = 0; i <= seq_len; i++)
-        global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
+        global[i] = (strand_token_t)(gradcheck_rng_next(&token_rng) % 5);
     for (int64_t i = 0; i < shard.T; i++) {
         inputs[i] = global[strand_shard_position(&shard, i)];
         targets[i] = global[strand_shard_position(&shard, i) + 1];
@@ -165,11 +167,12 @@ static void check_mlp_chunks(const char *label, const char *overrides[], int n_o
     CHECK(strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1) == STRAND_OK);
     strand_shard shard;
     CHECK(strand_shard_init(&shard, &grid, seq_len, STRAND_LAYOUT_CONTIGUOUS) == STRAND_OK);
-    uint8_t *tokens = malloc((size_t)shard.T + 1), *targets = malloc((size_t)shard.T + 1);
+    strand_token_t *tokens = malloc(sizeof(strand_token_t) * ((size_t)shard.T + 1)),
+                   *targets = malloc(sizeof(strand_token_t) * ((size_t)shard.T + 1));
     for (int64_t i = 0; i < shard.T; i++) {
         const int64_t p = strand_shard_position(&shard, i);
-        tokens[i] = (uint8_t)((p * 7 + 3) % 5);
-        targets[i] = (uint8_t)(((p + 1) * 7 + 3) % 5);
+        tokens[i] = (strand_token_t)((p * 7 + 3) % 5);
+        targets[i] = (strand_token_t)(((p + 1) * 7 + 3) % 5);
     }
     strand_config config;
     strand_config_defaults(&config);

@@ -50,10 +50,10 @@ static double check_step(const char *label, const char *const *base, int n_base,
     for (int64_t i = 0; i < model.table.total; i++)
         model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
 
-    uint8_t tokens[SEQ + 1];
+    strand_token_t tokens[SEQ + 1];
     uint64_t token_rng = 4242;
     for (int i = 0; i <= SEQ; i++)
-        tokens[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % STRAND_VOCAB_SIZE);
+        tokens[i] = (strand_token_t)(gradcheck_rng_next(&token_rng) % STRAND_VOCAB_SIZE);
     double loss = 0;
     CHECK(strand_model_forward(&model, tokens, tokens + 1, &shard, &loss) == STRAND_OK);
     const int V = model.V;

@@ -48,8 +48,8 @@ enum { LENGTH = 512, CUE_LEN = 8, MARK = 264, BATCH = 16, STEPS = 500 };
 enum { STREAM_TASK = 78 };
 
 /* Window `index`: the cue base c at 0..CUE_LEN-1, N, SEP at MARK, c at MARK + 1, N to the end. */
-static void make_window(uint8_t *tokens, uint64_t seed, uint64_t index) {
-    const uint8_t cue = (uint8_t)strand_rng_below(4, seed, STREAM_TASK, index, 0);
+static void make_window(strand_token_t *tokens, uint64_t seed, uint64_t index) {
+    const strand_token_t cue = (strand_token_t)strand_rng_below(4, seed, STREAM_TASK, index, 0);
     for (int i = 0; i <= LENGTH; i++)
         tokens[i] = i < CUE_LEN ? cue : STRAND_TOKEN_N;
     tokens[MARK] = STRAND_TOKEN_SEP;

@@ -46,12 +46,12 @@ static void check_orthogonal_after_training(strand_grid *grid) {
     strand_model_init_params(&model, config.seed);
     strand_adamw opt;
     CHECK(strand_adamw_create(&opt, model.table.total) == STRAND_OK);
-    uint8_t inputs[256], targets[256];
+    strand_token_t inputs[256], targets[256];
     for (int64_t step = 0; step < config.steps; step++) {
         for (int64_t i = 0; i < shard.T; i++) {
             const uint64_t p = (uint64_t)(shard.start + i);
-            inputs[i] = (uint8_t)strand_rng_below(4, 5, (uint64_t)step, p, 0);
-            targets[i] = (uint8_t)strand_rng_below(4, 5, (uint64_t)step, p + 1, 0);
+            inputs[i] = (strand_token_t)strand_rng_below(4, 5, (uint64_t)step, p, 0);
+            targets[i] = (strand_token_t)strand_rng_below(4, 5, (uint64_t)step, p + 1, 0);
         }
         double loss = 0;
         memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);

@@ -757,10 +757,10 @@ static void test_model(const strand_grid *grid, const char *strategy, int layout
     for (int64_t i = 0; i < model.table.total; i++)
         model.params[i] += (real_t)gradcheck_uniform(&rng, -0.3, 0.3);
 
-    uint8_t global[12], inputs[12], targets[12];
+    strand_token_t global[12], inputs[12], targets[12];
     uint64_t token_rng = 99;
     for (int64_t i = 0; i <= L; i++)
-        global[i] = (uint8_t)(gradcheck_rng_next(&token_rng) % 5);
+        global[i] = (strand_token_t)(gradcheck_rng_next(&token_rng) % 5);
     for (int64_t i = 0; i < shard.T; i++) {
         const int64_t position = strand_shard_position(&shard, i);
         inputs[i] = global[position];

@@ -39,9 +39,9 @@ enum { LENGTH = 64, MARKER_END = 30, QUESTION = 48, BATCH = 16, STEPS = 2000 };
 enum { STREAM_TASK = 80 };
 
 /* Window `index`: random bases, SEP at p in [0, MARKER_END) and at QUESTION, v after both. */
-static void make_window(uint8_t *tokens, uint64_t seed, uint64_t index) {
+static void make_window(strand_token_t *tokens, uint64_t seed, uint64_t index) {
     for (int i = 0; i <= LENGTH; i++)
-        tokens[i] = (uint8_t)strand_rng_below(4, seed, STREAM_TASK, index, (uint64_t)i);
+        tokens[i] = (strand_token_t)strand_rng_below(4, seed, STREAM_TASK, index, (uint64_t)i);
     const int p = (int)strand_rng_below(MARKER_END, seed, STREAM_TASK, index, LENGTH + 1);
     tokens[p] = STRAND_TOKEN_SEP;
     tokens[QUESTION] = STRAND_TOKEN_SEP;
@@ -53,8 +53,8 @@ static int is_answer(int64_t t) {
 }
 
 /* v at the question, N elsewhere */
-static uint8_t target(const uint8_t *tokens, int64_t t) {
-    return t == QUESTION ? tokens[t + 1] : (uint8_t)STRAND_TOKEN_N;
+static strand_token_t target(const strand_token_t *tokens, int64_t t) {
+    return t == QUESTION ? tokens[t + 1] : (strand_token_t)STRAND_TOKEN_N;
 }
 
 static const learning_task task = {

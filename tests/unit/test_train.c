@@ -164,8 +164,8 @@ static void test_loader(const char *fasta) {
     CHECK(strand_loader_init(&rc_loader, &dataset, seq_len, 42, 1) == STRAND_OK);
     int64_t start = 0, count = 0;
     strand_split_range(seq_len, world_size, world_rank, &start, &count);
-    uint8_t *piece = malloc((size_t)count + 1);
-    uint8_t *whole = malloc((size_t)seq_len + 1);
+    strand_token_t *piece = malloc(sizeof(strand_token_t) * ((size_t)count + 1));
+    strand_token_t *whole = malloc(sizeof(strand_token_t) * ((size_t)seq_len + 1));
     int *counts = malloc(sizeof(int) * (size_t)world_size),
         *displs = malloc(sizeof(int) * (size_t)world_size);
     for (int r = 0; r < world_size; r++) {
@@ -189,16 +189,17 @@ static void test_loader(const char *fasta) {
         CHECK_MSG(inside, "window at %lld leaves the training split", (long long)w.offset);
         /* Pieces gathered over the ranks are the window read by one reader. */
         CHECK(strand_loader_read(&loader, w, start, count, piece) == STRAND_OK);
-        MPI_Allgatherv(piece, (int)count, MPI_UINT8_T, whole, counts, displs, MPI_UINT8_T, MPI_COMM_WORLD);
-        uint8_t *expect = malloc((size_t)seq_len + 1);
+        MPI_Allgatherv(piece, (int)count, STRAND_MPI_TOKEN, whole, counts, displs, STRAND_MPI_TOKEN,
+                       MPI_COMM_WORLD);
+        strand_token_t *expect = malloc(sizeof(strand_token_t) * ((size_t)seq_len + 1));
         CHECK(strand_dataset_read(&dataset, w.offset, seq_len + 1, expect) == STRAND_OK);
-        CHECK(memcmp(whole, expect, (size_t)seq_len) == 0);
+        CHECK(memcmp(whole, expect, sizeof *whole * (size_t)seq_len) == 0);
         CHECK(piece[count] == expect[start + count]); /* the target of the last local position */
         /* Reverse complement: position i is the complement of position seq_len - i. */
         CHECK(strand_loader_read(&rc_loader, w_rc, start, count, piece) == STRAND_OK);
         int bad = 0;
         for (int64_t i = 0; i <= count; i++) {
-            uint8_t want =
+            strand_token_t want =
                 w_rc.reverse ? strand_token_complement(expect[seq_len - (start + i)]) : expect[start + i];
             if (piece[i] != want) bad++;
         }
