@@ -117,11 +117,18 @@ static uint32_t fletcher32(const uint8_t *data, size_t bytes) {
 /* Compress a chunk and append its checksum as HDF5's fletcher32 filter stores it: little-endian
  * (UINT32ENCODE in H5Zfletcher32.c). `capacity` includes the checksum's 4 bytes. */
 static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity) {
-    if (deflateReset(z) != Z_OK) return -1;
+    /* One zlib stream in two parts: Huffman codes for the low bytes (single-letter statistics are
+     * what DNA offers), then run-length matches for the high bytes, all zero for nucleotides:
+     * Huffman alone would spend a bit on each of them. */
+    if (deflateReset(z) != Z_OK || deflateParams(z, 1, Z_HUFFMAN_ONLY) != Z_OK) return -1;
     z->next_in = slot->raw;
-    z->avail_in = RAW_BYTES;
+    z->avail_in = CHUNK_TOKENS;
     z->next_out = slot->packed;
     z->avail_out = (uInt)(capacity - CHECKSUM_BYTES);
+    if (deflate(z, Z_NO_FLUSH) != Z_OK || z->avail_in != 0) return -1;
+    if (deflateParams(z, 1, Z_RLE) != Z_OK) return -1;
+    z->next_in = slot->raw + CHUNK_TOKENS;
+    z->avail_in = CHUNK_TOKENS;
     if (deflate(z, Z_FINISH) != Z_STREAM_END) return -1;
     size_t bytes = capacity - CHECKSUM_BYTES - z->avail_out;
     uint32_t sum = fletcher32(slot->packed, bytes);

@@ -64,11 +64,11 @@ static int build(probed *p, MPI_Comm comm, const char *mixer, const char *extra,
         return -1;
     }
     strand_model_init_params(&p->model, 11);
-    uint8_t inputs[L], targets[L];
+    strand_token_t inputs[L], targets[L];
     for (int64_t i = 0; i < p->shard.T; i++) {
         const uint64_t at = (uint64_t)strand_shard_position(&p->shard, i);
-        inputs[i] = (uint8_t)strand_rng_below(4, 7, at, 0, 0);
-        targets[i] = (uint8_t)strand_rng_below(4, 7, at + 1, 0, 0);
+        inputs[i] = (strand_token_t)strand_rng_below(4, 7, at, 0, 0);
+        targets[i] = (strand_token_t)strand_rng_below(4, 7, at + 1, 0, 0);
     }
     double loss = 0;
     CHECK(strand_model_forward(&p->model, inputs, targets, &p->shard, &loss) == STRAND_OK);
@@ -237,9 +237,9 @@ static void check_rnn_identity(double rho) {
         w[b * C + b] = (real_t)(rho * c), w[b * C + b + 1] = (real_t)(-rho * s);
         w[(b + 1) * C + b] = (real_t)(rho * s), w[(b + 1) * C + b + 1] = (real_t)(rho * c);
     }
-    uint8_t inputs[L], targets[L];
+    strand_token_t inputs[L], targets[L];
     for (int64_t i = 0; i < p.shard.T; i++)
-        inputs[i] = targets[i] = (uint8_t)(i % 4);
+        inputs[i] = targets[i] = (strand_token_t)(i % 4);
     double loss = 0;
     CHECK(strand_model_forward(&p.model, inputs, targets, &p.shard, &loss) == STRAND_OK);
     CHECK(strand_probe_jacobian(&p.model, &p.shard, &o, &res) == STRAND_OK);
