@@ -3,3 +3,6 @@ strand_add_test(NAME test_fasta SOURCES ${STRAND_TEST_DIR}/unit/test_fasta.c LAB
 strand_add_mpi_test(NAME test_dataset SOURCES ${STRAND_TEST_DIR}/unit/test_dataset.c RANKS 1 2 3 4 LABELS data
                     ARGS ${STRAND_TEST_DIR}/data/fixtures/old_strand_dataset.h5.gz)
 strand_add_script_test(NAME test_prep_cli COMMAND bash ${STRAND_TEST_DIR}/data/test_prep_cli.sh LABELS data)
+# strand prep --task: each synthetic task's tokens and loss mask as defined, read back with h5dump;
+# a model trains on one at 2 ranks and reports the accuracy on the answer positions.
+strand_add_script_test(NAME test_tasks_cli COMMAND bash ${STRAND_TEST_DIR}/data/test_tasks_cli.sh LABELS data TIMEOUT 600)

@@ -4,3 +4,9 @@
 strand_add_mpi_test(NAME test_probe SOURCES ${STRAND_TEST_DIR}/unit/test_probe.c RANKS 1 2 3 LABELS probe)
 strand_add_script_test(NAME probe_jacobian_cli COMMAND bash ${STRAND_TEST_DIR}/cli/test_probe_jacobian.sh
                        TIMEOUT 300 LABELS probe)
+# strand probe gradient: g(k) at SP = 1-4 against one rank's, an identity rnn's decay per step, the
+# exact receptive field of dilated stacks; the CLI with --csv and --plot on a trained checkpoint.
+strand_add_mpi_test(NAME test_probe_gradient SOURCES ${STRAND_TEST_DIR}/unit/test_probe_gradient.c RANKS 1 2 3 4
+                    LABELS probe)
+strand_add_script_test(NAME probe_gradient_cli COMMAND bash ${STRAND_TEST_DIR}/cli/test_probe_gradient.sh
+                       TIMEOUT 300 LABELS probe)

@@ -60,6 +60,24 @@ typedef struct {
  * "<output>.tmp" and renamed on success, so a failed prep never leaves a half-written file. */
 int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats);
 
+/* ---- strand prep --task: synthetic long-range tasks (src/data/tasks.c; README "Task datasets") ---- */
+/* Tokenizer names are "task:<name>"; each example is one record of `length` tokens. */
+#define STRAND_TASK_TOKENIZER_PREFIX "task:"
+#define STRAND_TASK_TOKENIZER_VERSION 1
+typedef struct {
+    const char *task;    /* "copy", "adding", "parity" or "recall" */
+    const char *output;  /* dataset path (.h5) */
+    int64_t length;      /* L: tokens per example (one record each) */
+    int64_t distance;    /* D: the task's long-range distance (see README) */
+    int64_t count;       /* examples */
+    uint64_t seed;       /* every token is a pure function of (seed, example, position) */
+    double val_fraction; /* the last floor(val_fraction * count) examples are validation */
+} strand_task_options;
+
+/* Write a task dataset (tokens, /loss_mask, records, splits) to "<output>.tmp", renamed on
+ * success. Serial. Bad options are refused naming the flag and the reason. */
+int strand_task_prep(const strand_task_options *options, strand_prep_stats *stats);
+
 /* ---- reading a dataset ---- */
 typedef struct {
     int64_t offset; /* first token in /tokens */
@@ -80,6 +98,9 @@ typedef struct {
     int token_bytes;        /* bytes per token in the file: 2, or 1 (an older file) */
     int vocab_size;         /* the tokenizer's vocabulary: every token is below it */
     char tokenizer[128];    /* the tokenizer's name */
+    hid_t mask;             /* /loss_mask (uint8, one per token: 1 where that position's target
+                               counts), or H5I_INVALID_HID: every target counts */
+    int record_windows;     /* root attribute record_windows = 1: windows start at record starts */
     char path[1024];
 } strand_dataset;
 
@@ -89,6 +110,11 @@ typedef struct {
 int strand_dataset_open(strand_dataset *dataset, const char *path, MPI_Comm comm);
 /* Read tokens [offset, offset + count) into out (independent I/O: each rank its own hyperslab). */
 int strand_dataset_read(strand_dataset *dataset, int64_t offset, int64_t count, strand_token_t *out);
+/* Loss mask of positions [offset, offset + count) (1: the target of that position, the token
+ * after it, counts; 0: it does not) as weights; all ones when the dataset has no /loss_mask. */
+int strand_dataset_read_mask(strand_dataset *dataset, int64_t offset, int64_t count, real_t *out);
+/* Is this a task dataset (tokenizer "task:*")? */
+int strand_dataset_is_task(const strand_dataset *dataset);
 /* Free everything; safe on a zeroed or already closed struct. Collective over the open's comm (the
  * MPI-IO file close is collective). */
 void strand_dataset_close(strand_dataset *dataset);

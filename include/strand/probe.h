@@ -77,4 +77,48 @@ typedef struct {
 int strand_probe_run(const strand_config *config, MPI_Comm world, const strand_probe_options *o,
                      strand_probe_result *result);
 
+/* ---- strand probe gradient ----
+ * The gradient signal g(k) = || d loss_T / d x_(T-k) ||_2 (x: the block-0 input, the embedding's
+ * output; loss_T: the loss at position T alone), k = 0 .. T, for one window. */
+
+/* One forward and backward of this rank's rows (inputs, targets: shard->T each) with
+ * model->loss_weights one-hot at global position `position` (restored afterwards; carried state is
+ * reset first), then g (position + 1 values, on every rank of the SP group): row p's gradient
+ * norm at k = position - p. Refuses a position outside the window. Collective over the SP group;
+ * the status is agreed. model->grads is overwritten. */
+int strand_probe_gradient(strand_model *model, const strand_shard *shard, const strand_token_t *inputs,
+                          const strand_token_t *targets, int64_t position, double *g);
+/* Least-squares decay fits of g (n values) over k >= 1 where g(k) > 0: *per_step = r from
+ * ln g = a + k ln r (the factor per position back), *power = s from log10 g = b + s log10 k (the
+ * decades of g per decade of k). Returns the points used (the fits are NaN below 2). */
+int64_t strand_probe_gradient_fit(const double *g, int64_t n, double *per_step, double *power);
+
+/* strand probe gradient from a checkpoint: the model at `config` (DP = 1), g(k) over `windows`
+ * windows of train.seq_len (or `window`) tokens plus their next tokens: consecutive windows of the
+ * validation ranges, or of the training ranges when the dataset has no validation range that
+ * holds one. */
+typedef struct {
+    const char *checkpoint; /* a checkpoint file (resolved) */
+    int64_t windows;        /* n >= 1 */
+    int64_t window;         /* tokens in each window; 0: train.seq_len */
+    int64_t position;       /* T; -1: the window's last position */
+    const char *csv;        /* NULL, or k,mean,std,min,max (rank 0) */
+    const char *plot;       /* NULL, or a PNG by gnuplot (rank 0): log g against log k */
+} strand_probe_gradient_options;
+
+typedef struct {
+    int64_t window, position, windows; /* windows: how many were averaged */
+    int from_validation;               /* 1: validation windows; 0: training windows */
+    int sp;
+    int64_t checkpoint_step;
+    double *mean, *std, *min, *max; /* (position + 1) each, on every rank, over the windows */
+    double per_step, power;         /* strand_probe_gradient_fit of mean */
+    int64_t fit_points;
+} strand_probe_gradient_result;
+
+/* Collective over world; the status is agreed. Free with strand_probe_gradient_free either way. */
+int strand_probe_gradient_run(const strand_config *config, MPI_Comm world,
+                              const strand_probe_gradient_options *o, strand_probe_gradient_result *result);
+void strand_probe_gradient_free(strand_probe_gradient_result *result);
+
 #endif

@@ -23,6 +23,7 @@ typedef struct {
     int64_t steps;
     double first_bpb, final_bpb; /* training loss of the first and last step, bits per base */
     double val_bpb;              /* NaN when no validation windows were evaluated */
+    double val_answer_accuracy;  /* argmax == target on the loss mask's positions; NaN without a mask */
     int64_t val_windows;
     int64_t peak_rss_bytes; /* the largest peak resident memory of any rank, over the whole run */
     int64_t planned_bytes;  /* the largest memory plan of any rank (model and trainer) */
@@ -87,8 +88,9 @@ int strand_train_grad(const strand_config *config, MPI_Comm world, const char *c
                       const char *out, strand_grad_result *result);
 
 typedef struct {
-    double val_bpb;  /* mean over every position of every evaluated window */
-    int64_t windows; /* validation windows evaluated */
+    double val_bpb;         /* mean over every position of every evaluated window */
+    int64_t windows;        /* validation windows evaluated */
+    double answer_accuracy; /* argmax == target over the loss mask's positions; NaN without a mask */
     int64_t checkpoint_step;
     int64_t parameters;
 } strand_eval_result;

@@ -6,6 +6,7 @@
 #include "strand/config.h"
 #include "strand/train.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,9 @@ int cmd_eval(int argc, char **argv) {
             "validation bits/base %.6f over %lld windows of %lld tokens (%s, step %lld, %lld parameters)\n",
             result.val_bpb, (long long)result.windows, (long long)config.seq_len, path,
             (long long)result.checkpoint_step, (long long)result.parameters);
+        if (!isnan(result.answer_accuracy))
+            printf("answer_accuracy %.6f (argmax == target on the loss mask's positions)\n",
+                   result.answer_accuracy);
         if (csv) printf("per-position loss: %s (bins of %lld positions)\n", csv, (long long)bin);
         fflush(stdout);
     }

@@ -13,6 +13,9 @@ static const char prep_usage[] =
     "usage: strand prep --in A.fa[.gz] [B.fa.gz ...] [--in C.fa ...] --out DATA.h5\n"
     "                   [--val-fraction F | --val-records NAME1,NAME2] [--verbose] [--quiet]\n"
     "\n"
+    "       strand prep --task copy|adding|parity|recall --length L --distance D --count N\n"
+    "                   [--seed S] [--val-fraction F] --out TASK.h5\n"
+    "\n"
     "Convert FASTA files (plain or gzip/bgzip) into a strand dataset (HDF5).\n"
     "  --in PATH...         input FASTA files; every following argument up to the next option\n"
     "  --out PATH           output dataset; written to PATH.tmp and renamed when complete\n"
@@ -25,13 +28,29 @@ static const char prep_usage[] =
     "Sequence letters: ACGT -> tokens 0-3, IUPAC codes RYSWKMBDHVN -> N (4), either case; lines\n"
     "starting with ';' are comments. Any other character is an error naming file:line:column.\n"
     "Line ends LF or CRLF (CR alone is refused). Record names: up to 255 bytes. No input may be\n"
-    "PATH or PATH.tmp.\n";
+    "PATH or PATH.tmp.\n"
+    "With --task: a synthetic long-range task with a loss mask (README \"Task datasets\"); N examples\n"
+    "of L tokens each, one record per example (train.seq_len = L); D is the task's distance; the\n"
+    "last floor(F * N) examples are validation; --seed (default 1) fixes every token.\n";
 
 static int prep_usage_error(const char *fmt, const char *what) {
     char message[512];
     snprintf(message, sizeof message, fmt, what);
     cli_error("prep", "%s (see strand prep --help)", message);
     return CLI_USAGE;
+}
+
+/* "--flag V": a whole number >= 0, or -1 with a usage error. */
+static int64_t parse_count(const char *value, const char *flag, int *exit_code) {
+    char *end = NULL;
+    long long v = value ? strtoll(value, &end, 10) : -1;
+    if (!value || end == value || *end != '\0' || v < 0) {
+        char message[160];
+        snprintf(message, sizeof message, "%s needs a whole number >= 0, not '%%s'", flag);
+        *exit_code = prep_usage_error(message, value ? value : "");
+        return -1;
+    }
+    return (int64_t)v;
 }
 
 /* "--name=value" or "--name value": the value, or NULL when missing. */
@@ -53,7 +72,8 @@ int cmd_prep(int argc, char **argv) {
     const char **val_records = calloc(max_names, sizeof *val_records);
     char **owned = calloc((size_t)argc + 1, sizeof *owned); /* copies of --val-records lists */
     int n_inputs = 0, n_val = 0, n_owned = 0, quiet = 0, verbose = 0, exit_code = 0;
-    const char *output = NULL;
+    const char *output = NULL, *task = NULL;
+    int64_t length = -1, distance = -1, count = -1, seed = 1;
     double val_fraction = 0.0;
     if (!inputs || !val_records || !owned) {
         cli_error("prep", "out of memory");
@@ -113,6 +133,18 @@ int cmd_prep(int argc, char **argv) {
                 val_records[n_val++] = name;
                 name = comma ? comma + 1 : NULL;
             }
+        } else if (strcmp(flag, "--task") == 0) {
+            task = option_value(argc, argv, &i, inline_value);
+            if (!task || !task[0])
+                exit_code = prep_usage_error("%s needs copy, adding, parity or recall", "--task");
+        } else if (strcmp(flag, "--length") == 0) {
+            length = parse_count(option_value(argc, argv, &i, inline_value), "--length", &exit_code);
+        } else if (strcmp(flag, "--distance") == 0) {
+            distance = parse_count(option_value(argc, argv, &i, inline_value), "--distance", &exit_code);
+        } else if (strcmp(flag, "--count") == 0) {
+            count = parse_count(option_value(argc, argv, &i, inline_value), "--count", &exit_code);
+        } else if (strcmp(flag, "--seed") == 0) {
+            seed = parse_count(option_value(argc, argv, &i, inline_value), "--seed", &exit_code);
         } else if (strcmp(flag, "--quiet") == 0 && !equals) {
             quiet = 1;
         } else if (strcmp(flag, "--verbose") == 0 && !equals) {
@@ -123,6 +155,41 @@ int cmd_prep(int argc, char **argv) {
             exit_code = prep_usage_error("unexpected argument '%s' (input files follow --in)", arg);
         }
     }
+    if (exit_code == 0 && task) {
+        if (n_inputs > 0 || n_val > 0)
+            exit_code =
+                prep_usage_error("%s generates its examples: --in and --val-records do not apply", "--task");
+        else if (length < 0)
+            exit_code = prep_usage_error("%s is required with --task", "--length");
+        else if (distance < 0)
+            exit_code = prep_usage_error("%s is required with --task", "--distance");
+        else if (count < 0)
+            exit_code = prep_usage_error("%s is required with --task", "--count");
+        else if (!output)
+            exit_code = prep_usage_error("%s is required", "--out");
+        if (exit_code != 0) goto done;
+        strand_task_options task_options = {.task = task,
+                                            .output = output,
+                                            .length = length,
+                                            .distance = distance,
+                                            .count = count,
+                                            .seed = (uint64_t)seed,
+                                            .val_fraction = val_fraction};
+        strand_prep_stats task_stats = {0};
+        int task_status = rank == 0 ? strand_task_prep(&task_options, &task_stats) : STRAND_OK;
+        task_status = strand_agree(MPI_COMM_WORLD, task_status);
+        if (task_status != STRAND_OK)
+            exit_code = cli_report("prep");
+        else if (rank == 0 && !quiet)
+            printf(
+                "strand prep: wrote %s: task %s, %lld examples of %lld tokens (train %lld, val %lld tokens), "
+                "distance %lld, seed %lld\n",
+                output, task, (long long)count, (long long)length, (long long)task_stats.n_train_tokens,
+                (long long)task_stats.n_val_tokens, (long long)distance, (long long)seed);
+        goto done;
+    }
+    if (exit_code == 0 && (length >= 0 || distance >= 0 || count >= 0))
+        exit_code = prep_usage_error("%s, --distance and --count need --task", "--length");
     if (exit_code == 0 && n_inputs == 0) exit_code = prep_usage_error("%s is required", "--in");
     if (exit_code == 0 && !output) exit_code = prep_usage_error("%s is required", "--out");
     if (exit_code != 0) goto done; /* every rank parsed the same arguments: no agreement needed */

@@ -1,5 +1,6 @@
 /* strand probe: measurements of a trained model. `strand probe jacobian`: the span Jacobian of a
- * recurrent block, its singular values and the decay per step (strand/probe.h). */
+ * recurrent block, its singular values and the decay per step; `strand probe gradient`: the
+ * gradient signal g(k) from one position's loss back to the block-0 input (strand/probe.h). */
 #include "cli.h"
 
 #include "strand/ckpt.h"
@@ -12,10 +13,13 @@
 #include <string.h>
 
 static void probe_usage(FILE *out) {
-    fprintf(out, "usage: strand probe jacobian --checkpoint FILE --block L --span K [options]\n\n"
-                 "probes:\n"
-                 "  jacobian   the span Jacobian of a recurrent block, its singular values, and the decay\n"
-                 "             per step next to the classic prediction\n");
+    fprintf(out,
+            "usage: strand probe jacobian --checkpoint FILE --block L --span K [options]\n"
+            "       strand probe gradient --checkpoint FILE [options]\n\n"
+            "probes:\n"
+            "  jacobian   the span Jacobian of a recurrent block, its singular values, and the decay\n"
+            "             per step next to the classic prediction\n"
+            "  gradient   the gradient signal g(k) = ||d loss_T / d x_(T-k)|| against k, and its decay\n");
 }
 
 static void jacobian_usage(FILE *out) {
@@ -167,6 +171,104 @@ static int cmd_probe_jacobian(int argc, char **argv) {
     return status == STRAND_OK ? CLI_OK : cli_report(name);
 }
 
+static void gradient_usage(FILE *out) {
+    fprintf(
+        out,
+        "usage: mpirun -n N strand probe gradient --checkpoint FILE [--data DATASET] [--windows n]\n"
+        "                 [--window W] [--position T] [--csv FILE] [--plot FILE.png] [--set key=value ...]\n"
+        "                 [--quiet]\n\n"
+        "The gradient signal g(k) = || d loss_T / d x_(T-k) ||, k = 0 .. T: x is the block-0 input (the\n"
+        "embedding's output) and loss_T the loss at position T alone (the loss weights one-hot at T),\n"
+        "averaged over n windows: consecutive windows of the dataset's validation ranges, or of its\n"
+        "training ranges when no validation range holds one (the summary says which). The window is\n"
+        "sharded over the N ranks as in training (DP = 1). Prints two least-squares fits of the mean\n"
+        "over k >= 1 (k = 0 has the residual path's direct term): per step, r from ln g = a + k ln r;\n"
+        "per decade, the slope s of log10 g against log10 k (g falls 10^-s-fold per decade of k).\n\n"
+        "options:\n"
+        "  --checkpoint FILE    a checkpoint, or a run or checkpoints directory (its latest)\n"
+        "  --data FILE          dataset of the windows (default: the checkpoint's data.path)\n"
+        "  --windows n          windows averaged (default 1)\n"
+        "  --window W           tokens in each window (default: the checkpoint's train.seq_len)\n"
+        "  --position T         the loss's position (default: the window's last, W - 1)\n"
+        "  --csv FILE           k,mean_norm,std,min,max (over the windows)\n"
+        "  --plot FILE.png      log g against log k, by gnuplot (Debian package gnuplot-nox)\n"
+        "  --set KEY=VALUE      override a key, e.g. --set parallel.layout=zigzag\n"
+        "  --quiet              no summary\n");
+}
+
+static int cmd_probe_gradient(int argc, char **argv) {
+    const char *name = "probe gradient";
+    const char *checkpoint = NULL, *data = NULL;
+    strand_probe_gradient_options o = {.windows = 1, .position = -1};
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            if (cli_world_rank() == 0) gradient_usage(stdout);
+            return CLI_OK;
+        }
+        if (strcmp(arg, "--quiet") == 0) {
+            quiet = 1;
+            continue;
+        }
+        static const char *const valued[] = {"--checkpoint", "--data", "--windows", "--window", "--position",
+                                             "--csv",        "--plot", "--set",     NULL};
+        int known = 0;
+        for (int k = 0; valued[k]; k++)
+            known |= strcmp(arg, valued[k]) == 0;
+        if (!known) {
+            cli_error(name, "unknown option '%s' (see strand probe gradient --help)", arg);
+            return CLI_USAGE;
+        }
+        if (i + 1 >= argc) {
+            cli_error(name, "%s needs a value (see strand probe gradient --help)", arg);
+            return CLI_USAGE;
+        }
+        const char *value = argv[++i];
+        int64_t min = 0;
+        int bad = 0;
+        if (strcmp(arg, "--checkpoint") == 0) checkpoint = value;
+        if (strcmp(arg, "--data") == 0) data = value;
+        if (strcmp(arg, "--csv") == 0) o.csv = value;
+        if (strcmp(arg, "--plot") == 0) o.plot = value;
+        if (strcmp(arg, "--windows") == 0) min = 1, bad = parse_int64(value, min, &o.windows);
+        if (strcmp(arg, "--window") == 0) min = 2, bad = parse_int64(value, min, &o.window);
+        if (strcmp(arg, "--position") == 0) min = 0, bad = parse_int64(value, min, &o.position);
+        if (bad) {
+            cli_error(name, "%s needs a whole number >= %lld, not '%s'", arg, (long long)min, value);
+            return CLI_USAGE;
+        }
+    }
+    if (!checkpoint) {
+        cli_error(name, "--checkpoint is required (see strand probe gradient --help)");
+        return CLI_USAGE;
+    }
+    char path[STRAND_CKPT_PATH_BYTES];
+    strand_config config;
+    if (cli_checkpoint_config(checkpoint, data, argc, argv, path, sizeof path, &config) != STRAND_OK)
+        return cli_report(name);
+    o.checkpoint = path;
+    strand_probe_gradient_result r;
+    const int status = strand_probe_gradient_run(&config, MPI_COMM_WORLD, &o, &r);
+    if (status == STRAND_OK && !quiet && cli_world_rank() == 0) {
+        printf("g(k) = ||d loss_T / d x_(T-k)|| of %s (step %lld), T = %lld, k = 0 .. %lld\n", path,
+               (long long)r.checkpoint_step, (long long)r.position, (long long)r.position);
+        printf("windows: %lld %s window%s of %lld tokens of %s, over %d rank%s\n", (long long)r.windows,
+               r.from_validation ? "validation" : "training", r.windows == 1 ? "" : "s", (long long)r.window,
+               config.data_path, r.sp, r.sp == 1 ? "" : "s");
+        printf("g(0) %.6e, g(1) %.6e, g(T) %.6e\n", r.mean[0], r.position >= 1 ? r.mean[1] : 0.0,
+               r.mean[r.position]);
+        printf("decay (fit over %lld points, k >= 1): per step r = %.6f (ln g against k); per decade "
+               "slope s = %.6f (log10 g against log10 k)\n",
+               (long long)r.fit_points, r.per_step, r.power);
+        if (o.csv) printf("curve: %s\n", o.csv);
+        if (o.plot) printf("plot: %s\n", o.plot);
+        fflush(stdout);
+    }
+    strand_probe_gradient_free(&r);
+    return status == STRAND_OK ? CLI_OK : cli_report(name);
+}
+
 int cmd_probe(int argc, char **argv) {
     if (argc < 2) {
         if (cli_world_rank() == 0) probe_usage(stderr);
@@ -177,6 +279,7 @@ int cmd_probe(int argc, char **argv) {
         return CLI_OK;
     }
     if (strcmp(argv[1], "jacobian") == 0) return cmd_probe_jacobian(argc - 1, argv + 1);
-    cli_error("probe", "unknown probe '%s' (probes: jacobian; see strand probe --help)", argv[1]);
+    if (strcmp(argv[1], "gradient") == 0) return cmd_probe_gradient(argc - 1, argv + 1);
+    cli_error("probe", "unknown probe '%s' (probes: jacobian, gradient; see strand probe --help)", argv[1]);
     return CLI_USAGE;
 }

@@ -432,6 +432,20 @@ static int load_tokens_storage(strand_dataset *ds) {
     return status;
 }
 
+/* /loss_mask, when present: one uint8 per token. Absent means every target counts. */
+static int load_mask(strand_dataset *ds) {
+    htri_t exists = H5Lexists(ds->file, "/loss_mask", H5P_DEFAULT);
+    H5Eclear2(H5E_DEFAULT);
+    if (exists <= 0) return STRAND_OK;
+    int rank = 0;
+    hsize_t dims[2] = {0, 0};
+    STRAND_CALL(open_table(ds->file, "/loss_mask", ds->path, &ds->mask, &rank, dims, 1));
+    if (rank != 1 || (int64_t)dims[0] != ds->n_tokens)
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: /loss_mask must be 1-D with one entry per token (%" PRId64 ")",
+                    ds->path, ds->n_tokens);
+    return STRAND_OK;
+}
+
 /* Validate an open file and read its tables into `ds` (ds->file set, ds->path set). */
 static int load(strand_dataset *ds) {
     const char *path = ds->path;
@@ -451,7 +465,16 @@ static int load(strand_dataset *ds) {
     STRAND_CALL(
         strand_h5_read_int_attribute(ds->file, "tokenizer_version", &tokenizer_version, &found, path));
     if (!found) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'tokenizer_version'", path);
-    if (strcmp(tokenizer, STRAND_TOKENIZER_NAME) != 0 || tokenizer_version != STRAND_TOKENIZER_VERSION)
+    /* Task datasets (strand prep --task) name their own tokenizer "task:<name>" with its own
+     * vocabulary; only its version is fixed. */
+    const int is_task =
+        strncmp(tokenizer, STRAND_TASK_TOKENIZER_PREFIX, strlen(STRAND_TASK_TOKENIZER_PREFIX)) == 0;
+    if (is_task && tokenizer_version != STRAND_TASK_TOKENIZER_VERSION)
+        STRAND_FAIL(STRAND_ERR_INPUT,
+                    "%s: dataset tokenizer '%s' version %" PRId64 ", this strand reads version %d", path,
+                    tokenizer, tokenizer_version, STRAND_TASK_TOKENIZER_VERSION);
+    if (!is_task &&
+        (strcmp(tokenizer, STRAND_TOKENIZER_NAME) != 0 || tokenizer_version != STRAND_TOKENIZER_VERSION))
         STRAND_FAIL(STRAND_ERR_INPUT,
                     "%s: dataset tokenizer '%s' version %" PRId64 ", this strand uses '%s' version %d", path,
                     tokenizer, tokenizer_version, STRAND_TOKENIZER_NAME, STRAND_TOKENIZER_VERSION);
@@ -502,12 +525,16 @@ static int load(strand_dataset *ds) {
     STRAND_CALL(check_ranges(ds, "/records", ds->record_offsets, ds->record_lengths, ds->n_records, 1));
     STRAND_CALL(load_split(ds, "/split/train", &ds->train, &ds->n_train));
     STRAND_CALL(load_split(ds, "/split/val", &ds->val, &ds->n_val));
+    STRAND_CALL(load_mask(ds));
+    int64_t record_windows = 0;
+    STRAND_CALL(strand_h5_read_int_attribute(ds->file, "record_windows", &record_windows, &found, path));
+    ds->record_windows = found && record_windows != 0;
     return STRAND_OK;
 }
 
 static void reset(strand_dataset *ds) {
     memset(ds, 0, sizeof *ds);
-    ds->file = ds->tokens = H5I_INVALID_HID;
+    ds->file = ds->tokens = ds->mask = H5I_INVALID_HID;
 }
 
 /* Open with `fapl` (owned: closed here) and load; on failure everything is released. */
@@ -647,9 +674,50 @@ int strand_dataset_read(strand_dataset *ds, int64_t offset, int64_t count, stran
     return check_tokens(ds, offset, out, count);
 }
 
+int strand_dataset_is_task(const strand_dataset *ds) {
+    return strncmp(ds->tokenizer, STRAND_TASK_TOKENIZER_PREFIX, strlen(STRAND_TASK_TOKENIZER_PREFIX)) == 0;
+}
+
+int strand_dataset_read_mask(strand_dataset *ds, int64_t offset, int64_t count, real_t *out) {
+    if (offset < 0 || count < 0 || offset > ds->n_tokens || count > ds->n_tokens - offset)
+        STRAND_FAIL(STRAND_ERR_INPUT,
+                    "%s: read of /loss_mask [%" PRId64 ", %" PRId64 ") outside [0, %" PRId64 ")", ds->path,
+                    offset, offset + count, ds->n_tokens);
+    if (ds->mask <= 0 || count == 0) {
+        for (int64_t i = 0; i < count; i++)
+            out[i] = 1;
+        return STRAND_OK;
+    }
+    uint8_t *bytes = strand_alloc((size_t)count, "a loss mask block");
+    if (!bytes) return STRAND_ERR_NOMEM;
+    hsize_t start = (hsize_t)offset, n = (hsize_t)count;
+    hid_t file_space = H5Dget_space(ds->mask), memory_space = H5Screate_simple(1, &n, NULL);
+    int failed = file_space < 0 || memory_space < 0 ||
+                 H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &n, NULL) < 0 ||
+                 H5Dread(ds->mask, H5T_NATIVE_UINT8, memory_space, file_space, H5P_DEFAULT, bytes) < 0;
+    strand_h5_close(&memory_space);
+    strand_h5_close(&file_space);
+    int status = STRAND_OK;
+    if (failed) {
+        status = strand_h5_error(__FILE__, __LINE__, ds->path, "cannot read /loss_mask (a damaged chunk?)");
+    } else {
+        for (int64_t i = 0; i < count && status == STRAND_OK; i++) {
+            if (bytes[i] > 1)
+                status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                          "%s: /loss_mask offset %" PRId64
+                                          ": value %u is not 0 or 1: the dataset is corrupt",
+                                          ds->path, offset + i, bytes[i]);
+            out[i] = (real_t)bytes[i];
+        }
+    }
+    strand_free(bytes);
+    return status;
+}
+
 void strand_dataset_close(strand_dataset *ds) {
     /* A zeroed struct has ids 0, which are never valid HDF5 ids. */
     if (ds->tokens > 0) strand_h5_close(&ds->tokens);
+    if (ds->mask > 0) strand_h5_close(&ds->mask);
     if (ds->file > 0) strand_h5_close(&ds->file);
     strand_free(ds->record_names);
     strand_free(ds->record_offsets);
@@ -763,6 +831,30 @@ done:
     return status;
 }
 
+/* The loss mask's share of positions (a task dataset's answers). */
+static int print_mask(strand_dataset *ds) {
+    real_t *block = strand_alloc(sizeof *block * INFO_BLOCK, "a mask block");
+    if (!block) return STRAND_ERR_NOMEM;
+    int64_t masked = 0;
+    int status = STRAND_OK;
+    for (int64_t offset = 0; offset < ds->n_tokens; offset += INFO_BLOCK) {
+        int64_t count = ds->n_tokens - offset < INFO_BLOCK ? ds->n_tokens - offset : INFO_BLOCK;
+        STRAND_CALL_GOTO(status, done, strand_dataset_read_mask(ds, offset, count, block));
+        for (int64_t i = 0; i < count; i++)
+            masked += block[i] != 0;
+    }
+    printf("loss mask: %s, ", ds->mask > 0 ? "/loss_mask" : "none (every target counts)");
+    print_count("", masked);
+    printf(" of ");
+    print_count("", ds->n_tokens);
+    printf(" positions count (masked fraction %.6f)%s\n",
+           ds->n_tokens > 0 ? (double)masked / (double)ds->n_tokens : 0.0,
+           ds->record_windows ? "; windows start at record starts" : "");
+done:
+    strand_free(block);
+    return status;
+}
+
 int strand_dataset_print_info(const char *path) {
     strand_dataset ds;
     reset(&ds);
@@ -793,8 +885,18 @@ int strand_dataset_print_info(const char *path) {
 
     printf("%s: strand dataset, format version %d, created by %s\n", path, STRAND_DATASET_FORMAT_VERSION,
            created_by);
-    printf("tokenizer: %s version %d, alphabet %s, vocabulary %d, special tokens %s\n", ds.tokenizer,
-           STRAND_TOKENIZER_VERSION, alphabet, ds.vocab_size, special);
+    if (strand_dataset_is_task(&ds)) {
+        char symbols[512];
+        STRAND_CALL_GOTO(
+            status, done,
+            strand_h5_read_string_attribute(ds.file, "symbols", symbols, sizeof symbols, &found, path));
+        if (!found) snprintf(symbols, sizeof symbols, "(unknown)");
+        printf("tokenizer: %s version %d, vocabulary %d, symbols %s\n", ds.tokenizer,
+               STRAND_TASK_TOKENIZER_VERSION, ds.vocab_size, symbols);
+    } else {
+        printf("tokenizer: %s version %d, alphabet %s, vocabulary %d, special tokens %s\n", ds.tokenizer,
+               STRAND_TOKENIZER_VERSION, alphabet, ds.vocab_size, special);
+    }
     printf("tokens: %d-bit, %s\n", 8 * ds.token_bytes,
            ds.tokens_checksummed ? "Fletcher32 checksums per chunk"
                                  : "no per-chunk checksums (written by an older strand)");
@@ -817,7 +919,10 @@ int strand_dataset_print_info(const char *path) {
     if (ds.n_records > INFO_RECORDS_SHOWN)
         printf("  ... (%" PRId64 " more records)\n", ds.n_records - INFO_RECORDS_SHOWN);
     STRAND_CALL_GOTO(status, done, print_sources(&ds));
-    STRAND_CALL_GOTO(status, done, print_composition(&ds));
+    if (strand_dataset_is_task(&ds))
+        STRAND_CALL_GOTO(status, done, print_mask(&ds));
+    else
+        STRAND_CALL_GOTO(status, done, print_composition(&ds));
 done:
     strand_dataset_close(&ds);
     return status;

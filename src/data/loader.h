@@ -14,6 +14,9 @@ typedef struct {
     /* valid window starts per range, cumulative: starts_cum[i] = starts in ranges 0..i-1 */
     int64_t *train_cum, *val_cum;
     int64_t train_starts, val_starts;
+    /* Datasets with record_windows (task datasets): windows start only at record starts; these
+     * list the starts (train_starts and val_starts of them). NULL otherwise. */
+    int64_t *train_records, *val_records;
 } strand_loader;
 
 typedef struct {
@@ -38,6 +41,10 @@ int strand_loader_continues(const strand_loader *loader, const strand_window *pr
  * target of its last position) into tokens. */
 int strand_loader_read(const strand_loader *loader, strand_window window, int64_t start, int64_t count,
                        strand_token_t *tokens);
+/* Loss weights of this rank's rows of a window (1 where the target counts, 0 where the dataset's
+ * /loss_mask says it does not; all ones without a mask). */
+int strand_loader_read_mask(const strand_loader *loader, strand_window window, const strand_shard *shard,
+                            real_t *weights);
 /* Read this rank's rows of a window, whatever the layout: inputs (T) and their next tokens,
  * targets (T). scratch holds max piece length + 1 tokens. */
 int strand_loader_read_shard(const strand_loader *loader, strand_window window, const strand_shard *shard,

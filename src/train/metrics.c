@@ -37,6 +37,7 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
     json_number(f, "bpb", m->bpb, 0);
     json_number(f, "lr", m->lr, 0);
     json_number(f, "grad_norm", m->grad_norm, 0);
+    if (!isnan(m->answer_accuracy)) json_number(f, "answer_accuracy", m->answer_accuracy, 0);
     if (m->grad_norm_by_block) {
         fputs("\"grad_norm_by_block\":[", f);
         for (int l = 0; l < m->n_blocks; l++) {
@@ -101,6 +102,15 @@ void strand_metrics_progress(strand_metrics *metrics, const strand_step_metrics 
              width, (long long)m->step, (long long)m->total_steps, m->loss, m->bpb, m->lr, m->grad_norm, rate,
              100 * m->compute_seconds / total, 100 * m->comm_seconds / total, 100 * m->io_seconds / total,
              mem, eta);
+    if (!isnan(m->answer_accuracy)) {
+        /* Task datasets: accuracy on the answers, after the loss. */
+        char *after = strstr(line, " | lr ");
+        if (after) {
+            char rest[512];
+            snprintf(rest, sizeof rest, "%s", after);
+            snprintf(after, sizeof line - (size_t)(after - line), " | acc %.4f%s", m->answer_accuracy, rest);
+        }
+    }
     if (metrics->terminal) {
         /* A bar of 20 cells in front of the line, redrawn in place. */
         int filled = (int)(20.0 * (double)m->step / (double)m->total_steps);

@@ -62,6 +62,7 @@ typedef struct {
     strand_shard shard;
     strand_token_t *inputs, *targets; /* T each: tokens and their next tokens */
     strand_token_t *read_buffer;      /* one piece + 1 */
+    real_t *weights;                  /* T loss weights from the dataset's /loss_mask, or NULL: no mask */
     strand_train_buffers buffers;
     strand_window last_window; /* the window of the model's last forward, when have_last_window */
     int have_last_window;
@@ -207,6 +208,13 @@ static int setup(trainer *t) {
     t->targets = t->buffers.targets;
     t->read_buffer = t->buffers.read_buffer;
     t->meta = t->buffers.meta;
+    /* A loss mask (task datasets): weights per row. Without one the model's weights stay NULL, so
+     * unmasked training computes exactly what it did before masks existed. */
+    if (t->dataset.mask > 0) {
+        t->weights = strand_alloc(sizeof(real_t) * (size_t)(t->shard.T > 0 ? t->shard.T : 1), "loss weights");
+        STRAND_CALL(strand_agree(t->grid.world, t->weights ? STRAND_OK : STRAND_ERR_NOMEM));
+        t->model.loss_weights = t->weights;
+    }
     t->opt.m = t->buffers.adam_m;
     t->opt.v = t->buffers.adam_v;
     t->opt.n = t->model.table.total;
@@ -321,13 +329,32 @@ static int read_piece(trainer *t, strand_window window, double *io_seconds) {
     double t0 = strand_now();
     int status =
         strand_loader_read_shard(&t->loader, window, &t->shard, t->inputs, t->targets, t->read_buffer);
+    if (status == STRAND_OK && t->weights)
+        status = strand_loader_read_mask(&t->loader, window, &t->shard, t->weights);
     *io_seconds += strand_now() - t0;
     return status;
 }
 
+/* Answer positions of the last forward: answers[0] += their weight, answers[1] += the weight of
+ * those where the most likely token (argmax of the logits) is the target. */
+static void count_answers(const trainer *t, double answers[2]) {
+    const strand_model *model = &t->model;
+    if (!t->weights) return;
+    for (int64_t i = 0; i < t->shard.T; i++) {
+        if (t->weights[i] == 0) continue;
+        const real_t *l = model->logits + i * model->V;
+        int best = 0;
+        for (int v = 1; v < model->V; v++)
+            best = l[v] > l[best] ? v : best;
+        answers[0] += (double)t->weights[i];
+        if (best == (int)t->targets[i]) answers[1] += (double)t->weights[i];
+    }
+}
+
 /* This rank's gradient contribution (into model->grads, zeroed first) and loss sum for 0-based
  * `step`; the caller all-reduces both. */
-static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *loss_sum, double *io) {
+static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *loss_sum, double *io,
+                         double answers[2]) {
     strand_model *model = &t->model;
     memset(model->grads, 0, sizeof(real_t) * (size_t)model->table.total);
     for (int micro = 0; micro < t->config.accum_steps; micro++) {
@@ -342,6 +369,7 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
          * other groups waiting in the gradient all-reduce. */
         STRAND_CALL(strand_agree(t->grid.world,
                                  strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss)));
+        count_answers(t, answers);
         STRAND_CALL(
             strand_agree(t->grid.world, strand_model_backward(model, t->inputs, &t->shard, loss_scale)));
         *loss_sum += loss;
@@ -350,7 +378,9 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
 }
 
 /* Mean validation loss (nats per token) over eval_windows windows spread over the DP groups. */
-static int evaluate_windows(trainer *t, double sums[2], double *by_position) {
+/* sums: loss, counted positions (every position without a mask), answer weight, correct answers,
+ * positions evaluated. */
+static int evaluate_windows(trainer *t, double sums[5], double *by_position) {
     const int64_t n = t->config.eval_windows;
     strand_window window;
     double io = 0;
@@ -362,7 +392,14 @@ static int evaluate_windows(trainer *t, double sums[2], double *by_position) {
         continue_or_reset(t, window);
         STRAND_CALL(strand_model_forward(&t->model, t->inputs, t->targets, &t->shard, &loss));
         sums[0] += loss;
-        sums[1] += (double)t->shard.T;
+        if (t->weights) {
+            for (int64_t i = 0; i < t->shard.T; i++)
+                sums[1] += (double)t->weights[i];
+            count_answers(t, sums + 2);
+        } else {
+            sums[1] += (double)t->shard.T;
+        }
+        sums[4] += (double)t->shard.T;
         if (by_position)
             for (int64_t i = 0; i < t->shard.T; i++)
                 by_position[strand_shard_position(&t->shard, i)] += (double)t->model.losses[i];
@@ -370,15 +407,16 @@ static int evaluate_windows(trainer *t, double sums[2], double *by_position) {
     return STRAND_OK;
 }
 
-static int evaluate(trainer *t, double *val_loss, int64_t *windows) {
-    double sums[2] = {0, 0}; /* loss sum, tokens */
+static int evaluate(trainer *t, double *val_loss, int64_t *windows, double *answer_accuracy) {
+    double sums[5] = {0, 0, 0, 0, 0};
     /* Test hook: a slow final validation, so that tests can signal during it. */
     const char *eval_sleep = getenv("STRAND_FAULT_EVAL_SLEEP");
     if (eval_sleep && t->rank0) strand_sleep(atof(eval_sleep));
     STRAND_CALL(strand_agree(t->grid.world, evaluate_windows(t, sums, NULL)));
-    STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, 2));
+    STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, 5));
     *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
-    *windows = sums[1] > 0 ? (int64_t)llround(sums[1] / (double)t->config.seq_len) : 0;
+    *windows = sums[4] > 0 ? (int64_t)llround(sums[4] / (double)t->config.seq_len) : 0;
+    *answer_accuracy = sums[2] > 0 ? sums[3] / sums[2] : NAN;
     return STRAND_OK;
 }
 
@@ -427,7 +465,9 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
     const strand_config *c = &t->config;
     strand_model *model = &t->model;
     const double tokens_per_step = (double)windows_per_step(t) * (double)c->seq_len;
-    const real_t loss_scale = (real_t)(1.0 / tokens_per_step);
+    /* With a loss mask the mean is over the counted positions, known only after the step's
+     * reduction: the backward runs unscaled and the reduced gradient is divided by their count. */
+    const real_t loss_scale = t->weights ? (real_t)1 : (real_t)(1.0 / tokens_per_step);
     const double t_start = strand_now();
     const int checkpoints = !options->no_run_dir;
     long long last_peak_rss = 0;
@@ -449,19 +489,26 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
     for (int64_t step = t->start_step; step < c->steps; step++) {
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
         const double offload_before = offload_seconds(&t->model);
-        double io = 0, loss_sum = 0;
+        double io = 0, loss_sum = 0, answers[2] = {0, 0};
         if (step_sleep > 0 && t->rank0) strand_sleep(step_sleep);
-        STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io));
+        STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io, answers));
         if (step + 1 == fault_nan_step) loss_sum = NAN; /* fault injection: this rank alone sees a NaN */
         if (step + 1 == fault_preempt_step) fault_preempted = 1;
         /* One all-reduce for the whole gradient, one for the loss; the latter also carries the
          * preemption vote and rank 0's pending failure, so stopping costs no extra collective. */
         STRAND_CALL(strand_allreduce_sum(t->grid.world, model->grads, model->table.total));
-        double reduced[3] = {loss_sum, preempt_pending(t) || fault_preempted ? 1.0 : 0.0,
-                             pending != STRAND_OK ? 1.0 : 0.0};
-        STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 3));
+        double reduced[5] = {loss_sum, preempt_pending(t) || fault_preempted ? 1.0 : 0.0,
+                             pending != STRAND_OK ? 1.0 : 0.0, answers[0], answers[1]};
+        STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 5));
         if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
-        const double step_loss = reduced[0] / tokens_per_step;
+        /* No counted position in the step's windows: nothing to learn, loss and gradient 0. */
+        const double counted = t->weights ? (reduced[3] > 0 ? reduced[3] : 1.0) : tokens_per_step;
+        if (t->weights) {
+            const real_t inverse = (real_t)(1.0 / counted);
+            for (int64_t k = 0; k < model->table.total; k++)
+                model->grads[k] *= inverse;
+        }
+        const double step_loss = reduced[0] / counted;
         /* Per block too, before clipping (rank 0 writes them; every rank holds the same gradient). */
         double block_norms[STRAND_MAX_BLOCKS];
         const double grad_norm = strand_model_grad_norm(model, t->rank0 ? block_norms : NULL);
@@ -485,6 +532,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         m.total_steps = c->steps;
         m.loss = step_loss;
         m.bpb = step_loss / LN2;
+        m.answer_accuracy = t->weights && reduced[3] > 0 ? reduced[4] / reduced[3] : NAN;
         m.lr = lr;
         m.grad_norm = grad_norm;
         m.grad_norm_by_block = t->rank0 ? block_norms : NULL;
@@ -549,6 +597,8 @@ static void trainer_free(trainer *t) {
     strand_metrics_close(&t->metrics);
     strand_model_free(&t->model);
     strand_loader_free(&t->loader);
+    strand_free(t->weights);
+    t->weights = NULL;
     strand_dataset_close(&t->dataset);
     strand_plan_free(&t->plan); /* token buffers, optimizer moments, metadata */
     strand_shard_free(&t->shard);
@@ -619,6 +669,7 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     if (result->preempted) return STRAND_OK;
     double val_loss = NAN;
     result->val_bpb = NAN;
+    result->val_answer_accuracy = NAN;
     if (t->config.eval_windows > 0 && t->loader.val_starts == 0 && t->rank0 && !options->quiet) {
         int64_t longest = 0;
         for (int64_t i = 0; i < t->dataset.n_val; i++)
@@ -628,7 +679,7 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
                (long long)longest, (long long)t->config.seq_len + 1);
     }
     if (t->config.eval_windows > 0) {
-        STRAND_CALL(evaluate(t, &val_loss, &result->val_windows));
+        STRAND_CALL(evaluate(t, &val_loss, &result->val_windows, &result->val_answer_accuracy));
         result->val_bpb = val_loss / LN2;
         STRAND_CALL(stop_for_signal(t, result));
         if (result->preempted) return STRAND_OK; /* the summary waits for a whole validation */
@@ -653,6 +704,8 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
         else
             printf("done: %lld steps in %s, bits/base %.4f -> %.4f (no validation)\n",
                    (long long)result->steps, took, result->first_bpb, result->final_bpb);
+        if (!isnan(result->val_answer_accuracy))
+            printf("validation answer_accuracy %.4f\n", result->val_answer_accuracy);
         if (!options->no_run_dir)
             printf("metrics: %s/metrics.jsonl, summary: %s/summary.json\n", t->config.run_dir,
                    t->config.run_dir);
@@ -712,10 +765,18 @@ static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
         STRAND_FAIL(STRAND_ERR_INPUT, "--step %lld is outside the run's steps 1..%lld", (long long)step,
                     (long long)t->config.steps);
     const double tokens = (double)windows_per_step(t) * (double)t->config.seq_len;
-    double loss_sum = 0, io = 0;
-    STRAND_CALL(step_gradient(t, step - 1, (real_t)(1.0 / tokens), &loss_sum, &io));
+    double loss_sum = 0, io = 0, answers[2] = {0, 0};
+    STRAND_CALL(
+        step_gradient(t, step - 1, t->weights ? (real_t)1 : (real_t)(1.0 / tokens), &loss_sum, &io, answers));
     STRAND_CALL(strand_allreduce_sum(t->grid.world, t->model.grads, t->model.table.total));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, &loss_sum, 1));
+    STRAND_CALL(strand_allreduce_sum_double(t->grid.world, answers, 2));
+    if (t->weights) { /* the mean over the mask's positions, as training computes it */
+        const double counted = answers[0] > 0 ? answers[0] : 1.0;
+        for (int64_t k = 0; k < t->model.table.total; k++)
+            t->model.grads[k] *= (real_t)(1.0 / counted);
+        loss_sum *= tokens / counted;
+    }
     strand_grads_meta meta;
     memset(&meta, 0, sizeof meta);
     meta.step = step;
@@ -799,13 +860,13 @@ static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
         by_position = strand_alloc(sizeof *by_position * (size_t)L, "per-position losses");
         STRAND_CALL(strand_agree(t->grid.world, by_position ? STRAND_OK : STRAND_ERR_NOMEM));
     }
-    double sums[2] = {0, 0};
+    double sums[5] = {0, 0, 0, 0, 0};
     int status = strand_agree(t->grid.world, evaluate_windows(t, sums, by_position));
-    if (status == STRAND_OK) status = strand_allreduce_sum_double(t->grid.world, sums, 2);
+    if (status == STRAND_OK) status = strand_allreduce_sum_double(t->grid.world, sums, 5);
     if (status == STRAND_OK && by_position) {
         /* Positions are summed over windows (DP groups) and over the ranks that hold them. */
         status = strand_agree(t->grid.world, sum_over_world(t->grid.world, by_position, L));
-        const int64_t n = (int64_t)llround(sums[1] / (double)L);
+        const int64_t n = (int64_t)llround(sums[4] / (double)L);
         if (status == STRAND_OK)
             status =
                 strand_agree(t->grid.world,
@@ -814,7 +875,8 @@ static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
     strand_free(by_position);
     STRAND_CALL(status);
     result->val_bpb = sums[0] / sums[1] / LN2;
-    result->windows = (int64_t)llround(sums[1] / (double)L);
+    result->windows = (int64_t)llround(sums[4] / (double)L);
+    result->answer_accuracy = sums[2] > 0 ? sums[3] / sums[2] : NAN;
     result->checkpoint_step = t->meta->step;
     result->parameters = t->model.table.total;
     return STRAND_OK;
