@@ -51,3 +51,7 @@ strand_add_mpi_test(NAME test_recall_learning SOURCES ${STRAND_TEST_DIR}/unit/te
 # the rank boundary at SP = 2; one s4d block (linear time-invariant) cannot. Float only.
 strand_add_mpi_test(NAME test_scan_learning SOURCES ${STRAND_TEST_DIR}/unit/test_scan_learning.c
                     ${STRAND_TEST_DIR}/unit/learning_util.c RANKS 2 TIMEOUT 600 LABELS "scan;learning;slow")
+# Parity at D = 64 across ranks through the loss mask: two dilated blocks (dilations 1 and 128)
+# reach accuracy > 0.99; two kernel-4 convs of the same depth stay at chance. Float only.
+strand_add_mpi_test(NAME test_parity_learning SOURCES ${STRAND_TEST_DIR}/unit/test_parity_learning.c
+                    ${STRAND_TEST_DIR}/unit/learning_util.c RANKS 2 TIMEOUT 600 LABELS "learning;slow")

@@ -78,6 +78,12 @@ typedef struct {
  * success. Serial. Bad options are refused naming the flag and the reason. */
 int strand_task_prep(const strand_task_options *options, strand_prep_stats *stats);
 
+/* Example `example` of the task alone (options->output is not used): tokens[length] as the
+ * dataset stores them, answer[j] = 1 when token j is an answer (its position j - 1 counts in
+ * the loss mask). Refuses bad options as strand_task_prep does. */
+int strand_task_example(const strand_task_options *options, int64_t example, uint16_t *tokens,
+                        uint8_t *answer);
+
 /* ---- reading a dataset ---- */
 typedef struct {
     int64_t offset; /* first token in /tokens */

@@ -131,8 +131,8 @@ static void generate(const strand_task_options *o, int64_t e, uint16_t *tok, uin
     }
 }
 
-static int check_options(const strand_task_options *o, const task_info **info) {
-    if (!o->output || !o->output[0]) STRAND_FAIL(STRAND_ERR_INPUT, "--out: no output file given");
+/* Everything but the output path. */
+static int check_task(const strand_task_options *o, const task_info **info) {
     *info = o->task ? find_task(o->task) : NULL;
     if (!*info)
         STRAND_FAIL(STRAND_ERR_INPUT, "--task: unknown task '%s' (copy, adding, parity or recall)",
@@ -168,6 +168,18 @@ static int check_options(const strand_task_options *o, const task_info **info) {
                     D, L, RECALL_PAIRS);
     if (!(o->val_fraction >= 0.0 && o->val_fraction < 1.0))
         STRAND_FAIL(STRAND_ERR_INPUT, "--val-fraction %g: outside [0, 1)", o->val_fraction);
+    return STRAND_OK;
+}
+
+static int check_options(const strand_task_options *o, const task_info **info) {
+    if (!o->output || !o->output[0]) STRAND_FAIL(STRAND_ERR_INPUT, "--out: no output file given");
+    return check_task(o, info);
+}
+
+int strand_task_example(const strand_task_options *o, int64_t example, uint16_t *tokens, uint8_t *answer) {
+    const task_info *info = NULL;
+    STRAND_CALL(check_task(o, &info));
+    generate(o, example, tokens, answer);
     return STRAND_OK;
 }
 

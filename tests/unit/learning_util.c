@@ -21,11 +21,20 @@ static void gather(const learning_task *task, const strand_token_t *window, cons
     }
 }
 
-/* sums += (answer loss, answer count, all loss, all count) of the last forward */
-static void add_losses(const strand_model *model, const learning_task *task, const int64_t *pos, int64_t T,
-                       double sums[4]) {
+enum { SUMS = 5 }; /* answer loss, answer count, all loss, all count, correct answers */
+
+/* sums += the last forward's SUMS */
+static void add_losses(const strand_model *model, const learning_task *task, const int64_t *pos,
+                       const strand_token_t *targets, int64_t T, double sums[SUMS]) {
     for (int64_t i = 0; i < T; i++) {
-        if (task->is_answer(pos[i])) sums[0] += model->losses[i], sums[1] += 1;
+        if (task->is_answer(pos[i])) {
+            sums[0] += model->losses[i], sums[1] += 1;
+            const real_t *l = model->logits + i * model->V;
+            int best = 0;
+            for (int v = 1; v < model->V; v++)
+                best = l[v] > l[best] ? v : best;
+            sums[4] += best == (int)targets[i];
+        }
         sums[2] += model->losses[i], sums[3] += 1;
     }
 }
@@ -66,11 +75,23 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
                    *inputs = malloc(sizeof(strand_token_t) * ((size_t)T + 1)),
                    *targets = malloc(sizeof(strand_token_t) * ((size_t)T + 1));
     int64_t *pos = malloc(sizeof(int64_t) * ((size_t)T + 1));
-    if (!window || !inputs || !targets || !pos) status = STRAND_ERR_NOMEM;
-    for (int64_t i = 0; i < T && status == STRAND_OK; i++)
+    real_t *weights = malloc(sizeof(real_t) * ((size_t)T + 1));
+    if (!window || !inputs || !targets || !pos || !weights) status = STRAND_ERR_NOMEM;
+    for (int64_t i = 0; i < T && status == STRAND_OK; i++) {
         pos[i] = strand_shard_position(&shard, i);
+        weights[i] = task->is_answer(pos[i]) ? 1 : 0;
+    }
+    /* every window's loss is the mean over what counts: its answers (masked) or all L targets */
+    int64_t counted = L;
+    if (task->masked) {
+        model.loss_weights = weights;
+        counted = 0;
+        for (int64_t t = 0; t < L; t++)
+            counted += task->is_answer(t) != 0;
+    }
+    const real_t loss_scale = (real_t)(1.0 / ((double)batch * (double)(counted > 0 ? counted : 1)));
     const double t0 = strand_now();
-    double log_sums[4] = {0, 0, 0, 0};
+    double log_sums[SUMS] = {0};
     for (int step = 0; step < steps && status == STRAND_OK; step++) {
         memset(model.grads, 0, sizeof(real_t) * (size_t)model.table.total);
         for (int b = 0; b < batch && status == STRAND_OK; b++) {
@@ -78,10 +99,9 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
             gather(task, window, pos, T, inputs, targets);
             double loss = 0;
             status = strand_model_forward(&model, inputs, targets, &shard, &loss);
-            if (status == STRAND_OK && run->log_every > 0) add_losses(&model, task, pos, T, log_sums);
-            if (status == STRAND_OK)
-                status = strand_model_backward(&model, inputs, &shard,
-                                               (real_t)(1.0 / ((double)batch * (double)L)));
+            if (status == STRAND_OK && run->log_every > 0)
+                add_losses(&model, task, pos, targets, T, log_sums);
+            if (status == STRAND_OK) status = strand_model_backward(&model, inputs, &shard, loss_scale);
         }
         if (status != STRAND_OK) break;
         status = strand_allreduce_sum(grid->world, model.grads, model.table.total);
@@ -91,29 +111,33 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
         strand_adamw_update(&opt, &model.table, model.params, model.grads, strand_lr_at(&config, step),
                             &config);
         if (run->log_every > 0 && (step + 1) % run->log_every == 0) {
-            status = strand_allreduce_sum_double(grid->world, log_sums, 4);
+            status = strand_allreduce_sum_double(grid->world, log_sums, SUMS);
             if (status == STRAND_OK && grid->world_rank == 0)
-                fprintf(stderr, "  %s step %d: answer %.4f bits, all %.4f bits, grad norm %.3g, %.1f s\n",
-                        run->layers, step + 1, log_sums[0] / fmax(log_sums[1], 1) / log(2.0),
-                        log_sums[2] / fmax(log_sums[3], 1) / log(2.0), norm, strand_now() - t0);
+                fprintf(
+                    stderr,
+                    "  %s step %d: answer %.4f bits, accuracy %.4f, all %.4f bits, grad norm %.3g, %.1f s\n",
+                    run->layers, step + 1, log_sums[0] / fmax(log_sums[1], 1) / log(2.0),
+                    log_sums[4] / fmax(log_sums[1], 1), log_sums[2] / fmax(log_sums[3], 1) / log(2.0), norm,
+                    strand_now() - t0);
             memset(log_sums, 0, sizeof log_sums);
         }
     }
     res->seconds = strand_now() - t0;
     /* Held-out windows (another stream): mean loss over the answer part and over everything. */
-    double sums[4] = {0, 0, 0, 0}; /* answer loss, answer count, all loss, all count */
+    double sums[SUMS] = {0};
     const int eval_windows = run->eval_windows > 0 ? run->eval_windows : 16;
     for (int w = 0; w < eval_windows && status == STRAND_OK; w++) {
         task->make_window(window, 2, (uint64_t)w);
         gather(task, window, pos, T, inputs, targets);
         double loss = 0;
         status = strand_model_forward(&model, inputs, targets, &shard, &loss);
-        if (status == STRAND_OK) add_losses(&model, task, pos, T, sums);
+        if (status == STRAND_OK) add_losses(&model, task, pos, targets, T, sums);
     }
-    if (status == STRAND_OK) status = strand_allreduce_sum_double(grid->world, sums, 4);
+    if (status == STRAND_OK) status = strand_allreduce_sum_double(grid->world, sums, SUMS);
     res->answer_bits = sums[0] / fmax(sums[1], 1) / log(2.0);
+    res->answer_accuracy = sums[4] / fmax(sums[1], 1);
     res->all_bits = sums[2] / fmax(sums[3], 1) / log(2.0);
-    free(window), free(inputs), free(targets), free(pos);
+    free(window), free(inputs), free(targets), free(pos), free(weights);
     strand_adamw_free(&opt);
     strand_model_free(&model);
     strand_shard_free(&shard);
@@ -158,8 +182,9 @@ static int run_suite(const strand_grid *grid, const learning_suite *suite, int a
                 suite->title, grid->world_size, steps, suite->batch, (long long)suite->task->length);
         for (int m = 0; m < suite->n_models; m++)
             if (ran[m])
-                fprintf(stderr, "  %-16s %.4f   (all positions %.4f, %lld parameters, %.1f s)\n",
-                        suite->models[m].layers, res[m].answer_bits, res[m].all_bits,
+                fprintf(stderr,
+                        "  %-16s %.4f   accuracy %.4f   (all positions %.4f, %lld parameters, %.1f s)\n",
+                        suite->models[m].name, res[m].answer_bits, res[m].answer_accuracy, res[m].all_bits,
                         (long long)res[m].params, res[m].seconds);
     }
     return STRAND_OK;
@@ -188,6 +213,13 @@ int learning_suite_main(const learning_suite *suite, int argc, char **argv) {
             CHECK_MSG(res[m].answer_bits > model->min_bits,
                       "%s solved what it should not be able to: %.4f bits (must stay > %g)", model->layers,
                       res[m].answer_bits, model->min_bits);
+        if (model->min_accuracy > 0)
+            CHECK_MSG(res[m].answer_accuracy > model->min_accuracy, "%s: answer accuracy %.4f (must be > %g)",
+                      model->name, res[m].answer_accuracy, model->min_accuracy);
+        if (model->max_accuracy > 0)
+            CHECK_MSG(res[m].answer_accuracy < model->max_accuracy,
+                      "%s: answer accuracy %.4f (must stay < %g)", model->name, res[m].answer_accuracy,
+                      model->max_accuracy);
     }
     strand_grid_free(&grid);
     int failed = test_finish(suite->test), any = 0;

@@ -26,6 +26,9 @@ typedef struct {
      * are noise gives the non-answer positions a constant target here: learnt within a few steps,
      * it leaves the answer's gradient alone, as a loss mask would. */
     strand_token_t (*target)(const strand_token_t *tokens, int64_t t);
+    /* Non-zero: train through the model's loss mask (model->loss_weights = is_answer, the loss
+     * normalised by the window's answer count), as strand train does on a task dataset. */
+    int masked;
 } learning_task;
 
 enum { LEARNING_MAX_SETS = 4 };
@@ -47,6 +50,7 @@ typedef struct {
 
 typedef struct {
     double answer_bits, all_bits; /* held-out mean loss, bits per token: answer part, everything */
+    double answer_accuracy;       /* held-out answers whose argmax is the target */
     int64_t params;
     double seconds; /* training time */
 } learning_result;
@@ -62,6 +66,8 @@ typedef struct {
     /* the check on its held-out answer loss: below max_bits (it learns the task) or above
      * min_bits (it cannot); 0: reported only */
     double max_bits, min_bits;
+    /* the check on its held-out answer accuracy: above min_accuracy, below max_accuracy (0: none) */
+    double min_accuracy, max_accuracy;
 } learning_model;
 
 typedef struct {
@@ -75,7 +81,7 @@ typedef struct {
 } learning_suite;
 
 /* A learning test's main: MPI_Init, train and score the suite's models, print one line per model
- * under the title (rank 0), check each against its max_bits / min_bits, MPI_Finalize. Returns the
+ * under the title (rank 0), check each against its bounds, MPI_Finalize. Returns the
  * exit status (0: every check passed on every rank). For exploring by hand, argv may hold
  * [steps [name ...] [key=value ...]]: the named models only, with the overrides applied to each
  * after its own. */

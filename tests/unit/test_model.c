@@ -33,6 +33,38 @@
 #define MODEL_OK(res) ((res).checked > 0 && (res).norm_rel < 5e-2)
 #endif
 
+/* Set by main: check_config trains through a loss mask (model->loss_weights), as strand train
+ * does on a task dataset. Position p counts when p % 3 == 1. */
+static int use_mask;
+
+static int counted(int64_t position) {
+    return position % 3 == 1;
+}
+
+/* The mask's promises: the weighted loss is the sum of the counted positions' own losses, and
+ * a target the mask leaves out changes neither the loss nor any gradient. */
+static void check_mask(const char *label, strand_model *model, strand_shard *shard, model_ctx *ctx,
+                       strand_token_t *targets, const real_t *analytic) {
+    double loss = 0, own = 0;
+    CHECK(strand_model_forward(model, ctx->tokens, targets, shard, &loss) == STRAND_OK);
+    for (int64_t i = 0; i < shard->T; i++)
+        own += counted(strand_shard_position(shard, i)) ? (double)model->losses[i] : 0.0;
+    CHECK_CLOSE(loss, own, 1e-6 * fmax(1.0, fabs(own)));
+    for (int64_t i = 0; i < shard->T; i++)
+        if (!counted(strand_shard_position(shard, i))) targets[i] = (strand_token_t)((targets[i] + 1) % 5);
+    double changed = 0;
+    CHECK(strand_model_forward(model, ctx->tokens, targets, shard, &changed) == STRAND_OK);
+    CHECK_MSG(changed == loss, "%s: a masked-out target changed the loss (%.17g, %.17g)", label, loss,
+              changed);
+    memset(model->grads, 0, sizeof(real_t) * (size_t)model->table.total);
+    CHECK(strand_model_backward(model, ctx->tokens, shard, (real_t)ctx->scale) == STRAND_OK);
+    CHECK(strand_allreduce_sum(ctx->comm, model->grads, model->table.total) == STRAND_OK);
+    int64_t differ = 0;
+    for (int64_t j = 0; j < model->table.total; j++)
+        differ += model->grads[j] != analytic[j];
+    CHECK_MSG(differ == 0, "%s: masked-out targets changed %lld gradients", label, (long long)differ);
+}
+
 /* Gradient-checks the model and returns its initial global loss. */
 static double check_config(const char *label, const char *overrides[], int n_overrides, int64_t seq_len,
                            int layout) {
@@ -67,6 +99,16 @@ static double check_config(const char *label, const char *overrides[], int n_ove
         targets[i] = global[position + 1];
     }
     model_ctx ctx = {&model, &shard, inputs, targets, grid.world, 1.0 / (double)seq_len};
+    real_t *weights = malloc(sizeof(real_t) * ((size_t)shard.T + 1));
+    if (use_mask) {
+        int64_t n_counted = 0;
+        for (int64_t p = 0; p < seq_len; p++)
+            n_counted += counted(p);
+        for (int64_t i = 0; i < shard.T; i++)
+            weights[i] = counted(strand_shard_position(&shard, i)) ? 1 : 0;
+        model.loss_weights = weights;
+        ctx.scale = 1.0 / (double)n_counted;
+    }
 
     double loss = 0;
     const double initial_loss = model_loss(&ctx);
@@ -86,8 +128,10 @@ static double check_config(const char *label, const char *overrides[], int n_ove
         if (grid.world_rank == 0 && !MODEL_OK(res)) gradcheck_print(stderr, name, res);
         CHECK_MSG(MODEL_OK(res), "%s (ranks %d)", name, grid.world_size);
     }
+    if (use_mask) check_mask(label, &model, &shard, &ctx, targets, analytic);
     if (grid.world_rank == 0)
         fprintf(stderr, "%s: %d tensors checked on %d ranks\n", label, model.table.count, grid.world_size);
+    free(weights);
     free(analytic);
     free(global);
     free(inputs);
@@ -238,6 +282,11 @@ int main(int argc, char **argv) {
     hybrid[8] = "fft.strategy=fftw-mpi";
     contiguous = check_config("hybrid-contiguous-fftw-mpi", hybrid, 9, 17, STRAND_LAYOUT_CONTIGUOUS);
     CHECK_CLOSE(zigzag, contiguous, 1e-5); /* neither layout nor strategy changes the function */
+    /* The loss mask of task datasets: gradients of the masked mean at every rank count. */
+    use_mask = 1;
+    check_config("masked-hybrid-zigzag", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG);
+    check_config("masked-pre-contiguous", pre, 8, 19, STRAND_LAYOUT_CONTIGUOUS);
+    use_mask = 0;
     const char *recompute = "train.recompute=block";
     check_recompute("recompute-hybrid", hybrid, 9, 17, STRAND_LAYOUT_ZIGZAG, recompute);
     /* Repeated mixers share one set of buffers and plans under recompute (each borrows from the
