@@ -10,3 +10,6 @@ strand_add_mpi_test(NAME test_probe_gradient SOURCES ${STRAND_TEST_DIR}/unit/tes
                     LABELS probe)
 strand_add_script_test(NAME probe_gradient_cli COMMAND bash ${STRAND_TEST_DIR}/cli/test_probe_gradient.sh
                        TIMEOUT 300 LABELS probe)
+# jobs/experiments/long_range.sh on a slice: CSV, table, PNGs, the probe's fits, resume, refusals.
+strand_add_script_test(NAME long_range_script COMMAND bash ${STRAND_TEST_DIR}/cli/test_long_range_script.sh
+                       TIMEOUT 300 LABELS "probe;experiments")

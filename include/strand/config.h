@@ -55,6 +55,7 @@ enum {
     /* 0 means "the window" (train.seq_len): code that changes seq_len for another purpose
      * (sampling) pins such keys first with strand_config_pin_window_keys. */
     STRAND_KEY_ZERO_IS_WINDOW = 1u << 3,
+    STRAND_KEY_PATH = 1u << 4, /* STRAND_KEY_STRING naming a file or directory (--help-config says so) */
 };
 
 typedef struct {

@@ -135,7 +135,9 @@ int cmd_prep(int argc, char **argv) {
             }
         } else if (strcmp(flag, "--task") == 0) {
             task = option_value(argc, argv, &i, inline_value);
-            if (!task || !task[0])
+            if (!task || !task[0] ||
+                (strcmp(task, "copy") && strcmp(task, "adding") && strcmp(task, "parity") &&
+                 strcmp(task, "recall")))
                 exit_code = prep_usage_error("%s needs copy, adding, parity or recall", "--task");
         } else if (strcmp(flag, "--length") == 0) {
             length = parse_count(option_value(argc, argv, &i, inline_value), "--length", &exit_code);

@@ -253,7 +253,7 @@ static const key_def keys[] = {
      .type = STRAND_KEY_STRING,
      FIELD(offload),
      .def = "",
-     .flags = STRAND_KEY_RESUMABLE,
+     .flags = STRAND_KEY_RESUMABLE | STRAND_KEY_PATH,
      .help = "Directory on local scratch for per-rank HDF5 offload of block inputs, moved by a "
              "background thread during forward and backward; implies recompute = block. Empty = off."},
 
@@ -281,7 +281,7 @@ static const key_def keys[] = {
      .type = STRAND_KEY_STRING,
      FIELD(fft_wisdom),
      .def = "",
-     .flags = STRAND_KEY_RESUMABLE,
+     .flags = STRAND_KEY_RESUMABLE | STRAND_KEY_PATH,
      .help = "FFTW wisdom file; empty = $HOME/.cache/strand/fftw-<precision>.wisdom."},
 
     /* every registered mixer's rows go here, in registry order */
@@ -311,7 +311,7 @@ static const key_def keys[] = {
      .type = STRAND_KEY_STRING,
      FIELD(data_path),
      .def = "data/lambda.h5",
-     .flags = STRAND_KEY_RESUMABLE,
+     .flags = STRAND_KEY_RESUMABLE | STRAND_KEY_PATH,
      .help = "HDF5 dataset file."},
 
     {.section = "parallel",
@@ -347,7 +347,7 @@ static const key_def keys[] = {
      .type = STRAND_KEY_STRING,
      FIELD(run_dir),
      .def = "runs/default",
-     .flags = STRAND_KEY_RESUMABLE,
+     .flags = STRAND_KEY_RESUMABLE | STRAND_KEY_PATH,
      .help = "Run directory: resolved config.ini, metrics.jsonl and summary.json."},
 };
 
@@ -1447,7 +1447,7 @@ void strand_config_print_reference(FILE *out) {
             snprintf(range, sizeof range, "true, false");
             break;
         case STRAND_KEY_STRING:
-            snprintf(range, sizeof range, "path");
+            snprintf(range, sizeof range, "%s", key->flags & STRAND_KEY_PATH ? "path" : "text");
             break;
         case STRAND_KEY_ENUM:
             for (const char *const *v = key->values; *v; v++) {

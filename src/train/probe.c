@@ -112,7 +112,11 @@ static int prober_open(prober *p, strand_config *config, MPI_Comm world, const c
     if (!p->m || !p->v || !p->window || !p->inputs || !p->targets) status = STRAND_ERR_NOMEM;
     STRAND_CALL(strand_agree(world, status));
     strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "checkpoint metadata");
-    STRAND_CALL(strand_agree(world, meta ? STRAND_OK : STRAND_ERR_NOMEM));
+    status = strand_agree(world, meta ? STRAND_OK : STRAND_ERR_NOMEM);
+    if (status != STRAND_OK) { /* the ranks that did allocate free theirs */
+        strand_free(meta);
+        return status;
+    }
     status = strand_ckpt_check(checkpoint, &p->model.table, NULL, 0, world, meta);
     *checkpoint_step = meta->step;
     strand_free(meta);

@@ -351,6 +351,19 @@ static void count_answers(const trainer *t, double answers[2]) {
     }
 }
 
+/* With a loss mask a step's loss is the mean over its counted positions, whose number is known
+ * only after the all-reduce: the summed gradient is scaled by 1 / that count here (backward ran
+ * with scale 1). Returns the divisor of the step's loss sum: the count, or `tokens` without a
+ * mask (whose backward already scaled by 1 / tokens). No counted position: 1 (loss and gradient 0). */
+static double normalise_by_count(trainer *t, double answer_weight, double tokens) {
+    if (!t->weights) return tokens;
+    const double counted = answer_weight > 0 ? answer_weight : 1.0;
+    const real_t inverse = (real_t)(1.0 / counted);
+    for (int64_t k = 0; k < t->model.table.total; k++)
+        t->model.grads[k] *= inverse;
+    return counted;
+}
+
 /* This rank's gradient contribution (into model->grads, zeroed first) and loss sum for 0-based
  * `step`; the caller all-reduces both. */
 static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *loss_sum, double *io,
@@ -501,13 +514,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
                              pending != STRAND_OK ? 1.0 : 0.0, answers[0], answers[1]};
         STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 5));
         if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
-        /* No counted position in the step's windows: nothing to learn, loss and gradient 0. */
-        const double counted = t->weights ? (reduced[3] > 0 ? reduced[3] : 1.0) : tokens_per_step;
-        if (t->weights) {
-            const real_t inverse = (real_t)(1.0 / counted);
-            for (int64_t k = 0; k < model->table.total; k++)
-                model->grads[k] *= inverse;
-        }
+        const double counted = normalise_by_count(t, reduced[3], tokens_per_step);
         const double step_loss = reduced[0] / counted;
         /* Per block too, before clipping (rank 0 writes them; every rank holds the same gradient). */
         double block_norms[STRAND_MAX_BLOCKS];
@@ -578,17 +585,20 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
 static int write_summary(trainer *t, const strand_train_options *options, const strand_train_result *r) {
     if (!t->rank0 || options->no_run_dir) return STRAND_OK;
     char text[1024];
-    char val[32];
+    char val[32], accuracy[64] = "";
     if (isfinite(r->val_bpb))
         snprintf(val, sizeof val, "%.9g", r->val_bpb);
     else
         snprintf(val, sizeof val, "null");
+    /* task datasets: the loss above is over the answers; their accuracy follows it */
+    if (isfinite(r->val_answer_accuracy))
+        snprintf(accuracy, sizeof accuracy, "\"val_answer_accuracy\":%.9g,", r->val_answer_accuracy);
     snprintf(text, sizeof text,
-             "{\"steps\":%lld,\"first_bpb\":%.9g,\"final_bpb\":%.9g,\"val_bpb\":%s,\"val_windows\":%lld,"
+             "{\"steps\":%lld,\"first_bpb\":%.9g,\"final_bpb\":%.9g,\"val_bpb\":%s,%s\"val_windows\":%lld,"
              "\"seconds\":%.3f,\"parameters\":%lld,\"world_size\":%d,\"sp\":%d,\"dp\":%d,"
              "\"peak_rss_bytes\":%lld,\"planned_bytes\":%lld}\n",
-             (long long)r->steps, r->first_bpb, r->final_bpb, val, (long long)r->val_windows, r->seconds,
-             (long long)r->parameters, t->grid.world_size, t->grid.sp_size, t->grid.dp_size,
+             (long long)r->steps, r->first_bpb, r->final_bpb, val, accuracy, (long long)r->val_windows,
+             r->seconds, (long long)r->parameters, t->grid.world_size, t->grid.sp_size, t->grid.dp_size,
              (long long)r->peak_rss_bytes, (long long)r->planned_bytes);
     return write_text_file(t->config.run_dir, "summary.json", text);
 }
@@ -771,16 +781,11 @@ static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
     STRAND_CALL(strand_allreduce_sum(t->grid.world, t->model.grads, t->model.table.total));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, &loss_sum, 1));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, answers, 2));
-    if (t->weights) { /* the mean over the mask's positions, as training computes it */
-        const double counted = answers[0] > 0 ? answers[0] : 1.0;
-        for (int64_t k = 0; k < t->model.table.total; k++)
-            t->model.grads[k] *= (real_t)(1.0 / counted);
-        loss_sum *= tokens / counted;
-    }
+    const double counted = normalise_by_count(t, answers[0], tokens); /* as training does */
     strand_grads_meta meta;
     memset(&meta, 0, sizeof meta);
     meta.step = step;
-    meta.loss = loss_sum / tokens;
+    meta.loss = loss_sum / counted;
     meta.grad_norm = strand_grad_norm(t->model.grads, t->model.table.total);
     meta.tokens = (int64_t)tokens;
     meta.dp = t->grid.dp_size;
