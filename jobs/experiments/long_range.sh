@@ -24,8 +24,8 @@
 # A run whose summary.json exists is not repeated, so a killed or preempted job resubmitted
 # with the same OUT carries on where it stopped. Environment: STRAND (the binary, default
 # build/strand), OUT (default runs/long_range), MIXERS, TASKS, DISTANCES, TOKENS (the budget:
-# training tokens per run, default 2^18), ACCUM (windows per step, 2), MIN_STEPS and MAX_STEPS
-# (bounds on the steps that budget buys, 30 and 1000), LR (1e-2), RANKS (2, outside SLURM),
+# training tokens per run, default 2^19), ACCUM (windows per step, 2), MIN_STEPS and MAX_STEPS
+# (bounds on the steps that budget buys, 30 and 1000), LR (3e-3), RANKS (2, outside SLURM),
 # LAUNCH (the launcher command instead of srun or mpirun, e.g. "mpiexec -n 4").
 set -euo pipefail
 
@@ -35,7 +35,7 @@ OUT=${OUT:-runs/long_range}
 MIXERS=${MIXERS:-rnn lstm gru ornn dilated conv attn s4d hyena mamba mingru}
 TASKS=${TASKS:-copy adding parity}
 DISTANCES=${DISTANCES:-16 64 256 1024 4096}
-TOKENS=${TOKENS:-262144}
+TOKENS=${TOKENS:-524288}
 ACCUM=${ACCUM:-2}
 MIN_STEPS=${MIN_STEPS:-30}
 MAX_STEPS=${MAX_STEPS:-1000}
@@ -50,7 +50,7 @@ for d in $DISTANCES; do [[ $d =~ ^[1-9][0-9]*$ ]] || die "DISTANCES: '$d' is not
 if [[ -n "${LAUNCH:-}" ]]; then
     read -r -a launch <<<"$LAUNCH"
 elif [[ -n "${SLURM_JOB_ID:-}" ]]; then
-    launch=(srun --kill-on-bad-exit=1)
+    launch=(srun --mpi=pmix --kill-on-bad-exit=1) # the only PMI that works with Debian's Open MPI
 else
     launch=(mpirun -n "$RANKS" --oversubscribe)
     [[ $(id -u) -eq 0 ]] && launch+=(--allow-run-as-root)
@@ -123,7 +123,7 @@ layers = $(layers "$mixer")
 seq_len = $W
 steps = $STEPS
 accum_steps = $ACCUM
-lr = ${LR:-1e-2}
+lr = ${LR:-3e-3}
 warmup_steps = 10
 weight_decay = 0.01
 log_every = $STEPS

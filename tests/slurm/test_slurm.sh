@@ -358,4 +358,21 @@ grep -Eq '"steps"[[:space:]]*:[[:space:]]*'"$requeue_steps"'([^0-9]|$)' "$run_di
 job_id=""
 log "requeue: preempted, checkpointed, requeued, resumed; $requeue_steps steps once each, summary written"
 
+# jobs/experiments/long_range.sh is an sbatch script too: a one-run slice through srun.
+log "sbatch --wait --ntasks=2 $src/jobs/experiments/long_range.sh (a slice)"
+t1=$SECONDS
+rc=0
+STRAND=$STRAND OUT=$tmp/long_range MIXERS=conv TASKS=copy DISTANCES=16 TOKENS=64 MIN_STEPS=2 MAX_STEPS=2 \
+  timeout "$job_timeout" sbatch --wait --ntasks=2 --time=5 --job-name=strand-long-range --output="$tmp/job-%j.out" \
+  "$src/jobs/experiments/long_range.sh" >"$tmp/sbatch.out" 2>&1 || rc=$?
+job_id=$(awk '/Submitted batch job/ {print $4}' "$tmp/sbatch.out")
+[[ -n "$job_id" ]] && cat "$tmp/job-$job_id.out"
+((rc == 0)) || fail "long_range.sh under sbatch exited with $rc (job ${job_id:-?})"
+[[ $(wc -l <"$tmp/long_range/long_range.csv") -eq 2 ]] || fail "long_range.csv: $(cat "$tmp/long_range/long_range.csv")"
+awk -F, 'NR == 2 { exit !($4 == "conv" && $13 == 2) }' "$tmp/long_range/long_range.csv" ||
+  fail "long_range.csv row: $(sed -n 2p "$tmp/long_range/long_range.csv")"
+[[ -s "$tmp/long_range/long_range.png" ]] || fail "long_range.png missing"
+job_id=""
+log "long_range.sh: one run on 2 SLURM tasks in $((SECONDS - t1)) s, CSV and PNG written"
+
 log "PASS in $((SECONDS - t0)) s"
