@@ -126,6 +126,12 @@ static int prober_open(prober *p, strand_config *config, MPI_Comm world, const c
     return STRAND_OK;
 }
 
+/* An empty prober that prober_close may be called on whatever step failed. */
+static void prober_clear(prober *p) {
+    memset(p, 0, sizeof *p);
+    p->grid.world = p->grid.sp_comm = p->grid.dp_comm = MPI_COMM_NULL;
+}
+
 static void prober_close(prober *p) {
     strand_dataset_close(&p->dataset); /* safe when never opened */
     strand_free(p->m), strand_free(p->v), strand_free(p->window), strand_free(p->inputs),
@@ -182,9 +188,8 @@ static int probe_run(prober *p, strand_config *config, MPI_Comm world, const str
 int strand_probe_run(const strand_config *config, MPI_Comm world, const strand_probe_options *o,
                      strand_probe_result *result) {
     prober p;
-    memset(&p, 0, sizeof p);
+    prober_clear(&p);
     memset(result, 0, sizeof *result);
-    p.grid.world = p.grid.sp_comm = p.grid.dp_comm = MPI_COMM_NULL;
     strand_config c = *config;
     int status = probe_run(&p, &c, world, o, result);
     prober_close(&p);
@@ -360,9 +365,8 @@ static int gradient_run(prober *p, strand_config *config, MPI_Comm world,
 int strand_probe_gradient_run(const strand_config *config, MPI_Comm world,
                               const strand_probe_gradient_options *o, strand_probe_gradient_result *result) {
     prober p;
-    memset(&p, 0, sizeof p);
+    prober_clear(&p);
     memset(result, 0, sizeof *result);
-    p.grid.world = p.grid.sp_comm = p.grid.dp_comm = MPI_COMM_NULL;
     strand_config c = *config;
     int status = gradient_run(&p, &c, world, o, result);
     prober_close(&p);

@@ -77,6 +77,7 @@ int learning_train_and_score(const strand_grid *grid, const learning_task *task,
     int64_t *pos = malloc(sizeof(int64_t) * ((size_t)T + 1));
     real_t *weights = malloc(sizeof(real_t) * ((size_t)T + 1));
     if (!window || !inputs || !targets || !pos || !weights) status = STRAND_ERR_NOMEM;
+    status = strand_agree(grid->world, status); /* no rank trains while another could not */
     for (int64_t i = 0; i < T && status == STRAND_OK; i++) {
         pos[i] = strand_shard_position(&shard, i);
         weights[i] = task->is_answer(pos[i]) ? 1 : 0;
