@@ -11,7 +11,7 @@ set -euo pipefail
 
 base_pkgs=(openmpi-bin libopenmpi-dev libfftw3-dev libfftw3-mpi-dev libscalapack-openmpi-dev
   libhdf5-openmpi-dev hdf5-tools libopenblas-dev pkg-config cmake make gcc zlib1g-dev libinih-dev
-  gnuplot-nox)
+  libcjson-dev gnuplot-nox jq)
 slurm_pkgs=(slurmctld slurmd slurm-client munge)
 python_pkgs=(python3-torch python3-h5py python3-numpy)
 

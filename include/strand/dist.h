@@ -24,6 +24,11 @@ void strand_grid_free(strand_grid *grid);
 /* Time spent inside communication calls since start (seconds), for the progress line. */
 double strand_comm_seconds(void);
 void strand_comm_add_seconds(double seconds);
+/* Bytes this process handed to MPI for other ranks since start: point-to-point payloads, the
+ * off-rank parts of all-to-alls and all-gathers, and 2 (p-1)/p of an all-reduce's array (what
+ * the ring algorithm sends); for metrics and benchmarks. */
+int64_t strand_comm_bytes(void);
+void strand_comm_add_bytes(int64_t bytes);
 
 /* Sum a real array over a communicator in place (one call). */
 /* ||a - b|| / ||b|| (or ||a - b|| when b = 0) over the n values of every rank of comm, for tests

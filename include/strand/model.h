@@ -10,6 +10,7 @@
 #include "strand/config.h"
 #include "strand/dist.h"
 #include "strand/layout.h"
+#include "strand/perf.h"
 #include "strand/plan.h"
 
 #include <stdint.h>
@@ -72,6 +73,9 @@ typedef struct {
     /* Floating-point operations of forward over T local rows of C channels (NULL: not counted);
      * `strand bench mixer` reports GFLOP/s from it (backward counted as twice the forward). */
     double (*flops)(const void *options, int C, int64_t T);
+    /* The work of forward + backward over a shard (strand plan, perf.h), added into *cost from
+     * the helpers there (NULL: 3x flops at the matrix-vector rate, which the plan says). */
+    void (*cost)(const void *options, const strand_cost_shape *shape, strand_cost *cost);
     /* ---- configuration ---- its options struct (at most STRAND_MIXER_OPTION_BYTES) and key rows
      * with offsets into it; the section of each row is its own (usually the mixer's name). */
     size_t options_size;

@@ -29,7 +29,9 @@ static const char bench_mixer_usage[] =
     "Time one block's mixer NAME (any registered mixer, with its default options and --set\n"
     "overrides) over a window of L tokens sharded across the N ranks: forward, backward and both,\n"
     "median over --repeat runs after one warm-up, the slowest rank each time. Prints one JSON line:\n"
-    "layer, length, channels, ranks, threads (OpenBLAS), forward_s, backward_s, fwd_bwd_s, and when\n"
+    "layer, length, channels, ranks, threads (OpenBLAS), forward_s, backward_s, fwd_bwd_s, comm_s\n"
+    "(inside MPI calls) and bytes_sent (handed to MPI for other ranks) of forward + backward, both\n"
+    "the largest over ranks, peak_rss_bytes (the largest over ranks), and when\n"
     "the mixer counts its operations gflops (forward + backward, per rank), with sgemm_gflops\n"
     "(an (L/N x C) by (C x 4C) product) and sgemv_gflops (a 4C x C matrix times a vector, L/N times)\n"
     "measured in the same run, and their ratios.\n"
@@ -217,7 +219,7 @@ static int run(const mixer_args *o, int argc, char **argv) {
         y = strand_alloc(sizeof(real_t) * (size_t)n, "bench output");
         dy = strand_alloc(sizeof(real_t) * (size_t)n, "bench output gradient");
         du = strand_alloc(sizeof(real_t) * (size_t)n, "bench input gradient");
-        t = strand_alloc(sizeof(double) * 6 * (size_t)o->repeat, "bench timings");
+        t = strand_alloc(sizeof(double) * 8 * (size_t)o->repeat, "bench timings");
         status = params && grads && u && y && dy && du && t ? STRAND_OK : STRAND_ERR_NOMEM;
     }
     status = strand_agree(grid.world, status);
@@ -239,21 +241,29 @@ static int run(const mixer_args *o, int argc, char **argv) {
     for (int r = -1; r < o->repeat && status == STRAND_OK; r++) { /* r = -1: warm-up */
         memset(du, 0, sizeof(real_t) * (size_t)n);
         MPI_Barrier(grid.world);
-        const int64_t bytes0 = strand_scan_bytes_sent_total();
-        const double k0 = strand_scan_kernel_time_total();
+        const int64_t bytes0 = strand_scan_bytes_sent_total(), comm_bytes0 = strand_comm_bytes();
+        const double k0 = strand_scan_kernel_time_total(), comm0 = strand_comm_seconds();
         const double a = strand_now();
         status = strand_agree(grid.world, ops->forward(&mixer, y, u, params, &shard));
         const double m = strand_now(), k1 = strand_scan_kernel_time_total();
         if (status == STRAND_OK)
             status = strand_agree(grid.world, ops->backward(&mixer, du, grads, dy, u, params, &shard));
         const double e = strand_now(), k2 = strand_scan_kernel_time_total();
-        double v[6] = {m - a,   e - m,   e - a,
-                       k1 - k0, k2 - k1, (double)(strand_scan_bytes_sent_total() - bytes0)};
-        MPI_Allreduce(MPI_IN_PLACE, v, 6, MPI_DOUBLE, MPI_MAX, grid.world);
+        double v[8] = {m - a,
+                       e - m,
+                       e - a,
+                       k1 - k0,
+                       k2 - k1,
+                       (double)(strand_scan_bytes_sent_total() - bytes0),
+                       strand_comm_seconds() - comm0,
+                       (double)(strand_comm_bytes() - comm_bytes0)};
+        MPI_Allreduce(MPI_IN_PLACE, v, 8, MPI_DOUBLE, MPI_MAX, grid.world);
         if (r >= 0)
-            for (int k = 0; k < 6; k++)
+            for (int k = 0; k < 8; k++)
                 t[k * o->repeat + r] = v[k];
     }
+    long long peak_rss = (long long)strand_peak_rss_bytes();
+    MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_LONG_LONG, MPI_MAX, grid.world);
     double gemm = 0, gemv = 0;
     if (status == STRAND_OK)
         status = strand_agree(grid.world, reference_rates(shard.T > 0 ? shard.T : 1, C, 4 * C, &gemm, &gemv));
@@ -284,9 +294,11 @@ static int run(const mixer_args *o, int argc, char **argv) {
         static const char *const kind_names[] = {"mixer", "rnn", "scan"};
         printf("{\"bench\":\"%s\",\"layer\":\"%s\",\"precision\":\"%s\",\"length\":%lld,\"channels\":%d,"
                "\"ranks\":%d,\"threads\":\"%s\",\"forward_s\":%.6g,\"backward_s\":%.6g,\"fwd_bwd_s\":%.6g,"
+               "\"comm_s\":%.6g,\"bytes_sent\":%.0f,\"peak_rss_bytes\":%lld,"
                "\"gflops\":%s,\"sgemm_gflops\":%.4g,\"sgemv_gflops\":%.4g%s}\n",
                kind_names[o->kind], o->layer, STRAND_REAL_NAME, (long long)o->length, C, grid.sp_size,
-               threads ? threads : "default", f, b, fb, rate, gemm, gemv, extra);
+               threads ? threads : "default", f, b, fb, median(t + 6 * o->repeat, o->repeat),
+               median(t + 7 * o->repeat, o->repeat), peak_rss, rate, gemm, gemv, extra);
         fflush(stdout);
     }
     if (mixer.state && ops->destroy) ops->destroy(&mixer);

@@ -14,6 +14,8 @@ int cmd_sample(int argc, char **argv);
 int cmd_grad(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 
 /* strand bench <kernel> entries (src/cli/bench_<kernel>.c) */
 int bench_attn(int argc, char **argv);

@@ -22,6 +22,8 @@ static const command commands[] = {
     {"grad", cmd_grad, "loss and gradients of one training step from a checkpoint"},
     {"probe", cmd_probe, "probes of a checkpoint's model: the span Jacobian of a recurrent block"},
     {"bench", cmd_bench, "micro-benchmarks of the distributed kernels (one JSON line)"},
+    {"plan", cmd_plan, "predicted step time and memory per rank of a configuration over rank counts"},
+    {"calibrate", cmd_calibrate, "measure this machine's constants for the performance model (JSON)"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof *commands };
 
@@ -57,7 +59,7 @@ static void usage(FILE *out) {
             "commands:\n",
             STRAND_VERSION);
     for (int i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "\n'strand <command> --help' describes a command's options.\n"
                  "options: --help, --version\n");
 }

@@ -171,6 +171,7 @@ static int fill_counts(strand_fftconv *cv, const int64_t *send, const int64_t *r
         if (r != cv->rank) bytes += sc * unit_bytes;
     }
     cv->bytes_sent += bytes;
+    strand_comm_add_bytes(bytes);
     return STRAND_OK;
 }
 
@@ -615,6 +616,7 @@ static void fm_execute(strand_fftconv *cv, fft_plan plan, cplx *base, int first,
     for (int j = first; j < first + count; j++)
         TIMED_FFT(cv, FFTW_MPI(execute_dft)(plan, COL(cv, base, j), COL(cv, base, j)));
     cv->bytes_sent += count * fftw_transpose_bytes(cv, rows, 1);
+    strand_comm_add_bytes(count * fftw_transpose_bytes(cv, rows, 1));
 }
 
 /* Shard rows of m arrays (T,C) -> FFTW input block rows, packed as columns 2p = a + ib and
@@ -810,6 +812,7 @@ static void aa_counts(strand_fftconv *cv, int m, int to_channels) {
         if (r != cv->rank) bytes += sc * (int64_t)sizeof(real_t);
     }
     cv->bytes_sent += bytes;
+    strand_comm_add_bytes(bytes);
 }
 
 /* m arrays (T,C) -> the stage buffer laid out per destination r as [set][local row][its channels],

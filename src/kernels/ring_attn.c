@@ -616,6 +616,7 @@ static int post_shift(strand_ring_attn *ra, int s, int memory, MPI_Request req[4
                               ra->comm, &req[2]));
     STRAND_CALL_MPI(
         MPI_Isend(ra->pos_buf[cur], (int)n_out, MPI_INT64_T, next, STRAND_TAG_RING_POS, ra->comm, &req[3]));
+    strand_comm_add_bytes(n_out * kvw * (int64_t)sizeof(real_t) + n_out * (int64_t)sizeof(int64_t));
     return STRAND_OK;
 }
 
@@ -712,6 +713,8 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
                 acc[i] += target[i];
         }
         if (s + 1 < steps)
+            if (s + 1 < steps) strand_comm_add_bytes(n_cur * kvw * (int64_t)sizeof(real_t));
+        if (s + 1 < steps)
             STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[dcur], (int)(n_cur * kvw), STRAND_MPI_REAL, next,
                                       STRAND_TAG_RING_DKV, ra->comm, &dkv_send[dcur]));
         STRAND_CALL(wait_all(ra, nreq, req));
@@ -729,6 +732,7 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
                                   STRAND_TAG_RING_DKV_HOME, ra->comm, &home[0]));
         STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[last], (int)(ra->rows[owner] * kvw), STRAND_MPI_REAL, owner,
                                   STRAND_TAG_RING_DKV_HOME, ra->comm, &home[1]));
+        strand_comm_add_bytes(ra->rows[owner] * kvw * (int64_t)sizeof(real_t));
         STRAND_CALL(wait_all(ra, 2, home));
         for (int64_t i = 0; i < T * kvw; i++)
             dkv[i] += ra->dkv_home[i];

@@ -15,6 +15,23 @@ void strand_comm_add_seconds(double seconds) {
     comm_seconds_total += seconds;
 }
 
+static int64_t comm_bytes_total = 0;
+
+int64_t strand_comm_bytes(void) {
+    return comm_bytes_total;
+}
+
+void strand_comm_add_bytes(int64_t bytes) {
+    comm_bytes_total += bytes;
+}
+
+/* What an all-reduce of `bytes` sends per rank in the ring algorithm. */
+static void add_allreduce_bytes(MPI_Comm comm, int64_t bytes) {
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    if (size > 1) strand_comm_add_bytes(2 * bytes * (size - 1) / size);
+}
+
 int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp) {
     memset(grid, 0, sizeof *grid);
     grid->world = grid->sp_comm = grid->dp_comm = MPI_COMM_NULL;
@@ -64,6 +81,7 @@ int strand_allreduce_sum(MPI_Comm comm, real_t *data, int64_t count) {
         STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, data + offset, n, STRAND_MPI_REAL, MPI_SUM, comm));
     }
     strand_comm_add_seconds(strand_now() - t0);
+    add_allreduce_bytes(comm, count * (int64_t)sizeof(real_t));
     return STRAND_OK;
 }
 
@@ -71,6 +89,7 @@ int strand_allreduce_sum_double(MPI_Comm comm, double *data, int count) {
     double t0 = strand_now();
     STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, data, count, MPI_DOUBLE, MPI_SUM, comm));
     strand_comm_add_seconds(strand_now() - t0);
+    add_allreduce_bytes(comm, count * (int64_t)sizeof(double));
     return STRAND_OK;
 }
 

@@ -67,6 +67,7 @@ int strand_halo_gather(strand_halo *halo, const strand_shard *shard, real_t *row
         STRAND_CALL_MPI(MPI_Sendrecv(x + (shard->T - H) * C, (int)HC, STRAND_MPI_REAL, next,
                                      STRAND_TAG_HALO_ROWS, rows, (int)HC, STRAND_MPI_REAL, prev,
                                      STRAND_TAG_HALO_ROWS, shard->grid->sp_comm, MPI_STATUS_IGNORE));
+        if (next != MPI_PROC_NULL) strand_comm_add_bytes(HC * (int64_t)sizeof(real_t));
     } else {
         /* Tail rows of each local piece, zero padded to a fixed block. */
         memset(halo->send, 0, sizeof(real_t) * (size_t)(STRAND_MAX_PIECES * HC));
@@ -79,6 +80,7 @@ int strand_halo_gather(strand_halo *halo, const strand_shard *shard, real_t *row
         STRAND_CALL_MPI(MPI_Allgather(halo->send, (int)(STRAND_MAX_PIECES * HC), STRAND_MPI_REAL,
                                       halo->gathered, (int)(STRAND_MAX_PIECES * HC), STRAND_MPI_REAL,
                                       shard->grid->sp_comm));
+        strand_comm_add_bytes(STRAND_MAX_PIECES * HC * (int64_t)sizeof(real_t) * (sp - 1));
         for (int p = 0; p < shard->n_pieces; p++)
             for (int j = 0; j < H; j++) {
                 const real_t *src = find_row(halo, sp, shard->piece_start[p] - H + j);
@@ -105,6 +107,7 @@ int strand_halo_scatter_add(strand_halo *halo, const strand_shard *shard, real_t
         STRAND_CALL_MPI(MPI_Sendrecv(drows, (int)HC, STRAND_MPI_REAL, prev, STRAND_TAG_HALO_GRAD, incoming,
                                      (int)HC, STRAND_MPI_REAL, next, STRAND_TAG_HALO_GRAD,
                                      shard->grid->sp_comm, MPI_STATUS_IGNORE));
+        if (prev != MPI_PROC_NULL) strand_comm_add_bytes(HC * (int64_t)sizeof(real_t));
         real_t *tail = dx + (shard->T - H) * C;
         for (int64_t i = 0; i < HC; i++)
             tail[i] += incoming[i];
@@ -114,6 +117,7 @@ int strand_halo_scatter_add(strand_halo *halo, const strand_shard *shard, real_t
         STRAND_CALL_MPI(MPI_Allgather(halo->send, (int)(STRAND_MAX_PIECES * HC), STRAND_MPI_REAL,
                                       halo->gathered, (int)(STRAND_MAX_PIECES * HC), STRAND_MPI_REAL,
                                       shard->grid->sp_comm));
+        strand_comm_add_bytes(STRAND_MAX_PIECES * HC * (int64_t)sizeof(real_t) * (sp - 1));
         /* Every rank's halo rows, by position: add those that fall on a local row. */
         for (int r = 0; r < sp; r++)
             for (int p = 0; p < STRAND_MAX_PIECES; p++) {

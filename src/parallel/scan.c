@@ -198,6 +198,7 @@ static int chain(strand_scan *scan, MPI_Comm comm, const double *summary, const 
     if (scan->size > 1) { /* one rank sends nothing */
         scan->bytes_sent += (int64_t)sizeof(double) * 2 * n;
         bytes_sent_here += (int64_t)sizeof(double) * 2 * n;
+        strand_comm_add_bytes((int64_t)sizeof(double) * 2 * n);
     }
     if (rank != 0) memcpy(entering, recv + n, sizeof(double) * (size_t)n);
     return STRAND_OK;
@@ -238,6 +239,7 @@ int strand_scan_exchange(strand_scan *scan, int direction, const double *const s
         } else {
             STRAND_CALL_MPI(MPI_Send(final, (int)n, MPI_DOUBLE, first, STRAND_TAG_SCAN_FINAL, scan->comm));
             scan->bytes_sent += (int64_t)sizeof(double) * n;
+            strand_comm_add_bytes((int64_t)sizeof(double) * n);
             bytes_sent_here += (int64_t)sizeof(double) * n;
         }
     } else if (scan->rank == first) {

@@ -56,6 +56,7 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
     json_number(f, "io_s", m->io_seconds, 0);
     json_number(f, "offload_s", m->offload_seconds, 0);
     fprintf(f, "\"peak_rss_bytes\":%lld,", (long long)m->peak_rss_bytes);
+    fprintf(f, "\"bytes_sent\":%lld,", (long long)m->bytes_sent);
     json_number(f, "elapsed_s", m->elapsed_seconds, 1);
     fputs("}\n", f);
     const int failed = ferror(f) || fflush(f) != 0;

@@ -18,6 +18,7 @@ typedef struct {
     double offload_seconds; /* rank 0's offload thread, overlapped with compute (train.offload) */
     int64_t tokens_seen;
     int64_t peak_rss_bytes; /* maximum over ranks */
+    int64_t bytes_sent;     /* handed to MPI for other ranks by rank 0 in this step (strand_comm_bytes) */
     double elapsed_seconds;
 } strand_step_metrics;
 

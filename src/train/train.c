@@ -501,6 +501,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         fault_preempt_step = atoll(preempt_env);
     for (int64_t step = t->start_step; step < c->steps; step++) {
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
+        const int64_t bytes_before = strand_comm_bytes();
         const double offload_before = offload_seconds(&t->model);
         double io = 0, loss_sum = 0, answers[2] = {0, 0};
         if (step_sleep > 0 && t->rank0) strand_sleep(step_sleep);
@@ -546,6 +547,7 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         m.n_blocks = model->n_layers;
         m.step_seconds = strand_now() - t_step;
         m.comm_seconds = strand_comm_seconds() - comm_before;
+        m.bytes_sent = strand_comm_bytes() - bytes_before;
         m.io_seconds = io;
         m.offload_seconds = offload_seconds(&t->model) - offload_before;
         m.compute_seconds = m.step_seconds - m.comm_seconds - m.io_seconds;

@@ -375,4 +375,23 @@ awk -F, 'NR == 2 { exit !($4 == "conv" && $13 == 2) }' "$tmp/long_range/long_ran
 job_id=""
 log "long_range.sh: one run on 2 SLURM tasks in $((SECONDS - t1)) s, CSV and PNG written"
 
+# jobs/scaling/sweep.sh is an sbatch script too: a 2-point strong sweep of a tiny mixer bench
+# (calibrating first, --quick), one srun step per point inside the one allocation.
+log "sbatch --wait --ntasks=2 $src/jobs/scaling/sweep.sh (conv bench on 1 and 2 ranks)"
+t1=$SECONDS
+rc=0
+STRAND=$STRAND OUT=$tmp/scaling KIND=strong WHAT=mixer:conv LENGTH=2048 CHANNELS=16 REPEAT=1 RANKS="1 2" CALIBRATE=--quick \
+  timeout "$job_timeout" sbatch --wait --ntasks=2 --time=5 --job-name=strand-scaling --output="$tmp/job-%j.out" \
+  "$src/jobs/scaling/sweep.sh" >"$tmp/sbatch.out" 2>&1 || rc=$?
+job_id=$(awk '/Submitted batch job/ {print $4}' "$tmp/sbatch.out")
+[[ -n "$job_id" ]] && cat "$tmp/job-$job_id.out"
+((rc == 0)) || fail "sweep.sh under sbatch exited with $rc (job ${job_id:-?})"
+csv=$tmp/scaling/scaling.csv
+[[ -s "$csv" && $(wc -l <"$csv") -eq 3 ]] || fail "scaling.csv: $(cat "$csv" 2>/dev/null)"
+awk -F, 'NR == 2 { one = ($9 == 1) } NR == 3 { two = ($9 == 2 && $22 != "") } END { exit !(one && two) }' "$csv" ||
+  fail "scaling.csv rows: $(tail -n 2 "$csv")"
+[[ -s "$tmp/scaling/strong_time.png" ]] || fail "strong_time.png missing"
+job_id=""
+log "sweep.sh: 2 points on SLURM in $((SECONDS - t1)) s, CSV and strong_time.png written"
+
 log "PASS in $((SECONDS - t0)) s"

@@ -304,7 +304,20 @@ static void attn_carry_load(strand_mixer *mixer, const real_t *in) {
     memcpy(s->pending_kv, in + 2 + n, n * sizeof(real_t));
 }
 
+/* Work of forward + backward (strand plan): the q, kv and output projections and the ring (a
+ * segment memory's extra block is not counted). */
+static void attn_cost(const void *options, const strand_cost_shape *shape, strand_cost *cost) {
+    const attn_options *o = options;
+    const int H = o->heads, G = o->kv_heads > 0 ? o->kv_heads : H, E = shape->C / H;
+    const double T = (double)shape->T;
+    strand_cost_linear(cost, T, shape->C, (double)H * E);
+    strand_cost_linear(cost, T, shape->C, 2.0 * G * E);
+    strand_cost_linear(cost, T, (double)H * E, shape->C);
+    strand_cost_ring_attention(cost, shape, H, G, E, o->window);
+}
+
 const strand_mixer_ops strand_mixer_attn = {
+    .cost = attn_cost,
     .name = "attn",
     .forward_cost = "O(L^2 C) (O(L window C) with attn.window)",
     .step_cost = "O(min(t, window) C) (K/V cache)",

@@ -89,7 +89,13 @@ static int conv_step(const strand_mixer *mixer, void *state, const real_t *param
                      real_t *out, int64_t position);
 static void conv_step_free(void *state);
 
+/* Work of forward + backward (strand plan): the depthwise taps and their halo. */
+static void conv_cost(const void *options, const strand_cost_shape *shape, strand_cost *cost) {
+    strand_cost_short_conv(cost, shape, shape->C, ((const conv_options *)options)->kernel);
+}
+
 const strand_mixer_ops strand_mixer_conv = {
+    .cost = conv_cost,
     .name = "conv",
     .forward_cost = "O(L K C)",
     .step_cost = "O(K C)",

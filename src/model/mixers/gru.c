@@ -127,6 +127,7 @@ STRAND_RECURRENT_FLOPS(gru_flops, 3)
 const strand_mixer_ops strand_mixer_gru = {
     .name = "gru",
     .flops = gru_flops,
+    .cost = gru_flops_cost,
     .forward_cost = "O(L C^2) (sequential along the window)",
     .summary = "GRU (PyTorch convention: reset gate on W_n h + b_hn; update bias gru.update_bias), its state "
                "passed across the SP ranks",

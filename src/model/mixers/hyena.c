@@ -503,7 +503,29 @@ static int hyena_step(const strand_mixer *mixer, void *state, const real_t *para
                       real_t *out, int64_t position);
 static void hyena_step_free(void *state);
 
+/* Work of forward + backward (strand plan): the projections, the filter FFN at this rank's
+ * positions, the short conv, the long convolution and the gating passes. */
+static void hyena_cost(const void *options, const strand_cost_shape *shape, strand_cost *cost) {
+    const hyena_options *o = options;
+    const double T = (double)shape->T, C = shape->C, TC = T * C, W = o->filter_width;
+    const int E = 1 + 2 * o->frequencies;
+    strand_cost_linear(cost, T, C, 3 * C); // in projection
+    strand_cost_linear(cost, T, C, C);     // out projection
+    strand_cost_linear(cost, T, E, W);     // filter FFN
+    for (int i = 1; i < o->filter_depth; i++)
+        strand_cost_linear(cost, T, W, W);
+    strand_cost_linear(cost, T, W, C);
+    /* sin per FFN value forward, cos backward; the decay's exp forward and backward */
+    cost->transcendentals += 2 * T * W * o->filter_depth + 2 * TC;
+    strand_cost_short_conv(cost, shape, 3 * C, o->short_kernel);
+    strand_cost_long_conv(cost, shape, shape->C);
+    /* forward: z = x1 v (3 TC), gating (4 TC), decay (2 TC); backward: zeroing 3 TC twice, the
+     * gating gradient (8 TC), dx1 dv (5 TC), decay (2 TC), the filter's sine gradients */
+    strand_cost_stream(cost, 9 * TC + 6 * TC + 15 * TC + 4 * T * W * o->filter_depth);
+}
+
 const strand_mixer_ops strand_mixer_hyena = {
+    .cost = hyena_cost,
     .name = "hyena",
     .forward_cost = "O(L log L C)",
     .step_cost = "O(t C) (filter evaluated once, cached history)",

@@ -145,6 +145,7 @@ STRAND_RECURRENT_FLOPS(lstm_flops, 4)
 const strand_mixer_ops strand_mixer_lstm = {
     .name = "lstm",
     .flops = lstm_flops,
+    .cost = lstm_flops_cost,
     .forward_cost = "O(L C^2) (sequential along the window)",
     .summary =
         "LSTM (gates i f o g, forget bias lstm.forget_bias), its state (h, c) passed across the SP ranks",

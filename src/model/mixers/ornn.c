@@ -138,6 +138,7 @@ STRAND_RECURRENT_FLOPS(ornn_flops, 1)
 const strand_mixer_ops strand_mixer_ornn = {
     .name = "ornn",
     .flops = ornn_flops,
+    .cost = ornn_flops_cost,
     .forward_cost = "O(L C^2 + C^3) (sequential along the window)",
     .summary =
         "orthogonal RNN: W = Cayley(S - S^T) exactly orthogonal, identity, tanh or modReLU, state passed "

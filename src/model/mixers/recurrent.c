@@ -39,6 +39,16 @@ double strand_recurrent_flops(int G, int C, int64_t T) {
     return 2.0 * (double)T * C * C * (2.0 * G + 1.0);
 }
 
+void strand_recurrent_cost(int G, const strand_cost_shape *shape, strand_cost *cost) {
+    const double T = (double)shape->T, C = shape->C;
+    strand_cost_linear(cost, T, C, G * C);
+    strand_cost_linear(cost, T, C, C);
+    cost->gemv_flops += 3 * 2.0 * T * G * C * C;
+    cost->transcendentals += 2 * T * G * C; /* the gates' sigmoid and tanh, and their gradients */
+    cost->serial_ranks = shape->sp - 1;
+    if (shape->sp > 1) cost->p2p_messages += 2;
+}
+
 unsigned strand_recurrent_capabilities(const void *options) {
     const int carry = *(const int *)options; /* STRAND_RECURRENT_OPTIONS comes first */
     return STRAND_MIXER_STEP | (carry ? STRAND_MIXER_CARRIES_STATE : 0);
@@ -198,6 +208,7 @@ int strand_recurrent_forward(strand_mixer *mixer, real_t *out, const real_t *in,
             memcpy(send, prev, sizeof(real_t) * (size_t)S);
             STRAND_CALL_MPI(MPI_Isend(send, S, STRAND_MPI_REAL, r->next_rank[p], STRAND_TAG_RECURRENT_STATE,
                                       r->comm, &r->send_req[p]));
+            strand_comm_add_bytes(S * (int64_t)sizeof(real_t));
         } else if (r->next_rank[p] < 0 && r->carry) {
             /* the window's last state starts the next window, on the rank holding position 0 */
             if (r->first_owner == r->rank) {
@@ -206,6 +217,7 @@ int strand_recurrent_forward(strand_mixer *mixer, real_t *out, const real_t *in,
                 memcpy(send, prev, sizeof(real_t) * (size_t)S);
                 STRAND_CALL_MPI(MPI_Isend(send, S, STRAND_MPI_REAL, r->first_owner,
                                           STRAND_TAG_RECURRENT_CARRY, r->comm, &r->send_req[p]));
+                strand_comm_add_bytes(S * (int64_t)sizeof(real_t));
             }
         }
     }
@@ -265,9 +277,11 @@ int strand_recurrent_backward(strand_mixer *mixer, real_t *din, real_t *dparams,
         /* dnext is now d loss / d h0 of this piece */
         real_t *dsend = r->dsend + (int64_t)p * S;
         memcpy(dsend, dnext, sizeof(real_t) * (size_t)S);
-        if (r->prev_rank[p] >= 0 && r->prev_rank[p] != r->rank)
+        if (r->prev_rank[p] >= 0 && r->prev_rank[p] != r->rank) {
             STRAND_CALL_MPI(MPI_Isend(dsend, S, STRAND_MPI_REAL, r->prev_rank[p], STRAND_TAG_RECURRENT_GRAD,
                                       r->comm, &r->dsend_req[p]));
+            strand_comm_add_bytes(S * (int64_t)sizeof(real_t));
+        }
         // dW (GC,C) += drec^T (GC,len) [h0; h_first .. h_{last-1}] (len,C)
         R_GER(CblasRowMajor, GC, C, 1, r->drec + first * GC, 1, h0, 1, dw, C);
         if (last > first)

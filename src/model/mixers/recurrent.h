@@ -148,7 +148,14 @@ double strand_recurrent_flops(int G, int C, int64_t T);
     static double NAME(const void *options, int C, int64_t T) {                                              \
         (void)options;                                                                                       \
         return strand_recurrent_flops((G), C, T);                                                            \
+    }                                                                                                        \
+    static void NAME##_cost(const void *options, const strand_cost_shape *shape, strand_cost *cost) {        \
+        (void)options;                                                                                       \
+        strand_recurrent_cost((G), shape, cost);                                                             \
     }
+/* Work of forward + backward for strand plan: the projections as GEMMs, the recurrence one
+ * position at a time (matrix-vector), waiting for every rank before this one (the wavefront). */
+void strand_recurrent_cost(int G, const strand_cost_shape *shape, strand_cost *cost);
 
 /* The Elman cell of rnn and ornn: h = phi(xp + rec) with r->activation (modReLU's b_mod (C) at
  * r->extra_off[1]); saved: the pre-activation (C). */

@@ -71,6 +71,7 @@ STRAND_RECURRENT_FLOPS(rnn_flops, 1)
 const strand_mixer_ops strand_mixer_rnn = {
     .name = "rnn",
     .flops = rnn_flops,
+    .cost = rnn_flops_cost,
     .forward_cost = "O(L C^2) (sequential along the window)",
     .summary = "Elman RNN h = phi(W h + U x + b) (tanh or identity), its state passed across the SP ranks",
     .options_size = sizeof(rnn_options),

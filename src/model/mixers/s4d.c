@@ -1303,7 +1303,26 @@ static void s4d_reset(strand_mixer *mixer) {
         memset(s->carry_state, 0, sizeof(real_t) * (size_t)s4d_carry_count(mixer));
 }
 
+/* Work of forward + backward (strand plan): the kernel's modes at this rank's positions (about
+ * 8 FLOPs per mode and position, forward, twice that backward) and the long convolution, or the
+ * scan; then GELU, the GLU projection and their passes. */
+static void s4d_cost(const void *options, const strand_cost_shape *shape, strand_cost *cost) {
+    const s4d_options *o = options;
+    const double T = (double)shape->T, C = shape->C, TC = T * C;
+    if (o->mode == S4D_MODE_SCAN) {
+        cost->gemv_flops += 3 * s4d_flops(options, shape->C, shape->T);
+        if (shape->sp > 1) cost->p2p_messages += 2 * ceil(log2((double)shape->sp)) + 2;
+    } else {
+        cost->gemv_flops += 3 * 8.0 * TC * (o->state / 2);
+        strand_cost_long_conv(cost, shape, shape->C);
+    }
+    strand_cost_linear(cost, T, C, 2 * C);
+    strand_cost_exp(cost, 2 * TC + 2 * TC); /* GELU's tanh, GLU's sigmoid */
+    strand_cost_stream(cost, 20 * TC);
+}
+
 const strand_mixer_ops strand_mixer_s4d = {
+    .cost = s4d_cost,
     .name = "s4d",
     .forward_cost = "O(L log L C) (conv), O(L C N) (scan)",
     .step_cost = "O(C N) (recurrent mode)",
