@@ -38,6 +38,13 @@ typedef struct {
     /* Memory: bytes per second of a streaming triad a[i] = b[i] + s c[i] over arrays far larger than
      * the caches (counted as 3 arrays' bytes), and libm calls (expf, sinf, tanhf) per second. */
     double memory_bytes_per_s, transcendentals_per_s;
+    /* The same triad on every rank of rank 0's node at once: their bandwidths summed (the node's
+     * memory bandwidth when memory_node_ranks ranks share it). */
+    double memory_node_bytes_per_s;
+    int memory_node_ranks;
+    /* A rank's GEMM rate while every rank of rank 0's node runs one, over its rate alone (at most
+     * 1: shared cores, all-core clocks); strand plan slows compute by it when a node is busy. */
+    double compute_node_factor;
     /* MPI: ping-pong between two ranks of a node (and of two nodes, 0 when one node): one-way
      * latency of a small message, bandwidth of a large one. All-to-all: bytes each rank sends per
      * second in an MPI_Alltoall over every rank of the calibration job. */

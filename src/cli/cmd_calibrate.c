@@ -57,6 +57,10 @@ static void print_summary(const strand_machine *m, const char *out) {
     print_table("attention by head dim:", m->attn_head_dim, m->attn_gflops, STRAND_MACHINE_ATTN_DIMS, 1,
                 "GFLOP/s");
     printf("%-26s%.3g GB/s\n", "memory triad:", m->memory_bytes_per_s / 1e9);
+    printf("%-26s%.3g GB/s over %d rank(s) at once\n",
+           "memory triad, node:", m->memory_node_bytes_per_s / 1e9, m->memory_node_ranks);
+    printf("%-26s%.3g of one rank's GEMM rate with %d rank(s) busy\n",
+           "compute, node:", m->compute_node_factor, m->memory_node_ranks);
     printf("%-26s%.3g per s\n", "expf, sinf, tanhf:", m->transcendentals_per_s);
     printf("%-26slatency %.3g us, %.3g GB/s\n", "p2p in a node:", m->p2p_latency_s * 1e6,
            m->p2p_bytes_per_s / 1e9);

@@ -51,6 +51,11 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+double strand_cal_node_factor(double alone, double together) {
+    if (!(alone > 0) || !(together > 0)) return 1;
+    return together < alone ? together / alone : 1;
+}
+
 double strand_cal_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -324,6 +329,72 @@ static int measure_memory(const cal_plan *p, strand_machine *m) {
     }
     strand_free(a), strand_free(b), strand_free(c);
     return status;
+}
+
+/* The triad on every rank of rank 0's node at once (one per core, after a barrier): the node's
+ * bandwidth as the sum of theirs; then the same for a GEMM against rank 0's alone. Collective over comm;
+ * ranks on other nodes only take part in the sums. */
+static int measure_node_memory(const cal_plan *p, MPI_Comm comm, int rank, int size, const int *node,
+                               strand_machine *m) {
+    /* At most one rank per core takes part: more would measure time-sharing, which strand plan
+     * models on its own (ranks / cores). */
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int index = 0; /* this rank's place among the ranks of rank 0's node */
+    for (int r = 0; r < rank; r++)
+        index += node[r] == node[0];
+    const int mine = node[rank] == node[0] && (cores <= 0 || index < cores);
+    const int64_t n = (int64_t)(p->quick ? 4 : 32) * 1024 * 1024;
+    real_t *a = NULL, *b = NULL, *c = NULL;
+    if (mine) {
+        a = strand_alloc(sizeof(real_t) * (size_t)n, "calibrate node triad");
+        b = strand_alloc(sizeof(real_t) * (size_t)n, "calibrate node triad");
+        c = strand_alloc(sizeof(real_t) * (size_t)n, "calibrate node triad");
+    }
+    int status = strand_agree(comm, !mine || (a && b && c) ? STRAND_OK : STRAND_ERR_NOMEM);
+    double bw = 0, total = 0;
+    if (status == STRAND_OK && mine) {
+        fill_random(b, n, 6);
+        fill_random(c, n, 7);
+    }
+    if (status == STRAND_OK && MPI_Barrier(comm) != MPI_SUCCESS)
+        status = strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "calibrate: MPI_Barrier failed");
+    if (status == STRAND_OK && mine) {
+        const real_t s = (real_t)0.5;
+        double t = 0;
+        TIMED_MEDIAN(t, 1, p->repeats, for (int64_t i = 0; i < n; i++) a[i] = b[i] + s * c[i]);
+        cal_sink = a[n / 2];
+        bw = strand_cal_triad_bytes_per_s((double)n, sizeof(real_t), t);
+    }
+    /* A GEMM of the MLP's shape at width 128: on rank 0 alone, then on every rank of the node at
+     * once, back to back so that the machine's drift does not come between them. */
+    const int rows = p->quick ? 1024 : 8192, w = 128;
+    double alone = 0, together = 0, rate = 0;
+    if (status == STRAND_OK && mine && (int64_t)rows * 4 * w > n) status = STRAND_ERR_INTERNAL;
+    for (int phase = 0; phase < 2 && status == STRAND_OK; phase++) {
+        if (MPI_Barrier(comm) != MPI_SUCCESS) {
+            status = strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "calibrate: MPI_Barrier failed");
+            break;
+        }
+        if (!mine || (phase == 0 && rank != 0)) continue;
+        double t = 0;
+        TIMED_MEDIAN(t, 1, p->repeats,
+                     R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, 4 * w, w, 1, b, w, c, 4 * w, 0,
+                            a, 4 * w));
+        rate = strand_cal_gemm_gflops(rows, 4 * w, w, t);
+        if (phase == 0) alone = rate;
+    }
+    strand_free(a), strand_free(b), strand_free(c);
+    STRAND_CALL(status);
+    const double mine_values[2] = {bw, mine ? rate : 0};
+    double sums[2] = {0, 0};
+    STRAND_CALL_MPI(MPI_Allreduce(mine_values, sums, 2, MPI_DOUBLE, MPI_SUM, comm));
+    total = sums[0], together = sums[1];
+    m->memory_node_bytes_per_s = total;
+    int taking_part = mine;
+    STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &taking_part, 1, MPI_INT, MPI_SUM, comm));
+    m->memory_node_ranks = taking_part;
+    if (rank == 0) m->compute_node_factor = strand_cal_node_factor(alone, together / m->memory_node_ranks);
+    return STRAND_OK;
 }
 
 static int measure_local(const cal_plan *p, strand_machine *m) {
@@ -601,6 +672,7 @@ static int calibrate(MPI_Comm comm, const strand_calibrate_options *o, strand_ma
     STRAND_CALL(strand_agree(comm, local != STRAND_OK ? local : waited));
 
     STRAND_CALL(find_nodes(comm, rank, node, &m->nodes));
+    STRAND_CALL(measure_node_memory(&p, comm, rank, size, node, m));
     if (size == 1) {
         if (rank == 0)
             fprintf(stderr,

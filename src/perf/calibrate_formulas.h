@@ -39,4 +39,8 @@ void strand_cal_pingpong_fit(double small_bytes, double small_rtt_s, double larg
  * y[0] below x[0] and to y[n-1] above x[n-1]. */
 double strand_cal_interp_log(const double *x, const double *y, int n, double at);
 
+/* The node's compute factor: the mean rate of a rank among busy ones over one rank's rate alone,
+ * at most 1 (a faster concurrent run is noise, not a speed-up). */
+double strand_cal_node_factor(double alone, double together);
+
 #endif

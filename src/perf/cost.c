@@ -76,9 +76,10 @@ static void halo_cost(strand_cost *cost, const strand_cost_shape *shape, int C, 
 
 void strand_cost_short_conv(strand_cost *cost, const strand_cost_shape *shape, int C, int K) {
     const double TC = (double)shape->T * C;
-    /* forward reads in, writes out; backward reads dout and in, adds into din (read + write) and
-     * the weight gradient; each tap re-reads rows that are still in cache */
-    strand_cost_stream(cost, 2 * TC + 4 * TC);
+    /* forward reads in, writes out; backward reads dout and in and adds into din (4 T C), and
+     * accumulates each tap's weight gradient in double, about one pass's worth per tap (measured
+     * with bench mixer --layer conv: 9 T C at K = 4) */
+    strand_cost_stream(cost, 2 * TC + (3.0 + K) * TC);
     halo_cost(cost, shape, C, K);
 }
 
@@ -161,10 +162,21 @@ void strand_cost_seconds(const strand_cost *cost, const strand_cost_shape *shape
         out->fft_s = cost->fft_real_points / cost->fft_n * strand_machine_fft_seconds(m, cost->fft_n, 0) +
                      cost->fft_complex_points / cost->fft_n * strand_machine_fft_seconds(m, cost->fft_n, 1);
     }
-    out->memory_s = cost->memory_bytes / m->memory_bytes_per_s;
+    /* Ranks of a node share its memory bandwidth: each gets the node's over the ranks that run at
+     * once (at most one per core), never more than one rank alone. */
+    const int running =
+        ranks_per_node < m->cores_per_node || m->cores_per_node <= 0 ? ranks_per_node : m->cores_per_node;
+    double bandwidth = m->memory_bytes_per_s;
+    if (running > 1 && m->memory_node_bytes_per_s / running < bandwidth)
+        bandwidth = m->memory_node_bytes_per_s / running;
+    out->memory_s = cost->memory_bytes / bandwidth;
     out->transcendental_s = cost->transcendentals / m->transcendentals_per_s;
-    out->gemm_s *= slow, out->gemv_s *= slow, out->attn_s *= slow, out->fft_s *= slow;
-    out->memory_s *= slow, out->transcendental_s *= slow;
+    /* A busy node computes slower per rank than one rank alone (shared cores, all-core clocks);
+     * memory has its own sharing above. */
+    const double busy =
+        ranks_per_node > 1 && m->compute_node_factor > 0 ? slow / m->compute_node_factor : slow;
+    out->gemm_s *= busy, out->gemv_s *= busy, out->attn_s *= busy, out->fft_s *= busy;
+    out->memory_s *= slow, out->transcendental_s *= busy;
     /* a wavefront's recurrence waits for every rank before it */
     out->gemv_s *= 1 + cost->serial_ranks;
     out->compute_s =
@@ -188,7 +200,7 @@ void strand_cost_seconds(const strand_cost *cost, const strand_cost_shape *shape
      * the transfer is communication (overlap holds while compute >= transfer, i.e. c >= F/B). */
     if (cost->ring_steps > 0) {
         const double step_compute =
-            cost->ring_flops_per_step / strand_machine_attn_flops_per_s(m, cost->attn_head_dim) * slow;
+            cost->ring_flops_per_step / strand_machine_attn_flops_per_s(m, cost->attn_head_dim) * busy;
         const double step_transfer = latency + cost->ring_bytes_per_step / p2p_bw;
         out->ring_s = cost->ring_steps * max2(step_compute, step_transfer);
         comm += cost->ring_steps * max2(0, step_transfer - step_compute);

@@ -38,6 +38,8 @@ void strand_machine_default(strand_machine *m) {
     for (int i = 0; i < STRAND_MACHINE_ATTN_DIMS; i++)
         m->attn_head_dim[i] = dims[i], m->attn_gflops[i] = attn[i];
     m->memory_bytes_per_s = 10e9, m->transcendentals_per_s = 2e8;
+    m->memory_node_bytes_per_s = 10e9, m->memory_node_ranks = 1; /* no sharing measured */
+    m->compute_node_factor = 1;
     m->p2p_latency_s = 1e-6, m->p2p_bytes_per_s = 5e9;
     m->p2p_inter_latency_s = 0, m->p2p_inter_bytes_per_s = 0; /* one node */
     m->alltoall_bytes_per_s = 2e9, m->alltoall_ranks = 1;
@@ -76,6 +78,9 @@ static const field fields[] = {
     FIELD(F_TABLE, attn_gflops, STRAND_MACHINE_ATTN_DIMS),
     FIELD(F_RATE, memory_bytes_per_s, 1),
     FIELD(F_RATE, transcendentals_per_s, 1),
+    FIELD(F_RATE, memory_node_bytes_per_s, 1),
+    FIELD(F_INT, memory_node_ranks, 1),
+    FIELD(F_RATE, compute_node_factor, 1),
     FIELD(F_RATE, p2p_latency_s, 1),
     FIELD(F_RATE, p2p_bytes_per_s, 1),
     FIELD(F_RATE0, p2p_inter_latency_s, 1), /* 0: the calibration ran on one node */

@@ -13,8 +13,9 @@
  * The optimizer: AdamW reads p, g, m, v and writes p, m, v (7 P), the gradient norm (P), zeroing
  * the gradient (P). The all-reduce of the gradient over the world: Rabenseifner's reduce-scatter
  * plus all-gather, 2 (w-1)/w P bytes at the network's bandwidth and 2 log2(w) latencies.
- * train.recompute = block runs every block's forward but the last twice: the forward is taken as
- * one third of a layer's forward + backward (backward does two GEMMs for each of forward's).
+ * train.recompute = block (and train.offload) runs every block's mixer forward but the last twice,
+ * taken as a third of the mixer's forward + backward (backward does two GEMMs for each of
+ * forward's), and rebuilds the MLP's hidden rows chunk by chunk: an eighth of the rest again.
  * I/O: each window's tokens and targets (2 bytes each per row) at the job's HDF5 read bandwidth
  * shared by its ranks. */
 #include "strand/perf.h"
@@ -165,8 +166,11 @@ int strand_perf_plan_train(const strand_config *config, const strand_machine *m,
     const int n = strand_model_split_layers(config->layers, names, STRAND_MAX_BLOCKS);
     if (n <= 0) STRAND_FAIL(STRAND_ERR_CONFIG, "model.layers = '%s' names no mixer", config->layers);
     const double T = (double)shape.T, micro = config->accum_steps;
-    /* recompute: every block's forward but the last once more, forward = 1/3 of a layer's work */
-    const double again = config->recompute == STRAND_RECOMPUTE_BLOCK ? (double)(n - 1) / n / 3 : 0;
+    /* recompute: every block's mixer forward but the last once more (a third of its forward +
+     * backward), and the MLP's hidden rows of every block (its fc GEMM, a sixth of the MLP's GEMMs;
+     * with the norms about an eighth of the position-wise work) */
+    const int recompute = config->recompute == STRAND_RECOMPUTE_BLOCK || config->offload[0];
+    const double again = recompute ? (double)(n - 1) / n / 3 : 0, again_rest = recompute ? 1.0 / 8 : 0;
     step_terms terms = {{0}};
     strand_cost_time ct;
     for (int l = 0; l < n; l++) {
@@ -187,8 +191,8 @@ int strand_perf_plan_train(const strand_config *config, const strand_machine *m,
         block_cost(config, T, &other);
     head_cost(config, T, &other);
     strand_cost_seconds(&other, &shape, m, p->ranks_per_node, p->nodes, &ct);
-    p->other_compute_s = micro * (1 + again) * ct.compute_s;
-    add_time(&terms, &ct, micro * (1 + again));
+    p->other_compute_s = micro * (1 + again_rest) * ct.compute_s;
+    add_time(&terms, &ct, micro * (1 + again_rest));
     /* once per step: the optimizer over the flat arrays, and the all-reduce */
     strand_cost opt;
     init_cost(&opt);

@@ -6,7 +6,8 @@
 #
 #   tests/bench/bench_plan.sh [BUILD_DIR]          (default: build)
 #
-# Writes STRAND_BENCH_OUT (default plan_accuracy) /plan_accuracy.csv and .md, and machine.json.
+# Writes STRAND_BENCH_OUT (default plan_accuracy) /plan_accuracy.csv and .md, and the calibration
+# of each model's runs, machine-MODEL.json.
 # STRAND_BENCH_STEPS (8) steps per run, STRAND_BENCH_RANKS ("1 2"), STRAND_BENCH_MODELS (conv
 # attn hyena), STRAND_BENCH_GENOME (E. coli K-12). Run it with nothing else on the cores.
 set -euo pipefail
@@ -40,11 +41,16 @@ model_args() {
 
 "$strand" prep --quiet --in "$genome" --out "$work/data.h5" --val-fraction 0.02 >/dev/null
 max_ranks=$(printf '%s\n' $rank_list | sort -n | tail -n 1)
-"$mpiexec" -n "$max_ranks" "$strand" calibrate --out "$out/machine.json" --dir "$work" >"$out/calibrate.txt"
+# The rates of these shared machines drift by up to 2x within minutes (sgemm 14-31 GFLOP/s in
+# four calibrations in 20 minutes): calibrate again right before each model's runs.
+calibrate() {
+  "$mpiexec" -n "$max_ranks" "$strand" calibrate --out "$out/machine-$1.json" --dir "$work" >"$out/calibrate-$1.txt"
+}
 
 csv=$out/plan_accuracy.csv
 echo "model,ranks,measured_step_s,predicted_step_s,ratio,measured_comm_s,predicted_comm_s,dry_run_bytes,plan_bytes,peak_rss_bytes" >"$csv"
 for model in $models; do
+  calibrate "$model"
   sets=()
   for kv in $(model_args "$model"); do sets+=(--set "$kv"); done
   sets+=(--set "data.path=$work/data.h5" --set "train.steps=$steps" --set train.log_every=1
@@ -56,7 +62,7 @@ for model in $models; do
     measured=$(jq -s '[.[2:][] | .step_s] | sort | .[length / 2 | floor]' "$run/metrics.jsonl")
     comm=$(jq -s '[.[2:][] | .comm_s] | sort | .[length / 2 | floor]' "$run/metrics.jsonl")
     peak=$(jq -s 'map(.peak_rss_bytes) | max' "$run/metrics.jsonl")
-    plan=$("$strand" plan --json --ranks "$r" --machine "$out/machine.json" "${sets[@]}")
+    plan=$("$strand" plan --json --ranks "$r" --machine "$out/machine-$model.json" "${sets[@]}")
     predicted=$(jq -r .step_s <<<"$plan")
     predicted_comm=$(jq -r .comm_s <<<"$plan")
     plan_bytes=$(jq -r .memory_bytes <<<"$plan")

@@ -16,11 +16,11 @@ else
     fail "calibrate --quick: exit $?: $(cat err.txt)"
 fi
 cat out.txt
-jq -e '.strand_machine == 1 and .ranks == 2 and .alltoall_ranks == 2 and .nodes >= 1 and .cores_per_node >= 1' \
+jq -e '.strand_machine == 1 and .ranks == 2 and .alltoall_ranks == 2 and .memory_node_ranks == 2 and .compute_node_factor > 0 and .compute_node_factor <= 1 and .nodes >= 1 and .cores_per_node >= 1' \
     m.json >/dev/null && ok "format marker and ranks" || fail "header fields: $(head -c 400 m.json)"
 jq -e --arg p "${STRAND_REAL:-float}" '.precision == $p and .io_dir == "io"' m.json >/dev/null &&
     ok "precision and io_dir" || fail "precision/io_dir: $(jq -c '[.precision, .io_dir]' m.json)"
-rates='memory_per_node_bytes sgemm_gflops sgemv_gflops memory_bytes_per_s transcendentals_per_s p2p_latency_s
+rates='memory_per_node_bytes sgemm_gflops sgemv_gflops memory_bytes_per_s memory_node_bytes_per_s transcendentals_per_s p2p_latency_s
     p2p_bytes_per_s alltoall_bytes_per_s hdf5_write_bytes_per_s hdf5_read_bytes_per_s'
 bad=0
 for k in $rates; do

@@ -40,6 +40,10 @@ static void test_formulas(void) {
     CHECK_CLOSE(strand_cal_attn_flops(1024, 2, 64), 940441600.0, 1e-12);
     /* 3 * 1e6 * 4 B / 1e-3 s = 1.2e10 B/s */
     CHECK_CLOSE(strand_cal_triad_bytes_per_s(1e6, 4, 1e-3) / 1e10, 1.2, 1e-12);
+    /* the node's compute factor: busy over alone, at most 1, 1 without a measurement */
+    CHECK_CLOSE(strand_cal_node_factor(10, 8), 0.8, 1e-15);
+    CHECK_CLOSE(strand_cal_node_factor(10, 12), 1, 0);
+    CHECK_CLOSE(strand_cal_node_factor(0, 8), 1, 0);
     /* 4 ranks, 1 MiB to each of 3 others in 1 ms: 3 * 1048576 / 1e-3 = 3.145728e9 */
     CHECK_CLOSE(strand_cal_alltoall_bytes_per_s(1048576, 4, 1e-3) / 1e9, 3.145728, 1e-12);
     CHECK_CLOSE(strand_cal_alltoall_bytes_per_s(1048576, 2, 1e-3) / 1e9, 1.048576, 1e-12);

@@ -128,7 +128,7 @@ static void test_counts(void) {
     strand_cost_short_conv(&c, &s, 16, 4);
     CHECK_CLOSE(c.p2p_messages, 2, 0);
     CHECK_CLOSE(c.p2p_bytes, 2.0 * 3 * 16 * 4, 0);
-    CHECK_CLOSE(c.memory_bytes, 6.0 * 512 * 16 * 4, 0);
+    CHECK_CLOSE(c.memory_bytes, (2 + 3 + 4) * 512.0 * 16 * 4, 0);
 }
 
 static void test_seconds(void) {
@@ -154,6 +154,25 @@ static void test_seconds(void) {
     strand_cost_seconds(&c, &s, &m, 4, 1, &t);
     CHECK_CLOSE(t.compute_s, 3.4, 1e-12);
     CHECK_CLOSE(t.comm_s, 2 + 4e-6 + 1e-3 + 2e-6, 1e-12);
+
+    /* a node's memory bandwidth 1.5 GB/s shared: 0.75 GB/s each for 2 ranks on the node (and for
+     * 4 ranks on its 2 cores, which also run at half speed); one rank alone keeps its 1 GB/s */
+    m.memory_node_bytes_per_s = 1.5e9, m.memory_node_ranks = 2;
+    strand_cost_seconds(&c, &s, &m, 2, 1, &t);
+    CHECK_CLOSE(t.memory_s, 5e8 / 0.75e9, 1e-12);
+    strand_cost_seconds(&c, &s, &m, 4, 1, &t);
+    CHECK_CLOSE(t.memory_s, 2 * 5e8 / 0.75e9, 1e-12);
+    strand_cost_seconds(&c, &s, &m, 1, 1, &t);
+    CHECK_CLOSE(t.memory_s, 0.5, 1e-12);
+    m.memory_node_bytes_per_s = 1e10;
+    /* a busy node's compute factor 0.8: compute 1/0.8 as long with 2 ranks on the node, memory not */
+    m.compute_node_factor = 0.8;
+    strand_cost_seconds(&c, &s, &m, 2, 1, &t);
+    CHECK_CLOSE(t.gemm_s, 1 / 0.8, 1e-12);
+    CHECK_CLOSE(t.memory_s, 0.5, 1e-12);
+    strand_cost_seconds(&c, &s, &m, 1, 1, &t);
+    CHECK_CLOSE(t.gemm_s, 1, 1e-12);
+    m.compute_node_factor = 1;
 
     /* ring: 4 steps of 2e9 FLOPs (0.2 s at 10 GFLOP/s) each sending 1e8 bytes (0.1 s): hidden */
     c = empty_cost();
@@ -225,6 +244,16 @@ static void test_plan(void) {
     strand_perf_efficiency(p, 3);
     CHECK_CLOSE(p[0].efficiency, 1, 1e-12);
     CHECK_CLOSE(p[1].efficiency, p[0].step_s / (2 * p[1].step_s), 1e-12);
+
+    /* recompute: the rest of the model (not the optimizer) an eighth again, each mixer a third of its own
+     * work for all blocks but the last (n = 2: a sixth) */
+    CONFIG_SET(&config, "train.recompute=block");
+    strand_plan_point rc;
+    CHECK(strand_perf_plan_train(&config, &m, 1, &nodes, &rc) == STRAND_OK);
+    const double optimizer_s = 9.0 * (double)r1.parameters * sizeof(real_t) / 1e9; /* once a step */
+    CHECK_CLOSE(rc.other_compute_s, p[0].other_compute_s + (p[0].other_compute_s - optimizer_s) / 8, 1e-12);
+    CHECK_CLOSE(rc.mixer_compute_s[0], p[0].mixer_compute_s[0] * 7 / 6, 1e-12);
+    CONFIG_SET(&config, "train.recompute=none");
 
     /* a grid the configuration refuses comes back marked, not as an error */
     CONFIG_SET(&config, "parallel.sp=2");
