@@ -16,6 +16,9 @@ typedef struct {
     int dp_rank, dp_size;
 } strand_grid;
 
+/* The grid's shape for `size` ranks: sp or dp may be 0 (derived from the other); refuses shapes
+ * that do not multiply to size, with strand train's message. Pure. */
+int strand_grid_shape(int size, int sp, int dp, int *sp_out, int *dp_out);
 /* Build the grid. sp or dp may be 0 (derived from the world size). Refuses shapes that do not
  * multiply to the world size. Collective over `world`. */
 int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp);

@@ -69,6 +69,10 @@ int strand_machine_write(const char *path, const strand_machine *machine);
 double strand_machine_gemm_flops_per_s(const strand_machine *machine, double width);
 double strand_machine_fft_seconds(const strand_machine *machine, double n, int complex_points);
 double strand_machine_attn_flops_per_s(const strand_machine *machine, double head_dim);
+/* The link a message takes: between nodes when `across_nodes` and the file measured one (else
+ * within a node): its one-way latency and bandwidth. Returns whether it is the inter-node link. */
+int strand_machine_link(const strand_machine *machine, int across_nodes, double *latency_s,
+                        double *bytes_per_s);
 
 /* Options of the calibration (strand calibrate's flags). */
 typedef struct {
@@ -116,7 +120,8 @@ typedef struct {
     double alltoall_count; /* ... in this many calls */
     double p2p_bytes;      /* sent point to point, not overlapped ... */
     double p2p_messages;   /* ... in this many messages on the critical path */
-    /* ring attention: steps of (compute, transfer) that overlap, each taking the larger */
+    /* ring attention: steps of (compute, transfer) that overlap, each taking the larger (one ring
+     * per cost: a hook with two rings sums them into one) */
     double ring_steps, ring_flops_per_step, ring_bytes_per_step;
     /* a recurrence handed rank to rank: its matrix-vector work waits for that of every rank
      * before it (sp - 1 for a wavefront, 0 for a scan) */

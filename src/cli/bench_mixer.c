@@ -263,7 +263,9 @@ static int run(const mixer_args *o, int argc, char **argv) {
                 t[k * o->repeat + r] = v[k];
     }
     long long peak_rss = (long long)strand_peak_rss_bytes();
-    MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_LONG_LONG, MPI_MAX, grid.world);
+    if (status == STRAND_OK &&
+        MPI_Allreduce(MPI_IN_PLACE, &peak_rss, 1, MPI_LONG_LONG, MPI_MAX, grid.world) != MPI_SUCCESS)
+        status = strand_error_set(STRAND_ERR_MPI, __FILE__, __LINE__, "bench mixer: MPI_Allreduce failed");
     double gemm = 0, gemv = 0;
     if (status == STRAND_OK)
         status = strand_agree(grid.world, reference_rates(shard.T > 0 ? shard.T : 1, C, 4 * C, &gemm, &gemv));

@@ -261,7 +261,8 @@ int cmd_plan(int argc, char **argv) {
     strand_machine_default(&machine);
     if (status == STRAND_OK && machine_path) status = strand_machine_read(machine_path, &machine);
     if (status == STRAND_OK) status = strand_memory_process_baseline(&nodes.baseline_bytes);
-    if (status != STRAND_OK) return cli_report(name);
+    /* Under mpirun a file may be missing on one node only: agree, so every rank exits alike. */
+    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
     if (nodes.node_memory_bytes <= 0) nodes.node_memory_bytes = machine.memory_per_node_bytes;
 
     strand_plan_point points[MAX_PLAN_RANKS];

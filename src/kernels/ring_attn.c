@@ -713,10 +713,11 @@ int strand_ring_attn_backward(strand_ring_attn *ra, real_t *dq, real_t *dkv, con
                 acc[i] += target[i];
         }
         if (s + 1 < steps)
-            if (s + 1 < steps) strand_comm_add_bytes(n_cur * kvw * (int64_t)sizeof(real_t));
-        if (s + 1 < steps)
-            STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[dcur], (int)(n_cur * kvw), STRAND_MPI_REAL, next,
-                                      STRAND_TAG_RING_DKV, ra->comm, &dkv_send[dcur]));
+            if (s + 1 < steps) {
+                STRAND_CALL_MPI(MPI_Isend(ra->dkv_buf[dcur], (int)(n_cur * kvw), STRAND_MPI_REAL, next,
+                                          STRAND_TAG_RING_DKV, ra->comm, &dkv_send[dcur]));
+                strand_comm_add_bytes(n_cur * kvw * (int64_t)sizeof(real_t));
+            }
         STRAND_CALL(wait_all(ra, nreq, req));
     }
     /* The last accumulator goes home in one message: to rank r - (steps-1), which is the next rank

@@ -32,14 +32,7 @@ static void add_allreduce_bytes(MPI_Comm comm, int64_t bytes) {
     if (size > 1) strand_comm_add_bytes(2 * bytes * (size - 1) / size);
 }
 
-int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp) {
-    memset(grid, 0, sizeof *grid);
-    grid->world = grid->sp_comm = grid->dp_comm = MPI_COMM_NULL;
-    STRAND_CALL_MPI(MPI_Comm_dup(world, &grid->world));
-    STRAND_CALL_MPI(MPI_Comm_set_errhandler(grid->world, MPI_ERRORS_RETURN));
-    MPI_Comm_rank(grid->world, &grid->world_rank);
-    MPI_Comm_size(grid->world, &grid->world_size);
-    int size = grid->world_size;
+int strand_grid_shape(int size, int sp, int dp, int *sp_out, int *dp_out) {
     if (sp < 0 || dp < 0) STRAND_FAIL(STRAND_ERR_CONFIG, "parallel.sp and parallel.dp must be >= 0");
     if (sp == 0 && dp == 0)
         sp = size, dp = 1;
@@ -55,6 +48,18 @@ int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp) {
     if ((int64_t)sp * dp != size)
         STRAND_FAIL(STRAND_ERR_CONFIG, "parallel.sp x parallel.dp = %d x %d = %lld, but the job has %d ranks",
                     sp, dp, (long long)sp * dp, size);
+    *sp_out = sp, *dp_out = dp;
+    return STRAND_OK;
+}
+
+int strand_grid_init(strand_grid *grid, MPI_Comm world, int sp, int dp) {
+    memset(grid, 0, sizeof *grid);
+    grid->world = grid->sp_comm = grid->dp_comm = MPI_COMM_NULL;
+    STRAND_CALL_MPI(MPI_Comm_dup(world, &grid->world));
+    STRAND_CALL_MPI(MPI_Comm_set_errhandler(grid->world, MPI_ERRORS_RETURN));
+    MPI_Comm_rank(grid->world, &grid->world_rank);
+    MPI_Comm_size(grid->world, &grid->world_size);
+    STRAND_CALL(strand_grid_shape(grid->world_size, sp, dp, &sp, &dp));
     grid->sp_size = sp;
     grid->dp_size = dp;
     grid->sp_rank = grid->world_rank % sp;

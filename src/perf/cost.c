@@ -183,9 +183,8 @@ void strand_cost_seconds(const strand_cost *cost, const strand_cost_shape *shape
         out->gemm_s + out->gemv_s + out->attn_s + out->fft_s + out->memory_s + out->transcendental_s;
 
     /* The SP group is consecutive ranks: it leaves the node only when it is larger than one. */
-    const int inter = nodes > 1 && shape->sp > ranks_per_node && m->p2p_inter_bytes_per_s > 0;
-    const double latency = inter ? m->p2p_inter_latency_s : m->p2p_latency_s;
-    const double p2p_bw = inter ? m->p2p_inter_bytes_per_s : m->p2p_bytes_per_s;
+    double latency = 0, p2p_bw = 0;
+    const int inter = strand_machine_link(m, nodes > 1 && shape->sp > ranks_per_node, &latency, &p2p_bw);
     double comm = cost->p2p_messages * latency + cost->p2p_bytes / p2p_bw;
     if (cost->alltoall_bytes > 0) {
         double a2a = cost->alltoall_bytes / m->alltoall_bytes_per_s;

@@ -328,3 +328,10 @@ double strand_machine_fft_seconds(const strand_machine *m, double n, int complex
 double strand_machine_attn_flops_per_s(const strand_machine *m, double head_dim) {
     return 1e9 * strand_cal_interp_log(m->attn_head_dim, m->attn_gflops, STRAND_MACHINE_ATTN_DIMS, head_dim);
 }
+
+int strand_machine_link(const strand_machine *m, int across_nodes, double *latency_s, double *bytes_per_s) {
+    const int inter = across_nodes && m->p2p_inter_bytes_per_s > 0;
+    *latency_s = inter ? m->p2p_inter_latency_s : m->p2p_latency_s;
+    *bytes_per_s = inter ? m->p2p_inter_bytes_per_s : m->p2p_bytes_per_s;
+    return inter;
+}

@@ -85,28 +85,9 @@ static void mixer_cost(const strand_mixer_ops *ops, const void *options, const s
 
 static double allreduce_seconds(const strand_machine *m, double bytes, int world, int nodes) {
     if (world < 2) return 0;
-    const int inter = nodes > 1 && m->p2p_inter_bytes_per_s > 0;
-    const double latency = inter ? m->p2p_inter_latency_s : m->p2p_latency_s;
-    const double bw = inter ? m->p2p_inter_bytes_per_s : m->p2p_bytes_per_s;
+    double latency = 0, bw = 0;
+    strand_machine_link(m, nodes > 1, &latency, &bw);
     return 2.0 * (world - 1) / world * bytes / bw + 2 * ceil(log2((double)world)) * latency;
-}
-
-/* sp x dp for `ranks`, as strand_grid_init derives them; 0 when the configuration cannot. */
-static int grid_for(const strand_config *config, int ranks, int *sp, int *dp, char *why, size_t size) {
-    int s = config->sp, d = config->dp;
-    if (s == 0 && d == 0)
-        s = ranks, d = 1;
-    else if (s == 0 && ranks % d == 0)
-        s = ranks / d;
-    else if (d == 0 && ranks % s == 0)
-        d = ranks / s;
-    if (s <= 0 || d <= 0 || (int64_t)s * d != ranks) {
-        snprintf(why, size, "parallel.sp = %d x parallel.dp = %d does not make %d ranks", config->sp,
-                 config->dp, ranks);
-        return 0;
-    }
-    *sp = s, *dp = d;
-    return 1;
 }
 
 static void finish_point(strand_plan_point *p, const step_terms *t) {
@@ -126,8 +107,8 @@ static int plan_grid(const strand_config *config, int ranks, const strand_plan_n
     p->ranks = ranks;
     p->ranks_per_node = ranks_per_node > 0 && ranks_per_node < ranks ? ranks_per_node : ranks;
     p->nodes = (ranks + p->ranks_per_node - 1) / p->ranks_per_node;
-    if (!grid_for(config, ranks, &p->sp, &p->dp, p->refused, sizeof p->refused)) return 0;
-    if (strand_memory_estimate(config, p->sp, p->dp, report) != STRAND_OK) {
+    if (strand_grid_shape(ranks, config->sp, config->dp, &p->sp, &p->dp) != STRAND_OK ||
+        strand_memory_estimate(config, p->sp, p->dp, report) != STRAND_OK) {
         snprintf(p->refused, sizeof p->refused, "%s", strand_error_message());
         strand_error_clear();
         return 0;
