@@ -10,6 +10,7 @@
 
 #include "strand/config.h"
 #include "strand/model.h"
+#include "strand/tokenizer.h"
 
 #include <stdint.h>
 
@@ -29,20 +30,23 @@ enum {
 typedef struct {
     int64_t format_version;
     char strand_version[32];
-    char real_type[16];  /* "float" or "double" */
-    int64_t step;        /* optimizer steps done; also the data cursor: the next step's index */
-    int64_t total_steps; /* train.steps */
-    int64_t tokens_seen; /* training tokens consumed up to `step` */
-    int64_t adam_t;      /* AdamW updates done (bias correction) */
-    double lr;           /* schedule state: the learning rate of the last step done */
-    uint64_t seed;       /* RNG state: every random draw is a pure function of (seed, step, index) */
-    double first_loss;   /* mean training loss (nats/token) of step 1; NaN when unknown */
-    double last_loss;    /* of step `step` */
-    double elapsed_s;    /* training seconds up to `step`, over all resumed runs */
-    int dp, sp, world;   /* the grid it was written at */
-    int accum_steps;     /* train.accum_steps it was written with */
-    int64_t parameters;  /* elements in all parameter tensors */
-    int n_tensors;       /* parameter tensors */
+    char real_type[16];         /* "float" or "double" */
+    int64_t step;               /* optimizer steps done; also the data cursor: the next step's index */
+    int64_t total_steps;        /* train.steps */
+    int64_t tokens_seen;        /* training tokens consumed up to `step` */
+    int64_t adam_t;             /* AdamW updates done (bias correction) */
+    double lr;                  /* schedule state: the learning rate of the last step done */
+    uint64_t seed;              /* RNG state: every random draw is a pure function of (seed, step, index) */
+    double first_loss;          /* mean training loss (nats/token) of step 1; NaN when unknown */
+    double last_loss;           /* of step `step` */
+    double first_bpb, last_bpb; /* the same in bits per base (NaN in an older checkpoint) */
+    char tokenizer[128];        /* the dataset's tokenizer ("" in an older checkpoint) */
+    int64_t tokenizer_fingerprint;              /* strand_tokenizer.fingerprint, -1 when not stored */
+    double elapsed_s;                           /* training seconds up to `step`, over all resumed runs */
+    int dp, sp, world;                          /* the grid it was written at */
+    int accum_steps;                            /* train.accum_steps it was written with */
+    int64_t parameters;                         /* elements in all parameter tensors */
+    int n_tensors;                              /* parameter tensors */
     char config_text[STRAND_CKPT_CONFIG_BYTES]; /* resolved configuration (strand_config_format) */
 } strand_ckpt_meta;
 
@@ -55,6 +59,9 @@ typedef struct {
      * strand_ckpt_read_carry, not strand_ckpt_read. */
     const real_t *carry;
     int64_t carry_count;
+    /* The tokenizer, stored whole (a bpe one with its merges) so that sampling can encode a
+     * prompt and decode the output without the dataset; NULL for a task dataset. */
+    const strand_tokenizer *codec;
 } strand_ckpt_state;
 
 /* Fill the format fields of meta (format version, strand version, real type, parameter counts)

@@ -14,8 +14,8 @@
 
 /* A token id in memory (strand/dataset.h: the vocabulary). Datasets store 16-bit tokens; 8-bit
  * ones, from earlier versions, are read as they are. */
-typedef uint16_t strand_token_t;
-#define STRAND_MPI_TOKEN MPI_UINT16_T
+typedef uint32_t strand_token_t; /* kmer:8 has 65544 tokens */
+#define STRAND_MPI_TOKEN MPI_UINT32_T
 
 #ifdef STRAND_REAL_DOUBLE
 typedef double real_t;

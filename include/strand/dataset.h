@@ -4,9 +4,11 @@
 #define STRAND_DATASET_H
 
 #include "strand/common.h"
+#include "strand/tokenizer.h"
 
 #include <hdf5.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Single-nucleotide tokenizer. Token ids are stable across versions of the format. */
 enum strand_token {
@@ -24,8 +26,10 @@ enum strand_token {
  * invalid instead of as A. Also pads the last chunk. 8-bit datasets use 255. */
 #define STRAND_TOKEN_FILL 65535
 #define STRAND_TOKEN_FILL_8BIT 255
-/* Largest vocabulary: every id below the fill value. */
-#define STRAND_VOCAB_MAX 65535
+/* A vocabulary above 65535 tokens (kmer:8) is stored in 32 bits, with this fill value. */
+#define STRAND_TOKEN_FILL_32BIT 4294967295u
+/* Largest vocabulary (kmer:8's 8 + 4^8 tokens, 32-bit in the file). */
+#define STRAND_VOCAB_MAX 65544
 /* Longest record name in bytes: what strand prep accepts and what readers keep whole. */
 #define STRAND_RECORD_NAME_MAX 255
 #define STRAND_TOKENIZER_NAME "nucleotide"
@@ -45,13 +49,20 @@ typedef struct {
     double val_fraction;            /* last fraction of every record is validation (0 = none) */
     const char *const *val_records; /* or: whole records (by name) that form the validation split */
     int n_val_records;
-    int verbose; /* print one line per record */
+    int verbose;                /* print one line per record */
+    const char *tokenizer;      /* "nucleotide" (NULL), "kmer:K" or "bpe:V" (tokenizer.h) */
+    const char *tokenizer_from; /* or: the tokenizer of this dataset (its merges, for bpe) */
+    int64_t bpe_sample_bases;   /* bpe learns from at most this many training bases (0: default) */
 } strand_prep_options;
+/* Default cap on the training bases BPE learns from: its memory is about 40 bytes a base. */
+#define STRAND_BPE_SAMPLE_BASES ((int64_t)1 << 25)
 
 typedef struct {
     int64_t n_records;
-    int64_t n_tokens;
+    int64_t n_tokens, n_bases;
     int64_t n_train_tokens, n_val_tokens;
+    char tokenizer[32];
+    int vocab_size;
     int64_t input_bytes; /* bytes of FASTA text after decompression */
     double seconds;
 } strand_prep_stats;
@@ -93,6 +104,7 @@ typedef struct {
 typedef struct {
     hid_t file, tokens; /* HDF5 handles */
     int64_t n_tokens;
+    int64_t n_bases; /* bases all tokens cover */
     int64_t n_records;
     char (*record_names)[STRAND_RECORD_NAME_MAX + 1]; /* n_records names, NUL-terminated */
     int64_t *record_offsets, *record_lengths;
@@ -100,10 +112,12 @@ typedef struct {
     int64_t n_train, n_val;
     int file_checksummed;   /* the whole file is covered by a checksum (filesum.h; 0: an older file) */
     int tokens_checksummed; /* /tokens' chunks carry Fletcher32 checksums (0: an older file) */
-    int tokens_fill;        /* /tokens' fill value, or -1 when it has none */
+    int64_t tokens_fill;    /* /tokens' fill value, or -1 when it has none */
     int token_bytes;        /* bytes per token in the file: 2, or 1 (an older file) */
     int vocab_size;         /* the tokenizer's vocabulary: every token is below it */
     char tokenizer[128];    /* the tokenizer's name */
+    strand_tokenizer codec; /* a DNA tokenizer's tables (zeroed for a task dataset) */
+    int32_t *token_bases;   /* [vocab_size] bases each token covers (1 for every task token) */
     hid_t mask;             /* /loss_mask (uint8, one per token: 1 where that position's target
                                counts), or H5I_INVALID_HID: every target counts */
     int record_windows;     /* root attribute record_windows = 1: windows start at record starts */
@@ -125,6 +139,9 @@ int strand_dataset_is_task(const strand_dataset *dataset);
  * MPI-IO file close is collective). */
 void strand_dataset_close(strand_dataset *dataset);
 
+/* Decode every record of a dataset back to its bases and write them to `out` as FASTA (one
+ * ">name" line per record, 80 bases a line): strand export. Serial. */
+int strand_dataset_export(const char *path, FILE *out);
 /* Print a human summary of a dataset file to stdout (strand info). */
 int strand_dataset_print_info(const char *path);
 

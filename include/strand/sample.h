@@ -18,7 +18,7 @@ enum strand_sample_mode {
 typedef struct {
     const char *checkpoint; /* resolved checkpoint file */
     const char *prompt;     /* A/C/G/T/N letters (either case) */
-    int64_t length;         /* tokens to generate */
+    int64_t length;         /* tokens to generate (each decodes to its bases) */
     uint64_t seed;
     double temperature; /* > 0 */
     int mode;           /* enum strand_sample_mode (0 = incremental) */
@@ -29,9 +29,10 @@ typedef struct {
  * mode decodes on rank 0 and broadcasts the result (every rank reads the parameters); recompute mode shards
  * the window over the SP ranks of `world` (dp = 1). The draw for position t is a pure function of (seed, t)
  * and of the logits at t-1, so the output depends neither on the number of ranks nor on the mode beyond
- * rounding. Carried state is reset before every forward: a sampled sequence is one window. out receives
- * prompt + generated letters (length + prompt length + 1 bytes) on every rank. Collective. */
+ * rounding. Carried state is reset before every forward: a sampled sequence is one window. The prompt is
+ * encoded with the checkpoint's tokenizer; *out receives (malloc'd, the caller frees it) the prompt's
+ * letters and the bases of the generated tokens, NUL-terminated, on every rank. Collective. */
 int strand_sample(const strand_config *config, MPI_Comm world, const strand_sample_options *options,
-                  char *out);
+                  char **out);
 
 #endif

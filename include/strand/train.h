@@ -23,6 +23,7 @@ typedef struct {
     int64_t steps;
     double first_bpb, final_bpb; /* training loss of the first and last step, bits per base */
     double val_bpb;              /* NaN when no validation windows were evaluated */
+    double val_bits_per_token;   /* the same loss per token (equal to val_bpb for nucleotide tokens) */
     double val_answer_accuracy;  /* argmax == target on the loss mask's positions; NaN without a mask */
     int64_t val_windows;
     int64_t peak_rss_bytes; /* the largest peak resident memory of any rank, over the whole run */
@@ -88,7 +89,9 @@ int strand_train_grad(const strand_config *config, MPI_Comm world, const char *c
                       const char *out, strand_grad_result *result);
 
 typedef struct {
-    double val_bpb;         /* mean over every position of every evaluated window */
+    double val_bpb; /* the windows' loss in bits over the bases their targets cover */
+    double val_bits_per_token;
+    double bases_per_token; /* mean over the evaluated targets */
     int64_t windows;        /* validation windows evaluated */
     double answer_accuracy; /* argmax == target over the loss mask's positions; NaN without a mask */
     int64_t checkpoint_step;

@@ -87,6 +87,9 @@ int cmd_eval(int argc, char **argv) {
             "validation bits/base %.6f over %lld windows of %lld tokens (%s, step %lld, %lld parameters)\n",
             result.val_bpb, (long long)result.windows, (long long)config.seq_len, path,
             (long long)result.checkpoint_step, (long long)result.parameters);
+        if (fabs(result.bases_per_token - 1.0) > 1e-12)
+            printf("validation bits/token %.6f, %.4f bases per token\n", result.val_bits_per_token,
+                   result.bases_per_token);
         if (!isnan(result.answer_accuracy))
             printf("answer_accuracy %.6f (argmax == target on the loss mask's positions)\n",
                    result.answer_accuracy);

@@ -12,6 +12,8 @@
 static const char prep_usage[] =
     "usage: strand prep --in A.fa[.gz] [B.fa.gz ...] [--in C.fa ...] --out DATA.h5\n"
     "                   [--val-fraction F | --val-records NAME1,NAME2] [--verbose] [--quiet]\n"
+    "                   [--tokenizer nucleotide|kmer:K|bpe:V | --tokenizer-from OTHER.h5]\n"
+    "                   [--bpe-sample BASES]\n"
     "\n"
     "       strand prep --task copy|adding|parity|recall --length L --distance D --count N\n"
     "                   [--seed S] [--val-fraction F] --out TASK.h5\n"
@@ -19,10 +21,18 @@ static const char prep_usage[] =
     "Convert FASTA files (plain or gzip/bgzip) into a strand dataset (HDF5).\n"
     "  --in PATH...         input FASTA files; every following argument up to the next option\n"
     "  --out PATH           output dataset; written to PATH.tmp and renamed when complete\n"
-    "  --val-fraction F     the last floor(F * length) tokens of every record form the validation\n"
-    "                       split (0 <= F < 1; default 0)\n"
+    "  --val-fraction F     the last floor(F * bases) bases of every record form the validation\n"
+    "                       split (0 <= F < 1; default 0); no token crosses the split\n"
     "  --val-records LIST   comma-separated record names that go wholly to the validation split\n"
     "                       (may be combined with --val-fraction, which then applies to the rest)\n"
+    "  --tokenizer T        nucleotide (default: one token per base), kmer:K (1 <= K <= 8:\n"
+    "                       non-overlapping K-mers; a K-mer with an N, and a record's last\n"
+    "                       bases short of K, are single-base tokens) or bpe:V (byte-pair merges\n"
+    "                       learned on the training split, vocabulary up to V, default 4096)\n"
+    "  --tokenizer-from D   use the tokenizer of dataset D (its merges, for bpe), so that two\n"
+    "                       datasets share one vocabulary\n"
+    "  --bpe-sample BASES   bpe learns from at most this many training bases, taken as evenly\n"
+    "                       spaced blocks of 65536 (default 33554432: about 1.3 GB of memory)\n"
     "  --verbose            print one line per record\n"
     "  --quiet              print nothing on success\n"
     "Sequence letters: ACGT -> tokens 0-3, IUPAC codes RYSWKMBDHVN -> N (4), either case; lines\n"
@@ -72,7 +82,8 @@ int cmd_prep(int argc, char **argv) {
     const char **val_records = calloc(max_names, sizeof *val_records);
     char **owned = calloc((size_t)argc + 1, sizeof *owned); /* copies of --val-records lists */
     int n_inputs = 0, n_val = 0, n_owned = 0, quiet = 0, verbose = 0, exit_code = 0;
-    const char *output = NULL, *task = NULL;
+    const char *output = NULL, *task = NULL, *tokenizer = NULL, *tokenizer_from = NULL;
+    int64_t bpe_sample = 0;
     int64_t length = -1, distance = -1, count = -1, seed = 1;
     double val_fraction = 0.0;
     if (!inputs || !val_records || !owned) {
@@ -133,6 +144,16 @@ int cmd_prep(int argc, char **argv) {
                 val_records[n_val++] = name;
                 name = comma ? comma + 1 : NULL;
             }
+        } else if (strcmp(flag, "--tokenizer") == 0) {
+            tokenizer = option_value(argc, argv, &i, inline_value);
+            if (!tokenizer || !tokenizer[0])
+                exit_code = prep_usage_error("%s needs nucleotide, kmer:K or bpe:V", "--tokenizer");
+        } else if (strcmp(flag, "--tokenizer-from") == 0) {
+            tokenizer_from = option_value(argc, argv, &i, inline_value);
+            if (!tokenizer_from || !tokenizer_from[0])
+                exit_code = prep_usage_error("%s needs a dataset path", "--tokenizer-from");
+        } else if (strcmp(flag, "--bpe-sample") == 0) {
+            bpe_sample = parse_count(option_value(argc, argv, &i, inline_value), "--bpe-sample", &exit_code);
         } else if (strcmp(flag, "--task") == 0) {
             task = option_value(argc, argv, &i, inline_value);
             if (!task || !task[0] ||
@@ -158,9 +179,9 @@ int cmd_prep(int argc, char **argv) {
         }
     }
     if (exit_code == 0 && task) {
-        if (n_inputs > 0 || n_val > 0)
-            exit_code =
-                prep_usage_error("%s generates its examples: --in and --val-records do not apply", "--task");
+        if (n_inputs > 0 || n_val > 0 || tokenizer || tokenizer_from)
+            exit_code = prep_usage_error(
+                "%s generates its examples: --in, --val-records and --tokenizer do not apply", "--task");
         else if (length < 0)
             exit_code = prep_usage_error("%s is required with --task", "--length");
         else if (distance < 0)
@@ -192,6 +213,8 @@ int cmd_prep(int argc, char **argv) {
     }
     if (exit_code == 0 && (length >= 0 || distance >= 0 || count >= 0))
         exit_code = prep_usage_error("%s, --distance and --count need --task", "--length");
+    if (exit_code == 0 && tokenizer && tokenizer_from)
+        exit_code = prep_usage_error("%s and --tokenizer-from exclude each other", "--tokenizer");
     if (exit_code == 0 && n_inputs == 0) exit_code = prep_usage_error("%s is required", "--in");
     if (exit_code == 0 && !output) exit_code = prep_usage_error("%s is required", "--out");
     if (exit_code != 0) goto done; /* every rank parsed the same arguments: no agreement needed */
@@ -204,6 +227,9 @@ int cmd_prep(int argc, char **argv) {
         .val_records = val_records,
         .n_val_records = n_val,
         .verbose = verbose && !quiet,
+        .tokenizer = tokenizer,
+        .tokenizer_from = tokenizer_from,
+        .bpe_sample_bases = bpe_sample,
     };
     strand_prep_stats stats = {0};
     int status = rank == 0 ? strand_prep_run(&options, &stats) : STRAND_OK;
@@ -212,11 +238,14 @@ int cmd_prep(int argc, char **argv) {
         exit_code = cli_report("prep");
     } else if (rank == 0 && !quiet) {
         double mb = (double)stats.input_bytes / 1e6;
-        printf("strand prep: wrote %s: %lld record%s, %lld tokens (train %lld, val %lld) from %d file%s; "
-               "%.1f MB of FASTA in %.2f s (%.1f MB/s)\n",
-               output, (long long)stats.n_records, stats.n_records == 1 ? "" : "s", (long long)stats.n_tokens,
-               (long long)stats.n_train_tokens, (long long)stats.n_val_tokens, n_inputs,
-               n_inputs == 1 ? "" : "s", mb, stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
+        printf(
+            "strand prep: wrote %s: %lld record%s, %lld bases, %s (vocabulary %d) %lld tokens (train %lld, "
+            "val %lld), %.3f bases per token, from %d file%s; %.1f MB of FASTA in %.2f s (%.1f MB/s)\n",
+            output, (long long)stats.n_records, stats.n_records == 1 ? "" : "s", (long long)stats.n_bases,
+            stats.tokenizer, stats.vocab_size, (long long)stats.n_tokens, (long long)stats.n_train_tokens,
+            (long long)stats.n_val_tokens,
+            stats.n_tokens > 0 ? (double)stats.n_bases / (double)stats.n_tokens : 0.0, n_inputs,
+            n_inputs == 1 ? "" : "s", mb, stats.seconds, stats.seconds > 0 ? mb / stats.seconds : 0.0);
     }
 done:
     fflush(stdout);

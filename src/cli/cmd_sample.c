@@ -108,11 +108,8 @@ int cmd_sample(int argc, char **argv) {
     if (cli_checkpoint_config(checkpoint, NULL, argc, argv, path, sizeof path, &config) != STRAND_OK)
         return cli_report(name);
     options.checkpoint = path;
-    const size_t bytes = strlen(options.prompt) + (size_t)options.length + 1;
-    char *out = malloc(bytes);
-    int status = out ? STRAND_OK : strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory");
-    if (strand_agree(MPI_COMM_WORLD, status) != STRAND_OK) return cli_report(name);
-    status = strand_sample(&config, MPI_COMM_WORLD, &options, out);
+    char *out = NULL;
+    int status = strand_sample(&config, MPI_COMM_WORLD, &options, &out);
     if (status == STRAND_OK && cli_world_rank() == 0) {
         printf(">sample seed=%llu temperature=%g prompt_length=%zu length=%lld checkpoint=%s\n",
                (unsigned long long)options.seed, options.temperature, strlen(options.prompt),

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"prep", cmd_prep, "convert FASTA / gzipped FASTA genomes to an HDF5 dataset"},
     {"train", cmd_train, "train a model, the sequence sharded across MPI ranks"},
     {"info", cmd_info, "summarise a dataset, checkpoint or gradient file"},
+    {"export", cmd_export, "decode a dataset back to its bases as FASTA (any tokenizer)"},
     {"eval", cmd_eval, "bits per base of a checkpoint on the validation split, loss by position"},
     {"sample", cmd_sample, "generate bases after a prompt with a checkpoint's model"},
     {"grad", cmd_grad, "loss and gradients of one training step from a checkpoint"},

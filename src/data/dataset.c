@@ -4,6 +4,7 @@
 #include "strand/dataset.h"
 
 #include "core/filesum.h"
+#include "data/fasta.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -421,11 +422,11 @@ static int load_tokens_storage(strand_dataset *ds) {
             ds->tokens_checksummed = 1;
     }
     H5D_fill_value_t defined = H5D_FILL_VALUE_UNDEFINED;
-    uint16_t fill = 0;
+    uint32_t fill = 0;
     if (n_filters < 0 || H5Pfill_value_defined(dcpl, &defined) < 0)
         status =
             strand_h5_error(__FILE__, __LINE__, ds->path, "cannot read the storage properties of /tokens");
-    else if (defined != H5D_FILL_VALUE_UNDEFINED && H5Pget_fill_value(dcpl, H5T_NATIVE_UINT16, &fill) >= 0)
+    else if (defined != H5D_FILL_VALUE_UNDEFINED && H5Pget_fill_value(dcpl, H5T_NATIVE_UINT32, &fill) >= 0)
         ds->tokens_fill = fill;
     H5Eclear2(H5E_DEFAULT);
     strand_h5_close(&dcpl);
@@ -473,21 +474,23 @@ static int load(strand_dataset *ds) {
         STRAND_FAIL(STRAND_ERR_INPUT,
                     "%s: dataset tokenizer '%s' version %" PRId64 ", this strand reads version %d", path,
                     tokenizer, tokenizer_version, STRAND_TASK_TOKENIZER_VERSION);
-    if (!is_task &&
-        (strcmp(tokenizer, STRAND_TOKENIZER_NAME) != 0 || tokenizer_version != STRAND_TOKENIZER_VERSION))
+    if (!is_task && tokenizer_version != STRAND_TOKENIZER_VERSION)
         STRAND_FAIL(STRAND_ERR_INPUT,
-                    "%s: dataset tokenizer '%s' version %" PRId64 ", this strand uses '%s' version %d", path,
-                    tokenizer, tokenizer_version, STRAND_TOKENIZER_NAME, STRAND_TOKENIZER_VERSION);
+                    "%s: dataset tokenizer '%s' version %" PRId64 ", this strand uses version %d", path,
+                    tokenizer, tokenizer_version, STRAND_TOKENIZER_VERSION);
     STRAND_CALL(strand_h5_read_int_attribute(ds->file, "vocab_size", &vocab, &found, path));
     if (!found) STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'vocab_size'", path);
-    if (strcmp(tokenizer, STRAND_TOKENIZER_NAME) == 0 && vocab != STRAND_VOCAB_SIZE)
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: tokenizer '%s' with vocabulary size %" PRId64 " (it has %d)", path,
-                    tokenizer, vocab, STRAND_VOCAB_SIZE);
     if (vocab < 1 || vocab > STRAND_VOCAB_MAX)
         STRAND_FAIL(STRAND_ERR_INPUT, "%s: vocabulary size %" PRId64 " outside 1..%d", path, vocab,
                     STRAND_VOCAB_MAX);
+    /* A DNA tokenizer checks its own name, vocabulary and merges; a task's tokens are one base each. */
+    if (!is_task) STRAND_CALL(strand_tokenizer_read(ds->file, &ds->codec, path));
     ds->vocab_size = (int)vocab;
     snprintf(ds->tokenizer, sizeof ds->tokenizer, "%s", tokenizer);
+    ds->token_bases = malloc(sizeof *ds->token_bases * (size_t)vocab);
+    if (!ds->token_bases) STRAND_FAIL(STRAND_ERR_NOMEM, "%s: out of memory for the vocabulary", path);
+    for (int64_t v = 0; v < vocab; v++)
+        ds->token_bases[v] = is_task ? 1 : ds->codec.token_bases[v];
 
     int rank = 0;
     hsize_t dims[2] = {0, 0};
@@ -495,8 +498,8 @@ static int load(strand_dataset *ds) {
     hid_t type = H5Dget_type(ds->tokens);
     size_t type_size = type >= 0 ? H5Tget_size(type) : 0;
     strand_h5_close(&type);
-    if (rank != 1 || (type_size != 1 && type_size != 2))
-        STRAND_FAIL(STRAND_ERR_INPUT, "%s: /tokens must be a 1-D array of 16-bit (or 8-bit) integers", path);
+    if (rank != 1 || (type_size != 1 && type_size != 2 && type_size != 4))
+        STRAND_FAIL(STRAND_ERR_INPUT, "%s: /tokens must be a 1-D array of 8-, 16- or 32-bit integers", path);
     ds->token_bytes = (int)type_size;
     ds->n_tokens = (int64_t)dims[0];
     STRAND_CALL(load_tokens_storage(ds));
@@ -523,6 +526,20 @@ static int load(strand_dataset *ds) {
         STRAND_CALL(read_int64(ds->file, columns[c], path, targets[c], ds->n_records));
     }
     STRAND_CALL(check_ranges(ds, "/records", ds->record_offsets, ds->record_lengths, ds->n_records, 1));
+    /* Bases per record: written since tokenizers other than nucleotide; before, one per token. */
+    ds->n_bases = ds->n_tokens;
+    htri_t has_bases = H5Lexists(ds->file, "/records/bases", H5P_DEFAULT);
+    H5Eclear2(H5E_DEFAULT);
+    if (has_bases > 0 && ds->n_records > 0) {
+        int64_t *bases = malloc(sizeof *bases * (size_t)ds->n_records);
+        if (!bases) STRAND_FAIL(STRAND_ERR_NOMEM, "%s: out of memory for /records/bases", path);
+        int status = read_int64(ds->file, "/records/bases", path, bases, ds->n_records);
+        ds->n_bases = 0;
+        for (int64_t r = 0; r < ds->n_records && status == STRAND_OK; r++)
+            ds->n_bases += bases[r];
+        free(bases);
+        STRAND_CALL(status);
+    }
     STRAND_CALL(load_split(ds, "/split/train", &ds->train, &ds->n_train));
     STRAND_CALL(load_split(ds, "/split/val", &ds->val, &ds->n_val));
     STRAND_CALL(load_mask(ds));
@@ -606,7 +623,7 @@ static int read_span(const strand_dataset *ds, int64_t offset, int64_t count, st
      * Fletcher32 checksums. HDF5 widens the tokens of an 8-bit file. */
     int failed = file_space < 0 || memory_space < 0 ||
                  H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &start, NULL, &n, NULL) < 0 ||
-                 H5Dread(ds->tokens, H5T_NATIVE_UINT16, memory_space, file_space, H5P_DEFAULT, out) < 0;
+                 H5Dread(ds->tokens, H5T_NATIVE_UINT32, memory_space, file_space, H5P_DEFAULT, out) < 0;
     detail[0] = '\0';
     if (failed) H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, detail);
     H5Eclear2(H5E_DEFAULT);
@@ -647,11 +664,11 @@ static int check_tokens(const strand_dataset *ds, int64_t offset, const strand_t
     strand_token_t largest = 0;
     for (int64_t i = 0; i < count; i++)
         largest = tokens[i] > largest ? tokens[i] : largest;
-    if (largest < ds->vocab_size) return STRAND_OK;
+    if (largest < (strand_token_t)ds->vocab_size) return STRAND_OK;
     int64_t i = 0;
-    while (tokens[i] < ds->vocab_size)
+    while (tokens[i] < (strand_token_t)ds->vocab_size)
         i++;
-    if (tokens[i] == ds->tokens_fill)
+    if ((int64_t)tokens[i] == ds->tokens_fill)
         STRAND_FAIL(STRAND_ERR_INPUT,
                     "%s: /tokens offset %" PRId64 ": value %u is not a token but the fill value of /tokens, "
                     "which HDF5 returns where it finds no data (a damaged chunk index, or /tokens grown past "
@@ -724,6 +741,8 @@ void strand_dataset_close(strand_dataset *ds) {
     strand_free(ds->record_lengths);
     strand_free(ds->train);
     strand_free(ds->val);
+    free(ds->token_bases);
+    strand_tokenizer_free(&ds->codec);
     reset(ds);
 }
 
@@ -809,22 +828,30 @@ done:
 static int print_composition(strand_dataset *ds) {
     strand_token_t *block = strand_alloc(sizeof *block * INFO_BLOCK, "a token block");
     if (!block) return STRAND_ERR_NOMEM;
-    int64_t counts[5] = {0};
+    int64_t counts[5] = {0}, specials = 0;
     int status = STRAND_OK;
+    const strand_tokenizer *codec = &ds->codec;
     for (int64_t offset = 0; offset < ds->n_tokens; offset += INFO_BLOCK) {
         int64_t count = ds->n_tokens - offset < INFO_BLOCK ? ds->n_tokens - offset : INFO_BLOCK;
         STRAND_CALL_GOTO(status, done, strand_dataset_read(ds, offset, count, block));
-        for (int64_t i = 0; i < count; i++)
-            if (block[i] < 5) counts[block[i]]++;
+        /* Bases by letter: a token's letters are its text in the tokenizer's table. */
+        for (int64_t i = 0; i < count; i++) {
+            const strand_token_t token = block[i];
+            specials += codec->token_bases[token] == 0;
+            for (int64_t c = codec->text_offset[token]; c < codec->text_offset[token + 1]; c++)
+                counts[strand_fasta_token_of((unsigned char)codec->text[c])]++;
+        }
     }
-    double total = ds->n_tokens > 0 ? (double)ds->n_tokens : 1.0;
+    const int64_t bases = counts[0] + counts[1] + counts[2] + counts[3] + counts[4];
+    print_count("bases: ", bases);
+    printf(", mean %.4f bases per token (compression %.4fx against one token per base)\n",
+           ds->n_tokens > 0 ? (double)bases / (double)ds->n_tokens : 0.0,
+           ds->n_tokens > 0 ? (double)bases / (double)ds->n_tokens : 0.0);
+    double total = bases > 0 ? (double)bases : 1.0;
     printf("composition: A %.4f  C %.4f  G %.4f  T %.4f  N %.4f", (double)counts[0] / total,
            (double)counts[1] / total, (double)counts[2] / total, (double)counts[3] / total,
            (double)counts[4] / total);
-    int64_t other = ds->n_tokens - counts[0] - counts[1] - counts[2] - counts[3] - counts[4];
-    if (other > 0) {
-        print_count("  other tokens ", other);
-    }
+    if (specials > 0) print_count("  special tokens ", specials);
     printf("  GC %.4f\n", (double)(counts[1] + counts[2]) / total);
 done:
     strand_free(block);
@@ -924,6 +951,57 @@ int strand_dataset_print_info(const char *path) {
     else
         STRAND_CALL_GOTO(status, done, print_composition(&ds));
 done:
+    strand_dataset_close(&ds);
+    return status;
+}
+
+/* Write every record's bases as FASTA (80 letters a line), decoding blocks of tokens. */
+static int export_records(strand_dataset *ds, FILE *out) {
+    const strand_tokenizer *codec = &ds->codec;
+    int32_t longest = 1;
+    for (int v = 0; v < codec->vocab_size; v++)
+        longest = codec->token_bases[v] > longest ? codec->token_bases[v] : longest;
+    strand_token_t *block = strand_alloc(sizeof *block * INFO_BLOCK, "a token block");
+    char *letters = strand_alloc((size_t)INFO_BLOCK * (size_t)longest + 1, "decoded bases");
+    int status = block && letters ? STRAND_OK : STRAND_ERR_NOMEM;
+    for (int64_t r = 0; r < ds->n_records && status == STRAND_OK; r++) {
+        if (fprintf(out, ">%s\n", ds->record_names[r]) < 0) break;
+        int64_t column = 0;
+        for (int64_t done = 0; done < ds->record_lengths[r] && status == STRAND_OK;) {
+            const int64_t left = ds->record_lengths[r] - done, count = left < INFO_BLOCK ? left : INFO_BLOCK;
+            status = strand_dataset_read(ds, ds->record_offsets[r] + done, count, block);
+            const int64_t n = status == STRAND_OK ? strand_tokenizer_decode(codec, block, count, letters) : 0;
+            for (int64_t i = 0; i < n; i++) {
+                fputc(letters[i], out);
+                if (++column == 80) fputc('\n', out), column = 0;
+            }
+            done += count;
+        }
+        if (column > 0) fputc('\n', out);
+    }
+    strand_free(block);
+    strand_free(letters);
+    STRAND_CALL(status);
+    if (fflush(out) != 0 || ferror(out)) STRAND_FAIL(STRAND_ERR_IO, "cannot write the exported FASTA");
+    return STRAND_OK;
+}
+
+int strand_dataset_export(const char *path, FILE *out) {
+    strand_dataset ds;
+    reset(&ds);
+    if (strlen(path) >= sizeof ds.path) STRAND_FAIL(STRAND_ERR_INPUT, "dataset path too long");
+    snprintf(ds.path, sizeof ds.path, "%s", path);
+    strand_filesum_info sum;
+    STRAND_CALL(strand_filesum_verify(path, &sum));
+    STRAND_CALL(precheck(path));
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) STRAND_H5_FAIL(path, "cannot create file access properties");
+    int status = open_with(&ds, path, fapl);
+    if (status == STRAND_OK && strand_dataset_is_task(&ds))
+        status =
+            strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                             "%s holds task tokens (%s), not bases: nothing to export", path, ds.tokenizer);
+    if (status == STRAND_OK) status = export_records(&ds, out);
     strand_dataset_close(&ds);
     return status;
 }

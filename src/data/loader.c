@@ -54,6 +54,12 @@ int strand_loader_init(strand_loader *loader, strand_dataset *dataset, int64_t s
         STRAND_FAIL(STRAND_ERR_CONFIG,
                     "train.rc_augment = true, but %s holds task tokens (%s): set it to false", dataset->path,
                     dataset->tokenizer);
+    /* A BPE token's reverse complement is in general no token of the vocabulary. */
+    if (rc_augment && !dataset->codec.complement)
+        STRAND_FAIL(STRAND_ERR_CONFIG,
+                    "train.rc_augment = true, but the tokens of %s (%s) have no reverse complements in their "
+                    "vocabulary: set it to false, or prep with --tokenizer nucleotide or kmer:K",
+                    dataset->path, dataset->tokenizer);
     STRAND_CALL(
         index_ranges(dataset->train, dataset->n_train, seq_len, &loader->train_cum, &loader->train_starts));
     STRAND_CALL(index_ranges(dataset->val, dataset->n_val, seq_len, &loader->val_cum, &loader->val_starts));
@@ -171,8 +177,10 @@ int strand_loader_read(const strand_loader *loader, strand_window window, int64_
         tokens[i] = tokens[j];
         tokens[j] = t;
     }
+    /* Reversed order and each token's reverse complement: the window's bases read backwards. */
+    const strand_token_t *complement = loader->dataset->codec.complement;
     for (int64_t i = 0; i < n; i++)
-        tokens[i] = strand_token_complement(tokens[i]);
+        tokens[i] = complement[tokens[i]];
     return STRAND_OK;
 }
 

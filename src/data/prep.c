@@ -22,8 +22,7 @@
 
 enum {
     CHUNK_TOKENS = 1 << 20, /* /tokens chunk: 1 Mi tokens */
-    RAW_BYTES = 2 * CHUNK_TOKENS,
-    N_SLOTS = 8, /* chunks in flight between the parser and the compressors */
+    N_SLOTS = 8,            /* chunks in flight between the parser and the compressors */
     MAX_WORKERS = 4,
 };
 
@@ -37,10 +36,10 @@ enum {
 typedef enum { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE } slot_state;
 
 typedef struct {
-    /* CHUNK_TOKENS 16-bit tokens as HDF5's shuffle filter leaves them: the low bytes, then the
-     * high bytes (RAW_BYTES in all). Nucleotide codes fit in the low byte, so the parser's bytes
-     * are copied as they come and the high plane is zero, which deflate all but removes. The last
-     * chunk is padded with STRAND_TOKEN_FILL. */
+    /* CHUNK_TOKENS tokens of token_bytes bytes as HDF5's shuffle filter leaves them: the low
+     * bytes, then the next byte of each, and so on (byte planes). Nucleotide codes fit in the low
+     * byte, so the parser's bytes are copied as they come and the high plane is zero, which
+     * deflate all but removes. The last chunk is padded with the fill value. */
     uint8_t *raw;
     uint8_t *packed; /* its zlib stream and Fletcher32 checksum */
     size_t valid;    /* tokens of raw that belong to the dataset */
@@ -52,6 +51,7 @@ typedef struct {
 
 typedef struct {
     chunk_slot slots[N_SLOTS];
+    int token_bytes; /* 2, or 4 for a vocabulary above 65535 */
     size_t packed_capacity;
     pthread_t threads[MAX_WORKERS];
     int n_threads;
@@ -65,7 +65,9 @@ typedef struct {
 
 typedef struct {
     char *name;
-    int64_t offset, length;
+    int64_t offset, length; /* in tokens */
+    int64_t bases;          /* bases of the record */
+    int64_t train_tokens;   /* tokens of its training part (tokenized datasets; -1: by val_fraction) */
     int32_t source;
 } prep_record;
 
@@ -82,6 +84,16 @@ typedef struct {
     int64_t n_tokens;    /* tokens received so far */
     prep_record *records;
     int64_t n_records, cap_records;
+    /* A tokenizer other than nucleotide: bases gather in `piece` and are encoded at the record's
+     * split point, at its end and whenever STRAND_TOKENIZER_PIECE_BASES have gathered. */
+    strand_tokenizer *codec;
+    const strand_prep_options *options;
+    const int64_t *record_bases; /* from the counting pass, in record order */
+    uint8_t *piece;
+    strand_token_t *piece_tokens;
+    int64_t piece_fill;
+    int64_t record_done;  /* bases of the current record already encoded or in the piece */
+    int64_t record_split; /* bases of the current record's training part */
 } prep_writer;
 
 /* ---- chunk compression ---- */
@@ -116,7 +128,7 @@ static uint32_t fletcher32(const uint8_t *data, size_t bytes) {
 
 /* Compress a chunk and append its checksum as HDF5's fletcher32 filter stores it: little-endian
  * (UINT32ENCODE in H5Zfletcher32.c). `capacity` includes the checksum's 4 bytes. */
-static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity) {
+static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity, int token_bytes) {
     /* One zlib stream in two parts: Huffman codes for the low bytes (single-letter statistics are
      * what DNA offers), then run-length matches for the high bytes, all zero for nucleotides:
      * Huffman alone would spend a bit on each of them. */
@@ -128,7 +140,7 @@ static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity) {
     if (deflate(z, Z_NO_FLUSH) != Z_OK || z->avail_in != 0) return -1;
     if (deflateParams(z, 1, Z_RLE) != Z_OK) return -1;
     z->next_in = slot->raw + CHUNK_TOKENS;
-    z->avail_in = CHUNK_TOKENS;
+    z->avail_in = (uInt)(CHUNK_TOKENS * (size_t)(token_bytes - 1));
     if (deflate(z, Z_FINISH) != Z_STREAM_END) return -1;
     size_t bytes = capacity - CHECKSUM_BYTES - z->avail_out;
     uint32_t sum = fletcher32(slot->packed, bytes);
@@ -160,7 +172,7 @@ static void *compress_worker(void *arg) {
         }
         next->state = SLOT_BUSY;
         pthread_mutex_unlock(&c->lock);
-        int failed = !z_ok || deflate_chunk(&z, next, c->packed_capacity) != 0;
+        int failed = !z_ok || deflate_chunk(&z, next, c->packed_capacity, c->token_bytes) != 0;
         pthread_mutex_lock(&c->lock);
         next->failed = failed;
         next->state = SLOT_DONE;
@@ -172,9 +184,10 @@ static void *compress_worker(void *arg) {
 }
 
 static int compressor_start(compressor *c, const char *path) {
-    c->packed_capacity = compressBound(RAW_BYTES) + CHECKSUM_BYTES;
+    const size_t raw_bytes = (size_t)c->token_bytes * CHUNK_TOKENS;
+    c->packed_capacity = compressBound((uLong)raw_bytes) + CHECKSUM_BYTES;
     for (int i = 0; i < N_SLOTS; i++) {
-        c->slots[i].raw = calloc(RAW_BYTES, 1); /* the high plane starts zero */
+        c->slots[i].raw = calloc(raw_bytes, 1); /* the high planes start zero */
         c->slots[i].packed = malloc(c->packed_capacity);
         if (!c->slots[i].raw || !c->slots[i].packed)
             STRAND_FAIL(STRAND_ERR_NOMEM, "%s: out of memory for chunk buffers", path);
@@ -258,12 +271,11 @@ static int submit_chunk(prep_writer *w) {
     chunk_slot *slot = &c->slots[w->fill_chunk % N_SLOTS];
     slot->valid = w->fill;
     /* Padding with the fill value: should /tokens ever grow past n_tokens, it reads as invalid. */
-    if (w->fill < CHUNK_TOKENS) {
-        memset(slot->raw + w->fill, STRAND_TOKEN_FILL & 0xff, CHUNK_TOKENS - w->fill);
-        memset(slot->raw + CHUNK_TOKENS + w->fill, STRAND_TOKEN_FILL >> 8, CHUNK_TOKENS - w->fill);
-    }
+    if (w->fill < CHUNK_TOKENS)
+        for (int b = 0; b < c->token_bytes; b++)
+            memset(slot->raw + (size_t)b * CHUNK_TOKENS + w->fill, 0xff, CHUNK_TOKENS - w->fill);
     if (c->n_threads == 0) {
-        slot->failed = deflate_chunk(&c->inline_z, slot, c->packed_capacity) != 0;
+        slot->failed = deflate_chunk(&c->inline_z, slot, c->packed_capacity, c->token_bytes) != 0;
         slot->state = SLOT_DONE;
     } else {
         pthread_mutex_lock(&c->lock);
@@ -324,9 +336,92 @@ static int on_tokens(void *user, const uint8_t *tokens, size_t count) {
     return STRAND_OK;
 }
 
+/* Tokens of any width into the chunk's byte planes. */
+static int append_tokens(prep_writer *w, const strand_token_t *tokens, int64_t count) {
+    const int planes = w->zip.token_bytes;
+    while (count > 0) {
+        int64_t take = CHUNK_TOKENS - (int64_t)w->fill;
+        if (take > count) take = count;
+        uint8_t *raw = w->zip.slots[w->fill_chunk % N_SLOTS].raw + w->fill;
+        for (int b = 0; b < planes; b++)
+            for (int64_t i = 0; i < take; i++)
+                raw[(size_t)b * CHUNK_TOKENS + (size_t)i] = (uint8_t)(tokens[i] >> (8 * b));
+        w->fill += (size_t)take;
+        w->n_tokens += take;
+        tokens += take;
+        count -= take;
+        if (w->fill == CHUNK_TOKENS) STRAND_CALL(submit_chunk(w));
+    }
+    return STRAND_OK;
+}
+
+/* Encode the bases gathered in the piece and store their tokens. At the record's split point the
+ * training part's token count is noted: the split is in tokens, and no token crosses it. */
+static int flush_piece(prep_writer *w) {
+    prep_record *r = &w->records[w->n_records - 1];
+    if (w->piece_fill > 0) {
+        int64_t n = 0;
+        STRAND_CALL(strand_tokenizer_encode(w->codec, w->piece, w->piece_fill, w->piece_tokens, &n));
+        STRAND_CALL(append_tokens(w, w->piece_tokens, n));
+        w->piece_fill = 0;
+    }
+    if (w->record_done == w->record_split && r->train_tokens < 0) r->train_tokens = w->n_tokens - r->offset;
+    return STRAND_OK;
+}
+
+/* The bases of a record's training part: all but floor(val_fraction * bases), none for a named
+ * validation record. */
+static int64_t training_bases(const strand_prep_options *options, const char *name, int64_t bases) {
+    for (int v = 0; v < options->n_val_records; v++)
+        if (strcmp(name, options->val_records[v]) == 0) return 0;
+    return bases - (int64_t)floor(options->val_fraction * (double)bases);
+}
+
+static int on_record_begin_tokenized(void *user, const char *name) {
+    prep_writer *w = user;
+    STRAND_CALL(on_record_begin(user, name));
+    prep_record *r = &w->records[w->n_records - 1];
+    r->train_tokens = -1;
+    w->record_done = 0;
+    w->record_split = training_bases(w->options, name, w->record_bases[w->n_records - 1]);
+    return w->record_split == 0 ? flush_piece(w) : STRAND_OK;
+}
+
+static int on_bases_tokenized(void *user, const uint8_t *codes, size_t count) {
+    prep_writer *w = user;
+    while (count > 0) {
+        /* Up to the split point, then up to a full piece. */
+        int64_t room = STRAND_TOKENIZER_PIECE_BASES - w->piece_fill;
+        if (w->record_done < w->record_split && w->record_split - w->record_done < room)
+            room = w->record_split - w->record_done;
+        const int64_t take = (int64_t)count < room ? (int64_t)count : room;
+        memcpy(w->piece + w->piece_fill, codes, (size_t)take);
+        w->piece_fill += take;
+        w->record_done += take;
+        codes += take;
+        count -= (size_t)take;
+        if (w->piece_fill == STRAND_TOKENIZER_PIECE_BASES || w->record_done == w->record_split)
+            STRAND_CALL(flush_piece(w));
+    }
+    return STRAND_OK;
+}
+
+static int on_record_end_tokenized(void *user, const char *name, int64_t length) {
+    prep_writer *w = user;
+    STRAND_CALL(flush_piece(w));
+    prep_record *r = &w->records[w->n_records - 1];
+    r->length = w->n_tokens - r->offset;
+    r->bases = length;
+    if (w->verbose)
+        printf("  %s: %s, %" PRId64 " bases, %" PRId64 " tokens\n", w->input, name, length, r->length);
+    return STRAND_OK;
+}
+
 static int on_record_end(void *user, const char *name, int64_t length) {
     prep_writer *w = user;
     w->records[w->n_records - 1].length = length;
+    w->records[w->n_records - 1].bases = length;
+    w->records[w->n_records - 1].train_tokens = -1;
     /* The one place prep prints: strand_prep_options.verbose asks for a line per record. */
     if (w->verbose) printf("  %s: %s, %" PRId64 " tokens\n", w->input, name, length);
     return STRAND_OK;
@@ -432,6 +527,7 @@ static int write_splits(hid_t file, const prep_writer *w, const strand_prep_opti
         for (int v = 0; v < options->n_val_records && !named; v++)
             named = strcmp(r->name, options->val_records[v]) == 0;
         int64_t val_length = named ? r->length : (int64_t)floor(options->val_fraction * (double)r->length);
+        if (r->train_tokens >= 0) val_length = r->length - r->train_tokens; /* split in bases */
         int64_t train_length = r->length - val_length;
         if (train_length > 0) {
             train[n_train][0] = r->offset;
@@ -488,10 +584,11 @@ static int write_records(hid_t file, const prep_writer *w) {
     const char **names = malloc((size_t)(n + 1) * sizeof *names);
     int64_t *offsets = malloc((size_t)(n + 1) * sizeof *offsets);
     int64_t *lengths = malloc((size_t)(n + 1) * sizeof *lengths);
+    int64_t *bases = malloc((size_t)(n + 1) * sizeof *bases);
     int32_t *sources = malloc((size_t)(n + 1) * sizeof *sources);
     int status = STRAND_OK;
     hid_t group = H5I_INVALID_HID;
-    if (!names || !offsets || !lengths || !sources) {
+    if (!names || !offsets || !lengths || !bases || !sources) {
         status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the record table");
         goto done;
     }
@@ -499,12 +596,14 @@ static int write_records(hid_t file, const prep_writer *w) {
         names[i] = w->records[i].name;
         offsets[i] = w->records[i].offset;
         lengths[i] = w->records[i].length;
+        bases[i] = w->records[i].bases;
         sources[i] = w->records[i].source;
     }
     STRAND_CALL_GOTO(status, done, make_group(file, "/records", &group, w->path));
     STRAND_CALL_GOTO(status, done, write_strings(group, "name", names, n, w->path));
     STRAND_CALL_GOTO(status, done, write_int64s(group, "offset", offsets, n, w->path));
     STRAND_CALL_GOTO(status, done, write_int64s(group, "length", lengths, n, w->path));
+    STRAND_CALL_GOTO(status, done, write_int64s(group, "bases", bases, n, w->path));
     hsize_t dims[1] = {(hsize_t)n};
     status = write_table(group, "source", H5T_STD_I32LE, 1, dims, sources, w->path);
 done:
@@ -512,6 +611,7 @@ done:
     free(names);
     free(offsets);
     free(lengths);
+    free(bases);
     free(sources);
     return status;
 }
@@ -558,15 +658,13 @@ done:
     return status;
 }
 
-static int write_root_attributes(hid_t file, const char *path) {
+static int write_root_attributes(hid_t file, const strand_tokenizer *codec, const char *path) {
     char special[64];
     snprintf(special, sizeof special, "PAD=%d,BOS=%d,SEP=%d", STRAND_TOKEN_PAD, STRAND_TOKEN_BOS,
              STRAND_TOKEN_SEP);
     STRAND_CALL(strand_h5_write_int_attribute(file, "format_version", STRAND_DATASET_FORMAT_VERSION, path));
-    STRAND_CALL(strand_h5_write_string_attribute(file, "tokenizer", STRAND_TOKENIZER_NAME, path));
-    STRAND_CALL(strand_h5_write_int_attribute(file, "tokenizer_version", STRAND_TOKENIZER_VERSION, path));
+    STRAND_CALL(strand_tokenizer_write(file, codec, 1, path));
     STRAND_CALL(strand_h5_write_string_attribute(file, "alphabet", "ACGTN", path));
-    STRAND_CALL(strand_h5_write_int_attribute(file, "vocab_size", STRAND_VOCAB_SIZE, path));
     STRAND_CALL(strand_h5_write_string_attribute(file, "special_tokens", special, path));
     STRAND_CALL(strand_h5_write_string_attribute(file, "created_by", "strand " STRAND_VERSION, path));
     return STRAND_OK;
@@ -665,16 +763,159 @@ static int create_output(prep_writer *w) {
     /* The pipeline the chunk slots and deflate_chunk() reproduce: shuffle (byte planes), deflate,
      * then Fletcher32 over the compressed bytes. */
     hsize_t zero = 0, unlimited = H5S_UNLIMITED, chunk = CHUNK_TOKENS;
-    const uint16_t fill = STRAND_TOKEN_FILL;
+    const int wide = w->zip.token_bytes == 4;
+    const uint32_t fill = wide ? STRAND_TOKEN_FILL_32BIT : STRAND_TOKEN_FILL;
     hid_t space = H5Screate_simple(1, &zero, &unlimited), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     if (space < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_shuffle(dcpl) < 0 ||
         H5Pset_deflate(dcpl, 1) < 0 || H5Pset_fletcher32(dcpl) < 0 ||
-        H5Pset_fill_value(dcpl, H5T_NATIVE_UINT16, &fill) < 0 ||
-        (w->tokens = H5Dcreate2(w->file, "/tokens", H5T_STD_U16LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) <
-            0)
+        H5Pset_fill_value(dcpl, H5T_NATIVE_UINT32, &fill) < 0 ||
+        (w->tokens = H5Dcreate2(w->file, "/tokens", wide ? H5T_STD_U32LE : H5T_STD_U16LE, space, H5P_DEFAULT,
+                                dcpl, H5P_DEFAULT)) < 0)
         status = strand_h5_error(__FILE__, __LINE__, w->path, "cannot create /tokens");
     strand_h5_close(&dcpl);
     strand_h5_close(&space);
+    return status;
+}
+
+/* ---- the tokenizer's passes over the inputs ---- */
+
+/* First pass: every record's bases, and (bpe) the training bases to learn from. */
+typedef struct {
+    const strand_prep_options *options;
+    int64_t *bases;
+    int64_t n, capacity;
+    int64_t train; /* training bases of all records */
+} base_counter;
+
+static int count_record_end(void *user, const char *name, int64_t length) {
+    base_counter *c = user;
+    c->train += training_bases(c->options, name, length);
+    if (c->n == c->capacity) {
+        int64_t capacity = c->capacity ? 2 * c->capacity : 64;
+        int64_t *grown = realloc(c->bases, (size_t)capacity * sizeof *grown);
+        if (!grown) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for the record table");
+        c->bases = grown, c->capacity = capacity;
+    }
+    c->bases[c->n++] = length;
+    return STRAND_OK;
+}
+
+/* Second pass (bpe): the training bases, all of them up to `cap`, else every stride-th block of
+ * SAMPLE_BLOCK bases, each block a piece of its own. */
+enum { SAMPLE_BLOCK = 1 << 16 };
+typedef struct {
+    const strand_prep_options *options;
+    const int64_t *record_bases;
+    int64_t record, position, split; /* current record, bases seen in it, its training bases */
+    int64_t stride, block;           /* keep block b of the training bases when b % stride == 0 */
+    uint8_t *bases;
+    int64_t n_bases, cap;
+    int64_t *piece_ends; /* end of every piece in bases */
+    int64_t n_pieces, cap_pieces;
+} bpe_sampler;
+
+static int sample_record_begin(void *user, const char *name) {
+    bpe_sampler *s = user;
+    s->position = 0;
+    s->split = training_bases(s->options, name, s->record_bases[s->record]);
+    return STRAND_OK;
+}
+
+static int sample_end_piece(bpe_sampler *s) {
+    if (s->n_pieces > 0 && s->piece_ends[s->n_pieces - 1] == s->n_bases) return STRAND_OK;
+    if (s->n_pieces == s->cap_pieces) {
+        int64_t capacity = s->cap_pieces ? 2 * s->cap_pieces : 256;
+        int64_t *grown = realloc(s->piece_ends, (size_t)capacity * sizeof *grown);
+        if (!grown) STRAND_FAIL(STRAND_ERR_NOMEM, "out of memory for the BPE sample");
+        s->piece_ends = grown, s->cap_pieces = capacity;
+    }
+    s->piece_ends[s->n_pieces++] = s->n_bases;
+    return STRAND_OK;
+}
+
+static int sample_bases(void *user, const uint8_t *codes, size_t count) {
+    bpe_sampler *s = user;
+    for (size_t i = 0; i < count; i++, s->position++) {
+        if (s->position >= s->split) break;
+        const int64_t block = s->block + s->position / SAMPLE_BLOCK;
+        if (block % s->stride != 0 || s->n_bases == s->cap) continue;
+        if (s->stride > 1 && s->position % SAMPLE_BLOCK == 0) STRAND_CALL(sample_end_piece(s));
+        s->bases[s->n_bases++] = codes[i];
+    }
+    return STRAND_OK;
+}
+
+static int sample_record_end(void *user, const char *name, int64_t length) {
+    (void)name, (void)length;
+    bpe_sampler *s = user;
+    s->block += (s->split + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+    s->record++;
+    return sample_end_piece(s);
+}
+
+/* Learn the bpe tokenizer's merges from the training split of the inputs. */
+static int learn_bpe(strand_tokenizer *codec, const strand_prep_options *options,
+                     const base_counter *counted) {
+    bpe_sampler s = {.options = options, .record_bases = counted->bases, .stride = 1};
+    const int64_t train = counted->train;
+    s.cap = options->bpe_sample_bases > 0 ? options->bpe_sample_bases : STRAND_BPE_SAMPLE_BASES;
+    int status = STRAND_OK;
+    if (train > s.cap) s.stride = (train + s.cap - 1) / s.cap;
+    s.bases = malloc((size_t)(train < s.cap ? train : s.cap) + 1);
+    if (!s.bases) {
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the BPE sample");
+        goto done;
+    }
+    const strand_fasta_callbacks callbacks = {sample_record_begin, sample_bases, sample_record_end};
+    for (int i = 0; i < options->n_inputs; i++)
+        STRAND_CALL_GOTO(status, done, strand_fasta_read(options->inputs[i], &callbacks, &s, NULL));
+    if (s.n_bases < 2) {
+        status =
+            strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                             "%s: the training split has %" PRId64 " bases: too few to learn merges from",
+                             codec->name, s.n_bases);
+        goto done;
+    }
+    {
+        const uint8_t **pieces = malloc((size_t)s.n_pieces * sizeof *pieces);
+        int64_t *lengths = malloc((size_t)s.n_pieces * sizeof *lengths);
+        if (!pieces || !lengths) {
+            status =
+                strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the BPE sample");
+        } else {
+            int64_t begin = 0, n = 0;
+            for (int64_t p = 0; p < s.n_pieces; p++) {
+                if (s.piece_ends[p] > begin) {
+                    pieces[n] = s.bases + begin;
+                    lengths[n++] = s.piece_ends[p] - begin;
+                }
+                begin = s.piece_ends[p];
+            }
+            status = strand_tokenizer_learn(codec, pieces, lengths, n);
+        }
+        free(pieces);
+        free(lengths);
+    }
+done:
+    free(s.bases);
+    free(s.piece_ends);
+    return status;
+}
+
+/* The tokenizer of `path`, another dataset (--tokenizer-from). */
+static int tokenizer_from(strand_tokenizer *codec, const char *path) {
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) STRAND_H5_FAIL(path, "--tokenizer-from: cannot open the dataset");
+    char name[128] = "";
+    int found = 0;
+    int status = strand_h5_read_string_attribute(file, "tokenizer", name, sizeof name, &found, path);
+    if (status == STRAND_OK &&
+        strncmp(name, STRAND_TASK_TOKENIZER_PREFIX, strlen(STRAND_TASK_TOKENIZER_PREFIX)) == 0)
+        status =
+            strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                             "--tokenizer-from %s: a task dataset (%s) has no DNA tokenizer", path, name);
+    if (status == STRAND_OK) status = strand_tokenizer_read(file, codec, path);
+    strand_h5_close(&file);
     return status;
 }
 
@@ -689,7 +930,10 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     size_t path_bytes = strlen(options->output) + 5;
     char *tmp_path = malloc(path_bytes);
     strand_fasta_summary *summaries = calloc((size_t)options->n_inputs, sizeof *summaries);
-    prep_writer w = {.verbose = options->verbose, .file = H5I_INVALID_HID, .tokens = H5I_INVALID_HID};
+    prep_writer w = {
+        .verbose = options->verbose, .file = H5I_INVALID_HID, .tokens = H5I_INVALID_HID, .options = options};
+    strand_tokenizer codec = {0};
+    base_counter counted = {.options = options};
     int status = STRAND_OK, created = 0;
     if (!tmp_path || !summaries) {
         status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory starting prep");
@@ -698,11 +942,40 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     snprintf(tmp_path, path_bytes, "%s.tmp", options->output);
     w.path = tmp_path;
     STRAND_CALL_GOTO(status, done, check_inputs_not_written(options, tmp_path));
+    /* The tokenizer: named, or another dataset's; bpe learns its merges from a first pass. */
+    if (options->tokenizer_from)
+        STRAND_CALL_GOTO(status, done, tokenizer_from(&codec, options->tokenizer_from));
+    else
+        STRAND_CALL_GOTO(
+            status, done,
+            strand_tokenizer_parse(&codec, options->tokenizer ? options->tokenizer : "nucleotide"));
+    const int tokenized = codec.kind != STRAND_TOKENIZER_NUCLEOTIDE;
+    if (tokenized) {
+        /* Bases per record first: a record's split point must be known before its bases arrive. */
+        const strand_fasta_callbacks counting = {NULL, NULL, count_record_end};
+        for (int i = 0; i < options->n_inputs; i++)
+            STRAND_CALL_GOTO(status, done, strand_fasta_read(options->inputs[i], &counting, &counted, NULL));
+        if (codec.kind == STRAND_TOKENIZER_BPE && codec.n_merges == 0 && !options->tokenizer_from)
+            STRAND_CALL_GOTO(status, done, learn_bpe(&codec, options, &counted));
+        w.codec = &codec;
+        w.record_bases = counted.bases;
+        w.piece = malloc((size_t)STRAND_TOKENIZER_PIECE_BASES);
+        w.piece_tokens = malloc(sizeof *w.piece_tokens * (size_t)STRAND_TOKENIZER_PIECE_BASES);
+        if (!w.piece || !w.piece_tokens) {
+            status =
+                strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for a piece of bases");
+            goto done;
+        }
+    }
+    w.zip.token_bytes = codec.vocab_size > 65535 ? 4 : 2;
     created = 1; /* from here a (partial) tmp file may exist */
     STRAND_CALL_GOTO(status, done, create_output(&w));
     STRAND_CALL_GOTO(status, done, compressor_start(&w.zip, w.path));
 
-    const strand_fasta_callbacks callbacks = {on_record_begin, on_tokens, on_record_end};
+    const strand_fasta_callbacks callbacks =
+        tokenized
+            ? (strand_fasta_callbacks){on_record_begin_tokenized, on_bases_tokenized, on_record_end_tokenized}
+            : (strand_fasta_callbacks){on_record_begin, on_tokens, on_record_end};
     for (int i = 0; i < options->n_inputs; i++) {
         w.input = options->inputs[i];
         w.source = i;
@@ -714,7 +987,7 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     STRAND_CALL_GOTO(status, done, write_splits(w.file, &w, options, stats));
     STRAND_CALL_GOTO(status, done, write_records(w.file, &w));
     STRAND_CALL_GOTO(status, done, write_sources(w.file, options, summaries, w.path));
-    STRAND_CALL_GOTO(status, done, write_root_attributes(w.file, w.path));
+    STRAND_CALL_GOTO(status, done, write_root_attributes(w.file, &codec, w.path));
     strand_h5_close(&w.tokens);
     /* Closing flushes the last chunks and metadata: its failure (disk full) is a failed prep. */
     hid_t file = w.file;
@@ -728,6 +1001,10 @@ int strand_prep_run(const strand_prep_options *options, strand_prep_stats *stats
     STRAND_CALL_GOTO(status, done, strand_atomic_rename(tmp_path, options->output));
     stats->n_records = w.n_records;
     stats->n_tokens = w.n_tokens;
+    for (int64_t i = 0; i < w.n_records; i++)
+        stats->n_bases += w.records[i].bases;
+    snprintf(stats->tokenizer, sizeof stats->tokenizer, "%s", codec.name);
+    stats->vocab_size = codec.vocab_size;
     stats->seconds = strand_now() - start;
 done:
     compressor_stop(&w.zip);
@@ -737,6 +1014,10 @@ done:
     for (int64_t i = 0; i < w.n_records; i++)
         free(w.records[i].name);
     free(w.records);
+    free(w.piece);
+    free(w.piece_tokens);
+    free(counted.bases);
+    strand_tokenizer_free(&codec);
     free(summaries);
     free(tmp_path);
     return status;

@@ -374,7 +374,7 @@ double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits,
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict l = logits + t * V;
         real_t *restrict p = probs + t * V;
-        STRAND_ASSERT(targets[t] < V);
+        STRAND_ASSERT((int64_t)targets[t] < (int64_t)V);
         real_t maxv = l[0];
         for (int v = 1; v < V; v++)
             maxv = l[v] > maxv ? l[v] : maxv;

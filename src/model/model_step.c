@@ -82,7 +82,7 @@ int strand_model_step_forward(strand_model_step *step, strand_token_t token) {
     if (t >= step->max_len)
         STRAND_FAIL(STRAND_ERR_INPUT, "incremental decoding: position %lld is past max_len %lld",
                     (long long)t, (long long)step->max_len);
-    if (token >= model->V)
+    if ((int64_t)token >= (int64_t)model->V)
         STRAND_FAIL(STRAND_ERR_INPUT, "incremental decoding: token %d is not in the vocabulary", token);
     embedding_forward(step->x, &token, PARAM(model, model->wte), 1, C); // (1,C)
     for (int l = 0; l < model->n_layers; l++) {

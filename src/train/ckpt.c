@@ -328,6 +328,8 @@ static int write_ckpt_attributes(hid_t file, const char *path, const strand_ckpt
                              "counter-based: every draw is a function of (rng_seed, step, index)", path));
     STRAND_CALL(strand_h5_write_double_attribute(file, "first_loss", meta->first_loss, path));
     STRAND_CALL(strand_h5_write_double_attribute(file, "last_loss", meta->last_loss, path));
+    STRAND_CALL(strand_h5_write_double_attribute(file, "first_bpb", meta->first_bpb, path));
+    STRAND_CALL(strand_h5_write_double_attribute(file, "last_bpb", meta->last_bpb, path));
     STRAND_CALL(strand_h5_write_double_attribute(file, "elapsed_s", meta->elapsed_s, path));
     STRAND_CALL(strand_h5_write_int_attribute(file, "written_dp", meta->dp, path));
     STRAND_CALL(strand_h5_write_int_attribute(file, "written_sp", meta->sp, path));
@@ -610,7 +612,8 @@ void strand_ckpt_meta_init(strand_ckpt_meta *meta, const strand_config *config,
     meta->format_version = STRAND_CKPT_FORMAT_VERSION;
     snprintf(meta->strand_version, sizeof meta->strand_version, "%s", STRAND_VERSION);
     snprintf(meta->real_type, sizeof meta->real_type, "%s", STRAND_REAL_NAME);
-    meta->first_loss = meta->last_loss = NAN;
+    meta->first_loss = meta->last_loss = meta->first_bpb = meta->last_bpb = NAN;
+    meta->tokenizer_fingerprint = -1;
     meta->seed = config->seed;
     meta->total_steps = config->steps;
     meta->accum_steps = config->accum_steps;
@@ -765,12 +768,16 @@ int strand_ckpt_write(const char *dir, const strand_ckpt_meta *meta, const stran
 
     int64_t carry_bytes = state->carry ? state->carry_count * (int64_t)sizeof(real_t) : 0;
     STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &carry_bytes, 1, MPI_INT64_T, MPI_MAX, comm));
-    const int64_t bytes =
-        file_bytes_bound(state->table, MAX_SETS,
-                         (int64_t)world * (carry_bytes + 16) + (int64_t)sizeof meta->config_text, world);
+    const int64_t merge_bytes = state->codec ? 8 * (int64_t)state->codec->n_merges + 8192 : 0;
+    const int64_t bytes = file_bytes_bound(
+        state->table, MAX_SETS,
+        (int64_t)world * (carry_bytes + 16) + (int64_t)sizeof meta->config_text + merge_bytes, world);
     hid_t file;
     STRAND_CALL(create_file(tmp, bytes, comm, &file));
     status = strand_agree(comm, write_ckpt_attributes(file, tmp, meta));
+    /* Attributes are collective: every rank writes the same; rank 0 alone writes the merges. */
+    if (status == STRAND_OK && state->codec)
+        status = strand_agree(comm, strand_tokenizer_write(file, state->codec, rank == 0, tmp));
     if (status == STRAND_OK) {
         const tensor_set sets[MAX_SETS] = {
             {CKPT_GROUPS[0], state->params}, {CKPT_GROUPS[1], state->m}, {CKPT_GROUPS[2], state->v}};
@@ -984,6 +991,17 @@ static int read_ckpt_meta(hid_t file, const char *path, strand_ckpt_meta *meta) 
         STRAND_FAIL(STRAND_ERR_INPUT, "%s: missing root attribute 'rng_seed' (incomplete checkpoint)", path);
     STRAND_CALL(require_double(file, path, "first_loss", &meta->first_loss));
     STRAND_CALL(require_double(file, path, "last_loss", &meta->last_loss));
+    /* Written since tokenizers other than nucleotide: older checkpoints count bases as tokens. */
+    STRAND_CALL(read_scalar_attribute(file, "first_bpb", H5T_NATIVE_DOUBLE, &meta->first_bpb, &found, path));
+    if (!found) meta->first_bpb = meta->first_loss / 0.69314718055994530942;
+    STRAND_CALL(read_scalar_attribute(file, "last_bpb", H5T_NATIVE_DOUBLE, &meta->last_bpb, &found, path));
+    if (!found) meta->last_bpb = meta->last_loss / 0.69314718055994530942;
+    STRAND_CALL(strand_h5_read_string_attribute(file, "tokenizer", meta->tokenizer, sizeof meta->tokenizer,
+                                                &found, path));
+    if (!found) meta->tokenizer[0] = '\0';
+    STRAND_CALL(strand_h5_read_int_attribute(file, "tokenizer_fingerprint", &meta->tokenizer_fingerprint,
+                                             &found, path));
+    if (!found) meta->tokenizer_fingerprint = -1;
     STRAND_CALL(require_double(file, path, "elapsed_s", &meta->elapsed_s));
     STRAND_CALL(require_int(file, path, "written_dp", &v));
     meta->dp = (int)v;
@@ -1529,8 +1547,15 @@ int strand_ckpt_print_info(const char *path) {
             printf("  step %" PRId64 " of %" PRId64 " (next step %" PRId64 "), tokens seen %" PRId64
                    ", AdamW t %" PRId64 ", lr %.6g\n",
                    meta->step, meta->total_steps, meta->step + 1, meta->tokens_seen, meta->adam_t, meta->lr);
-            printf("  loss step 1 %.6g, step %" PRId64 " %.6g (nats/token); %.1f s of training\n",
-                   meta->first_loss, meta->step, meta->last_loss, meta->elapsed_s);
+            printf("  loss step 1 %.6g, step %" PRId64
+                   " %.6g (nats/token; %.4f -> %.4f bits/base); %.1f s of "
+                   "training\n",
+                   meta->first_loss, meta->step, meta->last_loss, meta->first_bpb, meta->last_bpb,
+                   meta->elapsed_s);
+            if (meta->tokenizer[0])
+                printf(
+                    "  tokenizer %s (fingerprint %08llx)\n", meta->tokenizer,
+                    (unsigned long long)(meta->tokenizer_fingerprint >= 0 ? meta->tokenizer_fingerprint : 0));
             printf("  written at world %d (dp %d x sp %d), train.accum_steps %d, rng seed %" PRIu64 "\n",
                    meta->world, meta->dp, meta->sp, meta->accum_steps, meta->seed);
             print_config_summary(meta->config_text);

@@ -50,6 +50,7 @@ int strand_metrics_write(strand_metrics *metrics, const strand_step_metrics *m) 
     }
     json_number(f, "tokens_per_s", m->tokens_per_s, 0);
     fprintf(f, "\"tokens\":%lld,", (long long)m->tokens_seen);
+    json_number(f, "bits_per_token", m->bits_per_token, 0);
     json_number(f, "step_s", m->step_seconds, 0);
     json_number(f, "compute_s", m->compute_seconds, 0);
     json_number(f, "comm_s", m->comm_seconds, 0);

@@ -10,6 +10,7 @@
 typedef struct {
     int64_t step, total_steps;
     double loss, bpb, lr, grad_norm;
+    double bits_per_token;            /* bpb is per base: the loss in bits over the bases the targets cover */
     double answer_accuracy;           /* argmax == target on the loss mask's positions; NaN: no mask */
     const double *grad_norm_by_block; /* n_blocks values (before clipping), or NULL */
     int n_blocks;

@@ -333,7 +333,7 @@ static int gradient_run(prober *p, strand_config *config, MPI_Comm world,
     for (int64_t w = 0; w < windows && status == STRAND_OK; w++) {
         status = strand_agree(world, strand_dataset_read(&p->dataset, offsets[w], L + 1, p->window));
         for (int64_t i = 0; i <= L && status == STRAND_OK; i++)
-            if (p->window[i] >= p->model.V)
+            if ((int64_t)p->window[i] >= (int64_t)p->model.V)
                 status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
                                           "%s: token %lld is %d, not a token", config->data_path,
                                           (long long)(offsets[w] + i), p->window[i]);

@@ -7,6 +7,7 @@
 
 #include "strand/ckpt.h"
 #include "strand/dataset.h"
+#include "data/fasta.h"
 #include "strand/model.h"
 #include "strand/model_step.h"
 #include "core/rng.h"
@@ -15,48 +16,71 @@
 #include <ctype.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static int prompt_tokens(const char *prompt, strand_token_t *tokens) {
-    for (int64_t i = 0; prompt[i]; i++) {
-        switch (toupper((unsigned char)prompt[i])) {
-        case 'A':
-            tokens[i] = STRAND_TOKEN_A;
-            break;
-        case 'C':
-            tokens[i] = STRAND_TOKEN_C;
-            break;
-        case 'G':
-            tokens[i] = STRAND_TOKEN_G;
-            break;
-        case 'T':
-            tokens[i] = STRAND_TOKEN_T;
-            break;
-        case 'N':
-            tokens[i] = STRAND_TOKEN_N;
-            break;
-        default:
-            STRAND_FAIL(STRAND_ERR_INPUT, "--prompt: character %lld is '%c'; a prompt holds A, C, G, T or N",
-                        (long long)i + 1, prompt[i]);
-        }
+/* The prompt's letters as bases (codes 0..4), encoded with the checkpoint's tokenizer. */
+static int prompt_tokens(const char *prompt, strand_tokenizer *codec, strand_token_t *tokens, int64_t *n) {
+    const int64_t length = (int64_t)strlen(prompt);
+    uint8_t *codes = strand_alloc((size_t)length + 1, "prompt bases");
+    if (!codes) return STRAND_ERR_NOMEM;
+    int status = STRAND_OK;
+    for (int64_t i = 0; i < length && status == STRAND_OK; i++) {
+        const char c = (char)toupper((unsigned char)prompt[i]);
+        codes[i] = strand_fasta_token_of((unsigned char)c);
+        if (!strchr("ACGTN", c) || codes[i] > STRAND_TOKEN_N)
+            status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                      "--prompt: character %lld is '%c'; a prompt holds A, C, G, T or N",
+                                      (long long)i + 1, prompt[i]);
     }
-    return STRAND_OK;
+    if (status == STRAND_OK) status = strand_tokenizer_encode(codec, codes, length, tokens, n);
+    strand_free(codes);
+    return status;
 }
 
-/* Draw a base (A, C, G or T) from the softmax of logits / temperature. */
-static strand_token_t draw(const real_t *logits, double temperature, uint64_t seed, int64_t position) {
-    double p[4], max = -INFINITY, total = 0;
-    for (int v = 0; v < 4; v++)
-        max = fmax(max, (double)logits[v] / temperature);
-    for (int v = 0; v < 4; v++)
-        total += p[v] = exp((double)logits[v] / temperature - max);
+/* May position t draw `token`? Bases of A, C, G and T: the nucleotide tokenizer's four, every
+ * token of the others but N and the specials. */
+static int drawable(const strand_tokenizer *codec, int token) {
+    if (token >= codec->vocab_size || codec->token_bases[token] == 0 || token == STRAND_TOKEN_N) return 0;
+    return codec->kind != STRAND_TOKENIZER_NUCLEOTIDE || token < STRAND_TOKEN_N;
+}
+
+/* Draw a token from the softmax of logits / temperature over the drawable tokens. */
+static strand_token_t draw(const strand_tokenizer *codec, const real_t *logits, double temperature,
+                           uint64_t seed, int64_t position) {
+    double max = -INFINITY, total = 0;
+    int last = 0;
+    for (int v = 0; v < codec->vocab_size; v++)
+        if (drawable(codec, v)) max = fmax(max, (double)logits[v] / temperature), last = v;
+    for (int v = 0; v < codec->vocab_size; v++)
+        if (drawable(codec, v)) total += exp((double)logits[v] / temperature - max);
     double u = strand_rng_uniform(seed, STRAND_STREAM_SAMPLE, (uint64_t)position, 0) * total;
-    for (int v = 0; v < 3; v++) {
-        if (u < p[v]) return (strand_token_t)v;
-        u -= p[v];
+    for (int v = 0; v < last; v++) {
+        if (!drawable(codec, v)) continue;
+        const double p = exp((double)logits[v] / temperature - max);
+        if (u < p) return (strand_token_t)v;
+        u -= p;
     }
-    return STRAND_TOKEN_T;
+    return (strand_token_t)last;
+}
+
+/* The tokenizer a checkpoint stored (older checkpoints: nucleotide). Serial read on each rank. */
+static int checkpoint_tokenizer(const char *path, strand_tokenizer *codec) {
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (file < 0) STRAND_H5_FAIL(path, "cannot open the checkpoint");
+    char name[128];
+    int found = 0;
+    int status = strand_h5_read_string_attribute(file, "tokenizer", name, sizeof name, &found, path);
+    if (status == STRAND_OK && found && strncmp(name, STRAND_TASK_TOKENIZER_PREFIX, 5) == 0)
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "%s: trained on task tokens (%s), which are not bases: nothing to sample",
+                                  path, name);
+    else if (status == STRAND_OK)
+        status =
+            found ? strand_tokenizer_read(file, codec, path) : strand_tokenizer_parse(codec, "nucleotide");
+    strand_h5_close(&file);
+    return status;
 }
 
 typedef struct {
@@ -66,6 +90,8 @@ typedef struct {
     strand_model_step step;
     real_t *m, *v;
     strand_token_t *window, *inputs, *targets;
+    strand_tokenizer codec;
+    strand_token_t *prompt; /* the prompt's tokens */
 } sampler;
 
 static int alloc_buffers(sampler *s, int64_t L) {
@@ -83,7 +109,7 @@ static int decode_incremental(sampler *s, const strand_sample_options *o, int64_
     STRAND_CALL(strand_model_step_init(&s->step, &s->model, L));
     for (int64_t t = 0; t + 1 < L; t++) {
         STRAND_CALL(strand_model_step_forward(&s->step, s->window[t])); /* logits for position t+1 */
-        if (t + 1 >= P) s->window[t + 1] = draw(s->step.logits, o->temperature, o->seed, t + 1);
+        if (t + 1 >= P) s->window[t + 1] = draw(&s->codec, s->step.logits, o->temperature, o->seed, t + 1);
     }
     return STRAND_OK;
 }
@@ -104,7 +130,7 @@ static int decode_recompute(sampler *s, const strand_sample_options *o, int64_t 
         int token = 0;
         for (int64_t i = 0; i < s->shard.T; i++)
             if (strand_shard_position(&s->shard, i) == t - 1)
-                token = draw(s->model.logits + i * s->model.V, o->temperature, o->seed, t);
+                token = draw(&s->codec, s->model.logits + i * s->model.V, o->temperature, o->seed, t);
         STRAND_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &token, 1, MPI_INT, MPI_MAX, s->grid.world));
         s->window[t] = (strand_token_t)token;
     }
@@ -126,7 +152,7 @@ static int meet_rank0(MPI_Comm world, int rank) {
 }
 
 static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const strand_sample_options *o,
-                      char *out) {
+                      char **out) {
     /* Every rank must sample the same thing: a different option on one rank would leave the
      * ranks in different collectives. */
     char text[4][64];
@@ -141,8 +167,14 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
     STRAND_CALL(strand_consistency_value(world, "--seed", text[1]));
     STRAND_CALL(strand_consistency_value(world, "--temperature", text[2]));
     STRAND_CALL(strand_consistency_value(world, "--mode", text[3]));
-    const int64_t P = (int64_t)strlen(o->prompt), L = P + o->length;
-    if (P < 1) STRAND_FAIL(STRAND_ERR_INPUT, "--prompt is empty: give at least one base");
+    if (!o->prompt[0]) STRAND_FAIL(STRAND_ERR_INPUT, "--prompt is empty: give at least one base");
+    STRAND_CALL(strand_agree(world, checkpoint_tokenizer(o->checkpoint, &s->codec)));
+    /* Tokens of the prompt: at most one per base. */
+    s->prompt = strand_alloc(sizeof *s->prompt * (strlen(o->prompt) + 1), "prompt tokens");
+    int64_t P = 0;
+    int status = s->prompt ? prompt_tokens(o->prompt, &s->codec, s->prompt, &P) : STRAND_ERR_NOMEM;
+    STRAND_CALL(strand_agree(world, status));
+    const int64_t L = P + o->length;
     if (!(o->temperature > 0)) STRAND_FAIL(STRAND_ERR_INPUT, "--temperature must be > 0");
     const int incremental = o->mode == STRAND_SAMPLE_INCREMENTAL;
     if (!incremental && o->mode != STRAND_SAMPLE_RECOMPUTE)
@@ -171,12 +203,12 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
     STRAND_CALL(strand_agree(world, alloc_buffers(s, L)));
     strand_ckpt_meta *meta = strand_alloc(sizeof *meta, "checkpoint metadata");
     if (!meta) return strand_agree(world, STRAND_ERR_NOMEM);
-    int status = strand_ckpt_check(o->checkpoint, &s->model.table, NULL, 0, world, meta);
+    status = strand_ckpt_check(o->checkpoint, &s->model.table, NULL, 0, world, meta);
     strand_free(meta);
     STRAND_CALL(status);
     strand_ckpt_state state = {.table = &s->model.table, .params = s->model.params, .m = s->m, .v = s->v};
     STRAND_CALL(strand_ckpt_read(o->checkpoint, &state, world));
-    STRAND_CALL(strand_agree(world, prompt_tokens(o->prompt, s->window)));
+    memcpy(s->window, s->prompt, sizeof *s->prompt * (size_t)P);
     if (incremental) {
         /* Only rank 0 can fail here; the others wait for it, agree, then take its tokens. */
         status = rank == 0 ? decode_incremental(s, o, P, L) : STRAND_OK;
@@ -190,14 +222,20 @@ static int sample_run(sampler *s, strand_config *config, MPI_Comm world, const s
     } else {
         STRAND_CALL(decode_recompute(s, o, P, L));
     }
-    for (int64_t t = 0; t < L; t++)
-        out[t] = strand_token_char(s->window[t]);
-    out[L] = '\0';
+    /* The prompt as given, then the bases of the drawn tokens. */
+    const size_t prompt_bytes = strlen(o->prompt);
+    const int64_t drawn = strand_tokenizer_bases(&s->codec, s->window + P, L - P);
+    *out = malloc(prompt_bytes + (size_t)drawn + 1);
+    STRAND_CALL(strand_agree(world, *out ? STRAND_OK : STRAND_ERR_NOMEM));
+    for (size_t i = 0; i < prompt_bytes; i++)
+        (*out)[i] = (char)toupper((unsigned char)o->prompt[i]);
+    strand_tokenizer_decode(&s->codec, s->window + P, L - P, *out + prompt_bytes);
     return STRAND_OK;
 }
 
 int strand_sample(const strand_config *config, MPI_Comm world, const strand_sample_options *options,
-                  char *out) {
+                  char **out) {
+    *out = NULL;
     sampler s;
     memset(&s, 0, sizeof s);
     s.grid.world = s.grid.sp_comm = s.grid.dp_comm = MPI_COMM_NULL;
@@ -206,6 +244,9 @@ int strand_sample(const strand_config *config, MPI_Comm world, const strand_samp
     strand_model_step_free(&s.step);
     strand_free(s.window), strand_free(s.inputs), strand_free(s.targets), strand_free(s.m), strand_free(s.v);
     strand_model_free(&s.model);
+    strand_tokenizer_free(&s.codec);
+    strand_free(s.prompt);
+    if (status != STRAND_OK) free(*out), *out = NULL;
     strand_shard_free(&s.shard);
     strand_grid_free(&s.grid);
     return status;

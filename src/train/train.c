@@ -73,6 +73,8 @@ typedef struct {
     int64_t tokens_before;  /* tokens seen before start_step */
     double elapsed_before;  /* training seconds before start_step */
     double first_loss, last_loss;
+    double first_bpb, last_bpb;   /* the same in bits per base */
+    double bases_per_token;       /* the dataset's mean */
     int64_t last_checkpoint_step; /* -1: none written or loaded */
     char ckpt_dir[STRAND_CKPT_PATH_BYTES];
     int handle_signals;   /* options->handle_signals: preempt_requested counts */
@@ -272,6 +274,17 @@ static int64_t windows_per_step(const trainer *t) {
 
 /* Load a checkpoint that strand_ckpt_find/check accepted (t->meta holds its header). */
 static int load_checkpoint(trainer *t, const char *path) {
+    /* Two tokenizers of one vocabulary size (bpe:4096 learned on two corpora) give the same
+     * shapes but different meanings to every token: the fingerprint tells them apart. */
+    const strand_tokenizer *codec = &t->dataset.codec;
+    if (!strand_dataset_is_task(&t->dataset) && t->meta->tokenizer_fingerprint >= 0 &&
+        t->meta->tokenizer_fingerprint != (int64_t)codec->fingerprint)
+        STRAND_FAIL(
+            STRAND_ERR_INPUT,
+            "%s was trained with tokenizer %s (fingerprint %08llx), but %s has %s (fingerprint %08llx): "
+            "prep the dataset with --tokenizer-from a dataset of the checkpoint's tokenizer",
+            path, t->meta->tokenizer, (unsigned long long)t->meta->tokenizer_fingerprint, t->config.data_path,
+            codec->name, (unsigned long long)codec->fingerprint);
     strand_ckpt_state state = ckpt_state(t);
     STRAND_CALL(strand_ckpt_read(path, &state, t->grid.world));
     t->opt.t = t->meta->adam_t;
@@ -280,6 +293,8 @@ static int load_checkpoint(trainer *t, const char *path) {
     t->elapsed_before = t->meta->elapsed_s;
     t->first_loss = t->meta->first_loss;
     t->last_loss = t->meta->last_loss;
+    t->first_bpb = t->meta->first_bpb;
+    t->last_bpb = t->meta->last_bpb;
     t->last_checkpoint_step = t->meta->step;
     /* The window the checkpointed model saw last: the first step after resuming continues it or
      * not exactly as the uninterrupted run would. */
@@ -335,6 +350,16 @@ static int read_piece(trainer *t, strand_window window, double *io_seconds) {
     return status;
 }
 
+/* Bases the targets of this rank's rows cover (weighted by the loss mask): the denominator of
+ * bits per base. One per target for nucleotide and task tokens. */
+static double target_bases(const trainer *t) {
+    const int32_t *bases = t->dataset.token_bases;
+    double total = 0;
+    for (int64_t i = 0; i < t->shard.T; i++)
+        total += (t->weights ? (double)t->weights[i] : 1.0) * (double)bases[t->targets[i]];
+    return total;
+}
+
 /* Answer positions of the last forward: answers[0] += their weight, answers[1] += the weight of
  * those where the most likely token (argmax of the logits) is the target. */
 static void count_answers(const trainer *t, double answers[2]) {
@@ -367,7 +392,7 @@ static double normalise_by_count(trainer *t, double answer_weight, double tokens
 /* This rank's gradient contribution (into model->grads, zeroed first) and loss sum for 0-based
  * `step`; the caller all-reduces both. */
 static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *loss_sum, double *io,
-                         double answers[2]) {
+                         double answers[2], double *bases) {
     strand_model *model = &t->model;
     memset(model->grads, 0, sizeof(real_t) * (size_t)model->table.total);
     for (int micro = 0; micro < t->config.accum_steps; micro++) {
@@ -383,6 +408,7 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
         STRAND_CALL(strand_agree(t->grid.world,
                                  strand_model_forward(model, t->inputs, t->targets, &t->shard, &loss)));
         count_answers(t, answers);
+        *bases += target_bases(t);
         STRAND_CALL(
             strand_agree(t->grid.world, strand_model_backward(model, t->inputs, &t->shard, loss_scale)));
         *loss_sum += loss;
@@ -392,8 +418,9 @@ static int step_gradient(trainer *t, int64_t step, real_t loss_scale, double *lo
 
 /* Mean validation loss (nats per token) over eval_windows windows spread over the DP groups. */
 /* sums: loss, counted positions (every position without a mask), answer weight, correct answers,
- * positions evaluated. */
-static int evaluate_windows(trainer *t, double sums[5], double *by_position) {
+ * positions evaluated, bases the counted targets cover. */
+enum { EVAL_SUMS = 6 };
+static int evaluate_windows(trainer *t, double sums[EVAL_SUMS], double *by_position) {
     const int64_t n = t->config.eval_windows;
     strand_window window;
     double io = 0;
@@ -413,6 +440,7 @@ static int evaluate_windows(trainer *t, double sums[5], double *by_position) {
             sums[1] += (double)t->shard.T;
         }
         sums[4] += (double)t->shard.T;
+        sums[5] += target_bases(t);
         if (by_position)
             for (int64_t i = 0; i < t->shard.T; i++)
                 by_position[strand_shard_position(&t->shard, i)] += (double)t->model.losses[i];
@@ -420,14 +448,16 @@ static int evaluate_windows(trainer *t, double sums[5], double *by_position) {
     return STRAND_OK;
 }
 
-static int evaluate(trainer *t, double *val_loss, int64_t *windows, double *answer_accuracy) {
-    double sums[5] = {0, 0, 0, 0, 0};
+static int evaluate(trainer *t, double *val_loss, double *val_bpb, int64_t *windows,
+                    double *answer_accuracy) {
+    double sums[EVAL_SUMS] = {0};
     /* Test hook: a slow final validation, so that tests can signal during it. */
     const char *eval_sleep = getenv("STRAND_FAULT_EVAL_SLEEP");
     if (eval_sleep && t->rank0) strand_sleep(atof(eval_sleep));
     STRAND_CALL(strand_agree(t->grid.world, evaluate_windows(t, sums, NULL)));
-    STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, 5));
+    STRAND_CALL(strand_allreduce_sum_double(t->grid.world, sums, EVAL_SUMS));
     *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    *val_bpb = sums[5] > 0 ? sums[0] / LN2 / sums[5] : NAN;
     *windows = sums[4] > 0 ? (int64_t)llround(sums[4] / (double)t->config.seq_len) : 0;
     *answer_accuracy = sums[2] > 0 ? sums[3] / sums[2] : NAN;
     return STRAND_OK;
@@ -445,12 +475,15 @@ static int save_checkpoint(trainer *t, const strand_train_options *options, int6
     meta->lr = steps_done > 0 ? strand_lr_at(c, steps_done - 1) : 0;
     meta->first_loss = t->first_loss;
     meta->last_loss = t->last_loss;
+    meta->first_bpb = t->first_bpb;
+    meta->last_bpb = t->last_bpb;
     meta->elapsed_s = elapsed;
     meta->dp = t->grid.dp_size;
     meta->sp = t->grid.sp_size;
     meta->world = t->grid.world_size;
     const double t0 = strand_now();
     strand_ckpt_state state = ckpt_state(t);
+    state.codec = strand_dataset_is_task(&t->dataset) ? NULL : &t->dataset.codec;
     state.carry_count = strand_model_carry_count(&t->model);
     real_t *carry = NULL;
     if (state.carry_count > 0) {
@@ -503,20 +536,26 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         const double t_step = strand_now(), comm_before = strand_comm_seconds();
         const int64_t bytes_before = strand_comm_bytes();
         const double offload_before = offload_seconds(&t->model);
-        double io = 0, loss_sum = 0, answers[2] = {0, 0};
+        double io = 0, loss_sum = 0, answers[2] = {0, 0}, bases = 0;
         if (step_sleep > 0 && t->rank0) strand_sleep(step_sleep);
-        STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io, answers));
+        STRAND_CALL(step_gradient(t, step, loss_scale, &loss_sum, &io, answers, &bases));
         if (step + 1 == fault_nan_step) loss_sum = NAN; /* fault injection: this rank alone sees a NaN */
         if (step + 1 == fault_preempt_step) fault_preempted = 1;
         /* One all-reduce for the whole gradient, one for the loss; the latter also carries the
          * preemption vote and rank 0's pending failure, so stopping costs no extra collective. */
         STRAND_CALL(strand_allreduce_sum(t->grid.world, model->grads, model->table.total));
-        double reduced[5] = {loss_sum, preempt_pending(t) || fault_preempted ? 1.0 : 0.0,
-                             pending != STRAND_OK ? 1.0 : 0.0, answers[0], answers[1]};
-        STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 5));
+        double reduced[6] = {loss_sum,
+                             preempt_pending(t) || fault_preempted ? 1.0 : 0.0,
+                             pending != STRAND_OK ? 1.0 : 0.0,
+                             answers[0],
+                             answers[1],
+                             bases};
+        STRAND_CALL(strand_allreduce_sum_double(t->grid.world, reduced, 6));
         if (reduced[2] > 0) return strand_agree(t->grid.world, pending);
         const double counted = normalise_by_count(t, reduced[3], tokens_per_step);
         const double step_loss = reduced[0] / counted;
+        /* Bits per base: the loss in bits over the bases its targets cover (exact per step). */
+        const double step_bpb = reduced[5] > 0 ? reduced[0] / LN2 / reduced[5] : step_loss / LN2;
         /* Per block too, before clipping (rank 0 writes them; every rank holds the same gradient). */
         double block_norms[STRAND_MAX_BLOCKS];
         const double grad_norm = strand_model_grad_norm(model, t->rank0 ? block_norms : NULL);
@@ -530,8 +569,9 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         strand_clip_grads(model->grads, model->table.total, grad_norm, c->grad_clip);
         const double lr = strand_lr_at(c, step);
         strand_adamw_update(&t->opt, &model->table, model->params, model->grads, lr, c);
-        if (step == 0) t->first_loss = step_loss;
+        if (step == 0) t->first_loss = step_loss, t->first_bpb = step_bpb;
         t->last_loss = step_loss;
+        t->last_bpb = step_bpb;
         if (options->loss_history) options->loss_history[step] = step_loss;
 
         const int64_t done = step + 1;
@@ -539,7 +579,8 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         m.step = done;
         m.total_steps = c->steps;
         m.loss = step_loss;
-        m.bpb = step_loss / LN2;
+        m.bpb = step_bpb;
+        m.bits_per_token = step_loss / LN2;
         m.answer_accuracy = t->weights && reduced[3] > 0 ? reduced[4] / reduced[3] : NAN;
         m.lr = lr;
         m.grad_norm = grad_norm;
@@ -578,8 +619,8 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
     }
     STRAND_CALL(strand_agree(t->grid.world, pending));
     result->steps = c->steps;
-    result->first_bpb = t->first_loss / LN2;
-    result->final_bpb = t->last_loss / LN2;
+    result->first_bpb = t->first_bpb;
+    result->final_bpb = t->last_bpb;
     result->seconds = t->elapsed_before + (strand_now() - t_start);
     return STRAND_OK;
 }
@@ -587,21 +628,20 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
 static int write_summary(trainer *t, const strand_train_options *options, const strand_train_result *r) {
     if (!t->rank0 || options->no_run_dir) return STRAND_OK;
     char text[1024];
-    char val[32], accuracy[64] = "";
-    if (isfinite(r->val_bpb))
-        snprintf(val, sizeof val, "%.9g", r->val_bpb);
-    else
-        snprintf(val, sizeof val, "null");
+    char val[32] = "null", val_token[32] = "null", accuracy[64] = "";
+    if (isfinite(r->val_bpb)) snprintf(val, sizeof val, "%.9g", r->val_bpb);
+    if (isfinite(r->val_bits_per_token)) snprintf(val_token, sizeof val_token, "%.9g", r->val_bits_per_token);
     /* task datasets: the loss above is over the answers; their accuracy follows it */
     if (isfinite(r->val_answer_accuracy))
         snprintf(accuracy, sizeof accuracy, "\"val_answer_accuracy\":%.9g,", r->val_answer_accuracy);
     snprintf(text, sizeof text,
              "{\"steps\":%lld,\"first_bpb\":%.9g,\"final_bpb\":%.9g,\"val_bpb\":%s,%s\"val_windows\":%lld,"
+             "\"val_bits_per_token\":%s,"
              "\"seconds\":%.3f,\"parameters\":%lld,\"world_size\":%d,\"sp\":%d,\"dp\":%d,"
              "\"peak_rss_bytes\":%lld,\"planned_bytes\":%lld}\n",
              (long long)r->steps, r->first_bpb, r->final_bpb, val, accuracy, (long long)r->val_windows,
-             r->seconds, (long long)r->parameters, t->grid.world_size, t->grid.sp_size, t->grid.dp_size,
-             (long long)r->peak_rss_bytes, (long long)r->planned_bytes);
+             val_token, r->seconds, (long long)r->parameters, t->grid.world_size, t->grid.sp_size,
+             t->grid.dp_size, (long long)r->peak_rss_bytes, (long long)r->planned_bytes);
     return write_text_file(t->config.run_dir, "summary.json", text);
 }
 
@@ -633,6 +673,8 @@ static int start(trainer *t, MPI_Comm world, const char *lock_dir) {
     STRAND_CALL(strand_consistency_dataset(t->grid.world, &t->dataset));
     /* the same on every rank: the dataset's tables are agreed */
     STRAND_CALL(strand_config_take_vocab(&t->config, t->dataset.vocab_size, t->config.data_path));
+    t->bases_per_token =
+        t->dataset.n_tokens > 0 ? (double)t->dataset.n_bases / (double)t->dataset.n_tokens : 1.0;
     STRAND_CALL(strand_agree(t->grid.world, setup(t)));
     return STRAND_OK;
 }
@@ -672,6 +714,11 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
             STRAND_VERSION, t->grid.world_size, t->grid.dp_size, t->grid.sp_size,
             (long long)t->model.table.total, (long long)t->config.seq_len, (long long)t->shard.max_T,
             t->config.data_path);
+        if (t->dataset.codec.kind != STRAND_TOKENIZER_NUCLEOTIDE && !strand_dataset_is_task(&t->dataset))
+            printf("tokenizer %s (vocabulary %d): a window covers about %.0f bases (%.3f per token); bpb is "
+                   "bits per base\n",
+                   t->dataset.tokenizer, t->dataset.vocab_size,
+                   (double)t->config.seq_len * t->bases_per_token, t->bases_per_token);
         fflush(stdout);
     }
     /* The loop's own failures are either agreed inside or identical on every rank (NaN). */
@@ -680,7 +727,7 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
     STRAND_CALL(stop_for_signal(t, result));
     if (result->preempted) return STRAND_OK;
     double val_loss = NAN;
-    result->val_bpb = NAN;
+    result->val_bpb = result->val_bits_per_token = NAN;
     result->val_answer_accuracy = NAN;
     if (t->config.eval_windows > 0 && t->loader.val_starts == 0 && t->rank0 && !options->quiet) {
         int64_t longest = 0;
@@ -691,8 +738,9 @@ static int run(trainer *t, MPI_Comm world, const strand_train_options *options, 
                (long long)longest, (long long)t->config.seq_len + 1);
     }
     if (t->config.eval_windows > 0) {
-        STRAND_CALL(evaluate(t, &val_loss, &result->val_windows, &result->val_answer_accuracy));
-        result->val_bpb = val_loss / LN2;
+        STRAND_CALL(
+            evaluate(t, &val_loss, &result->val_bpb, &result->val_windows, &result->val_answer_accuracy));
+        result->val_bits_per_token = val_loss / LN2;
         STRAND_CALL(stop_for_signal(t, result));
         if (result->preempted) return STRAND_OK; /* the summary waits for a whole validation */
     }
@@ -730,7 +778,7 @@ static void trainer_init(trainer *t, const strand_config *config) {
     memset(t, 0, sizeof *t);
     t->grid.world = t->grid.sp_comm = t->grid.dp_comm = MPI_COMM_NULL;
     t->config = *config;
-    t->first_loss = t->last_loss = NAN;
+    t->first_loss = t->last_loss = t->first_bpb = t->last_bpb = NAN;
     t->last_checkpoint_step = -1;
     strand_run_lock_init(&t->lock);
 }
@@ -777,9 +825,9 @@ static int grad_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
         STRAND_FAIL(STRAND_ERR_INPUT, "--step %lld is outside the run's steps 1..%lld", (long long)step,
                     (long long)t->config.steps);
     const double tokens = (double)windows_per_step(t) * (double)t->config.seq_len;
-    double loss_sum = 0, io = 0, answers[2] = {0, 0};
-    STRAND_CALL(
-        step_gradient(t, step - 1, t->weights ? (real_t)1 : (real_t)(1.0 / tokens), &loss_sum, &io, answers));
+    double loss_sum = 0, io = 0, answers[2] = {0, 0}, bases = 0;
+    STRAND_CALL(step_gradient(t, step - 1, t->weights ? (real_t)1 : (real_t)(1.0 / tokens), &loss_sum, &io,
+                              answers, &bases));
     STRAND_CALL(strand_allreduce_sum(t->grid.world, t->model.grads, t->model.table.total));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, &loss_sum, 1));
     STRAND_CALL(strand_allreduce_sum_double(t->grid.world, answers, 2));
@@ -867,9 +915,9 @@ static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
         by_position = strand_alloc(sizeof *by_position * (size_t)L, "per-position losses");
         STRAND_CALL(strand_agree(t->grid.world, by_position ? STRAND_OK : STRAND_ERR_NOMEM));
     }
-    double sums[5] = {0, 0, 0, 0, 0};
+    double sums[EVAL_SUMS] = {0};
     int status = strand_agree(t->grid.world, evaluate_windows(t, sums, by_position));
-    if (status == STRAND_OK) status = strand_allreduce_sum_double(t->grid.world, sums, 5);
+    if (status == STRAND_OK) status = strand_allreduce_sum_double(t->grid.world, sums, EVAL_SUMS);
     if (status == STRAND_OK && by_position) {
         /* Positions are summed over windows (DP groups) and over the ranks that hold them. */
         status = strand_agree(t->grid.world, sum_over_world(t->grid.world, by_position, L));
@@ -881,7 +929,9 @@ static int eval_run(trainer *t, MPI_Comm world, const char *checkpoint, int64_t 
     }
     strand_free(by_position);
     STRAND_CALL(status);
-    result->val_bpb = sums[0] / sums[1] / LN2;
+    result->val_bpb = sums[0] / LN2 / sums[5];
+    result->val_bits_per_token = sums[0] / sums[1] / LN2;
+    result->bases_per_token = sums[5] / sums[1];
     result->windows = (int64_t)llround(sums[4] / (double)L);
     result->answer_accuracy = sums[2] > 0 ? sums[3] / sums[2] : NAN;
     result->checkpoint_step = t->meta->step;

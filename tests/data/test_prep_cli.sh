@@ -46,7 +46,7 @@ one_error_line() {
 
 # --- the quick-start genome
 run 0 "$STRAND" prep --in "$lambda" --out "$work/lambda.h5"
-expect_in "$work/out" "1 record, 48502 tokens (train 48502, val 0)"
+expect_in "$work/out" "1 record, 48502 bases, nucleotide (vocabulary 8) 48502 tokens (train 48502, val 0)"
 [ -f "$work/lambda.h5" ] || fail "no output file"
 [ ! -e "$work/lambda.h5.tmp" ] || fail "temporary file left behind"
 run 0 "$STRAND" info "$work/lambda.h5"
@@ -106,7 +106,7 @@ done
 long=$(printf 'x%.0s' $(seq 1 127))
 printf '>%s_one\nACGT\n>%s_two\nGG\n' "$long" "$long" >"$work/long.fa"
 run 0 "$STRAND" prep --in "$work/long.fa" --out "$work/long.h5" --val-records "${long}_two"
-expect_in "$work/out" "2 records, 6 tokens (train 4, val 2)"
+expect_in "$work/out" "6 tokens (train 4, val 2)"
 run 0 "$STRAND" info "$work/long.h5"
 expect_in "$work/out" "${long}_one"
 expect_in "$work/out" "${long}_two"

@@ -106,10 +106,12 @@ static int run_grad(const strand_config *config, const char *dir) {
 
 static int run_sample(const strand_config *config, const char *dir) {
     (void)dir;
-    char out[64];
+    char *out = NULL;
     strand_sample_options options = {
         .checkpoint = checkpoint, .prompt = "ACGTACGT", .length = 8, .seed = 3, .temperature = 1.0};
-    return strand_sample(config, MPI_COMM_WORLD, &options, out);
+    const int status = strand_sample(config, MPI_COMM_WORLD, &options, &out);
+    free(out);
+    return status;
 }
 
 /* Every rank returned the same status. */

@@ -26,7 +26,8 @@ static int prep(const char *fasta, const char *out, double val_fraction) {
     int status = STRAND_OK;
     if (world_rank == 0) {
         const char *inputs[] = {fasta};
-        strand_prep_options options = {inputs, 1, out, val_fraction, NULL, 0, 0};
+        strand_prep_options options = {
+            .inputs = inputs, .n_inputs = 1, .output = out, .val_fraction = val_fraction};
         strand_prep_stats stats;
         status = strand_prep_run(&options, &stats);
         if (status) fprintf(stderr, "prep failed: %s\n", strand_error_message());
