@@ -15,7 +15,7 @@ build=${1:-build}
 strand=$build/strand
 [[ -x "$strand" ]] || { echo "bench_memory: $strand not found (build first)" >&2; exit 1; }
 source_dir=$(cd "$(dirname "$0")/../.." && pwd)
-genome=${STRAND_BENCH_GENOME:-$source_dir/../shared/data/genomes/ecoli_k12_mg1655.fa.gz}
+genome=${STRAND_BENCH_GENOME:-$source_dir/data/ecoli_k12_mg1655.fa.gz}
 [[ -r "$genome" ]] || { echo "bench_memory: $genome not readable (set STRAND_BENCH_GENOME)" >&2; exit 1; }
 ranks=${STRAND_BENCH_RANKS:-2}
 steps=${STRAND_BENCH_STEPS:-3}

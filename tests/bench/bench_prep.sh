@@ -5,13 +5,13 @@
 #
 # usage: tests/bench/bench_prep.sh [STRAND_BINARY]
 #   env: STRAND_BENCH_COPIES (default 43), STRAND_BENCH_DIR (default /tmp/strand_bench_prep, reused),
-#        STRAND_BENCH_GENOME (default /work/shared/data/genomes/ecoli_k12_mg1655.fa.gz, else the
+#        STRAND_BENCH_GENOME (default data/ecoli_k12_mg1655.fa.gz, else the
 #        lambda phage genome in data/ with 95x more copies), RUNS (default 3)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 strand=${1:-${STRAND:-$root/build/strand}}
 work=${STRAND_BENCH_DIR:-/tmp/strand_bench_prep}
-genome=${STRAND_BENCH_GENOME:-/work/shared/data/genomes/ecoli_k12_mg1655.fa.gz}
+genome=${STRAND_BENCH_GENOME:-$root/data/ecoli_k12_mg1655.fa.gz}
 copies=${STRAND_BENCH_COPIES:-43}
 runs=${RUNS:-3}
 if [ ! -f "$genome" ]; then
