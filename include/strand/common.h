@@ -14,6 +14,8 @@
 
 /* A token id in memory (strand/dataset.h: the vocabulary). Datasets store 16-bit tokens; 8-bit
  * ones, from earlier versions, are read as they are. */
+/* ln 2: nats per bit, for losses reported in bits */
+#define STRAND_LN2 0.69314718055994530942
 typedef uint32_t strand_token_t; /* kmer:8 has 65544 tokens */
 #define STRAND_MPI_TOKEN MPI_UINT32_T
 

@@ -128,6 +128,9 @@ typedef struct {
  * file and reason, a missing or corrupt file, another tokenizer or an unknown format version.
  * The result is agreed across `comm`. */
 int strand_dataset_open(strand_dataset *dataset, const char *path, MPI_Comm comm);
+/* Open and validate a dataset on this process alone (serial HDF5), every byte verified first:
+ * strand info, strand export and prep --tokenizer-from. Close with strand_dataset_close. */
+int strand_dataset_open_serial(strand_dataset *dataset, const char *path);
 /* Read tokens [offset, offset + count) into out (independent I/O: each rank its own hyperslab). */
 int strand_dataset_read(strand_dataset *dataset, int64_t offset, int64_t count, strand_token_t *out);
 /* Loss mask of positions [offset, offset + count) (1: the target of that position, the token

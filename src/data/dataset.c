@@ -882,19 +882,31 @@ done:
     return status;
 }
 
-int strand_dataset_print_info(const char *path) {
-    strand_dataset ds;
-    reset(&ds);
-    if (strlen(path) >= sizeof ds.path) STRAND_FAIL(STRAND_ERR_INPUT, "dataset path too long");
-    snprintf(ds.path, sizeof ds.path, "%s", path);
-    strand_filesum_info sum; /* every byte verified before HDF5 parses the file */
-    STRAND_CALL(strand_filesum_verify(path, &sum));
+/* Open on this process alone after verifying every byte; *sum says what the checksum covered. */
+static int open_verified(strand_dataset *ds, const char *path, strand_filesum_info *sum) {
+    reset(ds);
+    if (strlen(path) >= sizeof ds->path) STRAND_FAIL(STRAND_ERR_INPUT, "dataset path too long");
+    snprintf(ds->path, sizeof ds->path, "%s", path);
+    /* every byte verified before HDF5 parses the file */
+    STRAND_CALL(strand_filesum_verify(path, sum));
     STRAND_CALL(precheck(path));
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) STRAND_H5_FAIL(path, "cannot create file access properties");
+    STRAND_CALL(open_with(ds, path, fapl));
+    ds->file_checksummed = sum->present;
+    return STRAND_OK;
+}
+
+int strand_dataset_open_serial(strand_dataset *ds, const char *path) {
+    strand_filesum_info sum;
+    return open_verified(ds, path, &sum);
+}
+
+int strand_dataset_print_info(const char *path) {
+    strand_dataset ds;
     int status = STRAND_OK;
-    STRAND_CALL_GOTO(status, done, open_with(&ds, path, fapl));
-    ds.file_checksummed = sum.present;
+    strand_filesum_info sum;
+    STRAND_CALL_GOTO(status, done, open_verified(&ds, path, &sum));
     char created_by[128], special[128], alphabet[64];
     int found = 0;
     STRAND_CALL_GOTO(
@@ -988,15 +1000,7 @@ static int export_records(strand_dataset *ds, FILE *out) {
 
 int strand_dataset_export(const char *path, FILE *out) {
     strand_dataset ds;
-    reset(&ds);
-    if (strlen(path) >= sizeof ds.path) STRAND_FAIL(STRAND_ERR_INPUT, "dataset path too long");
-    snprintf(ds.path, sizeof ds.path, "%s", path);
-    strand_filesum_info sum;
-    STRAND_CALL(strand_filesum_verify(path, &sum));
-    STRAND_CALL(precheck(path));
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0) STRAND_H5_FAIL(path, "cannot create file access properties");
-    int status = open_with(&ds, path, fapl);
+    int status = strand_dataset_open_serial(&ds, path);
     if (status == STRAND_OK && strand_dataset_is_task(&ds))
         status =
             strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,

@@ -854,6 +854,22 @@ static int sample_record_end(void *user, const char *name, int64_t length) {
 }
 
 /* Learn the bpe tokenizer's merges from the training split of the inputs. */
+/* The sample's non-empty pieces, handed to the learner. */
+static int learn_from_sample(strand_tokenizer *codec, const bpe_sampler *s) {
+    const uint8_t **pieces = malloc((size_t)s->n_pieces * sizeof *pieces);
+    int64_t *lengths = malloc((size_t)s->n_pieces * sizeof *lengths);
+    int status = STRAND_OK;
+    int64_t begin = 0, n = 0;
+    if (!pieces || !lengths)
+        status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the BPE sample");
+    for (int64_t p = 0; p < s->n_pieces && status == STRAND_OK; begin = s->piece_ends[p++])
+        if (s->piece_ends[p] > begin) pieces[n] = s->bases + begin, lengths[n++] = s->piece_ends[p] - begin;
+    if (status == STRAND_OK) status = strand_tokenizer_learn(codec, pieces, lengths, n);
+    free(pieces);
+    free(lengths);
+    return status;
+}
+
 static int learn_bpe(strand_tokenizer *codec, const strand_prep_options *options,
                      const base_counter *counted) {
     bpe_sampler s = {.options = options, .record_bases = counted->bases, .stride = 1};
@@ -876,26 +892,7 @@ static int learn_bpe(strand_tokenizer *codec, const strand_prep_options *options
                              codec->name, s.n_bases);
         goto done;
     }
-    {
-        const uint8_t **pieces = malloc((size_t)s.n_pieces * sizeof *pieces);
-        int64_t *lengths = malloc((size_t)s.n_pieces * sizeof *lengths);
-        if (!pieces || !lengths) {
-            status =
-                strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "out of memory for the BPE sample");
-        } else {
-            int64_t begin = 0, n = 0;
-            for (int64_t p = 0; p < s.n_pieces; p++) {
-                if (s.piece_ends[p] > begin) {
-                    pieces[n] = s.bases + begin;
-                    lengths[n++] = s.piece_ends[p] - begin;
-                }
-                begin = s.piece_ends[p];
-            }
-            status = strand_tokenizer_learn(codec, pieces, lengths, n);
-        }
-        free(pieces);
-        free(lengths);
-    }
+    status = learn_from_sample(codec, &s);
 done:
     free(s.bases);
     free(s.piece_ends);
@@ -904,18 +901,14 @@ done:
 
 /* The tokenizer of `path`, another dataset (--tokenizer-from). */
 static int tokenizer_from(strand_tokenizer *codec, const char *path) {
-    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (file < 0) STRAND_H5_FAIL(path, "--tokenizer-from: cannot open the dataset");
-    char name[128] = "";
-    int found = 0;
-    int status = strand_h5_read_string_attribute(file, "tokenizer", name, sizeof name, &found, path);
-    if (status == STRAND_OK &&
-        strncmp(name, STRAND_TASK_TOKENIZER_PREFIX, strlen(STRAND_TASK_TOKENIZER_PREFIX)) == 0)
-        status =
-            strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
-                             "--tokenizer-from %s: a task dataset (%s) has no DNA tokenizer", path, name);
-    if (status == STRAND_OK) status = strand_tokenizer_read(file, codec, path);
-    strand_h5_close(&file);
+    strand_dataset ds;
+    int status = strand_dataset_open_serial(&ds, path);
+    if (status == STRAND_OK && strand_dataset_is_task(&ds))
+        status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
+                                  "--tokenizer-from %s: a task dataset (%s) has no DNA tokenizer", path,
+                                  ds.tokenizer);
+    if (status == STRAND_OK) status = strand_tokenizer_copy(codec, &ds.codec);
+    strand_dataset_close(&ds);
     return status;
 }
 

@@ -17,7 +17,6 @@
 #include <string.h>
 
 enum { BASE_IDS = STRAND_TOKENIZER_BASE_IDS, CODE_N = 4, TOKENIZER_VERSION = 1 };
-static const char base_letters[] = "ACGTN";
 /* Letters of all tokens together: hostile merges (each token twice the last) stop here. */
 #define TEXT_MAX ((int64_t)1 << 30)
 
@@ -162,13 +161,10 @@ static int alloc_tables(strand_tokenizer *t, int vocab, int64_t text_bytes, int 
     for (int v = 0; v < BASE_IDS; v++) {
         t->token_bases[v] = v <= CODE_N;
         t->text_offset[v] = v <= CODE_N ? v : CODE_N + 1;
-        if (v <= CODE_N) t->text[v] = base_letters[v];
+        if (v <= CODE_N) t->text[v] = strand_token_char((strand_token_t)v);
+        if (with_complement) t->complement[v] = strand_token_complement((strand_token_t)v);
     }
     t->text_offset[BASE_IDS] = CODE_N + 1;
-    if (with_complement) {
-        static const strand_token_t base_complement[BASE_IDS] = {3, 2, 1, 0, 4, 5, 6, 7};
-        memcpy(t->complement, base_complement, sizeof base_complement);
-    }
     return STRAND_OK;
 }
 
@@ -182,9 +178,9 @@ static int build_kmer(strand_tokenizer *t) {
         int64_t reverse = 0;
         for (int j = 0; j < k; j++) {
             /* base j from the left, first base most significant */
-            t->text[offset + j] = base_letters[(value >> (2 * (k - 1 - j))) & 3];
+            t->text[offset + j] = strand_token_char((strand_token_t)((value >> (2 * (k - 1 - j))) & 3));
             /* the reverse complement reads the bases from the right, complemented */
-            reverse = reverse * 4 + (3 - ((value >> (2 * j)) & 3));
+            reverse = reverse * 4 + strand_token_complement((strand_token_t)((value >> (2 * j)) & 3));
         }
         t->token_bases[id] = k;
         t->text_offset[id] = offset;

@@ -993,9 +993,9 @@ static int read_ckpt_meta(hid_t file, const char *path, strand_ckpt_meta *meta) 
     STRAND_CALL(require_double(file, path, "last_loss", &meta->last_loss));
     /* Written since tokenizers other than nucleotide: older checkpoints count bases as tokens. */
     STRAND_CALL(read_scalar_attribute(file, "first_bpb", H5T_NATIVE_DOUBLE, &meta->first_bpb, &found, path));
-    if (!found) meta->first_bpb = meta->first_loss / 0.69314718055994530942;
+    if (!found) meta->first_bpb = meta->first_loss / STRAND_LN2;
     STRAND_CALL(read_scalar_attribute(file, "last_bpb", H5T_NATIVE_DOUBLE, &meta->last_bpb, &found, path));
-    if (!found) meta->last_bpb = meta->last_loss / 0.69314718055994530942;
+    if (!found) meta->last_bpb = meta->last_loss / STRAND_LN2;
     STRAND_CALL(strand_h5_read_string_attribute(file, "tokenizer", meta->tokenizer, sizeof meta->tokenizer,
                                                 &found, path));
     if (!found) meta->tokenizer[0] = '\0';

@@ -72,7 +72,8 @@ static int checkpoint_tokenizer(const char *path, strand_tokenizer *codec) {
     char name[128];
     int found = 0;
     int status = strand_h5_read_string_attribute(file, "tokenizer", name, sizeof name, &found, path);
-    if (status == STRAND_OK && found && strncmp(name, STRAND_TASK_TOKENIZER_PREFIX, 5) == 0)
+    if (status == STRAND_OK && found &&
+        strncmp(name, STRAND_TASK_TOKENIZER_PREFIX, strlen(STRAND_TASK_TOKENIZER_PREFIX)) == 0)
         status = strand_error_set(STRAND_ERR_INPUT, __FILE__, __LINE__,
                                   "%s: trained on task tokens (%s), which are not bases: nothing to sample",
                                   path, name);

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const double LN2 = 0.69314718055994530942;
+static const double LN2 = STRAND_LN2;
 
 /* Set by the signal handler, read once per step and agreed through the step's loss all-reduce,
  * and once before and once after the final validation. Later signals land here too: they are
