@@ -115,8 +115,30 @@ int strand_fault_alloc_injected(size_t bytes, const char *what);
         if (!(ptr)) return STRAND_ERR_NOMEM;                                                                 \
     } while (0)
 
+/* Threads of this process for OpenMP loops and OpenBLAS (FFTW's come with each plan, see
+ * fftconv.h); n >= 1. strand_threads() is the current count. */
+void strand_threads_set(int n);
+int strand_threads(void);
+
 /* Wall-clock seconds (monotonic). */
 double strand_now(void);
+/* Where a layer's time goes, for `strand bench fftconv --layer`: seconds per kind of work summed
+ * since the last reset, while enabled (off by default: a section costs one branch). Kept per
+ * process and added from the rank's main thread only. */
+enum strand_section {
+    STRAND_SECTION_FILTER,     /* implicit filter network, forward and backward */
+    STRAND_SECTION_PROJECTION, /* the position-wise GEMMs (input and output projections) */
+    STRAND_SECTION_FFT,        /* inside FFTW's execute */
+    STRAND_SECTION_EXCHANGE,   /* the long convolution's packing, exchange and spectral products */
+    STRAND_SECTION_COUNT
+};
+void strand_sections_enable(int on);
+void strand_sections_reset(void);
+double strand_section_seconds(int section);
+/* strand_now() when enabled, else 0; strand_section_end adds now - t0 to the section. */
+double strand_section_begin(void);
+void strand_section_end(int section, double t0);
+void strand_section_add(int section, double seconds);
 /* Sleep `seconds`, all of them even when a signal arrives (test hooks that slow a run down). */
 void strand_sleep(double seconds);
 /* mkdir -p: create path and its missing parents (serial; existing directories are fine). */

@@ -131,9 +131,10 @@ typedef struct {
     char data_path[1024];
 
     /* [parallel] */
-    int sp;     /* 0 = world size / dp */
-    int dp;     /* 0 = world size / sp */
-    int layout; /* enum strand_layout_choice */
+    int sp;      /* 0 = world size / dp */
+    int dp;      /* 0 = world size / sp */
+    int layout;  /* enum strand_layout_choice */
+    int threads; /* threads per rank: OpenMP loops, OpenBLAS and FFTW */
 
     /* [run] */
     char run_dir[1024];

@@ -99,7 +99,7 @@ typedef struct {
     int real_bytes;    /* sizeof(real_t) of the build planned for */
 } strand_cost_shape;
 
-enum { STRAND_COST_GEMMS = 16 };
+enum { STRAND_COST_GEMMS = 16, STRAND_COST_LINEARS = 16 };
 
 /* Work of forward + backward on one rank. Compute is split by the rate it runs at; communication
  * by pattern. Every field adds (a hook adds its own work to what is there). */
@@ -127,12 +127,20 @@ typedef struct {
      * before it (sp - 1 for a wavefront, 0 for a scan) */
     double serial_ranks;
     int real_bytes; /* sizeof(real_t) of the build planned for (set before the hooks run) */
+    /* each linear layer as counted, rows x in -> out, and whether its input gradient is formed:
+     * the GEMM shapes `strand bench fftconv --layer` times for its floor (the first
+     * STRAND_COST_LINEARS) */
+    int linears;
+    double linear_rows[STRAND_COST_LINEARS], linear_in[STRAND_COST_LINEARS], linear_out[STRAND_COST_LINEARS];
+    int linear_input_grad[STRAND_COST_LINEARS];
 } strand_cost;
 
 /* Helpers for the hooks. A linear layer (rows x in) -> (rows x out), forward and backward: three
  * GEMMs of 2 rows in out FLOPs, each at the rate of its inner dimension (in, out, rows). */
 void strand_cost_linear(strand_cost *cost, double rows, double in, double out);
-/* `values` evaluations of strand's exp or tanh (kernels/fastmath.h). */
+/* The same for a first layer whose input needs no gradient (two GEMMs: forward and dW). */
+void strand_cost_linear_no_input_grad(strand_cost *cost, double rows, double in, double out);
+/* `values` evaluations of strand's exp, tanh or sincos (kernels/fastmath.h). */
 void strand_cost_exp(strand_cost *cost, double values);
 /* Streaming passes: `values` reals read or written (times real_bytes). */
 void strand_cost_stream(strand_cost *cost, double values);

@@ -8,12 +8,21 @@
 #include "kernels/fftconv.h"
 #include "strand/layout.h"
 #include "strand/model.h"
+#include "strand/perf.h"
 #include "core/rng.h"
+
+#include <cblas.h>
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef STRAND_REAL_DOUBLE
+#define R_BENCH_GEMM cblas_dgemm
+#else
+#define R_BENCH_GEMM cblas_sgemm
+#endif
 
 static const char bench_conv_usage[] =
     "usage: mpirun -n N strand bench fftconv --length L --channels D [options]\n"
@@ -24,6 +33,11 @@ static const char bench_conv_usage[] =
     "backward_s, fwd_bwd_s, bytes_sent_per_rank (max over ranks), fft_s (inside FFTW execute),\n"
     "fftw_ref_s (the same FFTW transforms back to back without strand's packing and exchange),\n"
     "plan_s, and max_rel_error against the O(L^2) direct sum (bare conv with L <= 8192, else null).\n"
+    "With --layer a mixer, also where its time goes (filter_s: the implicit filter network,\n"
+    "projection_s: its position-wise GEMMs, fft_s, exchange_s: packing, exchange and spectral\n"
+    "products, pointwise_s: the rest), its floors measured in the same run (fftw_ref_s: the six\n"
+    "transforms; gemm_floor_s: sgemm alone at every GEMM shape of the layer, forward and backward)\n"
+    "and over_floor = fwd_bwd_s / (fftw_ref_s + gemm_floor_s).\n"
     "\n"
     "options:\n"
     "  --length L             window length in tokens (required)\n"
@@ -35,11 +49,12 @@ static const char bench_conv_usage[] =
     "  --repeat N             timed repetitions (default 5)\n"
     "  --measure              plan with FFTW_MEASURE (slow to plan, faster to run)\n"
     "  --wisdom FILE          FFTW wisdom file to read and update\n"
+    "  --threads N            threads of the rank (parallel.threads: OpenMP, OpenBLAS, FFTW; default 1)\n"
     "  --no-check             skip the comparison with the direct sum\n";
 
 typedef struct {
     int64_t length;
-    int channels, repeat, measure, check, layout;
+    int channels, repeat, measure, check, layout, threads;
     const char *strategy, *layer, *wisdom;
 } bench_args;
 
@@ -86,6 +101,7 @@ typedef struct {
     double forward, backward, both, fft, ref, plan, error;
     int64_t bytes, N;
     int strategy;
+    double section[STRAND_SECTION_COUNT], gemm_floor, gemm_flops;
 } bench_result;
 
 /* Slowest rank's value. */
@@ -97,13 +113,14 @@ static int max_over(MPI_Comm comm, double *values, int n) {
 typedef struct {
     real_t *u, *k, *dy, *y, *du, *dk, *y_ref, *du_ref, *dk_ref;
     double *t_fwd, *t_bwd, *t_both, *t_fft, *t_ref;
+    double *t_section; /* (STRAND_SECTION_COUNT, repeat) */
 } bench_buffers;
 
 static void buffers_free(bench_buffers *b) {
     real_t *reals[] = {b->u, b->k, b->dy, b->y, b->du, b->dk, b->y_ref, b->du_ref, b->dk_ref};
     for (size_t i = 0; i < sizeof reals / sizeof *reals; i++)
         strand_free(reals[i]);
-    double *doubles[] = {b->t_fwd, b->t_bwd, b->t_both, b->t_fft, b->t_ref};
+    double *doubles[] = {b->t_fwd, b->t_bwd, b->t_both, b->t_fft, b->t_ref, b->t_section};
     for (size_t i = 0; i < sizeof doubles / sizeof *doubles; i++)
         strand_free(doubles[i]);
 }
@@ -117,6 +134,7 @@ static int buffers_alloc(bench_buffers *b, int64_t n, int repeat, int with_ref) 
     double **doubles[] = {&b->t_fwd, &b->t_bwd, &b->t_both, &b->t_fft, &b->t_ref};
     for (size_t i = 0; i < sizeof doubles / sizeof *doubles; i++)
         STRAND_ALLOC(*doubles[i], repeat, "bench timings");
+    STRAND_ALLOC(b->t_section, STRAND_SECTION_COUNT * repeat, "bench timings");
     return STRAND_OK;
 }
 
@@ -128,7 +146,7 @@ static int time_bare_conv(const bench_args *args, const strand_shard *shard, int
     fill_random(b->u, shard, C, 1);
     fill_random(b->k, shard, C, 2);
     fill_random(b->dy, shard, C, 3);
-    strand_fftconv_options options = {strategy, args->measure, args->wisdom};
+    strand_fftconv_options options = {strategy, args->measure, args->wisdom, args->threads};
     strand_fftconv *conv = NULL;
     STRAND_CALL_MPI(MPI_Barrier(comm));
     double t0 = strand_now();
@@ -206,6 +224,59 @@ static void init_params(const strand_param_table *table, real_t *params, strand_
     if (mixer->ops->init_params) mixer->ops->init_params(mixer, params, seed);
 }
 
+/* sgemm (or dgemm) alone at every linear layer's shapes in the mixer's cost hook, as
+ * linear_forward and linear_backward call it: forward (T,in) x (out,in)^T, dX (T,out) x (out,in),
+ * dW (T,out)^T x (T,in). Median over the repeats of the sum; the slowest rank's. */
+static int gemm_floor(const bench_args *args, const strand_shard *shard, const strand_mixer_ops *ops,
+                      const strand_config *config, bench_buffers *b, bench_result *res) {
+    res->gemm_floor = NAN;
+    if (!ops->cost) return STRAND_OK;
+    strand_cost cost;
+    memset(&cost, 0, sizeof cost);
+    strand_cost_shape shape = {args->channels, shard->T,      args->length, shard->grid->sp_size,
+                               args->layout,   res->strategy, res->N,       (int)sizeof(real_t)};
+    ops->cost(strand_mixer_options(config, ops), &shape, &cost);
+    int64_t most = 1;
+    for (int i = 0; i < cost.linears; i++) {
+        const int64_t rows = (int64_t)cost.linear_rows[i], in = (int64_t)cost.linear_in[i],
+                      out = (int64_t)cost.linear_out[i];
+        const int64_t need = rows * (in > out ? in : out);
+        most = need > most ? need : most;
+        if (in * out > most) most = in * out;
+    }
+    real_t *x = strand_alloc(sizeof(real_t) * (size_t)most, "bench gemm floor");
+    real_t *y = strand_alloc(sizeof(real_t) * (size_t)most, "bench gemm floor");
+    real_t *w = strand_alloc(sizeof(real_t) * (size_t)most, "bench gemm floor");
+    int status = strand_agree(shard->grid->sp_comm, x && y && w ? STRAND_OK : STRAND_ERR_NOMEM);
+    if (status == STRAND_OK) {
+        for (int64_t i = 0; i < most; i++)
+            x[i] = y[i] = w[i] = (real_t)((i % 7) - 3) * (real_t)0.1;
+        res->gemm_flops = 0;
+        for (int r = -1; r < args->repeat; r++) {
+            const double t0 = strand_now();
+            for (int i = 0; i < cost.linears; i++) {
+                const int T = (int)cost.linear_rows[i], in = (int)cost.linear_in[i],
+                          out = (int)cost.linear_out[i];
+                R_BENCH_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1, x, in, w, in, 0, y, out);
+                if (cost.linear_input_grad[i])
+                    R_BENCH_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, in, out, 1, y, out, w, in, 0,
+                                 x, in);
+                R_BENCH_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, T, 1, y, out, x, in, 1, w, in);
+                if (r < 0) res->gemm_flops += 2.0 * T * in * out * (cost.linear_input_grad[i] ? 3 : 2);
+            }
+            double t = strand_now() - t0;
+            status = max_over(shard->grid->sp_comm, &t, 1);
+            if (status != STRAND_OK) break;
+            if (r >= 0) b->t_ref[r] = t;
+        }
+        if (status == STRAND_OK) res->gemm_floor = median(b->t_ref, args->repeat);
+    }
+    strand_free(x);
+    strand_free(y);
+    strand_free(w);
+    return status;
+}
+
 static int time_mixer(const bench_args *args, const strand_shard *shard, const strand_mixer_ops *ops,
                       bench_buffers *b, bench_result *res) {
     MPI_Comm comm = shard->grid->sp_comm;
@@ -221,6 +292,8 @@ static int time_mixer(const bench_args *args, const strand_shard *shard, const s
         snprintf(setting, sizeof setting, "fft.wisdom=%s", args->wisdom);
         STRAND_CALL(strand_config_set(&config, setting));
     }
+    snprintf(setting, sizeof setting, "parallel.threads=%d", args->threads);
+    STRAND_CALL(strand_config_set(&config, setting));
     snprintf(setting, sizeof setting, "model.d_model=%d", C);
     STRAND_CALL(strand_config_set(&config, setting));
     snprintf(setting, sizeof setting, "train.seq_len=%lld", (long long)args->length);
@@ -244,26 +317,37 @@ static int time_mixer(const bench_args *args, const strand_shard *shard, const s
     init_params(&table, params, &mixer, 7);
     fill_random(b->u, shard, C, 1);
     fill_random(b->dy, shard, C, 3);
+    strand_sections_enable(1);
     for (int r = -1; r < args->repeat; r++) {
         memset(b->du, 0, sizeof(real_t) * (size_t)n);
         STRAND_CALL_GOTO(status, done, MPI_Barrier(comm) == MPI_SUCCESS ? STRAND_OK : STRAND_ERR_MPI);
+        strand_sections_reset();
         const double a = strand_now();
         STRAND_CALL_GOTO(status, done, ops->forward(&mixer, b->y, b->u, params, shard));
         const double m = strand_now();
         STRAND_CALL_GOTO(status, done, ops->backward(&mixer, b->du, grads, b->dy, b->u, params, shard));
         const double e = strand_now();
-        double t[3] = {m - a, e - m, e - a};
-        STRAND_CALL_GOTO(status, done, max_over(comm, t, 3));
+        /* the slowest rank's total; each section its own slowest rank */
+        double t[3 + STRAND_SECTION_COUNT] = {m - a, e - m, e - a};
+        for (int i = 0; i < STRAND_SECTION_COUNT; i++)
+            t[3 + i] = strand_section_seconds(i);
+        STRAND_CALL_GOTO(status, done, max_over(comm, t, 3 + STRAND_SECTION_COUNT));
         if (r >= 0) {
             b->t_fwd[r] = t[0];
             b->t_bwd[r] = t[1];
             b->t_both[r] = t[2];
+            for (int i = 0; i < STRAND_SECTION_COUNT; i++)
+                b->t_section[i * args->repeat + r] = t[3 + i];
         }
     }
     res->forward = median(b->t_fwd, args->repeat);
     res->backward = median(b->t_bwd, args->repeat);
     res->both = median(b->t_both, args->repeat);
+    for (int i = 0; i < STRAND_SECTION_COUNT; i++)
+        res->section[i] = median(b->t_section + i * args->repeat, args->repeat);
+    STRAND_CALL_GOTO(status, done, gemm_floor(args, shard, ops, &config, b, res));
 done:
+    strand_sections_enable(0);
     if (mixer.state && ops->destroy) ops->destroy(&mixer);
     strand_plan_free(&plan);
     strand_free(params);
@@ -275,7 +359,7 @@ done:
 /* For a mixer: the strategy a bare conv of this shape resolves to, and FFTW's time for its transforms. */
 static int conv_reference(const bench_args *args, const strand_shard *shard, int strategy, bench_buffers *b,
                           bench_result *res) {
-    strand_fftconv_options options = {strategy, args->measure, args->wisdom};
+    strand_fftconv_options options = {strategy, args->measure, args->wisdom, args->threads};
     strand_fftconv *conv = NULL;
     STRAND_CALL(strand_fftconv_create(&conv, shard, args->channels, &options));
     res->strategy = strand_fftconv_strategy(conv);
@@ -301,7 +385,7 @@ static void print_number(const char *key, double value) {
 
 int bench_conv(int argc, char **argv) {
     const char *name = "bench fftconv";
-    bench_args args = {0, 0, 5, 0, 1, STRAND_LAYOUT_CONTIGUOUS, "auto", "bare", NULL};
+    bench_args args = {0, 0, 5, 0, 1, STRAND_LAYOUT_CONTIGUOUS, 1, "auto", "bare", NULL};
     int rank = cli_world_rank();
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i];
@@ -320,7 +404,7 @@ int bench_conv(int argc, char **argv) {
         const int takes_value = strcmp(opt, "--length") == 0 || strcmp(opt, "--channels") == 0 ||
                                 strcmp(opt, "--strategy") == 0 || strcmp(opt, "--layer") == 0 ||
                                 strcmp(opt, "--repeat") == 0 || strcmp(opt, "--layout") == 0 ||
-                                strcmp(opt, "--wisdom") == 0;
+                                strcmp(opt, "--wisdom") == 0 || strcmp(opt, "--threads") == 0;
         if (!takes_value) {
             cli_error(name, "unknown option '%s' (see strand bench fftconv --help)", opt);
             return CLI_USAGE;
@@ -331,7 +415,8 @@ int bench_conv(int argc, char **argv) {
         }
         const char *value = argv[++i];
         int64_t v = 0;
-        if (strcmp(opt, "--length") == 0 || strcmp(opt, "--channels") == 0 || strcmp(opt, "--repeat") == 0) {
+        if (strcmp(opt, "--length") == 0 || strcmp(opt, "--channels") == 0 || strcmp(opt, "--repeat") == 0 ||
+            strcmp(opt, "--threads") == 0) {
             if (parse_int64(value, &v) != 0 || (strcmp(opt, "--length") != 0 && v > 1 << 20)) {
                 cli_error(name, "%s '%s': expected a positive integer", opt, value);
                 return CLI_USAGE;
@@ -340,6 +425,8 @@ int bench_conv(int argc, char **argv) {
                 args.length = v;
             else if (strcmp(opt, "--channels") == 0)
                 args.channels = (int)v;
+            else if (strcmp(opt, "--threads") == 0)
+                args.threads = (int)v;
             else
                 args.repeat = (int)v;
         } else if (strcmp(opt, "--strategy") == 0) {
@@ -391,6 +478,7 @@ int bench_conv(int argc, char **argv) {
     int strategy = STRAND_CONV_AUTO;
     (void)strategy_code(args.strategy, &strategy);
 
+    strand_threads_set(args.threads);
     strand_grid grid;
     int status = strand_grid_init(&grid, MPI_COMM_WORLD, 0, 1);
     if (status != STRAND_OK) return cli_report(name);
@@ -401,7 +489,7 @@ int bench_conv(int argc, char **argv) {
         return cli_report(name);
     }
     bench_buffers b;
-    bench_result res = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, -1, 0, strategy};
+    bench_result res = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, -1, 0, strategy, {0}, NAN, 0};
     status =
         buffers_alloc(&b, shard.T * args.channels, args.repeat, bare && args.check && args.length <= 8192);
     status = strand_agree(grid.sp_comm, status);
@@ -420,11 +508,11 @@ int bench_conv(int argc, char **argv) {
     if (status == STRAND_OK && rank == 0) {
         printf("{\"bench\":\"fftconv\",\"length\":%lld,\"channels\":%d,\"ranks\":%d,\"precision\":\"%s\","
                "\"strategy\":\"%s\",\"layer\":\"%s\",\"layout\":\"%s\",\"transform_size\":%lld,\"repeat\":%d,"
-               "\"planner\":\"%s\"",
+               "\"planner\":\"%s\",\"threads\":%d",
                (long long)args.length, args.channels, grid.sp_size, STRAND_REAL_NAME,
                strand_fftconv_strategy_name(res.strategy), args.layer,
                args.layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous", (long long)res.N, args.repeat,
-               args.measure ? "measure" : "estimate");
+               args.measure ? "measure" : "estimate", args.threads);
         print_number("forward_s", res.forward);
         print_number("backward_s", res.backward);
         print_number("fwd_bwd_s", res.both);
@@ -436,6 +524,21 @@ int bench_conv(int argc, char **argv) {
         print_number("fftw_ref_s", res.ref);
         print_number("plan_s", res.plan);
         print_number("max_rel_error", res.error);
+        if (!bare) {
+            static const char *const section_keys[STRAND_SECTION_COUNT] = {"filter_s", "projection_s",
+                                                                           "fft_s", "exchange_s"};
+            double named = 0;
+            printf(",\"breakdown\":{");
+            for (int i = 0; i < STRAND_SECTION_COUNT; i++) {
+                printf("%s\"%s\":%.6g", i ? "," : "", section_keys[i], res.section[i]);
+                named += res.section[i];
+            }
+            printf(",\"pointwise_s\":%.6g}", res.both - named);
+            print_number("gemm_floor_s", res.gemm_floor);
+            print_number("gemm_floor_gflops", res.gemm_flops / res.gemm_floor * 1e-9);
+            print_number("floor_s", res.ref + res.gemm_floor);
+            print_number("over_floor", res.both / (res.ref + res.gemm_floor));
+        }
         printf(",\"peak_rss_bytes_per_rank\":%lld}\n", (long long)peak_rss);
         fflush(stdout);
     }

@@ -182,6 +182,35 @@ double strand_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int sections_on = 0;
+static double section_seconds[STRAND_SECTION_COUNT];
+
+void strand_sections_enable(int on) {
+    sections_on = on;
+}
+
+void strand_sections_reset(void) {
+    for (int i = 0; i < STRAND_SECTION_COUNT; i++)
+        section_seconds[i] = 0;
+}
+
+double strand_section_seconds(int section) {
+    return section >= 0 && section < STRAND_SECTION_COUNT ? section_seconds[section] : 0.0;
+}
+
+double strand_section_begin(void) {
+    return sections_on ? strand_now() : 0.0;
+}
+
+void strand_section_end(int section, double t0) {
+    if (sections_on && section >= 0 && section < STRAND_SECTION_COUNT)
+        section_seconds[section] += strand_now() - t0;
+}
+
+void strand_section_add(int section, double seconds) {
+    if (sections_on && section >= 0 && section < STRAND_SECTION_COUNT) section_seconds[section] += seconds;
+}
+
 void strand_sleep(double seconds) {
     struct timespec left = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
     while (nanosleep(&left, &left) != 0 && errno == EINTR) {

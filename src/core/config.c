@@ -333,6 +333,17 @@ static const key_def keys[] = {
      .flags = STRAND_KEY_RESUMABLE,
      .help = "Data-parallel replicas; 0 = world size / sp."},
     {.section = "parallel",
+     .name = "threads",
+     .type = STRAND_KEY_INT,
+     FIELD(threads),
+     .def = "1",
+     .imin = 1,
+     .imax = 1024,
+     .flags = STRAND_KEY_RESUMABLE,
+     .help = "Threads per rank (OpenMP loops, OpenBLAS and FFTW), e.g. one rank per socket with a thread "
+             "per core; results are bit-identical to 1 thread except FFTW's threaded plans and "
+             "OpenBLAS's own splitting."},
+    {.section = "parallel",
      .name = "layout",
      .type = STRAND_KEY_ENUM,
      FIELD(layout),

@@ -1,7 +1,9 @@
-/* Private to the library: branch-free exp and tanh for float builds. libm's expf and tanhf are
- * scalar calls; these vectorise in elementwise loops (GELU, SwiGLU, attention score tiles) with
- * errors of a few float ulp for exp and below 2e-7 absolute for tanh. Double builds call libm so
- * the finite-difference checks run against the exact functions. */
+/* Private to the library: branch-free exp, tanh, sin and cos for float builds. libm's expf, tanhf
+ * and sin are scalar calls; these vectorise in elementwise loops (GELU, SwiGLU, attention score
+ * tiles, the hyena filter's sines) with errors of a few float ulp for exp, below 2e-7 absolute for
+ * tanh, and below 2e-7 absolute for sin and cos on |x| <= STRAND_SINCOS_MAX (tests/unit/
+ * test_fastmath.c checks each bound against libm in double). Double builds call libm so the
+ * finite-difference checks run against the exact functions. */
 #ifndef STRAND_FASTMATH_H
 #define STRAND_FASTMATH_H
 
@@ -17,6 +19,10 @@ static inline double strand_exp(double x) {
 }
 static inline double strand_tanh(double x) {
     return tanh(x);
+}
+static inline void strand_sincos(double x, double *sin_x, double *cos_x) {
+    *sin_x = sin(x);
+    *cos_x = cos(x);
 }
 #else
 /* Cephes expf polynomial after x = n ln2 + r, |r| <= ln2/2; exactly 0 below -87 (and for -inf). */
@@ -46,6 +52,29 @@ static inline float strand_tanh(float x) {
     const float e = strand_exp(2.0f * x);
     return (e - 1.0f) / (e + 1.0f);
 }
+
+/* Cephes sinf/cosf polynomials after x = j pi/4 + r, |r| <= pi/4, with pi/4 split in three parts
+ * (Cody-Waite), so r keeps float accuracy while j pi/4 is exact: |x| <= STRAND_SINCOS_MAX. Past it
+ * the reduction loses bits; callers check max |x| and redo such elements with libm. */
+static inline void strand_sincos(float x, float *sin_x, float *cos_x) {
+    const float ax = x < 0 ? -x : x;
+    int32_t j = (int32_t)(ax * 1.27323954473516f); /* 4/pi */
+    j = (j + 1) & ~1;                              /* even: r in [-pi/4, pi/4] */
+    const float y = (float)j;
+    const float r = ((ax - y * 0.78515625f) - y * 2.4187564849853515625e-4f) - y * 3.77489497744594108e-8f;
+    const float z = r * r;
+    const float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
+    const float c =
+        ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z - 0.5f * z +
+        1.0f;
+    /* octant j (even): sin x = +-s or +-c by j mod 8 in {0, 2, 4, 6}; cos likewise, shifted by 2 */
+    const int swap = (j & 2) != 0;
+    const float sin_sign = ((j & 4) != 0) != (x < 0) ? -1.0f : 1.0f;
+    const float cos_sign = (((j + 2) & 4) != 0) ? -1.0f : 1.0f;
+    *sin_x = sin_sign * (swap ? c : s);
+    *cos_x = cos_sign * (swap ? s : c);
+}
 #endif
+#define STRAND_SINCOS_MAX 8192.0
 
 #endif

@@ -510,6 +510,7 @@ void strand_fftconv_options_from_config(const strand_config *config, strand_fftc
     options->strategy = config->fft_strategy;
     options->measure = config->fft_planner;
     options->wisdom = NULL;
+    options->threads = config->threads;
     wisdom[0] = '\0';
     /* Wisdom only helps measured plans; "" means the per-user cache file. */
     if (options->measure == 0) return;
@@ -530,6 +531,7 @@ int strand_fftconv_plan(strand_fftconv **conv, const strand_shard *shard, int C,
         STRAND_FAIL(STRAND_ERR_CONFIG, "fftconv: unknown strategy %d", strategy);
     const MPI_Comm sp_comm = shard->grid->sp_comm;
     if (!fftw_initialised && sp_comm != MPI_COMM_NULL) {
+        FFTW(init_threads)(); /* before the MPI init, as FFTW's manual asks */
         FFTW_MPI(init)();
         fftw_initialised = 1;
     }
@@ -583,6 +585,7 @@ int strand_fftconv_setup(strand_fftconv *cv, const strand_shard *shard) {
     const unsigned planner = measure ? FFTW_MEASURE : FFTW_ESTIMATE;
     const char *wisdom = options && options->wisdom && options->wisdom[0] ? options->wisdom : NULL;
     if (wisdom) wisdom_import(cv->comm, cv->rank, wisdom);
+    FFTW(plan_with_nthreads)(options && options->threads > 1 ? options->threads : 1);
     status = cv->strategy == STRAND_CONV_ALLTOALL ? plan_alltoall(cv, planner) : plan_fftw_mpi(cv, planner);
     status = strand_agree(cv->comm, status);
     if (status == STRAND_OK && wisdom) wisdom_export(cv->comm, cv->rank, wisdom);
@@ -755,7 +758,7 @@ static int fm_forward(strand_fftconv *cv, real_t *y, const real_t *u, const real
     return fm_from_block(cv, 1, cv->work, first, out, 0);
 }
 
-static int fm_backward(strand_fftconv *cv, real_t *du, real_t *dk, const real_t *dy) {
+static int fm_backward(strand_fftconv *cv, real_t *du, real_t *dk, const real_t *dy, int accumulate) {
     const int P = cv->P;
     const real_t *src[1] = {dy};
     cplx *dst[1] = {cv->work};
@@ -791,7 +794,7 @@ static int fm_backward(strand_fftconv *cv, real_t *du, real_t *dk, const real_t 
     fm_execute(cv, cv->inv, cv->work, 0, 2 * P, cv->spec_n);
     real_t *out[2] = {du, dk};
     const int first[2] = {0, P};
-    return fm_from_block(cv, 2, cv->work, first, out, 1);
+    return fm_from_block(cv, 2, cv->work, first, out, accumulate);
 }
 
 /* ---- ALLTOALL path ---- */
@@ -832,18 +835,21 @@ static int aa_to_channels(strand_fftconv *cv, int m, const real_t *const *src) {
     return exchange(cv, STRAND_MPI_REAL);
 }
 
-/* Set j of the received block -> chan_in (cc, N) at natural positions (padding stays zero). */
-static void aa_unpack_channels(strand_fftconv *cv, int m, int j) {
+/* Set j of the received block -> chan_in (cc, N) at natural positions (padding stays zero). With
+ * one rank there is no exchange: `direct` is the caller's (T,C) array itself. */
+static void aa_unpack_channels(strand_fftconv *cv, int m, int j, const real_t *direct) {
     const int64_t cc = cv->cc, N = cv->N;
     run_t runs[STRAND_MAX_PIECES];
     int64_t off = 0;
     for (int s = 0; s < cv->sp; s++) {
         const int64_t seg = cv->shard_T[s] * cc;
-        const real_t *base = cv->stage_recv + off + j * seg;
+        const real_t *base = direct ? direct : cv->stage_recv + off + j * seg;
         const int n = rank_runs(cv, s, 0, cv->L, runs);
-        for (int q = 0; q < n; q++)
-            for (int64_t t0 = 0; t0 < runs[q].len; t0 += TILE) {
-                const int64_t t1 = min64(t0 + TILE, runs[q].len);
+        for (int q = 0; q < n; q++) {
+            const int64_t tiles = (runs[q].len + TILE - 1) / TILE;
+#pragma omp parallel for schedule(static) if (runs[q].len * cc > 65536)
+            for (int64_t tile = 0; tile < tiles; tile++) {
+                const int64_t t0 = tile * TILE, t1 = min64(t0 + TILE, runs[q].len);
                 for (int64_t c = 0; c < cc; c++) {
                     real_t *dst = cv->chan_in + c * N + runs[q].pos;
                     const real_t *x = base + runs[q].local * cc + c;
@@ -851,30 +857,40 @@ static void aa_unpack_channels(strand_fftconv *cv, int m, int j) {
                         dst[t] = x[t * cc];
                 }
             }
+        }
         off += m * seg;
     }
 }
 
-/* chan_out (cc, N) scaled by 1/N -> set j of the send stage, per destination [set][its rows][cc]. */
-static void aa_pack_positions(strand_fftconv *cv, int m, int j) {
+/* chan_out (cc, N) scaled by 1/N -> set j of the send stage, per destination [set][its rows][cc].
+ * With one rank, `direct` is the caller's (T,C) output, assigned or (accumulate) added. */
+static void aa_pack_positions(strand_fftconv *cv, int m, int j, real_t *direct, int accumulate) {
     const int64_t cc = cv->cc, N = cv->N;
     const real_t scale = (real_t)(1.0 / (double)N);
     run_t runs[STRAND_MAX_PIECES];
     int64_t off = 0;
     for (int r = 0; r < cv->sp; r++) {
         const int64_t seg = cv->shard_T[r] * cc;
-        real_t *base = cv->stage_send + off + j * seg;
+        real_t *base = direct ? direct : cv->stage_send + off + j * seg;
+        const int add = direct && accumulate;
         const int n = rank_runs(cv, r, 0, cv->L, runs);
-        for (int q = 0; q < n; q++)
-            for (int64_t t0 = 0; t0 < runs[q].len; t0 += TILE) {
-                const int64_t t1 = min64(t0 + TILE, runs[q].len);
+        for (int q = 0; q < n; q++) {
+            const int64_t tiles = (runs[q].len + TILE - 1) / TILE;
+#pragma omp parallel for schedule(static) if (runs[q].len * cc > 65536)
+            for (int64_t tile = 0; tile < tiles; tile++) {
+                const int64_t t0 = tile * TILE, t1 = min64(t0 + TILE, runs[q].len);
                 for (int64_t c = 0; c < cc; c++) {
                     const real_t *src = cv->chan_out + c * N + runs[q].pos;
                     real_t *x = base + runs[q].local * cc + c;
-                    for (int64_t t = t0; t < t1; t++)
-                        x[t * cc] = src[t] * scale;
+                    if (add)
+                        for (int64_t t = t0; t < t1; t++)
+                            x[t * cc] += src[t] * scale;
+                    else
+                        for (int64_t t = t0; t < t1; t++)
+                            x[t * cc] = src[t] * scale;
                 }
             }
+        }
         off += m * seg;
     }
 }
@@ -909,6 +925,7 @@ static void aa_product(strand_fftconv *cv, const cplx *x, const cplx *y, int con
     const int64_t n = cv->cc * cv->Nh;
     const real_t sign = conj_y ? -1 : 1;
     cplx *out = cv->a_tmp;
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
         const real_t xr = x[i][0], xi = x[i][1], yr = y[i][0], yi = sign * y[i][1];
         out[i][0] = xr * yr - xi * yi;
@@ -916,43 +933,65 @@ static void aa_product(strand_fftconv *cv, const cplx *x, const cplx *y, int con
     }
 }
 
+/* One rank (no exchange): the transposes read the caller's arrays and write its outputs. */
 static int aa_forward(strand_fftconv *cv, real_t *y, const real_t *u, const real_t *k) {
-    const real_t *src[2] = {u, k};
-    STRAND_CALL(aa_to_channels(cv, 2, src));
+    const int alone = cv->sp == 1;
+    if (!alone) {
+        const real_t *src[2] = {u, k};
+        STRAND_CALL(aa_to_channels(cv, 2, src));
+    }
     if (cv->cc > 0) {
-        aa_unpack_channels(cv, 2, 0);
+        aa_unpack_channels(cv, 2, 0, alone ? u : NULL);
         TIMED_FFT(cv, FFTW(execute_dft_r2c)(cv->r2c, cv->chan_in, cv->a_u));
-        aa_unpack_channels(cv, 2, 1);
+        aa_unpack_channels(cv, 2, 1, alone ? k : NULL);
         TIMED_FFT(cv, FFTW(execute_dft_r2c)(cv->r2c, cv->chan_in, cv->a_k));
         aa_product(cv, cv->a_u, cv->a_k, 0);
         TIMED_FFT(cv, FFTW(execute_dft_c2r)(cv->c2r, cv->a_tmp, cv->chan_out));
-        aa_pack_positions(cv, 1, 0);
+        aa_pack_positions(cv, 1, 0, alone ? y : NULL, 0);
     }
+    if (alone) return STRAND_OK;
     real_t *out[1] = {y};
     return aa_from_channels(cv, 1, out, 0);
 }
 
-static int aa_backward(strand_fftconv *cv, real_t *du, real_t *dk, const real_t *dy) {
-    const real_t *src[1] = {dy};
-    STRAND_CALL(aa_to_channels(cv, 1, src));
+static int aa_backward(strand_fftconv *cv, real_t *du, real_t *dk, const real_t *dy, int accumulate) {
+    const int alone = cv->sp == 1;
+    if (!alone) {
+        const real_t *src[1] = {dy};
+        STRAND_CALL(aa_to_channels(cv, 1, src));
+    }
     if (cv->cc > 0) {
-        aa_unpack_channels(cv, 1, 0);
+        aa_unpack_channels(cv, 1, 0, alone ? dy : NULL);
         TIMED_FFT(cv, FFTW(execute_dft_r2c)(cv->r2c, cv->chan_in, cv->a_g));
         /* du = correlation of dy with k; dk = correlation of dy with u. */
-        aa_product(cv, cv->a_g, cv->a_k, 1);
-        TIMED_FFT(cv, FFTW(execute_dft_c2r)(cv->c2r, cv->a_tmp, cv->chan_out));
-        aa_pack_positions(cv, 2, 0);
-        aa_product(cv, cv->a_g, cv->a_u, 1);
-        TIMED_FFT(cv, FFTW(execute_dft_c2r)(cv->c2r, cv->a_tmp, cv->chan_out));
-        aa_pack_positions(cv, 2, 1);
+        if (du || !alone) {
+            aa_product(cv, cv->a_g, cv->a_k, 1);
+            TIMED_FFT(cv, FFTW(execute_dft_c2r)(cv->c2r, cv->a_tmp, cv->chan_out));
+            aa_pack_positions(cv, 2, 0, alone ? du : NULL, accumulate);
+        }
+        if (dk || !alone) {
+            aa_product(cv, cv->a_g, cv->a_u, 1);
+            TIMED_FFT(cv, FFTW(execute_dft_c2r)(cv->c2r, cv->a_tmp, cv->chan_out));
+            aa_pack_positions(cv, 2, 1, alone ? dk : NULL, accumulate);
+        }
     }
+    if (alone) return STRAND_OK;
     real_t *out[2] = {du, dk};
-    return aa_from_channels(cv, 2, out, 1);
+    return aa_from_channels(cv, 2, out, accumulate);
 }
 
 /* ---- public entry points ---- */
 
+/* The call's FFTW time and the rest of it (packing, exchange, products) into the bench sections. */
+static void add_sections(const strand_fftconv *conv, double t0, double fft_before) {
+    if (t0 == 0) return; /* sections off */
+    const double fft = conv->fft_seconds - fft_before;
+    strand_section_add(STRAND_SECTION_FFT, fft);
+    strand_section_add(STRAND_SECTION_EXCHANGE, strand_now() - t0 - fft);
+}
+
 int strand_fftconv_forward(strand_fftconv *conv, real_t *y, const real_t *u, const real_t *k) {
+    const double t0 = strand_section_begin();
     conv->bytes_sent = 0;
     conv->fft_seconds = 0;
     conv->have_forward = 0;
@@ -961,14 +1000,28 @@ int strand_fftconv_forward(strand_fftconv *conv, real_t *y, const real_t *u, con
     else
         STRAND_CALL(fm_forward(conv, y, u, k));
     conv->have_forward = 1;
+    add_sections(conv, t0, 0);
+    return STRAND_OK;
+}
+
+static int conv_backward(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy, int accumulate) {
+    if (!conv->have_forward)
+        STRAND_FAIL(STRAND_ERR_INTERNAL, "fftconv: backward called without a preceding forward");
+    const double t0 = strand_section_begin(), fft_before = conv->fft_seconds;
+    if (conv->strategy == STRAND_CONV_ALLTOALL)
+        STRAND_CALL(aa_backward(conv, du, dk, dy, accumulate));
+    else
+        STRAND_CALL(fm_backward(conv, du, dk, dy, accumulate));
+    add_sections(conv, t0, fft_before);
     return STRAND_OK;
 }
 
 int strand_fftconv_backward(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy) {
-    if (!conv->have_forward)
-        STRAND_FAIL(STRAND_ERR_INTERNAL, "fftconv: backward called without a preceding forward");
-    if (conv->strategy == STRAND_CONV_ALLTOALL) return aa_backward(conv, du, dk, dy);
-    return fm_backward(conv, du, dk, dy);
+    return conv_backward(conv, du, dk, dy, 1);
+}
+
+int strand_fftconv_backward_assign(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy) {
+    return conv_backward(conv, du, dk, dy, 0);
 }
 
 /* The transforms of one forward + backward, executed back to back on this conv's plans and

@@ -35,6 +35,7 @@ typedef struct {
     int strategy;       /* enum strand_conv_strategy; AUTO picks per shape */
     int measure;        /* FFTW_MEASURE (1), FFTW_ESTIMATE (0), or STRAND_PLAN_AUTO */
     const char *wisdom; /* wisdom file to read before planning and update after (NULL/"" = none) */
+    int threads;        /* FFTW threads of the plans (parallel.threads; 0 or 1 = one) */
 } strand_fftconv_options;
 
 /* The options of the [fft] keys (strategy, planner, wisdom file; `wisdom` holds the resolved path). */
@@ -65,6 +66,8 @@ int strand_fftconv_forward(strand_fftconv *conv, real_t *y, const real_t *u, con
 /* du (T,C) += dL/du and dk (T,C) += dL/dk given dy (T,C), for the last forward. Collective.
  * Either gradient may be NULL. */
 int strand_fftconv_backward(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy);
+/* The same, but ASSIGNS du and dk (either may be NULL): no zeroing of outputs by the caller. */
+int strand_fftconv_backward_assign(strand_fftconv *conv, real_t *du, real_t *dk, const real_t *dy);
 
 /* Time this rank spent inside FFTW execute calls in the last forward + backward (seconds; for
  * fftw-mpi this includes the transposes' communication inside FFTW). */

@@ -170,13 +170,15 @@ void linear_forward(real_t *out, const real_t *in, const real_t *weight, const r
     R_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, OC, C, 1, in, C, weight, C, beta, out, OC);
 }
 
-void linear_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
-                     const real_t *weight, int64_t T, int C, int OC) {
+static void linear_backward_beta(real_t *dinp, real_t beta, real_t *dweight, real_t *dbias,
+                                 const real_t *dout, const real_t *in, const real_t *weight, int64_t T, int C,
+                                 int OC) {
     STRAND_ASSERT(T >= 0 && T <= INT_MAX);
     if (T == 0) return;
-    // dinp (T,C) += dout (T,OC) @ weight (OC,C)
+    // dinp (T,C) = beta dinp + dout (T,OC) @ weight (OC,C)
     if (dinp)
-        R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, C, OC, 1, dout, OC, weight, C, 1, dinp, C);
+        R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, C, OC, 1, dout, OC, weight, C, beta, dinp,
+               C);
     // dweight (OC,C) += dout^T (OC,T) @ in (T,C)
     if (dweight)
         R_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)T, 1, dout, OC, in, C, 1, dweight, C);
@@ -196,6 +198,16 @@ void linear_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t 
                 dbias[o0 + i] += (real_t)acc[i];
         }
     }
+}
+
+void linear_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
+                     const real_t *weight, int64_t T, int C, int OC) {
+    linear_backward_beta(dinp, 1, dweight, dbias, dout, in, weight, T, C, OC);
+}
+
+void linear_backward_assign(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout,
+                            const real_t *in, const real_t *weight, int64_t T, int C, int OC) {
+    linear_backward_beta(dinp, 0, dweight, dbias, dout, in, weight, T, C, OC);
 }
 
 // ----------------------------------------------------------------------------
@@ -269,9 +281,16 @@ void swiglu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t
 // Position p < 0 lives in halo row K-1+p. Channels are processed in blocks whose weights are
 // transposed to (K, block) on the stack, so every inner loop runs over contiguous channels.
 
+/* Channels per block: within the stack scratch, and split across the rank's threads (in
+ * multiples of 16). Channels are independent, so the block size never changes a result. */
 static inline int conv_block(int C, int K) {
     STRAND_ASSERT(K >= 1 && K <= CONV_SCRATCH);
     int cb = CONV_SCRATCH / K;
+    const int threads = strand_threads();
+    if (threads > 1) {
+        const int share = ((C + threads - 1) / threads + 15) / 16 * 16;
+        cb = share < cb ? share : cb;
+    }
     return cb < C ? cb : C;
 }
 
@@ -283,9 +302,11 @@ void conv1d_causal_forward(real_t *out, const real_t *halo, const real_t *in, co
                            const real_t *bias, int64_t T, int C, int K) {
     // out (T,C), halo (K-1,C), in (T,C), weight (C,K), bias (C) or NULL
     if (C == 0) return;
-    const int cb_max = conv_block(C, K);
-    real_t wt[CONV_SCRATCH]; // (K, cb)
-    for (int c0 = 0; c0 < C; c0 += cb_max) {
+    const int cb_max = conv_block(C, K), n_blocks = (C + cb_max - 1) / cb_max;
+#pragma omp parallel for schedule(static) if (n_blocks > 1 && T * C > 65536)
+    for (int bi = 0; bi < n_blocks; bi++) {
+        const int c0 = bi * cb_max;
+        real_t wt[CONV_SCRATCH]; // (K, cb)
         const int cb = C - c0 < cb_max ? C - c0 : cb_max;
         for (int j = 0; j < K; j++)
             for (int i = 0; i < cb; i++)
@@ -309,16 +330,19 @@ void conv1d_causal_forward(real_t *out, const real_t *halo, const real_t *in, co
     }
 }
 
-void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t *dbias, const real_t *dout,
-                            const real_t *halo, const real_t *in, const real_t *weight, int64_t T, int C,
-                            int K) {
+/* assign: row p of dinp is first reached at t = p with j = 0 (t ascends), so that term assigns. */
+static void conv1d_backward_rows(real_t *dinp, int assign, real_t *dhalo, real_t *dweight, real_t *dbias,
+                                 const real_t *dout, const real_t *halo, const real_t *in,
+                                 const real_t *weight, int64_t T, int C, int K) {
     // out[t] depends on x[t-j]: dx[t-j] += w_j * g[t]; dw_j += g[t] * x[t-j]; db += g[t]
     if (C == 0) return;
-    const int cb_max = conv_block(C, K);
-    real_t wt[CONV_SCRATCH];  // (K, cb) transposed weights
-    double dwt[CONV_SCRATCH]; // (K, cb) weight-gradient accumulators
-    double dbt[CONV_SCRATCH]; // (cb)
-    for (int c0 = 0; c0 < C; c0 += cb_max) {
+    const int cb_max = conv_block(C, K), n_blocks = (C + cb_max - 1) / cb_max;
+#pragma omp parallel for schedule(static) if (n_blocks > 1 && T * C > 65536)
+    for (int bi = 0; bi < n_blocks; bi++) {
+        const int c0 = bi * cb_max;
+        real_t wt[CONV_SCRATCH];  // (K, cb) transposed weights
+        double dwt[CONV_SCRATCH]; // (K, cb) weight-gradient accumulators
+        double dbt[CONV_SCRATCH]; // (cb)
         const int cb = C - c0 < cb_max ? C - c0 : cb_max;
         for (int j = 0; j < K; j++) {
             for (int i = 0; i < cb; i++) {
@@ -347,8 +371,12 @@ void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t
                 if (dxrow) {
                     real_t *restrict dx = dxrow + c0;
                     const real_t *restrict w = wt + j * cb;
-                    for (int i = 0; i < cb; i++)
-                        dx[i] += w[i] * g[i];
+                    if (assign && j == 0)
+                        for (int i = 0; i < cb; i++)
+                            dx[i] = w[i] * g[i];
+                    else
+                        for (int i = 0; i < cb; i++)
+                            dx[i] += w[i] * g[i];
                 }
             }
         }
@@ -362,6 +390,18 @@ void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t
                 dbias[c0 + i] += (real_t)dbt[i];
         }
     }
+}
+
+void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t *dbias, const real_t *dout,
+                            const real_t *halo, const real_t *in, const real_t *weight, int64_t T, int C,
+                            int K) {
+    conv1d_backward_rows(dinp, 0, dhalo, dweight, dbias, dout, halo, in, weight, T, C, K);
+}
+
+void conv1d_causal_backward_assign(real_t *dinp, real_t *dhalo, real_t *dweight, real_t *dbias,
+                                   const real_t *dout, const real_t *halo, const real_t *in,
+                                   const real_t *weight, int64_t T, int C, int K) {
+    conv1d_backward_rows(dinp, 1, dhalo, dweight, dbias, dout, halo, in, weight, T, C, K);
 }
 
 // ----------------------------------------------------------------------------

@@ -32,6 +32,9 @@ void linear_forward(real_t *out, const real_t *in, const real_t *weight, const r
                     int OC);
 void linear_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
                      const real_t *weight, int64_t T, int C, int OC);
+/* The same, but dinp (T,C) = dout @ weight is assigned: the caller need not zero it first. */
+void linear_backward_assign(real_t *dinp, real_t *dweight, real_t *dbias, const real_t *dout,
+                            const real_t *in, const real_t *weight, int64_t T, int C, int OC);
 
 /* GELU, tanh approximation, elementwise over N values. */
 void gelu_forward(real_t *out, const real_t *in, int64_t N);
@@ -51,6 +54,10 @@ void conv1d_causal_forward(real_t *out, const real_t *halo, const real_t *in, co
 void conv1d_causal_backward(real_t *dinp, real_t *dhalo, real_t *dweight, real_t *dbias, const real_t *dout,
                             const real_t *halo, const real_t *in, const real_t *weight, int64_t T, int C,
                             int K);
+/* The same with dinp (T,C) assigned instead of added (dhalo, dweight, dbias still add). */
+void conv1d_causal_backward_assign(real_t *dinp, real_t *dhalo, real_t *dweight, real_t *dbias,
+                                   const real_t *dout, const real_t *halo, const real_t *in,
+                                   const real_t *weight, int64_t T, int C, int K);
 
 /* Softmax cross-entropy over V classes. losses (T) in nats, every position's; probs (T,V) saved
  * for backward. Returns sum_t w_t loss_t (double accumulation), weights (T) w_t, or 1 when NULL

@@ -51,17 +51,30 @@ int strand_shortconv_forward(strand_shortconv *conv, const strand_shard *shard, 
     return STRAND_OK;
 }
 
-int strand_shortconv_backward(strand_shortconv *conv, const strand_shard *shard, real_t *din, real_t *dweight,
-                              real_t *dbias, const real_t *dout, const real_t *in, const real_t *weight) {
+static int shortconv_backward(strand_shortconv *conv, const strand_shard *shard, real_t *din, int assign,
+                              real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
+                              const real_t *weight) {
     const int C = conv->C, K = conv->K;
     const int64_t HC = (int64_t)(K - 1) * C;
     memset(conv->drows, 0, sizeof(real_t) * (size_t)(shard->n_pieces * HC));
     int64_t row = 0;
     for (int p = 0; p < shard->n_pieces; p++) {
         const int64_t n = shard->piece_length[p];
-        conv1d_causal_backward(din + row * C, conv->drows + p * HC, dweight, dbias, dout + row * C,
-                               conv->rows + p * HC, in + row * C, weight, n, C, K);
+        (assign ? conv1d_causal_backward_assign
+                : conv1d_causal_backward)(din + row * C, conv->drows + p * HC, dweight, dbias, dout + row * C,
+                                          conv->rows + p * HC, in + row * C, weight, n, C, K);
         row += n;
     }
     return strand_halo_scatter_add(&conv->halo, shard, din, conv->drows);
+}
+
+int strand_shortconv_backward(strand_shortconv *conv, const strand_shard *shard, real_t *din, real_t *dweight,
+                              real_t *dbias, const real_t *dout, const real_t *in, const real_t *weight) {
+    return shortconv_backward(conv, shard, din, 0, dweight, dbias, dout, in, weight);
+}
+
+int strand_shortconv_backward_assign(strand_shortconv *conv, const strand_shard *shard, real_t *din,
+                                     real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
+                                     const real_t *weight) {
+    return shortconv_backward(conv, shard, din, 1, dweight, dbias, dout, in, weight);
 }

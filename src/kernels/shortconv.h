@@ -27,5 +27,9 @@ int strand_shortconv_forward(strand_shortconv *conv, const strand_shard *shard, 
  * din, which receives the halo gradient of the next pieces). */
 int strand_shortconv_backward(strand_shortconv *conv, const strand_shard *shard, real_t *din, real_t *dweight,
                               real_t *dbias, const real_t *dout, const real_t *in, const real_t *weight);
+/* The same with din (T,C) assigned (din must not be NULL): the caller need not zero it. */
+int strand_shortconv_backward_assign(strand_shortconv *conv, const strand_shard *shard, real_t *din,
+                                     real_t *dweight, real_t *dbias, const real_t *dout, const real_t *in,
+                                     const real_t *weight);
 
 #endif

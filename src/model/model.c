@@ -368,6 +368,7 @@ static int model_plan(strand_model *model, const strand_config *config, const st
 
 int strand_model_create(strand_model *model, const strand_config *config, const strand_shard *shard) {
     const MPI_Comm comm = shard->grid->sp_comm;
+    strand_threads_set(config->threads); /* before the FFT plans, which take their threads too */
     STRAND_CALL(model_plan(model, config, shard, 0));
     /* A failed allocation on one rank must not leave the others inside a mixer's collective setup. */
     STRAND_CALL(strand_agree(comm, strand_plan_allocate(&model->plan)));

@@ -37,6 +37,15 @@ static void add_gemm(strand_cost *cost, double flops, double inner) {
     cost->gemm_flops[slot] += flops;
 }
 
+static void record_linear(strand_cost *cost, double rows, double in, double out, int input_grad) {
+    if (cost->linears >= STRAND_COST_LINEARS) return;
+    const int i = cost->linears++;
+    cost->linear_rows[i] = rows;
+    cost->linear_in[i] = in;
+    cost->linear_out[i] = out;
+    cost->linear_input_grad[i] = input_grad;
+}
+
 void strand_cost_linear(strand_cost *cost, double rows, double in, double out) {
     const double flops = 2.0 * rows * in * out;
     add_gemm(cost, flops, in);   /* forward: (rows, in) x (in, out) */
@@ -44,6 +53,15 @@ void strand_cost_linear(strand_cost *cost, double rows, double in, double out) {
     add_gemm(cost, flops, rows); /* dW: (out, rows) x (rows, in) */
     /* bias add (read + write the output) and its gradient (read dout) */
     strand_cost_stream(cost, 3.0 * rows * out);
+    record_linear(cost, rows, in, out, 1);
+}
+
+void strand_cost_linear_no_input_grad(strand_cost *cost, double rows, double in, double out) {
+    const double flops = 2.0 * rows * in * out;
+    add_gemm(cost, flops, in);
+    add_gemm(cost, flops, rows);
+    strand_cost_stream(cost, 3.0 * rows * out);
+    record_linear(cost, rows, in, out, 0);
 }
 
 void strand_cost_exp(strand_cost *cost, double values) {

@@ -64,7 +64,7 @@ static void check_case(const strand_grid *grid, int64_t L, int C, int layout) {
     const char *lname = layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous";
 
     for (int si = 0; si < 2; si++) {
-        strand_fftconv_options opt = {strategies[si], 0, NULL};
+        strand_fftconv_options opt = {strategies[si], 0, NULL, 1};
         strand_fftconv *conv = NULL;
         CHECK(strand_fftconv_create(&conv, &shard, C, &opt) == STRAND_OK);
         if (!conv) continue;
@@ -189,7 +189,7 @@ static void check_gradients(const strand_grid *grid, int strategy, int layout) {
     const int C = 3;
     strand_shard shard;
     if (strand_shard_init(&shard, grid, L, layout) != STRAND_OK) return; /* too many ranks for L */
-    strand_fftconv_options opt = {strategy, 0, NULL};
+    strand_fftconv_options opt = {strategy, 0, NULL, 1};
     fd_ctx ctx = {NULL, &shard, C, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     CHECK(strand_fftconv_create(&ctx.conv, &shard, C, &opt) == STRAND_OK);
     const size_t gbytes = sizeof(real_t) * (size_t)(L * C),
@@ -243,7 +243,7 @@ static void check_auto_and_wisdom(const strand_grid *grid) {
     MPI_Bcast(&pid, 1, MPI_LONG, 0, grid->sp_comm);
     snprintf(dir, sizeof dir, "/tmp/strand-fftconv-test-%ld", pid);
     snprintf(path, sizeof path, "%s/sub/wisdom", dir);
-    strand_fftconv_options opt = {STRAND_CONV_AUTO, 0, path};
+    strand_fftconv_options opt = {STRAND_CONV_AUTO, 0, path, 1};
     for (int C = 1; C <= 4; C += 3) {
         strand_fftconv *conv = NULL;
         CHECK(strand_fftconv_create(&conv, &shard, C, &opt) == STRAND_OK);
@@ -264,7 +264,7 @@ static void check_auto_and_wisdom(const strand_grid *grid) {
         rmdir(dir);
     }
     /* A bad strategy is refused on every rank. */
-    strand_fftconv_options bad = {7, 0, NULL};
+    strand_fftconv_options bad = {7, 0, NULL, 1};
     strand_fftconv *conv = NULL;
     CHECK(strand_fftconv_create(&conv, &shard, 2, &bad) == STRAND_ERR_CONFIG && conv == NULL);
     strand_shard_free(&shard);

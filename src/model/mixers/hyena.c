@@ -42,6 +42,7 @@
  *   Total 11C + (2 depth + 2) W + 1 + 2K, e.g. C = 256, W = 64, depth 2, K = 8: 3217 values.
  * Backward overwrites the saved conv output with its gradient, so it runs once per forward. */
 #include "kernels/fftconv.h"
+#include "kernels/fastmath.h"
 #include "kernels/layers.h"
 #include "strand/model.h"
 #include "core/rng.h"
@@ -174,8 +175,7 @@ typedef struct {
     strand_fftconv *conv;
     int64_t T;
     real_t *pos;   /* (T,E) positional features z_l */
-    double *t_pos; /* (T) t_l */
-    double *delta; /* (C) |delta_c| */
+    real_t *decay; /* (T,C) exp(-|delta_c| t_l): no parameter in it, so made once at setup */
     real_t *proj;  /* (T,3C) W_in u + b_in, the short conv's input */
     real_t *uc;    /* (T,3C) short conv output (x0 | x1 | v); backward puts its gradient here */
     real_t *y1;    /* (T,C) h (*) (x1 v) */
@@ -184,8 +184,9 @@ typedef struct {
     real_t *act[HYENA_MAX_DEPTH]; /* (T,W) sin(w * pre) */
     real_t *work;                 /* (T,3C) scratch */
     real_t *ds[2];                /* (T,W) filter gradient ping-pong */
-    double *acc;                  /* (max(C,W)) double accumulators for reductions over T */
-    strand_shortconv short_conv;  /* over the 3C projected channels */
+    double *acc; /* (1 + blocks, max(C,W)) reductions over T: the total, then one partial per block of
+                  * HYENA_ROWS rows, summed in block order (the same for any thread count) */
+    strand_shortconv short_conv; /* over the 3C projected channels */
 } hyena_state;
 
 static int hyena_create(strand_mixer *mixer, const strand_config *config, strand_param_table *table,
@@ -263,6 +264,23 @@ static void hyena_init_params(strand_mixer *mixer, real_t *params, uint64_t seed
         params[s->sine_w + j] = (real_t)s->sine_freq;
 }
 
+/* Rows per block of the reductions over T (and of the threads' share of them). */
+enum { HYENA_ROWS = 2048 };
+
+static int64_t row_blocks(int64_t T) {
+    return (T + HYENA_ROWS - 1) / HYENA_ROWS;
+}
+
+/* acc[0..n) = sum over blocks b of acc[(1 + b) n ..], in block order. */
+static void sum_blocks(double *acc, int64_t blocks, int n) {
+    for (int j = 0; j < n; j++) {
+        double total = 0.0;
+        for (int64_t b = 0; b < blocks; b++)
+            total += acc[(1 + b) * n + j];
+        acc[j] = total;
+    }
+}
+
 /* Every shard-sized buffer and the long convolution's are the same for every hyena block of a
  * model (positions and decays too): shared under train.recompute = block. Only the short conv's
  * halo rows are each block's own. */
@@ -282,8 +300,7 @@ static int hyena_plan(strand_mixer *mixer, const strand_shard *shard, strand_pla
     /* First: the long convolution's plan is collective, and nothing before it may fail alone. */
     STRAND_CALL(strand_fftconv_plan(&s->conv, shard, C, &s->conv_options, scratch, plan));
     STRAND_PLAN_ADD(plan, s->pos, T * s->E, table, "hyena positional features");
-    STRAND_PLAN_ADD(plan, s->t_pos, T, table, "hyena positions");
-    STRAND_PLAN_ADD(plan, s->delta, C, table, "hyena decay");
+    STRAND_PLAN_ADD(plan, s->decay, TC, table, "hyena decay window");
     STRAND_PLAN_ADD(plan, s->proj, 3 * TC, saved, "hyena activations");
     STRAND_PLAN_ADD(plan, s->uc, 3 * TC, saved, "hyena activations");
     STRAND_PLAN_ADD(plan, s->y1, TC, saved, "hyena activations");
@@ -295,7 +312,7 @@ static int hyena_plan(strand_mixer *mixer, const strand_shard *shard, strand_pla
     STRAND_PLAN_ADD(plan, s->work, 3 * TC, scratch, "hyena scratch");
     STRAND_PLAN_ADD(plan, s->ds[0], T * s->W, scratch, "hyena filter scratch");
     STRAND_PLAN_ADD(plan, s->ds[1], T * s->W, scratch, "hyena filter scratch");
-    STRAND_PLAN_ADD(plan, s->acc, C > s->W ? C : s->W, scratch, "hyena accumulators");
+    STRAND_PLAN_ADD(plan, s->acc, (1 + row_blocks(T)) * (C > s->W ? C : s->W), scratch, "hyena accumulators");
     return strand_shortconv_plan(&s->short_conv, shard, 3 * C, s->K, plan);
 }
 
@@ -317,28 +334,75 @@ static void filter_features(const hyena_state *s, int64_t l, real_t *z, double *
     }
 }
 
-/* |delta_c| (C) of the exponential window. */
-static void filter_decays(const hyena_state *s, double *delta, int C) {
+/* |delta_c| of channel c of C in the exponential window. */
+static double decay_rate(const hyena_state *s, int c, int C) {
     const double slow = log(1e-2) / s->decay_slow, fast = log(1e-2) / s->decay_fast;
-    for (int c = 0; c < C; c++)
-        delta[c] = fabs(C > 1 ? slow + (fast - slow) * (double)c / (double)(C - 1) : slow);
+    return fabs(C > 1 ? slow + (fast - slow) * (double)c / (double)(C - 1) : slow);
+}
+
+/* decay (n,C) = exp(-|delta_c| t_l) for n positions with t_l in t_pos. */
+static void filter_window(const hyena_state *s, real_t *decay, const double *t_pos, int64_t n, int C) {
+    for (int64_t i = 0; i < n; i++)
+        for (int c = 0; c < C; c++)
+            decay[i * C + c] = (real_t)exp(-decay_rate(s, c, C) * t_pos[i]);
 }
 
 static int hyena_setup(strand_mixer *mixer, const strand_shard *shard) {
     hyena_state *s = mixer->state;
     STRAND_CALL(strand_shortconv_setup(&s->short_conv, shard));
-    /* Positional features of this rank's positions on the grid fixed by Lmax. */
-    for (int64_t i = 0; i < s->T; i++)
-        filter_features(s, strand_shard_position(shard, i), s->pos + i * s->E, &s->t_pos[i]);
-    filter_decays(s, s->delta, mixer->C);
+    /* Positional features and the decay window of this rank's positions on the grid fixed by Lmax. */
+    for (int64_t i = 0; i < s->T; i++) {
+        double t_l;
+        filter_features(s, strand_shard_position(shard, i), s->pos + i * s->E, &t_l);
+        filter_window(s, s->decay + i * mixer->C, &t_l, 1, mixer->C);
+    }
     return strand_fftconv_setup(s->conv, shard);
 }
 
-/* h (T,C) = FFN(z) * decay for the T positions of features z (T,E) and t_pos (T), any list of
- * positions; pre[i], act[i] (T,W) receive the pre-activations and sines (what backward needs). */
+/* sin_out and cos_out (T,W) = sin and cos of w_j pre (either may be NULL), by the vectorised
+ * strand_sincos; a row holding an argument beyond its range is redone with libm. */
+static void filter_sines(real_t *sin_out, real_t *cos_out, const real_t *pre, const real_t *w, int64_t T,
+                         int W) {
+#pragma omp parallel for schedule(static) if (T * W > 65536)
+    for (int64_t t = 0; t < T; t++) {
+        const real_t *restrict p = pre + t * W;
+        real_t *restrict so = sin_out ? sin_out + t * W : NULL, *restrict co =
+                                                                    cos_out ? cos_out + t * W : NULL;
+        real_t far = 0;
+        if (so && co)
+            for (int j = 0; j < W; j++) {
+                const real_t x = w[j] * p[j];
+                strand_sincos(x, &so[j], &co[j]);
+                far = (x < 0 ? -x : x) > far ? (x < 0 ? -x : x) : far;
+            }
+        else if (so)
+            for (int j = 0; j < W; j++) {
+                const real_t x = w[j] * p[j];
+                real_t cx;
+                strand_sincos(x, &so[j], &cx);
+                far = (x < 0 ? -x : x) > far ? (x < 0 ? -x : x) : far;
+            }
+        else
+            for (int j = 0; j < W; j++) {
+                const real_t x = w[j] * p[j];
+                real_t sx;
+                strand_sincos(x, &sx, &co[j]);
+                far = (x < 0 ? -x : x) > far ? (x < 0 ? -x : x) : far;
+            }
+        if (far > (real_t)STRAND_SINCOS_MAX)
+            for (int j = 0; j < W; j++) {
+                const double x = (double)w[j] * (double)p[j];
+                if (so) so[j] = (real_t)sin(x);
+                if (co) co[j] = (real_t)cos(x);
+            }
+    }
+}
+
+/* h (T,C) = FFN(z) * decay for the T positions of features z (T,E) and their window decay (T,C),
+ * any list of positions; pre[i], act[i] (T,W) receive the pre-activations and sines (what
+ * backward needs). */
 static void filter_eval(const hyena_state *s, real_t *h, const real_t *params, const real_t *z,
-                        const double *t_pos, const double *delta, real_t *const *pre_i, real_t *const *act_i,
-                        int64_t T, int C) {
+                        const real_t *decay, real_t *const *pre_i, real_t *const *act_i, int64_t T, int C) {
     const int W = s->W;
     const real_t *w = params + s->sine_w;
     const real_t *x = z;
@@ -346,59 +410,65 @@ static void filter_eval(const hyena_state *s, real_t *h, const real_t *params, c
     for (int i = 0; i < s->depth; i++) {
         real_t *pre = pre_i[i], *act = act_i[i];
         linear_forward(pre, x, params + s->ffn_w[i], params + s->ffn_b[i], T, in_dim, W); // (T,W)
-        for (int64_t t = 0; t < T; t++)
-            for (int j = 0; j < W; j++)
-                act[t * W + j] = (real_t)sin((double)w[j] * (double)pre[t * W + j]);
+        filter_sines(act, NULL, pre, w, T, W);                                            // (T,W)
         x = act;
         in_dim = W;
     }
     linear_forward(h, x, params + s->ffn_out, NULL, T, W, C); // (T,C)
-    for (int64_t t = 0; t < T; t++)
-        for (int c = 0; c < C; c++)
-            h[t * C + c] *= (real_t)exp(-delta[c] * t_pos[t]);
+    const int64_t n = T * C;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        h[i] *= decay[i];
 }
 
 /* h (T,C) at this rank's positions; saves pre-activations and sines. */
 static void filter_forward(hyena_state *s, real_t *h, const real_t *params, int64_t T, int C) {
-    filter_eval(s, h, params, s->pos, s->t_pos, s->delta, s->pre, s->act, T, C);
+    const double t0 = strand_section_begin();
+    filter_eval(s, h, params, s->pos, s->decay, s->pre, s->act, T, C);
+    strand_section_end(STRAND_SECTION_FILTER, t0);
 }
 
 /* Given dh (T,C) (overwritten), add the gradients of every filter parameter. */
 static void filter_backward(hyena_state *s, real_t *dparams, real_t *dh, const real_t *params, int64_t T,
                             int C) {
+    const double t0 = strand_section_begin();
     const int W = s->W, D = s->depth;
-    for (int64_t t = 0; t < T; t++)
-        for (int c = 0; c < C; c++)
-            dh[t * C + c] *= (real_t)exp(-s->delta[c] * s->t_pos[t]);
-    real_t *ds = s->ds[0];
-    memset(ds, 0, sizeof(real_t) * (size_t)(T * W));
-    linear_backward(ds, dparams + s->ffn_out, NULL, dh, s->act[D - 1], params + s->ffn_out, T, W, C);
+    const int64_t n = T * C, blocks = row_blocks(T);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++)
+        dh[i] *= s->decay[i];
+    real_t *ds = s->ds[0], *cw; /* ping-pong: cos(w pre) goes in the other buffer, then d act[i-1] */
+    linear_backward_assign(ds, dparams + s->ffn_out, NULL, dh, s->act[D - 1], params + s->ffn_out, T, W, C);
     const real_t *w = params + s->sine_w;
     for (int i = D - 1; i >= 0; i--) {
         /* act = sin(w pre): d pre = d act * w cos(w pre); d w += d act * pre cos(w pre) */
         const real_t *pre = s->pre[i];
-        for (int j = 0; j < W; j++)
-            s->acc[j] = 0.0;
-        for (int64_t t = 0; t < T; t++) {
-            for (int j = 0; j < W; j++) {
-                const double a = pre[t * W + j], g = ds[t * W + j];
-                const double cw = cos((double)w[j] * a);
-                s->acc[j] += g * a * cw;
-                ds[t * W + j] = (real_t)(g * (double)w[j] * cw);
+        cw = ds == s->ds[0] ? s->ds[1] : s->ds[0];
+        filter_sines(NULL, cw, pre, w, T, W); // (T,W)
+#pragma omp parallel for schedule(static) if (T * W > 65536)
+        for (int64_t b = 0; b < blocks; b++) {
+            double *restrict part = s->acc + (1 + b) * W;
+            for (int j = 0; j < W; j++)
+                part[j] = 0.0;
+            const int64_t t1 = (b + 1) * HYENA_ROWS < T ? (b + 1) * HYENA_ROWS : T;
+            for (int64_t t = b * HYENA_ROWS; t < t1; t++) {
+                for (int j = 0; j < W; j++) {
+                    const double a = pre[t * W + j], g = ds[t * W + j], c = cw[t * W + j];
+                    part[j] += g * a * c;
+                    ds[t * W + j] = (real_t)(g * (double)w[j] * c);
+                }
             }
         }
+        sum_blocks(s->acc, blocks, W);
         for (int j = 0; j < W; j++)
             dparams[s->sine_w + j] += (real_t)s->acc[j];
-        real_t *dprev = NULL;
-        if (i > 0) {
-            dprev = s->ds[(D - i) & 1];
-            memset(dprev, 0, sizeof(real_t) * (size_t)(T * W));
-        }
+        real_t *dprev = i > 0 ? cw : NULL; /* cos is used up: its buffer takes d act[i-1] */
         const real_t *in = i > 0 ? s->act[i - 1] : s->pos;
-        linear_backward(dprev, dparams + s->ffn_w[i], dparams + s->ffn_b[i], ds, in, params + s->ffn_w[i], T,
-                        i > 0 ? W : s->E, W);
+        linear_backward_assign(dprev, dparams + s->ffn_w[i], dparams + s->ffn_b[i], ds, in,
+                               params + s->ffn_w[i], T, i > 0 ? W : s->E, W);
         ds = dprev;
     }
+    strand_section_end(STRAND_SECTION_FILTER, t0);
 }
 
 /* For tests: the filter h (T,C) at this rank's positions (overwrites the saved filter activations,
@@ -417,12 +487,15 @@ static int hyena_forward(strand_mixer *mixer, real_t *out, const real_t *in, con
     const int C = mixer->C, C3 = 3 * C;
     const int64_t T = shard->T, TC = T * C;
     STRAND_ASSERT(T == s->T);
+    double t0 = strand_section_begin();
     linear_forward(s->proj, in, params + s->in_w, params + s->in_b, T, C, C3); // (T,3C)
+    strand_section_end(STRAND_SECTION_PROJECTION, t0);
     STRAND_CALL(strand_shortconv_forward(&s->short_conv, shard, s->uc, s->proj, params + s->short_w,
                                          params + s->short_b)); // (T,3C)
 
     real_t *h = s->work, *z = s->work + TC; // (T,C) each
     filter_forward(s, h, params, T, C);
+#pragma omp parallel for schedule(static) if (TC > 65536)
     for (int64_t t = 0; t < T; t++) {
         const real_t *x1 = s->uc + t * C3 + C, *v = x1 + C;
         for (int c = 0; c < C; c++)
@@ -430,15 +503,19 @@ static int hyena_forward(strand_mixer *mixer, real_t *out, const real_t *in, con
     }
     STRAND_CALL(strand_fftconv_forward(s->conv, s->y1, z, h)); // (T,C)
     const real_t *bias = params + s->bias_c;
+#pragma omp parallel for schedule(static) if (TC > 65536)
     for (int64_t t = 0; t < T; t++) {
         const real_t *x0 = s->uc + t * C3;
         for (int c = 0; c < C; c++)
             s->gated[t * C + c] = x0[c] * (s->y1[t * C + c] + bias[c] * z[t * C + c]);
     }
+    t0 = strand_section_begin();
     linear_forward(out, s->gated, params + s->out_w, params + s->out_b, T, C, C); // (T,C)
+    strand_section_end(STRAND_SECTION_PROJECTION, t0);
     return STRAND_OK;
 }
 
+/* Every intermediate gradient is assigned by the pass that makes it, so nothing is zeroed first. */
 static int hyena_backward(strand_mixer *mixer, real_t *din, real_t *dparams, const real_t *dout,
                           const real_t *in, const real_t *params, const strand_shard *shard) {
     hyena_state *s = mixer->state;
@@ -446,46 +523,57 @@ static int hyena_backward(strand_mixer *mixer, real_t *din, real_t *dparams, con
     const int64_t T = shard->T, TC = T * C;
     STRAND_ASSERT(T == s->T);
     real_t *dg = s->work, *dz = s->work + TC, *dh = s->work + 2 * TC; // (T,C) each
-    memset(s->work, 0, sizeof(real_t) * (size_t)(3 * TC));
-    linear_backward(dg, dparams + s->out_w, dparams + s->out_b, dout, s->gated, params + s->out_w, T, C, C);
+    double t0 = strand_section_begin();
+    linear_backward_assign(dg, dparams + s->out_w, dparams + s->out_b, dout, s->gated, params + s->out_w, T,
+                           C, C);
+    strand_section_end(STRAND_SECTION_PROJECTION, t0);
 
     /* gated = x0 * g with g = y1 + bias z, z = x1 v. dx0 replaces x0 in uc (x0 is not needed
-     * after this loop); dg becomes dL/dy1 in place. */
+     * after this loop); dg becomes dL/dg in place. dL/dz = bias dL/dg + the convolution's part,
+     * summed in the dx1 dv loop below. */
     const real_t *bias = params + s->bias_c;
-    for (int c = 0; c < C; c++)
-        s->acc[c] = 0.0;
-    for (int64_t t = 0; t < T; t++) {
-        real_t *x0 = s->uc + t * C3;
-        const real_t *x1 = x0 + C, *v = x0 + 2 * C;
-        for (int c = 0; c < C; c++) {
-            const real_t zc = x1[c] * v[c];
-            const real_t dgated = dg[t * C + c];
-            const real_t d = dgated * x0[c]; // dL/dg
-            x0[c] = dgated * (s->y1[t * C + c] + bias[c] * zc);
-            dg[t * C + c] = d;
-            s->acc[c] += (double)d * (double)zc;
-            dz[t * C + c] = d * bias[c];
+    const int64_t blocks = row_blocks(T);
+#pragma omp parallel for schedule(static) if (TC > 65536)
+    for (int64_t b = 0; b < blocks; b++) {
+        double *restrict part = s->acc + (1 + b) * C;
+        for (int c = 0; c < C; c++)
+            part[c] = 0.0;
+        const int64_t t1 = (b + 1) * HYENA_ROWS < T ? (b + 1) * HYENA_ROWS : T;
+        for (int64_t t = b * HYENA_ROWS; t < t1; t++) {
+            real_t *x0 = s->uc + t * C3;
+            const real_t *x1 = x0 + C, *v = x0 + 2 * C;
+            for (int c = 0; c < C; c++) {
+                const real_t zc = x1[c] * v[c];
+                const real_t dgated = dg[t * C + c];
+                const real_t d = dgated * x0[c]; // dL/dg
+                x0[c] = dgated * (s->y1[t * C + c] + bias[c] * zc);
+                dg[t * C + c] = d;
+                part[c] += (double)d * (double)zc;
+            }
         }
     }
+    sum_blocks(s->acc, blocks, C);
     for (int c = 0; c < C; c++)
         dparams[s->bias_c + c] += (real_t)s->acc[c];
-    STRAND_CALL(strand_fftconv_backward(s->conv, dz, dh, dg));
+    STRAND_CALL(strand_fftconv_backward_assign(s->conv, dz, dh, dg));
     filter_backward(s, dparams, dh, params, T, C);
 
     /* z = x1 v: dx1 = dz v, dv = dz x1, written over x1 and v. uc is now d(short conv output). */
+#pragma omp parallel for schedule(static) if (TC > 65536)
     for (int64_t t = 0; t < T; t++) {
         real_t *x1 = s->uc + t * C3 + C, *v = x1 + C;
         for (int c = 0; c < C; c++) {
-            const real_t a = x1[c], b = v[c], d = dz[t * C + c];
+            const real_t a = x1[c], b = v[c], d = dz[t * C + c] + bias[c] * dg[t * C + c];
             x1[c] = d * b;
             v[c] = d * a;
         }
     }
     real_t *dproj = s->work; // (T,3C)
-    memset(dproj, 0, sizeof(real_t) * (size_t)(3 * TC));
-    STRAND_CALL(strand_shortconv_backward(&s->short_conv, shard, dproj, dparams + s->short_w,
-                                          dparams + s->short_b, s->uc, s->proj, params + s->short_w));
+    STRAND_CALL(strand_shortconv_backward_assign(&s->short_conv, shard, dproj, dparams + s->short_w,
+                                                 dparams + s->short_b, s->uc, s->proj, params + s->short_w));
+    t0 = strand_section_begin();
     linear_backward(din, dparams + s->in_w, dparams + s->in_b, dproj, in, params + s->in_w, T, C, C3);
+    strand_section_end(STRAND_SECTION_PROJECTION, t0);
     return STRAND_OK;
 }
 
@@ -509,19 +597,19 @@ static void hyena_cost(const void *options, const strand_cost_shape *shape, stra
     const hyena_options *o = options;
     const double T = (double)shape->T, C = shape->C, TC = T * C, W = o->filter_width;
     const int E = 1 + 2 * o->frequencies;
-    strand_cost_linear(cost, T, C, 3 * C); // in projection
-    strand_cost_linear(cost, T, C, C);     // out projection
-    strand_cost_linear(cost, T, E, W);     // filter FFN
+    strand_cost_linear(cost, T, C, 3 * C);           // in projection
+    strand_cost_linear(cost, T, C, C);               // out projection
+    strand_cost_linear_no_input_grad(cost, T, E, W); // filter FFN (positions need no gradient)
     for (int i = 1; i < o->filter_depth; i++)
         strand_cost_linear(cost, T, W, W);
     strand_cost_linear(cost, T, W, C);
-    /* sin per FFN value forward, cos backward; the decay's exp forward and backward */
-    cost->transcendentals += 2 * T * W * o->filter_depth + 2 * TC;
+    /* sin per FFN value forward, cos backward (strand_sincos, vectorised in float builds) */
+    strand_cost_exp(cost, 2 * T * W * o->filter_depth);
     strand_cost_short_conv(cost, shape, 3 * C, o->short_kernel);
     strand_cost_long_conv(cost, shape, shape->C);
-    /* forward: z = x1 v (3 TC), gating (4 TC), decay (2 TC); backward: zeroing 3 TC twice, the
-     * gating gradient (8 TC), dx1 dv (5 TC), decay (2 TC), the filter's sine gradients */
-    strand_cost_stream(cost, 9 * TC + 6 * TC + 15 * TC + 4 * T * W * o->filter_depth);
+    /* forward: z = x1 v (3 TC), gating (4 TC), the decay table (3 TC); backward: the gating
+     * gradient (7 TC), dx1 dv (7 TC), the decay table (3 TC), the filter's sine gradients */
+    strand_cost_stream(cost, 10 * TC + 17 * TC + 4 * T * W * o->filter_depth);
 }
 
 const strand_mixer_ops strand_mixer_hyena = {
@@ -585,12 +673,13 @@ static void hyena_step_free(void *state) {
 static int step_filter(const hyena_state *s, hyena_step_state *st, const real_t *params, int C) {
     const int64_t n = st->max_len < HYENA_STEP_FILTER_ROWS ? st->max_len : HYENA_STEP_FILTER_ROWS;
     real_t *z = NULL, *pre[HYENA_MAX_DEPTH] = {NULL}, *act[HYENA_MAX_DEPTH] = {NULL};
-    double *t_pos = NULL, *delta = NULL;
+    double *t_pos = NULL;
+    real_t *decay = NULL;
     int status = STRAND_OK;
     z = strand_alloc(sizeof(real_t) * (size_t)(n * s->E), "hyena step filter scratch");
     t_pos = strand_alloc(sizeof(double) * (size_t)n, "hyena step filter scratch");
-    delta = strand_alloc(sizeof(double) * (size_t)C, "hyena step filter scratch");
-    int ok = z && t_pos && delta;
+    decay = strand_alloc(sizeof(real_t) * (size_t)(n * C), "hyena step filter scratch");
+    int ok = z && t_pos && decay;
     for (int i = 0; i < s->depth && ok; i++) {
         pre[i] = strand_alloc(sizeof(real_t) * (size_t)(n * s->W), "hyena step filter scratch");
         act[i] = strand_alloc(sizeof(real_t) * (size_t)(n * s->W), "hyena step filter scratch");
@@ -599,12 +688,12 @@ static int step_filter(const hyena_state *s, hyena_step_state *st, const real_t 
     if (!ok) {
         status = STRAND_ERR_NOMEM;
     } else {
-        filter_decays(s, delta, C);
         for (int64_t l0 = 0; l0 < st->max_len; l0 += n) {
             const int64_t rows = st->max_len - l0 < n ? st->max_len - l0 : n;
             for (int64_t i = 0; i < rows; i++)
                 filter_features(s, l0 + i, z + i * s->E, &t_pos[i]);
-            filter_eval(s, st->h + l0 * C, params, z, t_pos, delta, pre, act, rows, C);
+            filter_window(s, decay, t_pos, rows, C);
+            filter_eval(s, st->h + l0 * C, params, z, decay, pre, act, rows, C);
         }
     }
     for (int i = 0; i < s->depth; i++) {
@@ -613,7 +702,7 @@ static int step_filter(const hyena_state *s, hyena_step_state *st, const real_t 
     }
     strand_free(z);
     strand_free(t_pos);
-    strand_free(delta);
+    strand_free(decay);
     return status;
 }
 
