@@ -20,6 +20,10 @@
 #define R_GEMM cblas_sgemm
 #endif
 
+/* Loops over fewer values than this stay on one thread (the fork costs more). */
+enum { PARALLEL_MIN = 65536 };
+/* Cross-entropy's total: at most CE_BLOCKS partial sums of at least CE_ROWS rows each. */
+enum { CE_BLOCKS = 1024, CE_ROWS = 256 };
 /* Channel-block width for the column reductions in linear_backward (dbias). */
 enum { BIAS_BLOCK = 256 };
 /* Stack scratch for the conv: transposed weights (K x block) and their gradient accumulators. */
@@ -30,6 +34,7 @@ enum { CONV_SCRATCH = 2048 };
 
 void embedding_forward(real_t *out, const strand_token_t *tokens, const real_t *wte, int64_t T, int C) {
     // out (T,C), tokens (T), wte (V,C)
+#pragma omp parallel for schedule(static) if (T * C > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         memcpy(out + t * C, wte + (int64_t)tokens[t] * C, (size_t)C * sizeof(real_t));
     }
@@ -52,6 +57,7 @@ void embedding_backward(real_t *dwte, const real_t *dout, const strand_token_t *
 void rmsnorm_forward(real_t *out, real_t *rstd, const real_t *in, const real_t *weight, int64_t T, int C,
                      real_t eps) {
     // out (T,C), rstd (T), in (T,C), weight (C)
+#pragma omp parallel for schedule(static) if (T * C > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict x = in + t * C;
         real_t *restrict o = out + t * C;
@@ -69,11 +75,13 @@ void rmsnorm_backward(real_t *dinp, real_t *dweight, const real_t *dout, const r
                       const real_t *weight, const real_t *rstd, int64_t T, int C) {
     // y = x * s * w with s = (mean(x^2) + eps)^-1/2, so ds/dx_i = -s^3 x_i / C:
     // dx_i = s * w_i g_i - s^3 / C * x_i * sum_j(w_j g_j x_j);  dw_i = g_i x_i s
-    for (int64_t t = 0; t < T; t++) {
-        const real_t *restrict x = in + t * C;
-        const real_t *restrict g = dout + t * C;
-        const real_t s = rstd[t];
-        if (dinp) {
+    // Rows in parallel for dx; dw sums over rows, in row order, in a pass of its own.
+    if (dinp) {
+#pragma omp parallel for schedule(static) if (T * C > PARALLEL_MIN)
+        for (int64_t t = 0; t < T; t++) {
+            const real_t *restrict x = in + t * C;
+            const real_t *restrict g = dout + t * C;
+            const real_t s = rstd[t];
             double dot = 0.0;
             for (int c = 0; c < C; c++)
                 dot += (double)weight[c] * g[c] * x[c];
@@ -82,7 +90,12 @@ void rmsnorm_backward(real_t *dinp, real_t *dweight, const real_t *dout, const r
             for (int c = 0; c < C; c++)
                 dx[c] += s * weight[c] * g[c] - coef * x[c];
         }
-        if (dweight) {
+    }
+    for (int64_t t = 0; t < T && dweight; t++) {
+        const real_t *restrict x = in + t * C;
+        const real_t *restrict g = dout + t * C;
+        const real_t s = rstd[t];
+        {
             real_t *restrict dw = dweight;
             for (int c = 0; c < C; c++)
                 dw[c] += g[c] * x[c] * s;
@@ -96,6 +109,7 @@ void rmsnorm_backward(real_t *dinp, real_t *dweight, const real_t *dout, const r
 void layernorm_forward(real_t *out, real_t *mean, real_t *rstd, const real_t *in, const real_t *weight,
                        const real_t *bias, int64_t T, int C, real_t eps) {
     // out (T,C), mean (T), rstd (T), in (T,C), weight (C), bias (C)
+#pragma omp parallel for schedule(static) if (T * C > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict x = in + t * C;
         real_t *restrict o = out + t * C;
@@ -122,6 +136,8 @@ void layernorm_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real
                         const real_t *weight, const real_t *mean, const real_t *rstd, int64_t T, int C) {
     // n = (x - mean) * s; y = n * w + b
     // dx = s * (dn - mean(dn) - n * mean(dn * n)) with dn = w * g
+    // Rows in parallel for dx; dw and db sum over rows, in row order, in a pass of their own.
+#pragma omp parallel for schedule(static) if (dinp && T * C > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict x = in + t * C;
         const real_t *restrict g = dout + t * C;
@@ -140,6 +156,11 @@ void layernorm_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real
                 dx[c] += s * (weight[c] * g[c] - mdn - n * mdnn);
             }
         }
+    }
+    for (int64_t t = 0; t < T && (dweight || dbias); t++) {
+        const real_t *restrict x = in + t * C;
+        const real_t *restrict g = dout + t * C;
+        const real_t m = mean[t], s = rstd[t];
         if (dweight) {
             real_t *restrict dw = dweight;
             for (int c = 0; c < C; c++)
@@ -220,6 +241,7 @@ void gelu_forward(real_t *out, const real_t *in, int64_t N) {
     // out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     const real_t *restrict x = in;
     real_t *restrict o = out;
+#pragma omp parallel for schedule(static) if (N > PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) {
         real_t v = x[i];
         real_t u = (real_t)GELU_SCALE * (v + (real_t)GELU_CUBIC * v * v * v);
@@ -232,6 +254,7 @@ void gelu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t N
     const real_t *restrict x = in;
     const real_t *restrict g = dout;
     real_t *restrict dx = dinp;
+#pragma omp parallel for schedule(static) if (N > PARALLEL_MIN)
     for (int64_t i = 0; i < N; i++) {
         real_t v = x[i];
         real_t u = (real_t)GELU_SCALE * (v + (real_t)GELU_CUBIC * v * v * v);
@@ -247,6 +270,7 @@ void gelu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t N
 
 void swiglu_forward(real_t *out, const real_t *in, int64_t T, int H) {
     // out (T,H) = silu(a) * b, in (T,2H) rows [a | b]
+#pragma omp parallel for schedule(static) if (T * H > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict a = in + t * 2 * H;
         const real_t *restrict b = a + H;
@@ -261,6 +285,7 @@ void swiglu_forward(real_t *out, const real_t *in, int64_t T, int H) {
 void swiglu_backward(real_t *dinp, const real_t *dout, const real_t *in, int64_t T, int H) {
     // d silu(a)/da = sig(a) (1 + a (1 - sig(a)))
     if (!dinp) return;
+#pragma omp parallel for schedule(static) if (T * H > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict a = in + t * 2 * H;
         const real_t *restrict b = a + H;
@@ -410,34 +435,48 @@ void conv1d_causal_backward_assign(real_t *dinp, real_t *dhalo, real_t *dweight,
 double crossentropy_forward(real_t *losses, real_t *probs, const real_t *logits,
                             const strand_token_t *targets, const real_t *weights, int64_t T, int V) {
     // losses (T), probs (T,V), logits (T,V), targets (T), weights (T) or NULL
-    double total = 0.0;
-    for (int64_t t = 0; t < T; t++) {
-        const real_t *restrict l = logits + t * V;
-        real_t *restrict p = probs + t * V;
-        STRAND_ASSERT((int64_t)targets[t] < (int64_t)V);
-        real_t maxv = l[0];
-        for (int v = 1; v < V; v++)
-            maxv = l[v] > maxv ? l[v] : maxv;
-        double sum = 0.0;
-        for (int v = 0; v < V; v++) {
-            real_t e = R_EXP(l[v] - maxv);
-            p[v] = e;
-            sum += e;
+    // The total sums fixed blocks of rows (their partials in block order): any thread count
+    // gives the same bits.
+    const int64_t rows = T / CE_BLOCKS + 1 > CE_ROWS ? T / CE_BLOCKS + 1 : CE_ROWS;
+    const int64_t blocks = (T + rows - 1) / rows;
+    double partial[CE_BLOCKS + 1];
+#pragma omp parallel for schedule(static) if (T * V > PARALLEL_MIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        double block_total = 0.0;
+        const int64_t t_end = (b + 1) * rows < T ? (b + 1) * rows : T;
+        for (int64_t t = b * rows; t < t_end; t++) {
+            const real_t *restrict l = logits + t * V;
+            real_t *restrict p = probs + t * V;
+            STRAND_ASSERT((int64_t)targets[t] < (int64_t)V);
+            real_t maxv = l[0];
+            for (int v = 1; v < V; v++)
+                maxv = l[v] > maxv ? l[v] : maxv;
+            double sum = 0.0;
+            for (int v = 0; v < V; v++) {
+                real_t e = R_EXP(l[v] - maxv);
+                p[v] = e;
+                sum += e;
+            }
+            const real_t inv = (real_t)(1.0 / sum);
+            for (int v = 0; v < V; v++)
+                p[v] *= inv;
+            // -log softmax[target] = log(sum) - (l[target] - max), without log(0) for tiny probs
+            double loss = log(sum) - ((double)l[targets[t]] - (double)maxv);
+            losses[t] = (real_t)loss;
+            block_total += weights ? (double)weights[t] * loss : loss;
         }
-        const real_t inv = (real_t)(1.0 / sum);
-        for (int v = 0; v < V; v++)
-            p[v] *= inv;
-        // -log softmax[target] = log(sum) - (l[target] - max), without log(0) for tiny probs
-        double loss = log(sum) - ((double)l[targets[t]] - (double)maxv);
-        losses[t] = (real_t)loss;
-        total += weights ? (double)weights[t] * loss : loss;
+        partial[b] = block_total;
     }
+    double total = 0.0;
+    for (int64_t b = 0; b < blocks; b++)
+        total += partial[b];
     return total;
 }
 
 void crossentropy_backward(real_t *dlogits, const real_t *probs, const strand_token_t *targets,
                            const real_t *weights, int64_t T, int V, real_t scale) {
     if (!dlogits) return;
+#pragma omp parallel for schedule(static) if (T * V > PARALLEL_MIN)
     for (int64_t t = 0; t < T; t++) {
         const real_t *restrict p = probs + t * V;
         real_t *restrict d = dlogits + t * V;

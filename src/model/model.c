@@ -495,21 +495,25 @@ int strand_block_forward(const strand_model *model, const strand_block *b, stran
         /* h = x + mixer(norm1(x)); y = h + mlp(norm2(h)) */
         norm_forward(model, r->norm1, r->norm1_mean, r->norm1_rstd, r->x, b->norm1_weight, b->norm1_bias, T);
         STRAND_CALL(mixer(context, r->mix, r->norm1));
+#pragma omp parallel for schedule(static) if (T * C > 65536)
         for (int64_t i = 0; i < T * C; i++)
             r->h[i] = r->x[i] + r->mix[i];
         norm_forward(model, r->norm2, r->norm2_mean, r->norm2_rstd, r->h, b->norm2_weight, b->norm2_bias, T);
         if (!y) return STRAND_OK;
         mlp_forward(model, b, r, y, r->norm2, T);
+#pragma omp parallel for schedule(static) if (T * C > 65536)
         for (int64_t i = 0; i < T * C; i++)
             y[i] += r->h[i];
     } else {
         /* a = x + mixer(x); h = norm1(a); b = h + mlp(h); y = norm2(b) */
         STRAND_CALL(mixer(context, r->mix, r->x));
+#pragma omp parallel for schedule(static) if (T * C > 65536)
         for (int64_t i = 0; i < T * C; i++)
             r->a[i] = r->x[i] + r->mix[i];
         norm_forward(model, r->h, r->norm1_mean, r->norm1_rstd, r->a, b->norm1_weight, b->norm1_bias, T);
         if (!y) y = scratch;
         mlp_forward(model, b, r, r->b, r->h, T);
+#pragma omp parallel for schedule(static) if (T * C > 65536)
         for (int64_t i = 0; i < T * C; i++)
             r->b[i] += r->h[i];
         norm_forward(model, y, r->norm2_mean, r->norm2_rstd, r->b, b->norm2_weight, b->norm2_bias, T);
