@@ -508,11 +508,11 @@ int bench_conv(int argc, char **argv) {
     if (status == STRAND_OK && rank == 0) {
         printf("{\"bench\":\"fftconv\",\"length\":%lld,\"channels\":%d,\"ranks\":%d,\"precision\":\"%s\","
                "\"strategy\":\"%s\",\"layer\":\"%s\",\"layout\":\"%s\",\"transform_size\":%lld,\"repeat\":%d,"
-               "\"planner\":\"%s\",\"threads\":%d",
+               "\"planner\":\"%s\",\"threads\":%d,\"blas_core\":\"%s\"",
                (long long)args.length, args.channels, grid.sp_size, STRAND_REAL_NAME,
                strand_fftconv_strategy_name(res.strategy), args.layer,
                args.layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous", (long long)res.N, args.repeat,
-               args.measure ? "measure" : "estimate", args.threads);
+               args.measure ? "measure" : "estimate", args.threads, openblas_get_corename());
         print_number("forward_s", res.forward);
         print_number("backward_s", res.backward);
         print_number("fwd_bwd_s", res.both);

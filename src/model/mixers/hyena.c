@@ -368,28 +368,28 @@ static void filter_sines(real_t *sin_out, real_t *cos_out, const real_t *pre, co
         const real_t *restrict p = pre + t * W;
         real_t *restrict so = sin_out ? sin_out + t * W : NULL, *restrict co =
                                                                     cos_out ? cos_out + t * W : NULL;
-        real_t far = 0;
+        int beyond = 0; /* an integer OR: a reduction the compiler vectorises, unlike a float max */
         if (so && co)
             for (int j = 0; j < W; j++) {
                 const real_t x = w[j] * p[j];
                 strand_sincos(x, &so[j], &co[j]);
-                far = (x < 0 ? -x : x) > far ? (x < 0 ? -x : x) : far;
+                beyond |= (x < 0 ? -x : x) > (real_t)STRAND_SINCOS_MAX;
             }
         else if (so)
             for (int j = 0; j < W; j++) {
                 const real_t x = w[j] * p[j];
                 real_t cx;
                 strand_sincos(x, &so[j], &cx);
-                far = (x < 0 ? -x : x) > far ? (x < 0 ? -x : x) : far;
+                beyond |= (x < 0 ? -x : x) > (real_t)STRAND_SINCOS_MAX;
             }
         else
             for (int j = 0; j < W; j++) {
                 const real_t x = w[j] * p[j];
                 real_t sx;
                 strand_sincos(x, &sx, &co[j]);
-                far = (x < 0 ? -x : x) > far ? (x < 0 ? -x : x) : far;
+                beyond |= (x < 0 ? -x : x) > (real_t)STRAND_SINCOS_MAX;
             }
-        if (far > (real_t)STRAND_SINCOS_MAX)
+        if (beyond)
             for (int j = 0; j < W; j++) {
                 const double x = (double)w[j] * (double)p[j];
                 if (so) so[j] = (real_t)sin(x);
