@@ -11,3 +11,8 @@ strand_add_mpi_test(NAME test_plan SOURCES ${STRAND_TEST_DIR}/unit/test_plan.c R
 # resume and refusals (about 15 s).
 strand_add_script_test(NAME scaling_script COMMAND bash ${STRAND_TEST_DIR}/cli/test_scaling_script.sh
                        TIMEOUT 300 LABELS "perf;slow")
+# strand bench train: its JSON line (jq), the same losses at 1 and 2 ranks, --dump's files, a
+# missing --config file refused with one error line (about 3 s; STRAND_TEST_TORCH=1 adds the check
+# of tests/bench/torch_model.py's losses on the dump).
+strand_add_script_test(NAME bench_train COMMAND bash ${STRAND_TEST_DIR}/cli/test_bench_train.sh
+                       TIMEOUT 120 LABELS "perf;slow")

@@ -5,6 +5,8 @@
 
 #include "strand/ckpt.h"
 #include "strand/config.h"
+#include "strand/layout.h"
+#include "strand/model.h"
 #include "strand/plan.h"
 
 /* The trainer's own buffers beside the model's: AdamW's moments (mirroring the parameter array),
@@ -72,6 +74,29 @@ int strand_train_layout(const strand_config *config);
  * resume until the return; a second job on the same run.dir is refused. */
 int strand_train(const strand_config *config, MPI_Comm world, const strand_train_options *options,
                  strand_train_result *result);
+
+/* AdamW's moments (table.total values each, zero before the first update) and updates done. */
+typedef struct {
+    real_t *m, *v;
+    int64_t t;
+} strand_train_moments;
+
+typedef struct {
+    double loss;      /* mean over the step's tokens (all ranks' windows), nats */
+    double grad_norm; /* of the reduced gradient, before clipping */
+    double lr;        /* the learning rate of the update */
+} strand_train_step_result;
+
+/* One training step of `model` (its configuration: schedule, clipping, AdamW) on one window per
+ * SP group whose rows on this rank are already in inputs/targets (shard->T each): zero the
+ * gradient, forward and backward of the loss scaled by 1 / tokens_per_step, the gradient and
+ * loss all-reduced over `world`, then the update strand_train's loop makes (the same code: stop
+ * on a non-finite loss or norm, clip, AdamW at the learning rate of 0-based `step`). No loss
+ * mask. strand bench train times it. Collective over world; the status is agreed. */
+int strand_train_step(strand_model *model, const strand_shard *shard, MPI_Comm world,
+                      strand_train_moments *moments, const strand_token_t *inputs,
+                      const strand_token_t *targets, int64_t step, double tokens_per_step,
+                      strand_train_step_result *result);
 
 typedef struct {
     int64_t step; /* 1-based, as in metrics.jsonl */

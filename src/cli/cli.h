@@ -24,6 +24,7 @@ int bench_conv(int argc, char **argv);
 int bench_mixer(int argc, char **argv);
 int bench_rnn(int argc, char **argv);
 int bench_scan(int argc, char **argv);
+int bench_train(int argc, char **argv);
 
 /* Print "strand <command>: error: <message>" once (world rank 0 only). */
 void cli_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

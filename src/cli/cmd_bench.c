@@ -14,11 +14,14 @@ typedef struct {
 static const bench_entry benches[] = {
     {"fftconv", bench_conv,
      "distributed FFT long convolution (bare, or a long-convolution mixer), forward and backward"},
+    {"conv", bench_conv, "the same as fftconv"},
     {"ring", bench_attn, "ring attention over the sequence-parallel group"},
     {"mixer", bench_mixer, "any registered mixer's forward and backward, next to same-run sgemm and sgemv"},
     {"rnn", bench_rnn, "a recurrent cell (rnn, lstm, gru, ornn): bench mixer for the recurrent mixers"},
     {"scan", bench_scan,
      "a scan mixer (mamba, mingru, minlstm, s4d): bench mixer plus the scan's bytes sent and read floor"},
+    {"train", bench_train,
+     "whole training steps of a configured model (every layer, loss, backward, all-reduce, AdamW)"},
 };
 enum { N_BENCHES = sizeof benches / sizeof *benches };
 

@@ -507,6 +507,42 @@ static int save_checkpoint(trainer *t, const strand_train_options *options, int6
     return STRAND_OK;
 }
 
+/* The update that ends a step once every rank holds the reduced gradient and loss: stop on a
+ * non-finite loss or gradient norm (every rank holds the same reduced numbers, so they stop
+ * together without another vote), clip to train.grad_clip, AdamW at the step's learning rate. */
+static int finish_step(strand_model *model, strand_adamw *opt, const strand_config *c, int64_t step,
+                       double step_loss, double grad_norm, double *lr) {
+    if (!isfinite(step_loss) || !isfinite(grad_norm))
+        STRAND_FAIL(STRAND_ERR_NUMERIC,
+                    "training diverged at step %lld: loss %g, gradient norm %g; stopping before the update "
+                    "(lower train.lr or raise train.warmup_steps)",
+                    (long long)step + 1, step_loss, grad_norm);
+    strand_clip_grads(model->grads, model->table.total, grad_norm, c->grad_clip);
+    *lr = strand_lr_at(c, step);
+    strand_adamw_update(opt, &model->table, model->params, model->grads, *lr, c);
+    return STRAND_OK;
+}
+
+int strand_train_step(strand_model *model, const strand_shard *shard, MPI_Comm world,
+                      strand_train_moments *moments, const strand_token_t *inputs,
+                      const strand_token_t *targets, int64_t step, double tokens_per_step,
+                      strand_train_step_result *result) {
+    const strand_config *c = &model->config;
+    memset(model->grads, 0, sizeof(real_t) * (size_t)model->table.total);
+    double loss_sum = 0;
+    STRAND_CALL(strand_agree(world, strand_model_forward(model, inputs, targets, shard, &loss_sum)));
+    STRAND_CALL(
+        strand_agree(world, strand_model_backward(model, inputs, shard, (real_t)(1.0 / tokens_per_step))));
+    STRAND_CALL(strand_allreduce_sum(world, model->grads, model->table.total));
+    STRAND_CALL(strand_allreduce_sum_double(world, &loss_sum, 1));
+    result->loss = loss_sum / tokens_per_step;
+    result->grad_norm = strand_model_grad_norm(model, NULL);
+    strand_adamw opt = {.m = moments->m, .v = moments->v, .n = model->table.total, .t = moments->t};
+    const int status = finish_step(model, &opt, c, step, result->loss, result->grad_norm, &result->lr);
+    moments->t = opt.t;
+    return status;
+}
+
 static int train_loop(trainer *t, const strand_train_options *options, strand_train_result *result) {
     const strand_config *c = &t->config;
     strand_model *model = &t->model;
@@ -559,16 +595,8 @@ static int train_loop(trainer *t, const strand_train_options *options, strand_tr
         /* Per block too, before clipping (rank 0 writes them; every rank holds the same gradient). */
         double block_norms[STRAND_MAX_BLOCKS];
         const double grad_norm = strand_model_grad_norm(model, t->rank0 ? block_norms : NULL);
-        /* Every rank holds the same reduced numbers, so they stop together without another vote. */
-        if (!isfinite(step_loss) || !isfinite(grad_norm))
-            STRAND_FAIL(
-                STRAND_ERR_NUMERIC,
-                "training diverged at step %lld: loss %g, gradient norm %g; stopping before the update "
-                "(lower train.lr or raise train.warmup_steps)",
-                (long long)step + 1, step_loss, grad_norm);
-        strand_clip_grads(model->grads, model->table.total, grad_norm, c->grad_clip);
-        const double lr = strand_lr_at(c, step);
-        strand_adamw_update(&t->opt, &model->table, model->params, model->grads, lr, c);
+        double lr = 0;
+        STRAND_CALL(finish_step(model, &t->opt, c, step, step_loss, grad_norm, &lr));
         if (step == 0) t->first_loss = step_loss, t->first_bpb = step_bpb;
         t->last_loss = step_loss;
         t->last_bpb = step_bpb;
