@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* setenv, unsetenv */
 /* strand: one binary, subcommands dispatched from a table (like git's builtins). */
 #include "cli.h"
 
