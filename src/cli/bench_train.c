@@ -16,6 +16,7 @@
 #include "strand/train.h"
 
 #include <errno.h>
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,8 @@ static const char bench_train_usage[] =
     "step (strand train's data reading is not timed here).\n"
     "\n"
     "Prints one JSON line on rank 0: config, layers, d_model, seq_len, vocab, parameters,\n"
-    "precision, ranks, sp, dp, threads (OpenBLAS), warmup, steps, step_s (median of the\n"
+    "precision, ranks, sp, dp, threads (parallel.threads), blas_core (OpenBLAS's kernels), warmup, steps, "
+    "step_s (median of the\n"
     "timed steps, each the slowest rank's), step_min_s, step_max_s, step_spread ((max - min) /\n"
     "median), tokens_per_step, tokens_per_s (per median step), comm_s (median, inside MPI calls),\n"
     "peak_rss_bytes (the largest over ranks), losses and grad_norms (every step, warm-up\n"
@@ -160,19 +162,18 @@ static void print_result(FILE *out, const train_args *o, const strand_config *c,
     for (int i = 1; i < S; i++)
         lo = step_s[i] < lo ? step_s[i] : lo, hi = step_s[i] > hi ? step_s[i] : hi;
     const double med = median(step_s, S), comm = median(comm_s, S);
-    const char *threads = getenv("OPENBLAS_NUM_THREADS");
     fprintf(out, "{\"bench\":\"train\",\"config\":\"");
     json_string(out, o->config);
     fprintf(out, "\",\"layers\":\"");
     json_string(out, c->layers);
     fprintf(out,
             "\",\"d_model\":%d,\"seq_len\":%lld,\"vocab\":%d,\"parameters\":%lld,\"precision\":\"%s\","
-            "\"ranks\":%d,\"sp\":%d,\"dp\":%d,\"threads\":\"%s\",\"warmup\":%d,\"steps\":%d,"
+            "\"ranks\":%d,\"sp\":%d,\"dp\":%d,\"threads\":%d,\"blas_core\":\"%s\",\"warmup\":%d,\"steps\":%d,"
             "\"step_s\":%.6g,\"step_min_s\":%.6g,\"step_max_s\":%.6g,\"step_spread\":%.4g,"
             "\"tokens_per_step\":%.0f,\"tokens_per_s\":%.6g,\"comm_s\":%.6g,\"peak_rss_bytes\":%lld,"
             "\"losses\":[",
             c->d_model, (long long)c->seq_len, V, (long long)parameters, STRAND_REAL_NAME, grid->world_size,
-            grid->sp_size, grid->dp_size, threads ? threads : "default", o->warmup, S, med, lo, hi,
+            grid->sp_size, grid->dp_size, c->threads, openblas_get_corename(), o->warmup, S, med, lo, hi,
             med > 0 ? (hi - lo) / med : 0, tokens_per_step, tokens_per_step / med, comm, peak_rss);
     for (int i = 0; i < total; i++)
         fprintf(out, "%s%.9g", i ? "," : "", losses[i]);
