@@ -1,6 +1,7 @@
 /* strand bench ring: time ring attention forward + backward on random Q, K, V sharded over the
  * MPI ranks, against a GEMM of the same precision measured in the same run, and (for L <= 4096)
  * check it against naive attention in double. Prints one JSON line on rank 0. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "cli.h"
 
 #include "strand/dist.h"
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef STRAND_REAL_DOUBLE
 #define R_GEMM cblas_dgemm
@@ -42,6 +44,9 @@ static void usage(FILE *out) {
         "window, and 2.5x that backward); the median " GEMM_NAME " GFLOP/s of a %d^3 GEMM run on every\n"
         "rank after each attention run; communication wait and busy seconds per rank; and for\n"
         "L <= %d the relative error of out and of dQ, dK, dV against naive attention in double.\n"
+        "The same ratio from CPU seconds (process CPU time, the slowest rank's for attention) is\n"
+        "efficiency_vs_" GEMM_NAME "_cpu: on a shared machine it leaves out the time other jobs held\n"
+        "the cores.\n"
         "Default layout: zigzag, or contiguous with a window.\n",
         GEMM_N, NAIVE_MAX_LENGTH);
 }
@@ -161,12 +166,21 @@ static void gemm_ref_free(gemm_ref *g) {
     strand_free(g->a), strand_free(g->b), strand_free(g->c);
 }
 
-/* GFLOP/s of one C = A B with n = GEMM_N. */
-static double gemm_ref_run(const gemm_ref *g) {
+/* CPU seconds of this process (all its threads). */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* GFLOP/s of one C = A B with n = GEMM_N, per wall second and per CPU second (*cpu_rate). */
+static double gemm_ref_run(const gemm_ref *g, double *cpu_rate) {
     const int n = GEMM_N;
-    const double t0 = strand_now();
+    const double t0 = strand_now(), c0 = cpu_now();
     R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, g->a, n, g->b, n, 0, g->c, n);
-    return 2.0 * n * n * (double)n / (strand_now() - t0) / 1e9;
+    const double flop = 2.0 * n * n * (double)n;
+    *cpu_rate = flop / (cpu_now() - c0) / 1e9;
+    return flop / (strand_now() - t0) / 1e9;
 }
 
 /* Naive attention in double for the whole window (rank 0): errors of out and of [dq | dkv]
@@ -330,17 +344,18 @@ static int run(bench_state *b, const bench_options *o) {
     }
     const int P = b->grid.sp_size, n = o->repeat;
     double *fb = calloc((size_t)n, sizeof(double)), *fw = calloc((size_t)n, sizeof(double)),
-           *bw = calloc((size_t)n, sizeof(double)), *gm = calloc((size_t)n, sizeof(double));
+           *bw = calloc((size_t)n, sizeof(double)), *gm = calloc((size_t)n, sizeof(double)),
+           *fbc = calloc((size_t)n, sizeof(double)), *gmc = calloc((size_t)n, sizeof(double));
     gemm_ref ref = {NULL, NULL, NULL};
     int status = gemm_ref_init(&ref);
-    if (!fb || !fw || !bw || !gm)
+    if (!fb || !fw || !bw || !gm || !fbc || !gmc)
         status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "bench: out of memory");
     for (int it = -1; it < n && status == STRAND_OK; it++) { /* it = -1: warm-up */
         if (it == 0) b->ra.wait_s = b->ra.busy_s = 0;
         memset(b->dq, 0, sizeof(real_t) * (size_t)(T * HE));
         memset(b->dkv, 0, sizeof(real_t) * (size_t)(T * KVW));
         MPI_GOTO(fail, MPI_Barrier(b->grid.sp_comm));
-        const double t0 = strand_now();
+        const double t0 = strand_now(), c0 = cpu_now();
         STRAND_CALL_GOTO(
             status, fail,
             strand_ring_attn_forward(&b->ra, b->out, b->lse, b->q, b->pos, b->kv, b->pos, NULL, NULL));
@@ -348,25 +363,28 @@ static int run(bench_state *b, const bench_options *o) {
         STRAND_CALL_GOTO(status, fail,
                          strand_ring_attn_backward(&b->ra, b->dq, b->dkv, b->dout, b->out, b->lse, b->q,
                                                    b->pos, b->kv, b->pos, NULL, NULL));
-        const double t2 = strand_now();
+        const double t2 = strand_now(), c2 = cpu_now();
         /* A step takes as long as its slowest rank. */
-        double t[3] = {t1 - t0, t2 - t1, t2 - t0};
-        MPI_GOTO(fail, MPI_Allreduce(MPI_IN_PLACE, t, 3, MPI_DOUBLE, MPI_MAX, b->grid.sp_comm));
+        double t[4] = {t1 - t0, t2 - t1, t2 - t0, c2 - c0};
+        MPI_GOTO(fail, MPI_Allreduce(MPI_IN_PLACE, t, 4, MPI_DOUBLE, MPI_MAX, b->grid.sp_comm));
         /* The reference GEMM right after, on all ranks at once like the attention. */
-        const double rate = gemm_ref_run(&ref);
-        if (it >= 0) fw[it] = t[0], bw[it] = t[1], fb[it] = t[2], gm[it] = rate;
+        double rate_cpu = 0;
+        const double rate = gemm_ref_run(&ref, &rate_cpu);
+        if (it >= 0)
+            fw[it] = t[0], bw[it] = t[1], fb[it] = t[2], gm[it] = rate, fbc[it] = t[3], gmc[it] = rate_cpu;
     }
     if (status != STRAND_OK) goto fail;
-    double wait = b->ra.wait_s / n, busy = b->ra.busy_s / n, gemm = median(gm, n);
+    double wait = b->ra.wait_s / n, busy = b->ra.busy_s / n, gemm = median(gm, n), gemm_cpu = median(gmc, n);
     double *waits = calloc((size_t)P, sizeof(double)), *busys = calloc((size_t)P, sizeof(double)),
-           *gemms = calloc((size_t)P, sizeof(double));
-    if (!waits || !busys || !gemms) {
+           *gemms = calloc((size_t)P, sizeof(double)), *gemms_cpu = calloc((size_t)P, sizeof(double));
+    if (!waits || !busys || !gemms || !gemms_cpu) {
         status = strand_error_set(STRAND_ERR_NOMEM, __FILE__, __LINE__, "bench: out of memory");
         goto fail2;
     }
     MPI_GOTO(fail2, MPI_Gather(&wait, 1, MPI_DOUBLE, waits, 1, MPI_DOUBLE, 0, b->grid.sp_comm));
     MPI_GOTO(fail2, MPI_Gather(&busy, 1, MPI_DOUBLE, busys, 1, MPI_DOUBLE, 0, b->grid.sp_comm));
     MPI_GOTO(fail2, MPI_Gather(&gemm, 1, MPI_DOUBLE, gemms, 1, MPI_DOUBLE, 0, b->grid.sp_comm));
+    MPI_GOTO(fail2, MPI_Gather(&gemm_cpu, 1, MPI_DOUBLE, gemms_cpu, 1, MPI_DOUBLE, 0, b->grid.sp_comm));
     double err_out = -1, err_grad = -1;
     if (o->length <= NAIVE_MAX_LENGTH) {
         const int64_t L = o->length;
@@ -387,19 +405,22 @@ static int run(bench_state *b, const bench_options *o) {
         const double flops_fwd = 4.0 * pairs * o->heads * o->head_dim, flops = 3.5 * flops_fwd;
         const double t_fb = median(fb, n), t_f = median(fw, n), t_b = median(bw, n);
         const double gflops = flops / t_fb / 1e9;
-        double gemm_mean = 0, wait_max = 0;
+        const double t_fbc = median(fbc, n);
+        double gemm_mean = 0, gemm_cpu_mean = 0, wait_max = 0;
         for (int r = 0; r < P; r++)
-            gemm_mean += gemms[r] / P, wait_max = fmax(wait_max, waits[r]);
-        printf("{\"bench\":\"ring\",\"precision\":\"%s\",\"ranks\":%d,\"layout\":\"%s\",\"length\":%lld,"
-               "\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"window\":%lld,\"repeat\":%d,\"tile_q\":%d,"
-               "\"tile_k\":%d,\"ring_steps\":%d,\"fwd_bwd_s\":%.6g,\"fwd_s\":%.6g,\"bwd_s\":%.6g,"
-               "\"gflop\":%.6g,\"gflops\":%.6g,\"gflops_per_rank\":%.6g,\"" GEMM_NAME
-               "_gflops_per_rank\":%.6g,"
-               "\"efficiency_vs_" GEMM_NAME "\":%.4f,\"comm_wait_s_max\":%.6g,\"comm_wait_s\":[",
-               STRAND_REAL_NAME, P, o->layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous",
-               (long long)o->length, o->heads, o->kv_heads, o->head_dim, (long long)o->window, n,
-               b->ra.tile_q, b->ra.tile_k, b->ra.steps, t_fb, t_f, t_b, flops / 1e9, gflops, gflops / P,
-               gemm_mean, gflops / P / gemm_mean, wait_max);
+            gemm_mean += gemms[r] / P, gemm_cpu_mean += gemms_cpu[r] / P, wait_max = fmax(wait_max, waits[r]);
+        printf(
+            "{\"bench\":\"ring\",\"precision\":\"%s\",\"ranks\":%d,\"layout\":\"%s\",\"length\":%lld,"
+            "\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"window\":%lld,\"repeat\":%d,\"tile_q\":%d,"
+            "\"tile_k\":%d,\"ring_steps\":%d,\"fwd_bwd_s\":%.6g,\"fwd_s\":%.6g,\"bwd_s\":%.6g,"
+            "\"gflop\":%.6g,\"gflops\":%.6g,\"gflops_per_rank\":%.6g,\"" GEMM_NAME "_gflops_per_rank\":%.6g,"
+            "\"efficiency_vs_" GEMM_NAME "\":%.4f,\"cpu_fwd_bwd_s\":%.6g,\"" GEMM_NAME
+            "_gflops_cpu_per_rank\":%.6g,\"efficiency_vs_" GEMM_NAME "_cpu\":%.4f,"
+            "\"comm_wait_s_max\":%.6g,\"comm_wait_s\":[",
+            STRAND_REAL_NAME, P, o->layout == STRAND_LAYOUT_ZIGZAG ? "zigzag" : "contiguous",
+            (long long)o->length, o->heads, o->kv_heads, o->head_dim, (long long)o->window, n, b->ra.tile_q,
+            b->ra.tile_k, b->ra.steps, t_fb, t_f, t_b, flops / 1e9, gflops, gflops / P, gemm_mean,
+            gflops / P / gemm_mean, t_fbc, gemm_cpu_mean, flops / t_fbc / 1e9 / P / gemm_cpu_mean, wait_max);
         for (int r = 0; r < P; r++)
             printf("%s%.6g", r ? "," : "", waits[r]);
         printf("],\"busy_s\":[");
@@ -417,9 +438,9 @@ static int run(bench_state *b, const bench_options *o) {
         fflush(stdout);
     }
 fail2:
-    free(waits), free(busys), free(gemms);
+    free(waits), free(busys), free(gemms), free(gemms_cpu);
 fail:
-    free(fb), free(fw), free(bw), free(gm);
+    free(fb), free(fw), free(bw), free(gm), free(fbc), free(gmc);
     gemm_ref_free(&ref);
     return status;
 }

@@ -28,10 +28,86 @@ enum { TILE_MASKED = 0, TILE_PARTIAL = 1, TILE_FULL = 2 };
 enum { DEFAULT_TILE_Q = 128, DEFAULT_TILE_K = 512 };
 
 // ----------------------------------------------------------------------------
-// elementwise kernels
+// elementwise kernels (AVX-512 intrinsics in float builds; loops of LANES that gcc vectorises else)
 
 enum { LANES = 16 };
 
+#if defined(__AVX512F__) && !defined(STRAND_REAL_DOUBLE)
+#include <immintrin.h>
+/* strand_exp on 16 lanes: the same Cephes polynomial after x = n ln2 + r, with 2^n applied by
+ * vscalefps instead of building its bits; exactly 0 below -87 (masked scores are -inf). */
+static inline __m512 exp16(__m512 x) {
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+/* Lanes j.. of a row of n values: all 16, or the tail. */
+static inline __mmask16 lanes(int64_t j, int64_t n) {
+    return n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+}
+
+/* max of s[0..n) (-inf for n = 0); a ?: loop does not vectorise (NaN order), max_ps does. */
+static float row_max(const float *restrict s, int64_t n) {
+    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        m0 = _mm512_max_ps(m0, _mm512_loadu_ps(s + j));
+        m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + j + 16));
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 k = lanes(j, n);
+        m0 = _mm512_mask_max_ps(m0, k, m0, _mm512_maskz_loadu_ps(k, s + j));
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+}
+
+/* p[j] = exp(s[j] * scale - shift) in place; returns the sum. */
+static float row_exp_sum(float *restrict s, int64_t n, float scale, float shift) {
+    const __m512 sc = _mm512_set1_ps(scale), sh = _mm512_set1_ps(shift);
+    __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        const __m512 p0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), sc, sh));
+        const __m512 p1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), sc, sh));
+        _mm512_storeu_ps(s + j, p0);
+        _mm512_storeu_ps(s + j + 16, p1);
+        sum0 = _mm512_add_ps(sum0, p0);
+        sum1 = _mm512_add_ps(sum1, p1);
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 k = lanes(j, n);
+        const __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, sh));
+        _mm512_mask_storeu_ps(s + j, k, p);
+        sum0 = _mm512_mask_add_ps(sum0, k, sum0, p);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
+}
+
+/* Backward row: p = exp(s * scale - lse) in place of s; ds = p (dp - delta) in place of dp. */
+static void row_softmax_grad(float *restrict s, float *restrict dp, int64_t n, float scale, float lse,
+                             float delta) {
+    const __m512 sc = _mm512_set1_ps(scale), sh = _mm512_set1_ps(lse), de = _mm512_set1_ps(delta);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 k = lanes(j, n);
+        const __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, sh));
+        _mm512_mask_storeu_ps(s + j, k, p);
+        _mm512_mask_storeu_ps(dp + j, k,
+                              _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), de)));
+    }
+}
+#else
 static real_t row_max(const real_t *restrict s, int64_t n) {
     real_t lane[LANES];
     for (int k = 0; k < LANES; k++)
@@ -77,6 +153,7 @@ static void row_softmax_grad(real_t *restrict s, real_t *restrict dp, int64_t n,
         dp[j] = p * (dp[j] - delta);
     }
 }
+#endif
 
 /* log(sigmoid(x)) without overflow for any x. */
 static inline real_t log_sigmoid(real_t x) {
@@ -117,7 +194,6 @@ static void merge_row(real_t *restrict o, real_t *lse, const real_t *restrict ac
 // The double build and builds without AVX-512 use BLAS.
 
 #if defined(__AVX512F__) && !defined(STRAND_REAL_DOUBLE)
-#include <immintrin.h>
 #define TILE_AVX512 1
 
 enum { KER_ROWS = 6, KER_VECS = 4, PANEL = 16 * KER_VECS }; /* 6 x 4 accumulators + 4 B of 32 zmm */
@@ -148,8 +224,8 @@ static inline __attribute__((always_inline)) void ker_block(const int R, const i
             float *c = C + r * ldc + 16 * v;
             if (ACC)
                 _mm512_storeu_ps(c, _mm512_fmadd_ps(al, acc[r][v], _mm512_loadu_ps(c)));
-            else
-                _mm512_storeu_ps(c, _mm512_mul_ps(al, acc[r][v]));
+            else /* overwrite: only the score products, alpha = 1 */
+                _mm512_storeu_ps(c, acc[r][v]);
         }
 }
 
@@ -191,19 +267,28 @@ static void ker_accumulate(int rows, int nv, int64_t k, float alpha, const float
     }
 }
 
-static void ker_overwrite(int rows, int64_t k, float alpha, const float *A, int64_t a_row, int64_t a_k,
-                          const float *B, int64_t ldb, float *C, int64_t ldc) {
+/* C = A B (no alpha: the score products need none). */
+static void ker_overwrite(int rows, int64_t k, const float *A, int64_t a_row, int64_t a_k, const float *B,
+                          int64_t ldb, float *C, int64_t ldc) {
+    const float alpha = 1;
     KER_ROWS_SWITCH(4, 0)
 }
 
-/* C (m, E) += alpha * sum_j A(r, j) B (j, E) over k values of j; E % 16 == 0. */
+/* C (m, E) += alpha * sum_j A(r, j) B (j, E) over k values of j; E % 16 == 0. The sum runs in chunks
+ * of THIN_K values of j so that the chunk of B (THIN_K x 64 floats, 32 KiB) read by every block
+ * of rows stays in L1; without them B (up to tile_k rows) streams from L2 once per 6 rows. */
+enum { THIN_K = 128 };
 static void thin_gemm(int m, int E, int64_t k, float alpha, const float *A, int64_t a_row, int64_t a_k,
                       const float *B, int64_t ldb, float *C, int64_t ldc) {
-    for (int c0 = 0; c0 < E; c0 += PANEL) {
-        const int nv = (E - c0) / 16 < KER_VECS ? (E - c0) / 16 : KER_VECS;
-        for (int r0 = 0; r0 < m; r0 += KER_ROWS)
-            ker_accumulate(m - r0 < KER_ROWS ? m - r0 : KER_ROWS, nv, k, alpha, A + r0 * a_row, a_row, a_k,
-                           B + c0, ldb, C + (int64_t)r0 * ldc + c0, ldc);
+    for (int64_t k0 = 0; k0 < k; k0 += THIN_K) {
+        const int64_t kc = k - k0 < THIN_K ? k - k0 : THIN_K;
+        for (int c0 = 0; c0 < E; c0 += PANEL) {
+            const int nv = (E - c0) / 16 < KER_VECS ? (E - c0) / 16 : KER_VECS;
+            for (int r0 = 0; r0 < m; r0 += KER_ROWS)
+                ker_accumulate(m - r0 < KER_ROWS ? m - r0 : KER_ROWS, nv, kc, alpha,
+                               A + r0 * a_row + k0 * a_k, a_row, a_k, B + k0 * ldb + c0, ldb,
+                               C + (int64_t)r0 * ldc + c0, ldc);
+        }
     }
 }
 
@@ -232,7 +317,7 @@ static void gemm_scores(int nq, int nk, int E, const real_t *A, int lda, const r
     (void)B, (void)ldb;
     for (int p0 = 0; p0 < nk; p0 += PANEL)
         for (int r0 = 0; r0 < nq; r0 += KER_ROWS)
-            ker_overwrite(nq - r0 < KER_ROWS ? nq - r0 : KER_ROWS, E, 1, A + (int64_t)r0 * lda, lda, 1,
+            ker_overwrite(nq - r0 < KER_ROWS ? nq - r0 : KER_ROWS, E, A + (int64_t)r0 * lda, lda, 1,
                           panels + (int64_t)(p0 / PANEL) * E * PANEL, PANEL, S + (int64_t)r0 * lds + p0, lds);
 #else
     (void)panels;
@@ -292,6 +377,13 @@ static int ranges_visible(int64_t qa, int64_t qb, int64_t ka, int64_t kb, int64_
     return lo <= hi;
 }
 
+/* Keys of tile k that can be visible to tile q: those up to q's last position (a partial tile on the
+ * diagonal computes only these columns, in whole 64-key panels). */
+static int visible_cols(const strand_attn_tile *q, const strand_attn_tile *k) {
+    const int64_t last = q->pos + q->n - k->pos;
+    return (int)(last < k->n ? last : k->n);
+}
+
 static int classify(const strand_attn_tile *q, const strand_attn_tile *k, int64_t window) {
     const int64_t qa = q->pos, qb = q->pos + q->n - 1, ka = k->pos, kb = k->pos + k->n - 1;
     if (!ranges_visible(qa, qb, ka, kb, window)) return TILE_MASKED;
@@ -299,17 +391,18 @@ static int classify(const strand_attn_tile *q, const strand_attn_tile *k, int64_
     return TILE_PARTIAL;
 }
 
-/* Set invisible scores of a partial tile to -inf (positions are consecutive in both tiles). */
-static void mask_tile(real_t *s, int ld, const strand_attn_tile *q, const strand_attn_tile *k,
+/* Set invisible scores among the first ncols keys of a partial tile to -inf (positions are
+ * consecutive in both tiles). */
+static void mask_tile(real_t *s, int ld, int64_t ncols, const strand_attn_tile *q, const strand_attn_tile *k,
                       int64_t window) {
     for (int64_t i = 0; i < q->n; i++) {
         real_t *row = s + i * ld;
         const int64_t qp = q->pos + i;
         int64_t hi = qp - k->pos; /* last visible column */
         int64_t lo = window > 0 ? qp - window + 1 - k->pos : 0;
-        if (hi > k->n - 1) hi = k->n - 1;
+        if (hi > ncols - 1) hi = ncols - 1;
         if (lo < 0) lo = 0;
-        for (int64_t j = 0; j < k->n; j++)
+        for (int64_t j = 0; j < ncols; j++)
             if (j < lo || j > hi) row[j] = -INFINITY;
     }
 }
@@ -404,12 +497,18 @@ int strand_ring_attn_plan(strand_ring_attn *ra, const strand_shard *shard, int h
         STRAND_PLAN_ADD(plan, ra->dkv_buf[i], nr * kvw, flags, "ring attention dK/dV buffer");
     STRAND_PLAN_ADD(plan, ra->dkv_local, nr * kvw, flags, "ring attention dK/dV buffer");
     STRAND_PLAN_ADD(plan, ra->dkv_home, nr * kvw, flags, "ring attention dK/dV buffer");
-    /* Score tiles: rows padded to whole 64-key panels (the vectorised kernel writes them whole). */
-    ra->ld_s = (ra->tile_k + 63) / 64 * 64;
+    /* Score tiles: rows padded to whole 64-key panels (the vectorised kernel writes them whole), plus
+     * 16 values so that consecutive rows (read down a column by the transposed products) do not all
+     * fall into the same few L1 sets, as rows a power of two apart do. */
+    ra->ld_s = (ra->tile_k + 63) / 64 * 64 + 16;
     STRAND_PLAN_ADD(plan, ra->s_tile, (int64_t)ra->tile_q * ra->ld_s, flags, "attention tile");
     STRAND_PLAN_ADD(plan, ra->p_tile, (int64_t)ra->tile_q * ra->ld_s, flags, "attention tile");
     STRAND_PLAN_ADD(plan, ra->k_panel, (int64_t)ra->ld_s * head_dim, flags, "attention tile");
     STRAND_PLAN_ADD(plan, ra->v_panel, (int64_t)ra->ld_s * head_dim, flags, "attention tile");
+    STRAND_PLAN_ADD(plan, ra->q_head, nr * head_dim, flags, "attention head copy");
+    STRAND_PLAN_ADD(plan, ra->do_head, nr * head_dim, flags, "attention head copy");
+    STRAND_PLAN_ADD(plan, ra->k_head, nb * head_dim, flags, "attention head copy");
+    STRAND_PLAN_ADD(plan, ra->v_head, nb * head_dim, flags, "attention head copy");
     STRAND_PLAN_ADD(plan, ra->acc, nr * head_dim, flags, "attention accumulator");
     STRAND_PLAN_ADD(plan, ra->row_m, nr, flags, "attention accumulator");
     STRAND_PLAN_ADD(plan, ra->row_l, nr, flags, "attention accumulator");
@@ -448,6 +547,12 @@ void strand_ring_attn_free(strand_ring_attn *ra) {
 // ----------------------------------------------------------------------------
 // one block
 
+/* dst (n, E) = the E values at the start of each of n rows of src (row stride ld). */
+static void copy_head(real_t *restrict dst, const real_t *restrict src, int64_t ld, int64_t n, int E) {
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + i * E, src + i * ld, sizeof(real_t) * (size_t)E);
+}
+
 /* Attention of the local queries over one K/V block: merge its partial (out_b, lse_b) into
  * (out, lse). kv (nk, 2GE). Key tiles outer, so a key tile (and its panels) serves every query
  * tile while the per-row online-softmax state (m, l, acc) covers all local rows. Returns the
@@ -458,33 +563,38 @@ static int64_t forward_block(strand_ring_attn *ra, real_t *out, real_t *lse, con
     const int HE = H * E, KVW = 2 * G * E, group = H / G, LDS = ra->ld_s;
     const real_t scale = (real_t)(1.0 / sqrt((double)E));
     real_t *S = ra->s_tile, *acc = ra->acc, *m = ra->row_m, *l = ra->row_l;
+    const real_t *kh = ra->k_head, *vh = ra->v_head, *qh = ra->q_head;
+    const int64_t nkv = nkt > 0 ? ra->k_tiles[nkt - 1].row + ra->k_tiles[nkt - 1].n : 0;
     int64_t partial = 0;
     for (int h = 0; h < H; h++) {
         const int g = h / group;
-        const real_t *kh = kv + (int64_t)g * E, *vh = kv + (int64_t)G * E + (int64_t)g * E;
+        if (h % group == 0) { /* K, V (nkv, E) of head g, shared by the group's query heads */
+            copy_head(ra->k_head, kv + (int64_t)g * E, KVW, nkv, E);
+            copy_head(ra->v_head, kv + (int64_t)G * E + (int64_t)g * E, KVW, nkv, E);
+        }
+        copy_head(ra->q_head, q + (int64_t)h * E, HE, T, E); /* Q (T, E) of head h */
         for (int64_t i = 0; i < T; i++)
             m[i] = -INFINITY, l[i] = 0;
         memset(acc, 0, sizeof(real_t) * (size_t)(T * E));
         for (int64_t b = 0; b < nkt; b++) {
             const strand_attn_tile *kt = &ra->k_tiles[b];
-            const int nk = (int)kt->n;
+            const int nk_tile = (int)kt->n;
             int packed = 0;
             for (int64_t a = 0; a < nqt; a++) {
                 const strand_attn_tile *qt = &ra->q_tiles[a];
                 const int cls = classify(qt, kt, ra->window);
                 if (cls == TILE_MASKED) continue;
 #ifdef TILE_AVX512
-                if (!packed) pack_panels(ra->k_panel, kh + kt->row * KVW, KVW, nk, E);
+                if (!packed) pack_panels(ra->k_panel, kh + kt->row * E, E, nk_tile, E);
 #endif
                 packed = 1;
                 (void)packed;
-                const int nq = (int)qt->n;
+                const int nq = (int)qt->n, nk = cls == TILE_PARTIAL ? visible_cols(qt, kt) : nk_tile;
                 real_t *mq = m + qt->row, *lq = l + qt->row, *aq = acc + qt->row * E;
                 // S (nq,nk) = Q (nq,E) K^T (E,nk)
-                gemm_scores(nq, nk, E, q + qt->row * HE + (int64_t)h * E, HE, kh + kt->row * KVW, KVW,
-                            ra->k_panel, S, LDS);
+                gemm_scores(nq, nk, E, qh + qt->row * E, E, kh + kt->row * E, E, ra->k_panel, S, LDS);
                 if (cls == TILE_PARTIAL) {
-                    mask_tile(S, LDS, qt, kt, ra->window);
+                    mask_tile(S, LDS, nk, qt, kt, ra->window);
                     partial++;
                 }
                 for (int i = 0; i < nq; i++) {
@@ -506,7 +616,7 @@ static int64_t forward_block(strand_ring_attn *ra, real_t *out, real_t *lse, con
                     }
                 }
                 // acc (nq,E) += P (nq,nk) V (nk,E)
-                gemm_nn_thin(nq, E, nk, 1, S, LDS, vh + kt->row * KVW, KVW, aq, E);
+                gemm_nn_thin(nq, E, nk, 1, S, LDS, vh + kt->row * E, E, aq, E);
             }
         }
         for (int64_t i = 0; i < T; i++) {
@@ -526,13 +636,20 @@ static void backward_block(strand_ring_attn *ra, real_t *dq, real_t *dkv, const 
     const int HE = H * E, KVW = 2 * G * E, group = H / G, BK = ra->ld_s;
     const real_t scale = (real_t)(1.0 / sqrt((double)E));
     real_t *S = ra->s_tile, *DP = ra->p_tile;
+    const real_t *kh = ra->k_head, *vh = ra->v_head;
+    const int64_t nkv = nkt > 0 ? ra->k_tiles[nkt - 1].row + ra->k_tiles[nkt - 1].n : 0;
     for (int h = 0; h < H; h++) {
         const int g = h / group;
-        const real_t *kh = kv + (int64_t)g * E, *vh = kv + (int64_t)G * E + (int64_t)g * E;
+        if (h % group == 0) {
+            copy_head(ra->k_head, kv + (int64_t)g * E, KVW, nkv, E);
+            copy_head(ra->v_head, kv + (int64_t)G * E + (int64_t)g * E, KVW, nkv, E);
+        }
+        copy_head(ra->q_head, q + (int64_t)h * E, HE, T, E);
+        copy_head(ra->do_head, dout + (int64_t)h * E, HE, T, E);
         const real_t *lse_h = lse + (int64_t)h * T, *delta_h = ra->delta + (int64_t)h * T;
         for (int64_t b = 0; b < nkt; b++) {
             const strand_attn_tile *kt = &ra->k_tiles[b];
-            const int nk = (int)kt->n;
+            const int nk_tile = (int)kt->n;
             const int grad = kt->row < n_grad; /* tiles never straddle n_grad */
             int packed = 0;
             for (int64_t a = 0; a < nqt; a++) {
@@ -541,19 +658,18 @@ static void backward_block(strand_ring_attn *ra, real_t *dq, real_t *dkv, const 
                 if (cls == TILE_MASKED) continue;
 #ifdef TILE_AVX512
                 if (!packed) {
-                    pack_panels(ra->k_panel, kh + kt->row * KVW, KVW, nk, E);
-                    pack_panels(ra->v_panel, vh + kt->row * KVW, KVW, nk, E);
+                    pack_panels(ra->k_panel, kh + kt->row * E, E, nk_tile, E);
+                    pack_panels(ra->v_panel, vh + kt->row * E, E, nk_tile, E);
                 }
 #endif
                 packed = 1;
                 (void)packed;
-                const int nq = (int)qt->n;
-                const real_t *qh = q + qt->row * HE + (int64_t)h * E;
-                const real_t *doh = dout + qt->row * HE + (int64_t)h * E;
+                const int nq = (int)qt->n, nk = cls == TILE_PARTIAL ? visible_cols(qt, kt) : nk_tile;
+                const real_t *qh = ra->q_head + qt->row * E, *doh = ra->do_head + qt->row * E;
                 // S (nq,nk) = Q K^T;  dP (nq,nk) = dO (nq,E) V^T (E,nk)
-                gemm_scores(nq, nk, E, qh, HE, kh + kt->row * KVW, KVW, ra->k_panel, S, BK);
-                if (cls == TILE_PARTIAL) mask_tile(S, BK, qt, kt, ra->window);
-                gemm_scores(nq, nk, E, doh, HE, vh + kt->row * KVW, KVW, ra->v_panel, DP, BK);
+                gemm_scores(nq, nk, E, qh, E, kh + kt->row * E, E, ra->k_panel, S, BK);
+                if (cls == TILE_PARTIAL) mask_tile(S, BK, nk, qt, kt, ra->window);
+                gemm_scores(nq, nk, E, doh, E, vh + kt->row * E, E, ra->v_panel, DP, BK);
                 for (int i = 0; i < nq; i++) {
                     const real_t row_lse = lse_h[qt->row + i];
                     real_t *srow = S + (int64_t)i * BK, *drow = DP + (int64_t)i * BK;
@@ -566,14 +682,14 @@ static void backward_block(strand_ring_attn *ra, real_t *dq, real_t *dkv, const 
                 }
                 // dV (nk,E) += P^T (nk,nq) dO (nq,E)
                 if (grad)
-                    gemm_tn_thin(nk, E, nq, 1, S, BK, doh, HE,
+                    gemm_tn_thin(nk, E, nq, 1, S, BK, doh, E,
                                  dkv + kt->row * KVW + (int64_t)G * E + (int64_t)g * E, KVW);
                 // dQ (nq,E) += scale dS (nq,nk) K (nk,E)
-                gemm_nn_thin(nq, E, nk, scale, DP, BK, kh + kt->row * KVW, KVW,
+                gemm_nn_thin(nq, E, nk, scale, DP, BK, kh + kt->row * E, E,
                              dq + qt->row * HE + (int64_t)h * E, HE);
                 // dK (nk,E) += scale dS^T (nk,nq) Q (nq,E)
                 if (grad)
-                    gemm_tn_thin(nk, E, nq, scale, DP, BK, qh, HE, dkv + kt->row * KVW + (int64_t)g * E, KVW);
+                    gemm_tn_thin(nk, E, nq, scale, DP, BK, qh, E, dkv + kt->row * KVW + (int64_t)g * E, KVW);
             }
         }
     }

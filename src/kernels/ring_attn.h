@@ -17,7 +17,8 @@
  *
  * Tiles: rows are cut into runs of consecutive positions of at most tile_q / tile_k rows. A tile
  * pair is skipped when no key is visible, computed without mask when all are, and masked only
- * otherwise; with the zigzag layout (and the contiguous one without window) only step 0 has masked
+ * otherwise (then only over the keys up to its last query's position, in whole 64-key panels);
+ * with the zigzag layout (and the contiguous one without window) only step 0 has masked
  * tiles, so every later step does the same work on every rank. Key tiles are the outer loop: a
  * key tile is packed once and serves every query tile. Softmax statistics are online per block
  * (running max and sum per row), then the block's (out_b, lse_b) is merged into (out, lse) with
@@ -26,7 +27,9 @@
  * is left alone, so -inf - -inf never occurs). Backward uses the saved lse and
  * delta = rowsum(dO * O); dQ stays local. The tile products run on a register-blocked AVX-512
  * kernel in float builds (BLAS otherwise). All arithmetic is in real_t (fp32 or fp64); no L x L
- * array exists: workspace is O(tile_q * tile_k + T * E) per rank. */
+ * array exists: workspace is O(tile_q * tile_k + T * E) per rank. Each block copies the head it works
+ * on (Q, dO, K, V) into contiguous (rows, E) arrays first: the tile products then read unit-stride
+ * rows instead of rows H*E apart (whose power-of-two strides map onto few L1 sets). */
 #ifndef STRAND_RING_ATTN_H
 #define STRAND_RING_ATTN_H
 
@@ -55,9 +58,11 @@ typedef struct {
     real_t *dkv_buf[3];          /* (max_rows, 2GE) travelling dK/dV accumulators */
     real_t *dkv_local;           /* (max_rows, 2GE) one step's contribution */
     real_t *dkv_home;            /* (max_rows, 2GE) own accumulator on its way back */
-    int ld_s;                    /* row stride of the score tiles: tile_k rounded up to 64 */
+    int ld_s;                    /* row stride of the score tiles: tile_k rounded up to 64, + 16 */
     real_t *s_tile, *p_tile;     /* (tile_q, ld_s) scores and their gradient */
     real_t *k_panel, *v_panel;   /* (ld_s, E) one key tile transposed in panels of 64 keys */
+    real_t *q_head, *do_head;    /* (max_rows, E) one head of Q and dO, contiguous */
+    real_t *k_head, *v_head;     /* (max_block_rows, E) one key/value head of the block, contiguous */
     real_t *acc, *row_m, *row_l; /* (max_rows, E), (max_rows) x2: one block's online softmax */
     real_t *delta;               /* (H, max_rows) rowsum(dO * O) */
     strand_attn_tile *q_tiles, *k_tiles;
