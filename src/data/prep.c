@@ -47,6 +47,9 @@ typedef struct {
     int64_t index; /* chunk number */
     slot_state state;
     int failed; /* zlib failed on this chunk */
+    /* deflate_nucleotide_chunk's table of the codes of byte pairs (allocated on first use) */
+    uint32_t *pair_code;
+    uint8_t *pair_length;
 } chunk_slot;
 
 typedef struct {
@@ -126,9 +129,19 @@ static uint32_t fletcher32(const uint8_t *data, size_t bytes) {
     return sum2 << 16 | sum1;
 }
 
+static int deflate_nucleotide_chunk(chunk_slot *slot, size_t capacity, int token_bytes, size_t *bytes);
+
 /* Compress a chunk and append its checksum as HDF5's fletcher32 filter stores it: little-endian
  * (UINT32ENCODE in H5Zfletcher32.c). `capacity` includes the checksum's 4 bytes. */
 static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity, int token_bytes) {
+    size_t fast_bytes = 0;
+    if (deflate_nucleotide_chunk(slot, capacity, token_bytes, &fast_bytes)) {
+        uint32_t sum = fletcher32(slot->packed, fast_bytes);
+        for (int k = 0; k < CHECKSUM_BYTES; k++)
+            slot->packed[fast_bytes + (size_t)k] = (uint8_t)(sum >> (8 * k));
+        slot->packed_bytes = fast_bytes + CHECKSUM_BYTES;
+        return 0;
+    }
     /* One zlib stream in two parts: Huffman codes for the low bytes (single-letter statistics are
      * what DNA offers), then run-length matches for the high bytes, all zero for nucleotides:
      * Huffman alone would spend a bit on each of them. */
@@ -148,6 +161,270 @@ static int deflate_chunk(z_stream *z, chunk_slot *slot, size_t capacity, int tok
         slot->packed[bytes + (size_t)k] = (uint8_t)(sum >> (8 * k));
     slot->packed_bytes = bytes + CHECKSUM_BYTES;
     return 0;
+}
+
+/* ---- the nucleotide chunk's own deflate encoder ----
+ *
+ * zlib's Huffman-only deflate goes symbol by symbol through its block buffer and costs more than
+ * all the rest of prep. A nucleotide chunk is simpler: its low plane holds a few byte values and
+ * its high plane is zero. Such a chunk is written here as one zlib stream of one dynamic-Huffman
+ * block (RFC 1950, 1951): the low plane as literals, the high plane as a literal 0 and length-258
+ * matches at distance 1. Any inflater reads it back to the same bytes; a chunk that does not fit
+ * (a tokenizer's wide tokens, the padded last chunk) goes through zlib as before. */
+
+enum {
+    LITLEN_CODES = 286, /* literals, end of block (256), lengths up to code 285 (length 258) */
+    DIST_CODES = 2,     /* distance 1 (code 0); code 1 makes the distance code complete */
+    CL_CODES = 19,
+    FAST_MAX_SYMBOLS = 16, /* distinct low bytes: Huffman depth stays within 15 bits */
+    FAST_BLOCK = 1 << 15,  /* low-plane bytes per deflate block */
+    MAX_MATCH = 258,
+    ADLER_BASE = 65521,
+};
+
+typedef struct {
+    uint8_t *out;
+    size_t pos;
+    uint64_t bits;
+    int count;
+} bit_writer;
+
+static inline void put_bits(bit_writer *bw, uint32_t value, int count) {
+    bw->bits |= (uint64_t)value << bw->count;
+    bw->count += count;
+    if (bw->count >= 32) {
+        for (int k = 0; k < 4; k++)
+            bw->out[bw->pos++] = (uint8_t)(bw->bits >> (8 * k));
+        bw->bits >>= 32;
+        bw->count -= 32;
+    }
+}
+
+static void flush_bits(bit_writer *bw) {
+    while (bw->count > 0) {
+        bw->out[bw->pos++] = (uint8_t)bw->bits;
+        bw->bits >>= 8;
+        bw->count -= 8;
+    }
+    bw->bits = 0;
+    bw->count = 0;
+}
+
+/* Huffman code lengths of n (2..32) symbols of weight > 0; 0 when one would exceed max_length. */
+static int huffman_lengths(const uint64_t *weight_in, int n, uint8_t *length, int max_length) {
+    uint64_t weight[64];
+    int parent[64], alive[64], nodes = n;
+    for (int i = 0; i < n; i++)
+        weight[i] = weight_in[i], alive[i] = 1;
+    for (int merged = 0; merged < n - 1; merged++) {
+        int a = -1, b = -1;
+        for (int i = 0; i < nodes; i++) {
+            if (!alive[i]) continue;
+            if (a < 0 || weight[i] < weight[a])
+                b = a, a = i;
+            else if (b < 0 || weight[i] < weight[b])
+                b = i;
+        }
+        weight[nodes] = weight[a] + weight[b];
+        alive[nodes] = 1;
+        alive[a] = alive[b] = 0;
+        parent[a] = parent[b] = nodes;
+        nodes++;
+    }
+    for (int i = 0; i < n; i++) {
+        int depth = 0;
+        for (int j = i; j != nodes - 1; j = parent[j])
+            depth++;
+        if (depth > max_length) return 0;
+        length[i] = (uint8_t)depth;
+    }
+    return 1;
+}
+
+/* Canonical codes (RFC 1951 3.2.2), bit-reversed: deflate sends a code's first bit first into the
+ * low end of each byte. */
+static void canonical_codes(const uint8_t *length, int n, uint16_t *code) {
+    int bl_count[16] = {0}, next_code[16] = {0};
+    for (int i = 0; i < n; i++)
+        bl_count[length[i]]++;
+    bl_count[0] = 0;
+    for (int bits = 1, c = 0; bits < 16; bits++) {
+        c = (c + bl_count[bits - 1]) << 1;
+        next_code[bits] = c;
+    }
+    for (int i = 0; i < n; i++) {
+        code[i] = 0;
+        if (length[i] == 0) continue;
+        unsigned c = (unsigned)next_code[length[i]]++, reversed = 0;
+        for (int b = 0; b < length[i]; b++, c >>= 1)
+            reversed = reversed << 1 | (c & 1);
+        code[i] = (uint16_t)reversed;
+    }
+}
+
+/* One dynamic-Huffman block of `count` low-plane bytes; the last block (`last`) also holds the
+ * zero plane and sets BFINAL. 0 when its code would be too long or it might not fit in `limit`
+ * bytes of output. */
+static int deflate_block(bit_writer *bw, chunk_slot *slot, const uint8_t *low, size_t count, int last,
+                         size_t limit) {
+    uint32_t counts[4][256] = {{0}};
+    for (size_t i = 0; i < count; i += 4) {
+        counts[0][low[i]]++;
+        counts[1][low[i + 1]]++;
+        counts[2][low[i + 2]]++;
+        counts[3][low[i + 3]]++;
+    }
+    /* The zero plane: literal zeros and matches of 258 at distance 1 (the first zero a literal). */
+    const uint64_t matches = last ? (CHUNK_TOKENS - 1) / MAX_MATCH : 0;
+    const uint64_t zeros = last ? CHUNK_TOKENS - matches * MAX_MATCH : 0;
+    uint64_t weight[FAST_MAX_SYMBOLS + 2];
+    int symbol[FAST_MAX_SYMBOLS + 2], n = 0;
+    for (int v = 0; v < 256; v++) {
+        uint64_t weight_v = (uint64_t)counts[0][v] + counts[1][v] + counts[2][v] + counts[3][v];
+        if (v == 0) weight_v += zeros;
+        if (weight_v == 0) continue;
+        if (n == FAST_MAX_SYMBOLS) return 0;
+        symbol[n] = v, weight[n++] = weight_v;
+    }
+    const int n_bytes = n;
+    symbol[n] = 256, weight[n++] = 1;
+    if (matches > 0) symbol[n] = 285, weight[n++] = matches;
+    uint8_t used_length[FAST_MAX_SYMBOLS + 2];
+    if (!huffman_lengths(weight, n, used_length, 15)) return 0;
+    uint8_t length[LITLEN_CODES + DIST_CODES] = {0};
+    uint64_t data_bits = matches; /* one bit of distance code per match */
+    for (int k = 0; k < n; k++) {
+        length[symbol[k]] = used_length[k];
+        data_bits += weight[k] * used_length[k];
+    }
+    length[LITLEN_CODES] = length[LITLEN_CODES + 1] = 1;
+    /* Header: 17 bits, 19 * 3 code length code lengths and at most 288 * 12 bits of lengths; 8
+     * bytes of slack for the last store of the low plane's loop. */
+    const size_t header_bytes = (17 + CL_CODES * 3 + (LITLEN_CODES + DIST_CODES) * 12) / 8 + 1;
+    if (bw->pos + header_bytes + data_bits / 8 + 16 > limit) return 0;
+    uint16_t code[LITLEN_CODES], dist_code[DIST_CODES];
+    canonical_codes(length, LITLEN_CODES, code);
+    canonical_codes(length + LITLEN_CODES, DIST_CODES, dist_code);
+    /* The code length code: fixed lengths 4 (lengths 0-12) and 5 (13-15, repeats), complete. */
+    uint8_t cl_length[CL_CODES];
+    uint16_t cl_code[CL_CODES];
+    for (int k = 0; k < CL_CODES; k++)
+        cl_length[k] = k <= 12 ? 4 : 5;
+    canonical_codes(cl_length, CL_CODES, cl_code);
+    static const uint8_t cl_order[CL_CODES] = {16, 17, 18, 0, 8,  7, 9,  6, 10, 5,
+                                               11, 4,  12, 3, 13, 2, 14, 1, 15};
+
+    put_bits(bw, last ? 1 : 0, 1); /* BFINAL */
+    put_bits(bw, 2, 2);            /* dynamic Huffman */
+    put_bits(bw, LITLEN_CODES - 257, 5);
+    put_bits(bw, DIST_CODES - 1, 5);
+    put_bits(bw, CL_CODES - 4, 4);
+    for (int k = 0; k < CL_CODES; k++)
+        put_bits(bw, cl_length[cl_order[k]], 3);
+    for (int k = 0; k < LITLEN_CODES + DIST_CODES;) {
+        int run = 1;
+        if (length[k] == 0)
+            while (k + run < LITLEN_CODES + DIST_CODES && length[k + run] == 0 && run < 138)
+                run++;
+        if (run >= 11) {
+            put_bits(bw, cl_code[18], cl_length[18]);
+            put_bits(bw, (uint32_t)(run - 11), 7);
+        } else if (run >= 3) {
+            put_bits(bw, cl_code[17], cl_length[17]);
+            put_bits(bw, (uint32_t)(run - 3), 3);
+        } else {
+            run = 1;
+            put_bits(bw, cl_code[length[k]], cl_length[length[k]]);
+        }
+        k += run;
+    }
+    /* The low plane from a table of the codes of pairs of its bytes. */
+    uint32_t *pair_code = slot->pair_code;
+    uint8_t *pair_length = slot->pair_length;
+    int longest_pair = 0;
+    for (int x = 0; x < n_bytes; x++)
+        for (int y = 0; y < n_bytes; y++) {
+            const int p = symbol[x], q = symbol[y], pair = p | q << 8;
+            pair_code[pair] = code[p] | (uint32_t)code[q] << length[p];
+            pair_length[pair] = (uint8_t)(length[p] + length[q]);
+            if (pair_length[pair] > longest_pair) longest_pair = pair_length[pair];
+        }
+    if (2 * longest_pair <= 56) {
+        /* Four bytes per step and no branch: under 8 bits wait in the buffer, up to 56 join them
+         * and all 8 bytes are stored (the size check leaves room), of which the whole ones count. */
+        while (bw->count >= 8) {
+            bw->out[bw->pos++] = (uint8_t)bw->bits;
+            bw->bits >>= 8;
+            bw->count -= 8;
+        }
+        uint64_t bits = bw->bits;
+        unsigned filled = (unsigned)bw->count;
+        uint8_t *out = bw->out + bw->pos;
+        for (size_t i = 0; i < count; i += 4) {
+            const unsigned p0 = low[i] | (unsigned)low[i + 1] << 8,
+                           p1 = low[i + 2] | (unsigned)low[i + 3] << 8;
+            bits |= ((uint64_t)pair_code[p0] | (uint64_t)pair_code[p1] << pair_length[p0]) << filled;
+            filled += (unsigned)pair_length[p0] + pair_length[p1];
+            for (int k = 0; k < 8; k++)
+                out[k] = (uint8_t)(bits >> (8 * k));
+            out += filled >> 3;
+            bits >>= filled & ~7u;
+            filled &= 7;
+        }
+        bw->pos = (size_t)(out - bw->out);
+        bw->bits = bits;
+        bw->count = (int)filled;
+    } else {
+        /* Two per step: 30 bits at most, into a buffer holding under 32. */
+        for (size_t i = 0; i < count; i += 2) {
+            const unsigned pair = low[i] | (unsigned)low[i + 1] << 8;
+            put_bits(bw, pair_code[pair], pair_length[pair]);
+        }
+    }
+    for (uint64_t k = 0; k < zeros; k++)
+        put_bits(bw, code[0], length[0]);
+    if (matches > 0) {
+        const uint32_t match = code[285] | (uint32_t)dist_code[0] << length[285];
+        const int match_bits = length[285] + 1;
+        for (uint64_t k = 0; k < matches; k++)
+            put_bits(bw, match, match_bits);
+    }
+    put_bits(bw, code[256], length[256]);
+    return 1;
+}
+
+/* The chunk as one zlib stream, or 0 when the chunk is not of the simple kind (or might not fit).
+ * Blocks of FAST_BLOCK bytes, each with its own code, follow changes in composition along the
+ * genome. */
+static int deflate_nucleotide_chunk(chunk_slot *slot, size_t capacity, int token_bytes, size_t *bytes) {
+    if (token_bytes != 2) return 0;
+    const uint8_t *low = slot->raw, *high = slot->raw + CHUNK_TOKENS;
+    uint64_t any_high = 0;
+    for (size_t i = 0; i < CHUNK_TOKENS; i += 8) {
+        uint64_t word;
+        memcpy(&word, high + i, 8);
+        any_high |= word;
+    }
+    if (any_high) return 0;
+    if (!slot->pair_code) slot->pair_code = malloc(sizeof *slot->pair_code << 16);
+    if (!slot->pair_length) slot->pair_length = malloc(1 << 16);
+    if (!slot->pair_code || !slot->pair_length) return 0; /* zlib does it instead */
+    const size_t limit = capacity - CHECKSUM_BYTES - 4;   /* room for the Adler-32 */
+    bit_writer bw = {.out = slot->packed};
+    bw.out[bw.pos++] = 0x78; /* zlib header: deflate, 32 KiB window, level 1's FLEVEL */
+    bw.out[bw.pos++] = 0x01;
+    for (size_t at = 0; at < CHUNK_TOKENS; at += FAST_BLOCK)
+        if (!deflate_block(&bw, slot, low + at, FAST_BLOCK, at + FAST_BLOCK == CHUNK_TOKENS, limit)) return 0;
+    flush_bits(&bw);
+    /* Adler-32 of both planes: the zero plane leaves sum a and adds CHUNK_TOKENS * a to sum b. */
+    uLong adler = adler32(1L, low, CHUNK_TOKENS);
+    uint64_t a = adler & 0xffff, b = (adler >> 16) & 0xffff;
+    b = (b + (uint64_t)(CHUNK_TOKENS % ADLER_BASE) * a) % ADLER_BASE;
+    const uint32_t check = (uint32_t)(b << 16 | a);
+    for (int k = 3; k >= 0; k--)
+        bw.out[bw.pos++] = (uint8_t)(check >> (8 * k));
+    *bytes = bw.pos;
+    return 1;
 }
 
 static int init_z(z_stream *z) {
@@ -228,7 +505,11 @@ static void compressor_stop(compressor *c) {
     for (int i = 0; i < N_SLOTS; i++) {
         free(c->slots[i].raw);
         free(c->slots[i].packed);
+        free(c->slots[i].pair_code);
+        free(c->slots[i].pair_length);
         c->slots[i].raw = c->slots[i].packed = NULL;
+        c->slots[i].pair_code = NULL;
+        c->slots[i].pair_length = NULL;
     }
 }
 

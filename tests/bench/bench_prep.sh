@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput of `strand prep` on one core: about 200 MB of FASTA text (copies of the E. coli K-12
 # genome, 80-column lines), as plain text and gzip-compressed. Prints MB/s of FASTA text
-# (decompressed bytes) per wall-clock second, best of RUNS runs.
+# (decompressed bytes) per wall-clock second, of the best and of the median of RUNS runs.
 #
 # usage: tests/bench/bench_prep.sh [STRAND_BINARY]
 #   env: STRAND_BENCH_COPIES (default 43), STRAND_BENCH_DIR (default /tmp/strand_bench_prep, reused),
@@ -36,23 +36,27 @@ text_bytes=$(stat -c %s "$fasta")
 echo "input: $fasta ($text_bytes bytes of FASTA text), $fasta.gz ($(stat -c %s "$fasta.gz") bytes)"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 
-# bench LABEL INPUT [PREFIX...]: best wall time of `strand prep` on INPUT, run under PREFIX.
+# bench LABEL INPUT [PREFIX...]: wall times of RUNS runs of `strand prep` on INPUT, run under
+# PREFIX: MB/s of the best and of the median run, and the spread (slowest / fastest).
 bench() {
-    local label=$1 input=$2 best=""
+    local label=$1 input=$2 times=""
     shift 2
     for _ in $(seq 1 "$runs"); do
         local t0 t1
         t0=$(date +%s.%N)
         "$@" "$strand" prep --in "$input" --out "$work/bench.h5" --quiet
         t1=$(date +%s.%N)
-        best=$(awk -v a="$t0" -v b="$t1" -v best="$best" 'BEGIN { t = b - a; if (best == "" || t < best) best = t; printf "%.3f", best }')
+        times="$times $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
     done
-    awk -v s="$best" -v n="$text_bytes" -v name="$(basename "$input")" -v label="$label" \
-        'BEGIN { printf "%-12s %-22s %8.3f s  %7.1f MB/s of FASTA text\n", name, label, s, n / 1e6 / s }'
+    echo "$times" | tr ' ' '\n' | grep . | sort -n | awk -v n="$text_bytes" -v name="$(basename "$input")" \
+        -v label="$label" '{ t[NR] = $1 } END {
+            median = NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2
+            printf "%-12s %-22s best %7.3f s %7.1f MB/s, median %7.3f s %7.1f MB/s, spread %.2fx\n", name,
+                label, t[1], n / 1e6 / t[1], median, n / 1e6 / median, t[NR] / t[1] }'
 }
 # prep compresses /tokens chunks on worker threads (up to 4, one per online CPU); taskset pins
 # the whole process, workers included, to one core.
-echo "best of $runs runs:"
+echo "$runs runs each:"
 bench "all $(nproc) cores" "$fasta"
 bench "all $(nproc) cores" "$fasta.gz"
 if command -v taskset >/dev/null; then
