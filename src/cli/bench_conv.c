@@ -36,8 +36,8 @@ static const char bench_conv_usage[] =
     "With --layer a mixer, also where its time goes (filter_s: the implicit filter network,\n"
     "projection_s: its position-wise GEMMs, fft_s, exchange_s: packing, exchange and spectral\n"
     "products, pointwise_s: the rest), its floors measured in the same run (fftw_ref_s: the six\n"
-    "transforms; gemm_floor_s: sgemm alone at every GEMM shape of the layer, forward and backward)\n"
-    "and over_floor = fwd_bwd_s / (fftw_ref_s + gemm_floor_s).\n"
+    "transforms; gemm_floor_s: sgemm alone at every GEMM shape of the layer, forward and backward,\n"
+    "on OpenBLAS's own threads) and over_floor = fwd_bwd_s / (fftw_ref_s + gemm_floor_s).\n"
     "\n"
     "options:\n"
     "  --length L             window length in tokens (required)\n"
@@ -252,6 +252,8 @@ static int gemm_floor(const bench_args *args, const strand_shard *shard, const s
         for (int64_t i = 0; i < most; i++)
             x[i] = y[i] = w[i] = (real_t)((i % 7) - 3) * (real_t)0.1;
         res->gemm_flops = 0;
+        /* OpenBLAS's own threads here (strand's GEMMs cut rows over OpenMP's): the library's best. */
+        openblas_set_num_threads(strand_threads());
         for (int r = -1; r < args->repeat; r++) {
             const double t0 = strand_now();
             for (int i = 0; i < cost.linears; i++) {
@@ -269,6 +271,7 @@ static int gemm_floor(const bench_args *args, const strand_shard *shard, const s
             if (status != STRAND_OK) break;
             if (r >= 0) b->t_ref[r] = t;
         }
+        openblas_set_num_threads(1);
         if (status == STRAND_OK) res->gemm_floor = median(b->t_ref, args->repeat);
     }
     strand_free(x);

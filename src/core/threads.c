@@ -1,4 +1,7 @@
-/* Threads inside a rank: one count for strand's OpenMP loops and OpenBLAS (parallel.threads). */
+/* Threads inside a rank (parallel.threads): OpenMP's pool runs strand's loops, FFTW's threaded
+ * plans and the row blocks of the linear layers' GEMMs (one single-threaded OpenBLAS call per
+ * thread). OpenBLAS keeps one thread: a second pool of spinning threads on the same cores made the
+ * GEMMs and the loops between them slower than either alone. */
 #include "strand/common.h"
 
 #include <cblas.h>
@@ -13,7 +16,7 @@ void strand_threads_set(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(thread_count);
 #endif
-    openblas_set_num_threads(thread_count);
+    openblas_set_num_threads(1);
 }
 
 int strand_threads(void) {

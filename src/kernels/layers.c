@@ -9,6 +9,9 @@
 
 #include <cblas.h>
 #include <limits.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <math.h>
 #include <string.h>
 
@@ -177,6 +180,31 @@ void layernorm_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real
 // ----------------------------------------------------------------------------
 // linear (BLAS)
 
+/* GEMMs smaller than this many multiply-adds run as one call on the calling thread. */
+enum { GEMM_PARALLEL_MIN = 1 << 22 };
+
+/* C (M,N) = alpha op(A) op(B) + beta C (row-major; op(A) is (M,K)) with the rows of C cut into
+ * one block per OpenMP thread, each block one BLAS call on its thread. OpenBLAS itself runs on one
+ * thread (strand_threads_set): its own pool would spin against OpenMP's on the same cores. The
+ * blocks are whole multiples of 32 rows; a row of C is computed the same way in any block. */
+static void gemm_rows(int trans_a, int trans_b, int64_t M, int N, int K, real_t alpha, const real_t *A,
+                      int lda, const real_t *B, int ldb, real_t beta, real_t *C, int ldc) {
+    const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans,
+                               tb = trans_b ? CblasTrans : CblasNoTrans;
+    int parts = 1;
+#ifdef _OPENMP
+    if ((double)M * N * K > GEMM_PARALLEL_MIN && !omp_in_parallel()) parts = omp_get_max_threads();
+#endif
+    const int64_t share = ((M + parts - 1) / parts + 31) / 32 * 32;
+#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
+    for (int p = 0; p < parts; p++) {
+        const int64_t r0 = p * share < M ? p * share : M, r1 = r0 + share < M ? r0 + share : M;
+        if (r1 > r0)
+            R_GEMM(CblasRowMajor, ta, tb, (int)(r1 - r0), N, K, alpha, trans_a ? A + r0 : A + r0 * lda, lda,
+                   B, ldb, beta, C + r0 * ldc, ldc);
+    }
+}
+
 void linear_forward(real_t *out, const real_t *in, const real_t *weight, const real_t *bias, int64_t T, int C,
                     int OC) {
     // out (T,OC) = in (T,C) @ weight^T (C,OC) + bias (OC)
@@ -184,11 +212,12 @@ void linear_forward(real_t *out, const real_t *in, const real_t *weight, const r
     if (T == 0 || OC == 0) return;
     real_t beta = 0;
     if (bias) {
+#pragma omp parallel for schedule(static) if (T * OC > PARALLEL_MIN)
         for (int64_t t = 0; t < T; t++)
             memcpy(out + t * OC, bias, (size_t)OC * sizeof(real_t));
         beta = 1;
     }
-    R_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, OC, C, 1, in, C, weight, C, beta, out, OC);
+    gemm_rows(0, 1, T, OC, C, 1, in, C, weight, C, beta, out, OC);
 }
 
 static void linear_backward_beta(real_t *dinp, real_t beta, real_t *dweight, real_t *dbias,
@@ -197,26 +226,34 @@ static void linear_backward_beta(real_t *dinp, real_t beta, real_t *dweight, rea
     STRAND_ASSERT(T >= 0 && T <= INT_MAX);
     if (T == 0) return;
     // dinp (T,C) = beta dinp + dout (T,OC) @ weight (OC,C)
-    if (dinp)
-        R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, C, OC, 1, dout, OC, weight, C, beta, dinp,
-               C);
+    if (dinp) gemm_rows(0, 0, T, C, OC, 1, dout, OC, weight, C, beta, dinp, C);
     // dweight (OC,C) += dout^T (OC,T) @ in (T,C)
-    if (dweight)
-        R_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)T, 1, dout, OC, in, C, 1, dweight, C);
-    // dbias (OC) += column sums of dout, in double over blocks of columns
+    if (dweight) gemm_rows(1, 0, OC, C, (int)T, 1, dout, OC, in, C, 1, dweight, C);
+    // dbias (OC) += column sums of dout, in double over blocks of columns; threads take whole
+    // columns (in runs of 16, a cache line of floats), so every column sums its rows in order
     if (dbias) {
-        double acc[BIAS_BLOCK];
-        for (int o0 = 0; o0 < OC; o0 += BIAS_BLOCK) {
-            const int n = OC - o0 < BIAS_BLOCK ? OC - o0 : BIAS_BLOCK;
-            for (int i = 0; i < n; i++)
-                acc[i] = 0.0;
-            for (int64_t t = 0; t < T; t++) {
-                const real_t *restrict g = dout + t * OC + o0;
+#pragma omp parallel if (T * OC > PARALLEL_MIN)
+        {
+            int lo = 0, hi = OC;
+#ifdef _OPENMP
+            const int threads = omp_get_num_threads(), id = omp_get_thread_num();
+            const int share = ((OC + threads - 1) / threads + 15) / 16 * 16;
+            lo = id * share < OC ? id * share : OC;
+            hi = lo + share < OC ? lo + share : OC;
+#endif
+            double acc[BIAS_BLOCK];
+            for (int o0 = lo; o0 < hi; o0 += BIAS_BLOCK) {
+                const int n = hi - o0 < BIAS_BLOCK ? hi - o0 : BIAS_BLOCK;
                 for (int i = 0; i < n; i++)
-                    acc[i] += g[i];
+                    acc[i] = 0.0;
+                for (int64_t t = 0; t < T; t++) {
+                    const real_t *restrict g = dout + t * OC + o0;
+                    for (int i = 0; i < n; i++)
+                        acc[i] += g[i];
+                }
+                for (int i = 0; i < n; i++)
+                    dbias[o0 + i] += (real_t)acc[i];
             }
-            for (int i = 0; i < n; i++)
-                dbias[o0 + i] += (real_t)acc[i];
         }
     }
 }
