@@ -134,7 +134,7 @@ typedef struct {
     int sp;      /* 0 = world size / dp */
     int dp;      /* 0 = world size / sp */
     int layout;  /* enum strand_layout_choice */
-    int threads; /* threads per rank: OpenMP loops, OpenBLAS and FFTW */
+    int threads; /* threads per rank: OpenMP loops, FFTW plans and row blocks of the GEMMs */
 
     /* [run] */
     char run_dir[1024];

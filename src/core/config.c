@@ -340,9 +340,10 @@ static const key_def keys[] = {
      .imin = 1,
      .imax = 1024,
      .flags = STRAND_KEY_RESUMABLE,
-     .help = "Threads per rank (OpenMP loops, OpenBLAS and FFTW), e.g. one rank per socket with a thread "
-             "per core; results are bit-identical to 1 thread except FFTW's threaded plans and "
-             "OpenBLAS's own splitting."},
+     .help = "Threads per rank, e.g. one rank per socket with a thread per core: one OpenMP pool runs "
+             "strand's loops, FFTW's threaded plans and the GEMMs (rows cut into one single-threaded "
+             "OpenBLAS call per thread); results are bit-identical to 1 thread except where FFTW's "
+             "threaded plans round differently (long convolutions: about 1e-8 relative in float)."},
     {.section = "parallel",
      .name = "layout",
      .type = STRAND_KEY_ENUM,

@@ -10,8 +10,10 @@
 # usage: tests/bench/bench_train.sh [STRAND_BINARY]
 #   env: MODELS ("conv hyena attn hybrid": tests/bench/models/<name>.ini, or paths), REPEAT (3),
 #        STEPS (5), WARMUP (2), OUT (/tmp/strand_bench_train), MPIRUN (mpirun), PYTHON (/usr/bin/python3)
-# OPENBLAS_CORETYPE is left as it is: both sides use the same OpenBLAS, so the ratio is fair
-# either way, but the absolute times depend on it.
+# Both sides use the same OpenBLAS. Where OPENBLAS_CORETYPE is unset and OpenBLAS falls back to
+# its Prescott kernels on a CPU model it does not know, strand starts itself again on AVX-512 or
+# AVX2 kernels (src/cli/main.c) and PyTorch would not: the script then sets OPENBLAS_CORETYPE to
+# the core strand chose (its blas_core), so that both sides run the same kernels.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 strand=${1:-${STRAND:-$root/build/strand}}
@@ -26,6 +28,11 @@ python=${PYTHON:-/usr/bin/python3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1
 export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    core=$("$strand" bench fftconv --length 64 --channels 4 --repeat 1 --no-check | jq -r '.blas_core // empty')
+    [ -n "$core" ] && export OPENBLAS_CORETYPE=$core
+fi
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-} (both sides)" >&2
 mkdir -p "$out"
 lines=$out/bench_train.jsonl
 : >"$lines"
