@@ -71,6 +71,14 @@ for args in "--config $work/missing.ini --steps 3" "--steps 3"; do
         fail "bench train $args: exit $rc, stderr: $(cat err.txt)"
     fi
 done
+# A wrong flag is named as unknown, not taken for an option short of its value.
+rc=0
+"$STRAND" bench train --config "$ini" --verbose >stdout.txt 2>err.txt || rc=$?
+if [ "$rc" -eq 2 ] && grep -qx "strand bench train: error: unknown option '--verbose' (see --help)" err.txt; then
+    ok "unknown flag: exit 2, $(cat err.txt)"
+else
+    fail "unknown flag: exit $rc, $(cat err.txt)"
+fi
 rc=0
 "$STRAND" bench train --config "$work/missing.ini" >stdout.txt 2>err.txt || rc=$?
 if [ "$rc" -eq 1 ] && [ "$(wc -l <err.txt)" -eq 1 ] && grep -q "^strand bench train: error: .*missing.ini" err.txt; then
