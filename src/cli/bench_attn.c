@@ -69,10 +69,9 @@ static int parse(int argc, char **argv, bench_options *o) {
             if (cli_world_rank() == 0) usage(stdout);
             return CLI_OK + 100;
         }
-        if (i + 1 >= argc) {
-            cli_error("bench ring", "option '%s' needs a value", a);
-            return CLI_USAGE;
-        }
+        static const char *const known[] = {"--length",   "--window", "--layout", "--heads",  "--kv-heads",
+                                            "--head-dim", "--repeat", "--tile-q", "--tile-k", NULL};
+        if (i + 1 >= argc) return cli_missing_value("bench ring", a, known);
         const char *v = argv[++i];
         int64_t x = 0;
         int ok = 1;

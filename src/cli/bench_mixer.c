@@ -326,10 +326,9 @@ static int bench_main(int argc, char **argv, int kind) {
             if (cli_world_rank() == 0) fputs(usages[kind], stdout);
             return CLI_OK;
         }
-        if (i + 1 >= argc) {
-            cli_error(name, "option '%s' needs a value (see --help)", a);
-            return CLI_USAGE;
-        }
+        static const char *const known[] = {"--layer",  "--cell",  "--length", "--channels",
+                                            "--repeat", "--state", "--set",    NULL};
+        if (i + 1 >= argc) return cli_missing_value(name, a, known);
         const char *v = argv[++i];
         char *end = NULL;
         if (strcmp(a, kind == BENCH_RNN ? "--cell" : "--layer") == 0) {

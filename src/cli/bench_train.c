@@ -306,18 +306,8 @@ int bench_train(int argc, char **argv) {
             if (cli_world_rank() == 0) fputs(bench_train_usage, stdout);
             return CLI_OK;
         }
-        static const char *const known[] = {"--config", "--dump", "--steps", "--warmup", "--set"};
-        int is_known = 0;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++)
-            is_known |= strcmp(a, known[k]) == 0;
-        if (!is_known) {
-            cli_error(name, "unknown option '%s' (see --help)", a);
-            return CLI_USAGE;
-        }
-        if (i + 1 >= argc) {
-            cli_error(name, "option '%s' needs a value (see --help)", a);
-            return CLI_USAGE;
-        }
+        static const char *const known[] = {"--config", "--dump", "--steps", "--warmup", "--set", NULL};
+        if (i + 1 >= argc) return cli_missing_value(name, a, known);
         const char *v = argv[++i];
         char *end = NULL;
         if (strcmp(a, "--config") == 0) {

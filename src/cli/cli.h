@@ -28,6 +28,9 @@ int bench_train(int argc, char **argv);
 
 /* Print "strand <command>: error: <message>" once (world rank 0 only). */
 void cli_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The error for option `opt` left without its value at the end of the line: "needs a value" when
+ * it is one of `known` (NULL-terminated), "unknown option" otherwise. Returns CLI_USAGE. */
+int cli_missing_value(const char *command, const char *opt, const char *const *known);
 /* Print the last strand error as one line (world rank 0 only) and return CLI_FAILURE. */
 int cli_report(const char *command);
 int cli_world_rank(void);

@@ -53,6 +53,16 @@ void cli_error(const char *name, const char *fmt, ...) {
     fflush(stderr);
 }
 
+int cli_missing_value(const char *name, const char *opt, const char *const *known) {
+    for (const char *const *k = known; *k; k++)
+        if (strcmp(opt, *k) == 0) {
+            cli_error(name, "option '%s' needs a value (see --help)", opt);
+            return CLI_USAGE;
+        }
+    cli_error(name, "unknown option '%s' (see --help)", opt);
+    return CLI_USAGE;
+}
+
 int cli_report(const char *name) {
     cli_error(name, "%s", strand_error_message()[0] ? strand_error_message() : "failed");
     return CLI_FAILURE;
