@@ -115,10 +115,13 @@ int strand_fault_alloc_injected(size_t bytes, const char *what);
         if (!(ptr)) return STRAND_ERR_NOMEM;                                                                 \
     } while (0)
 
-/* Threads of this process for OpenMP loops and OpenBLAS (FFTW's come with each plan, see
- * fftconv.h); n >= 1. strand_threads() is the current count. */
+/* Threads of this process for OpenMP loops and the GEMMs' row blocks (FFTW's come with each plan,
+ * see fftconv.h); n >= 1. strand_threads() is the current count. OpenBLAS runs on one thread;
+ * strand_threads_blas_own(1) hands it all of them (a reference GEMM in a benchmark), (0) takes
+ * them back. */
 void strand_threads_set(int n);
 int strand_threads(void);
+void strand_threads_blas_own(int own);
 
 /* Wall-clock seconds (monotonic). */
 double strand_now(void);

@@ -253,7 +253,7 @@ static int gemm_floor(const bench_args *args, const strand_shard *shard, const s
             x[i] = y[i] = w[i] = (real_t)((i % 7) - 3) * (real_t)0.1;
         res->gemm_flops = 0;
         /* OpenBLAS's own threads here (strand's GEMMs cut rows over OpenMP's): the library's best. */
-        openblas_set_num_threads(strand_threads());
+        strand_threads_blas_own(1);
         for (int r = -1; r < args->repeat; r++) {
             const double t0 = strand_now();
             for (int i = 0; i < cost.linears; i++) {
@@ -271,7 +271,7 @@ static int gemm_floor(const bench_args *args, const strand_shard *shard, const s
             if (status != STRAND_OK) break;
             if (r >= 0) b->t_ref[r] = t;
         }
-        openblas_set_num_threads(1);
+        strand_threads_blas_own(0);
         if (status == STRAND_OK) res->gemm_floor = median(b->t_ref, args->repeat);
     }
     strand_free(x);

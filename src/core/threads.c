@@ -16,7 +16,11 @@ void strand_threads_set(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(thread_count);
 #endif
-    openblas_set_num_threads(1);
+    strand_threads_blas_own(0);
+}
+
+void strand_threads_blas_own(int own) {
+    openblas_set_num_threads(own ? thread_count : 1);
 }
 
 int strand_threads(void) {

@@ -47,7 +47,7 @@ typedef struct {
     int64_t index; /* chunk number */
     slot_state state;
     int failed; /* zlib failed on this chunk */
-    /* deflate_nucleotide_chunk's table of the codes of byte pairs (allocated on first use) */
+    /* deflate_nucleotide_chunk's table of the codes of byte pairs */
     uint32_t *pair_code;
     uint8_t *pair_length;
 } chunk_slot;
@@ -406,10 +406,7 @@ static int deflate_nucleotide_chunk(chunk_slot *slot, size_t capacity, int token
         any_high |= word;
     }
     if (any_high) return 0;
-    if (!slot->pair_code) slot->pair_code = malloc(sizeof *slot->pair_code << 16);
-    if (!slot->pair_length) slot->pair_length = malloc(1 << 16);
-    if (!slot->pair_code || !slot->pair_length) return 0; /* zlib does it instead */
-    const size_t limit = capacity - CHECKSUM_BYTES - 4;   /* room for the Adler-32 */
+    const size_t limit = capacity - CHECKSUM_BYTES - 4; /* room for the Adler-32 */
     bit_writer bw = {.out = slot->packed};
     bw.out[bw.pos++] = 0x78; /* zlib header: deflate, 32 KiB window, level 1's FLEVEL */
     bw.out[bw.pos++] = 0x01;
@@ -466,7 +463,9 @@ static int compressor_start(compressor *c, const char *path) {
     for (int i = 0; i < N_SLOTS; i++) {
         c->slots[i].raw = calloc(raw_bytes, 1); /* the high planes start zero */
         c->slots[i].packed = malloc(c->packed_capacity);
-        if (!c->slots[i].raw || !c->slots[i].packed)
+        c->slots[i].pair_code = malloc(sizeof *c->slots[i].pair_code << 16);
+        c->slots[i].pair_length = malloc(1 << 16);
+        if (!c->slots[i].raw || !c->slots[i].packed || !c->slots[i].pair_code || !c->slots[i].pair_length)
             STRAND_FAIL(STRAND_ERR_NOMEM, "%s: out of memory for chunk buffers", path);
     }
     if (pthread_mutex_init(&c->lock, NULL) != 0) STRAND_FAIL(STRAND_ERR_INTERNAL, "cannot create a mutex");

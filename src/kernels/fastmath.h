@@ -3,7 +3,8 @@
  * tiles, the hyena filter's sines) with errors of a few float ulp for exp, below 2e-7 absolute for
  * tanh, and below 2e-7 absolute for sin and cos on |x| <= STRAND_SINCOS_MAX (tests/unit/
  * test_fastmath.c checks each bound against libm in double). Double builds call libm so the
- * finite-difference checks run against the exact functions. */
+ * finite-difference checks run against the exact functions. strand_exp16 is strand_exp on 16
+ * AVX-512 lanes, for kernels written with intrinsics (the attention softmax rows). */
 #ifndef STRAND_FASTMATH_H
 #define STRAND_FASTMATH_H
 
@@ -76,5 +77,27 @@ static inline void strand_sincos(float x, float *sin_x, float *cos_x) {
 }
 #endif
 #define STRAND_SINCOS_MAX 8192.0
+
+#if defined(__AVX512F__) && !defined(STRAND_REAL_DOUBLE)
+#include <immintrin.h>
+/* strand_exp on 16 lanes: the same Cephes polynomial after x = n ln2 + r, with 2^n applied by
+ * vscalefps instead of building its bits; exactly 0 below -87 (masked scores are -inf). */
+static inline __m512 strand_exp16(__m512 x) {
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+#endif
 
 #endif

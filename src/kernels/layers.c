@@ -183,6 +183,14 @@ void layernorm_backward(real_t *dinp, real_t *dweight, real_t *dbias, const real
 /* GEMMs smaller than this many multiply-adds run as one call on the calling thread. */
 enum { GEMM_PARALLEL_MIN = 1 << 22 };
 
+/* Part `part` of `parts` of n items, [*lo, *hi), in whole runs of `align` items (the last part
+ * takes what is left, and a part may be empty). */
+static void part_span(int64_t n, int parts, int part, int align, int64_t *lo, int64_t *hi) {
+    const int64_t share = ((n + parts - 1) / parts + align - 1) / align * align;
+    *lo = part * share < n ? part * share : n;
+    *hi = *lo + share < n ? *lo + share : n;
+}
+
 /* C (M,N) = alpha op(A) op(B) + beta C (row-major; op(A) is (M,K)) with the rows of C cut into
  * one block per OpenMP thread, each block one BLAS call on its thread. OpenBLAS itself runs on one
  * thread (strand_threads_set): its own pool would spin against OpenMP's on the same cores. The
@@ -195,10 +203,10 @@ static void gemm_rows(int trans_a, int trans_b, int64_t M, int N, int K, real_t 
 #ifdef _OPENMP
     if ((double)M * N * K > GEMM_PARALLEL_MIN && !omp_in_parallel()) parts = omp_get_max_threads();
 #endif
-    const int64_t share = ((M + parts - 1) / parts + 31) / 32 * 32;
 #pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
     for (int p = 0; p < parts; p++) {
-        const int64_t r0 = p * share < M ? p * share : M, r1 = r0 + share < M ? r0 + share : M;
+        int64_t r0, r1;
+        part_span(M, parts, p, 32, &r0, &r1);
         if (r1 > r0)
             R_GEMM(CblasRowMajor, ta, tb, (int)(r1 - r0), N, K, alpha, trans_a ? A + r0 : A + r0 * lda, lda,
                    B, ldb, beta, C + r0 * ldc, ldc);
@@ -234,16 +242,13 @@ static void linear_backward_beta(real_t *dinp, real_t beta, real_t *dweight, rea
     if (dbias) {
 #pragma omp parallel if (T * OC > PARALLEL_MIN)
         {
-            int lo = 0, hi = OC;
+            int64_t lo = 0, hi = OC;
 #ifdef _OPENMP
-            const int threads = omp_get_num_threads(), id = omp_get_thread_num();
-            const int share = ((OC + threads - 1) / threads + 15) / 16 * 16;
-            lo = id * share < OC ? id * share : OC;
-            hi = lo + share < OC ? lo + share : OC;
+            part_span(OC, omp_get_num_threads(), omp_get_thread_num(), 16, &lo, &hi);
 #endif
             double acc[BIAS_BLOCK];
-            for (int o0 = lo; o0 < hi; o0 += BIAS_BLOCK) {
-                const int n = hi - o0 < BIAS_BLOCK ? hi - o0 : BIAS_BLOCK;
+            for (int64_t o0 = lo; o0 < hi; o0 += BIAS_BLOCK) {
+                const int n = (int)(hi - o0 < BIAS_BLOCK ? hi - o0 : BIAS_BLOCK);
                 for (int i = 0; i < n; i++)
                     acc[i] = 0.0;
                 for (int64_t t = 0; t < T; t++) {

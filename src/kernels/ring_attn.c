@@ -34,25 +34,6 @@ enum { LANES = 16 };
 
 #if defined(__AVX512F__) && !defined(STRAND_REAL_DOUBLE)
 #include <immintrin.h>
-/* strand_exp on 16 lanes: the same Cephes polynomial after x = n ln2 + r, with 2^n applied by
- * vscalefps instead of building its bits; exactly 0 below -87 (masked scores are -inf). */
-static inline __m512 exp16(__m512 x) {
-    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
-    return _mm512_maskz_scalef_ps(live, p, n);
-}
-
 /* Lanes j.. of a row of n values: all 16, or the tail. */
 static inline __mmask16 lanes(int64_t j, int64_t n) {
     return n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
@@ -79,8 +60,8 @@ static float row_exp_sum(float *restrict s, int64_t n, float scale, float shift)
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 32 <= n; j += 32) {
-        const __m512 p0 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), sc, sh));
-        const __m512 p1 = exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), sc, sh));
+        const __m512 p0 = strand_exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j), sc, sh));
+        const __m512 p1 = strand_exp16(_mm512_fmsub_ps(_mm512_loadu_ps(s + j + 16), sc, sh));
         _mm512_storeu_ps(s + j, p0);
         _mm512_storeu_ps(s + j + 16, p1);
         sum0 = _mm512_add_ps(sum0, p0);
@@ -88,7 +69,7 @@ static float row_exp_sum(float *restrict s, int64_t n, float scale, float shift)
     }
     for (; j < n; j += 16) {
         const __mmask16 k = lanes(j, n);
-        const __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, sh));
+        const __m512 p = strand_exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, sh));
         _mm512_mask_storeu_ps(s + j, k, p);
         sum0 = _mm512_mask_add_ps(sum0, k, sum0, p);
     }
@@ -101,7 +82,7 @@ static void row_softmax_grad(float *restrict s, float *restrict dp, int64_t n, f
     const __m512 sc = _mm512_set1_ps(scale), sh = _mm512_set1_ps(lse), de = _mm512_set1_ps(delta);
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = lanes(j, n);
-        const __m512 p = exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, sh));
+        const __m512 p = strand_exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + j), sc, sh));
         _mm512_mask_storeu_ps(s + j, k, p);
         _mm512_mask_storeu_ps(dp + j, k,
                               _mm512_mul_ps(p, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), de)));
